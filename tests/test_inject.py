@@ -1,0 +1,139 @@
+import pytest
+import torch
+
+from xsteer.generate import Steering, generate
+from xsteer.inject import steer
+from xsteer.vectors import SteeringVectors, VectorFileError
+
+
+def random_vectors(model, seed=0, layers=None):
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(model.cfg.n_layers, model.cfg.d_model, generator=g)
+    v = v / v.norm(dim=-1, keepdim=True)
+    return SteeringVectors(v, "tiny-llama", "random", tuple(layers or range(model.cfg.n_layers)))
+
+
+def logits(model, texts):
+    enc = model.tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        return model(enc.input_ids, attention_mask=enc.attention_mask)
+
+
+def n_hooks(model):
+    unique = {id(hp): hp for hp in model.hook_dict.values()}  # aliases share one HookPoint
+    return sum(len(hp._forward_hooks) for hp in unique.values())
+
+
+def test_lambda_zero_is_identity_and_large_lambda_changes(tiny):
+    sv = random_vectors(tiny)
+    base = logits(tiny, ["hello there"])
+    with steer(tiny, sv, lam=0.0):
+        same = logits(tiny, ["hello there"])
+    with steer(tiny, sv, lam=10.0):
+        moved = logits(tiny, ["hello there"])
+    torch.testing.assert_close(same, base)
+    assert (moved - base).abs().max() > 1.0
+
+
+def test_hooks_removed_after_exception(tiny):
+    sv = random_vectors(tiny)
+    before = n_hooks(tiny)
+    base = logits(tiny, ["abc"])
+    with pytest.raises(RuntimeError, match="boom"):
+        with steer(tiny, sv, lam=5.0):
+            assert n_hooks(tiny) == before + tiny.cfg.n_layers
+            raise RuntimeError("boom")
+    assert n_hooks(tiny) == before
+    torch.testing.assert_close(logits(tiny, ["abc"]), base)
+
+
+def test_only_chosen_layers_are_steered(tiny):
+    sv = random_vectors(tiny)
+    seen = {}
+
+    def spy(layer):
+        def f(x, hook):
+            seen[layer] = x[0, -1].clone()
+            return x
+        return f
+
+    ids = tiny.tokenizer(["xy"], return_tensors="pt").input_ids
+    spies = [(f"blocks.{i}.hook_resid_post", spy(i)) for i in range(tiny.cfg.n_layers)]
+    with torch.inference_mode(), tiny.hooks(fwd_hooks=spies):
+        tiny(ids)
+    base = dict(seen)
+    # Spies run before the steering hook on the same point, so layer 2's own reading is unsteered...
+    with torch.inference_mode(), steer(tiny, sv, lam=3.0, layers=[2]), tiny.hooks(fwd_hooks=spies):
+        tiny(ids)
+    for i in range(2):
+        torch.testing.assert_close(seen[i], base[i])
+    # ...and every later layer sees the displaced stream.
+    assert (seen[3] - base[3]).abs().max() > 1e-3
+
+
+def test_per_row_lambda_equals_separate_runs(tiny):
+    sv = random_vectors(tiny)
+    lams = [0.0, 0.5, 2.0, 5.0]
+    with steer(tiny, sv, lam=torch.tensor(lams)):
+        batched = logits(tiny, ["same prompt"] * 4)
+    for i, lam in enumerate(lams):
+        with steer(tiny, sv, lam=lam):
+            torch.testing.assert_close(batched[i], logits(tiny, ["same prompt"])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_wrong_shapes_are_rejected(tiny):
+    wide = SteeringVectors(torch.ones(tiny.cfg.n_layers, tiny.cfg.d_model + 1), "other", "x", (0,))
+    with pytest.raises(VectorFileError, match="xsteer transfer"):
+        with steer(tiny, wide):
+            pass
+    deep = SteeringVectors(torch.ones(tiny.cfg.n_layers + 2, tiny.cfg.d_model), "other", "x", (0,))
+    with pytest.raises(VectorFileError, match="layers"):
+        with steer(tiny, deep):
+            pass
+    sv = random_vectors(tiny)
+    with pytest.raises(ValueError, match="rows"):
+        with steer(tiny, sv, lam=[1.0, 2.0]):
+            logits(tiny, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="finite"):
+        with steer(tiny, sv, lam=float("nan")):
+            pass
+
+
+PROMPTS = ["Q: 1+1\nA:", "A much longer prompt about apples and pears.\nA:", "Hi", "x" * 30]
+
+
+def test_batched_generation_equals_one_by_one(tiny):
+    batched = generate(tiny, PROMPTS, max_new_tokens=12, batch_size=4)
+    alone = [generate(tiny, [p], max_new_tokens=12)[0] for p in PROMPTS]
+    assert [g.text for g in batched] == [g.text for g in alone]
+    assert all(g.n_tokens > 0 for g in batched)
+
+
+@pytest.mark.parametrize("positions", ["all", "generated"])
+def test_steered_generation_per_row_equals_separate(tiny, positions):
+    sv = random_vectors(tiny)
+    lams = [0.0, 1.0, 4.0]
+    rows = [p for p in PROMPTS[:2] for _ in lams]
+    grid = generate(tiny, rows, max_new_tokens=10, steering=Steering(sv, lams * 2, positions=positions))
+    for k, prompt in enumerate(PROMPTS[:2]):
+        for j, lam in enumerate(lams):
+            alone = generate(tiny, [prompt], max_new_tokens=10, steering=Steering(sv, lam, positions=positions))[0]
+            assert grid[k * 3 + j].text == alone.text
+    plain = generate(tiny, PROMPTS[:2], max_new_tokens=10)
+    assert [grid[0].text, grid[3].text] == [g.text for g in plain]  # λ = 0 is the unsteered model
+    assert any(grid[k * 3 + 2].text != plain[k].text for k in range(2))  # a large λ changes the output
+
+
+def test_stop_strings_cut_the_completion(tiny):
+    free = generate(tiny, ["Hi"], max_new_tokens=20)[0]
+    if len(free.text) < 4:
+        pytest.skip("the tiny model stopped too early to test stop strings")
+    stop = free.text[2:4]
+    cut = generate(tiny, ["Hi"], max_new_tokens=20, stop=[stop])[0]
+    assert cut.finish == "stop" and free.text.startswith(cut.text) and stop not in cut.text
+
+
+def test_sampling_is_seeded_per_row(tiny):
+    a = generate(tiny, ["Hi", "Yo"], max_new_tokens=8, temperature=1.0, seeds=[1, 2])
+    b = generate(tiny, ["Yo"], max_new_tokens=8, temperature=1.0, seeds=[2])
+    assert a[1].text == b[0].text

@@ -1,0 +1,198 @@
+"""Batched, left-padded, KV-cached generation with optional per-row steering.
+
+One call can cover a whole λ grid: give the same prompt once per λ and a per-row λ tensor.
+
+* Rows leave the batch as soon as they finish (EOS or a stop string), so they stop costing compute.
+* ``positions="generated"`` steers only the positions that produce new tokens: the last prompt token and
+  every generated token. The rest of the prompt is then unsteered and identical across λ, so it is
+  prefilled once per *distinct* prompt and its KV cache is shared by all rows of that prompt.
+  (``"all"``, the RepE/repeng convention, also steers the prompt, so every row pays its own prefill.)
+* Greedy by default; ``temperature > 0`` samples with one seeded generator per row, so a row's sample
+  does not depend on which other rows share its batch (resumed runs reproduce the same samples).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from xsteer.inject import Lambda, steer
+from xsteer.models import encode
+from xsteer.vectors import SteeringVectors
+
+Positions = Literal["all", "generated"]
+
+
+@dataclass(frozen=True)
+class Steering:
+    """What to add while generating: vectors, λ (scalar or one per prompt), layers, and where."""
+
+    vectors: SteeringVectors
+    lam: Lambda = 1.0
+    layers: Sequence[int] | None = None
+    positions: Positions = "all"
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str  # the completion, cut before the first stop string
+    n_tokens: int
+    finish: Literal["eos", "stop", "length"]
+
+
+def eos_ids(model: Any) -> set[int]:
+    tok = model.tokenizer
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    gen_cfg = getattr(getattr(model, "original_model", None), "generation_config", None)
+    extra = getattr(gen_cfg, "eos_token_id", None)
+    if extra is not None:
+        ids |= set(extra) if isinstance(extra, (list, tuple)) else {int(extra)}
+    return ids
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _lambda_rows(lam: Lambda, n: int) -> Tensor:
+    t = torch.as_tensor(lam, dtype=torch.float32)
+    if t.ndim == 0:
+        return t.expand(n).clone()
+    if t.shape != (n,):
+        raise ValueError(f"per-row λ must have one value per prompt ({n}), got shape {tuple(t.shape)}")
+    return t
+
+
+def generate(
+    model: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 256,
+    stop: Sequence[str] = (),
+    steering: Steering | None = None,
+    temperature: float = 0.0,
+    seeds: Sequence[int] | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> list[Generation]:
+    """Generate a completion for each prompt (already rendered through the chat template).
+
+    Prompts are processed in batches of ``batch_size`` rows, longest first, and returned in input order.
+    """
+    n = len(prompts)
+    if n == 0:
+        return []
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be at least 1")
+    lam = _lambda_rows(steering.lam, n) if steering is not None else None
+    seeds = list(seeds) if seeds is not None else list(range(n))
+    tok = model.tokenizer
+    lengths = [len(tok(p).input_ids) for p in prompts]
+    order = sorted(range(n), key=lambda i: -lengths[i])
+    results: list[Generation | None] = [None] * n
+    bar = tqdm(total=n, desc="generate", disable=not progress, leave=False)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        outs = _generate_batch(
+            model,
+            [prompts[i] for i in idx],
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            steering=steering,
+            lam=lam[idx] if lam is not None else None,
+            temperature=temperature,
+            seeds=[seeds[i] for i in idx],
+        )
+        for i, out in zip(idx, outs, strict=True):
+            results[i] = out
+        bar.update(len(idx))
+    bar.close()
+    return results  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def _generate_batch(
+    model: Any,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    stop: Sequence[str],
+    steering: Steering | None,
+    lam: Tensor | None,
+    temperature: float,
+    seeds: list[int],
+) -> list[Generation]:
+    tok = model.tokenizer
+    device = next(model.parameters()).device
+    eos = eos_ids(model)
+    b = len(prompts)
+    share_prefill = steering is not None and steering.positions == "generated"
+    # Distinct prompts are prefilled once; rows then point at their prompt's cache entry.
+    uniq = list(dict.fromkeys(prompts)) if share_prefill else prompts
+    enc = encode(tok, uniq)
+    ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+    row_of = torch.tensor([uniq.index(p) for p in prompts], device=device) if share_prefill else None
+
+    ctx = steer(model, steering.vectors, lam=lam, layers=steering.layers) if steering is not None else nullcontext()
+    with ctx as handle:
+        if share_prefill and ids.shape[1] > 1:
+            handle.active = False
+            _, past = model(ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True, return_type="logits_and_cache", logits_to_keep=1)
+            past.batch_select_indices(row_of)
+            handle.active = True
+            ids, mask = ids[row_of], mask[row_of]
+            logits, past = model(ids[:, -1:], attention_mask=mask, past_key_values=past, return_type="logits_and_cache")
+        else:
+            if row_of is not None:
+                ids, mask = ids[row_of], mask[row_of]
+            logits, past = model(ids, attention_mask=mask, use_cache=True, return_type="logits_and_cache", logits_to_keep=1)
+
+        gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds] if temperature > 0 else None
+        alive = list(range(b))  # original row index of each batch row still generating
+        tokens: list[list[int]] = [[] for _ in range(b)]
+        finish: list[str] = ["length"] * b
+        texts: list[str] = [""] * b
+        for step in range(max_new_tokens):
+            last = logits[:, -1, :].float()
+            if temperature > 0:
+                # Gumbel-max with each row's own generator: the draw is independent of the batch.
+                noise = torch.stack([torch.rand(last.shape[-1], generator=gens[r]) for r in alive]).to(last.device)
+                nxt = (last / temperature - torch.log(-torch.log(noise.clamp_min(1e-20)))).argmax(-1)
+            else:
+                nxt = last.argmax(-1)
+            keep = []
+            for j, r in enumerate(alive):
+                t = int(nxt[j])
+                if t in eos:
+                    finish[r] = "eos"
+                    continue
+                tokens[r].append(t)
+                if stop:
+                    texts[r], hit = _cut_at_stop(tok.decode(tokens[r], skip_special_tokens=True), stop)
+                    if hit:
+                        finish[r] = "stop"
+                        continue
+                keep.append(j)
+            if not keep or step == max_new_tokens - 1:
+                break
+            if len(keep) < len(alive):
+                sel = torch.tensor(keep, device=device)
+                past.batch_select_indices(sel)
+                mask, nxt = mask[sel], nxt[sel]
+                if handle is not None:
+                    handle.select_rows(sel)
+                alive = [alive[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
+            logits, past = model(nxt[:, None], attention_mask=mask, past_key_values=past, return_type="logits_and_cache")
+    out = []
+    for r in range(b):
+        text = texts[r] if stop and finish[r] == "stop" else tok.decode(tokens[r], skip_special_tokens=True)
+        out.append(Generation(text=text, n_tokens=len(tokens[r]), finish=finish[r]))  # type: ignore[arg-type]
+    return out

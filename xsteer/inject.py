@@ -1,0 +1,125 @@
+"""Add ``λ · v_l`` to a model's residual stream at ``blocks.{l}.hook_resid_post``.
+
+:func:`steer` is a context manager: hooks go on at entry and always come off at exit, exception or not.
+λ is a scalar or one value per batch row, so one batched forward (or generation) covers a whole λ grid:
+row ``b`` of the batch is steered by ``λ[b]``.
+
+The per-layer displacements ``λ[:, None, None] * v_l`` are computed once per λ setting and kept on the
+model's device, so a hook call does no host work, no host-to-device copy and no sync: it is one add.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from xsteer.models import model_id
+from xsteer.vectors import SteeringVectors, VectorFileError
+
+Lambda = float | Sequence[float] | Float[Tensor, "batch"]
+
+
+class SteeringHandle:
+    """Live state of one :func:`steer` context: which rows get which λ, and whether steering is on.
+
+    Generation loops use it to switch steering off for shared prefill (``active``) and to drop rows
+    that finished (:meth:`select_rows`).
+    """
+
+    def __init__(self, vectors: Float[Tensor, "layer d_model"], layers: Sequence[int], lam: Lambda, device: Any, dtype: torch.dtype):
+        self.layers = tuple(layers)
+        self._v = {layer: vectors[layer].to(device=device, dtype=dtype) for layer in self.layers}
+        self.device, self.dtype = device, dtype
+        self.active = True
+        self.set_lambda(lam)
+
+    def set_lambda(self, lam: Lambda) -> None:
+        """Set λ: a scalar for all rows, or one value per batch row."""
+        lam_t = torch.as_tensor(lam, dtype=torch.float32)
+        if lam_t.ndim > 1:
+            raise ValueError(f"λ must be a scalar or one value per batch row, got shape {tuple(lam_t.shape)}")
+        if not torch.isfinite(lam_t).all():
+            raise ValueError(f"λ must be finite, got {lam_t.tolist()}")
+        self.lam = lam_t
+        coef = lam_t.to(device=self.device, dtype=self.dtype).reshape(-1, 1, 1)
+        self._delta = {layer: coef * v for layer, v in self._v.items()}  # [rows or 1, 1, d_model]
+
+    @property
+    def n_rows(self) -> int | None:
+        return None if self.lam.ndim == 0 else int(self.lam.shape[0])
+
+    def select_rows(self, index: Tensor) -> None:
+        """Keep only these batch rows (a generation loop dropped the others)."""
+        if self.n_rows is not None:
+            self.set_lambda(self.lam[index.cpu()])
+
+    def hook(self, layer: int):
+        """The hook function for one layer; `layer` is bound now, not looked up late (lm-eval's bug)."""
+
+        def add(resid: Tensor, hook: Any = None) -> Tensor:
+            if not self.active:
+                return resid
+            delta = self._delta[layer]
+            if delta.shape[0] not in (1, resid.shape[0]):
+                raise ValueError(f"per-row λ has {delta.shape[0]} values but the batch has {resid.shape[0]} rows")
+            # Out of place: a cache hook registered earlier on this point may hold a view of `resid`.
+            return resid + delta
+
+        return add
+
+
+def resolve_layers(vectors: SteeringVectors, layers: Sequence[int] | None) -> list[int]:
+    """The layers to steer: the vectors' own by default; a chosen subset must be among them."""
+    if layers is None:
+        return list(vectors.layers)
+    layers = [int(x) + vectors.n_layers if int(x) < 0 else int(x) for x in layers]
+    bad = [x for x in layers if x not in vectors.layers]
+    if bad:
+        raise ValueError(f"layers {bad} carry no vector; steerable layers: {list(vectors.layers)}")
+    return sorted(set(layers))
+
+
+@contextmanager
+def steer(
+    model: Any,
+    vectors: SteeringVectors,
+    *,
+    lam: Lambda = 1.0,
+    layers: Sequence[int] | None = None,
+    hook: str | None = None,
+) -> Iterator[SteeringHandle]:
+    """Steer ``model`` with ``vectors`` inside the block: ``h_l ← h_l + λ · v_l`` for each steered layer.
+
+    Args:
+        model: a TransformerLens model (TransformerBridge or anything with ``hooks()`` and ``cfg``).
+        vectors: vectors in this model's residual space (same depth and width; see ``xsteer transfer``).
+        lam: a scalar, or one value per batch row.
+        layers: steer only these layers (default: every layer the vectors carry).
+        hook: hook point name within each block (default: the one the vectors were read from).
+
+    Raises:
+        VectorFileError: the vectors live in a model of another depth or width.
+    """
+    if not isinstance(vectors, SteeringVectors):
+        raise TypeError(f"vectors must be a SteeringVectors, got {type(vectors).__name__}")
+    vectors.check_compatible(model.cfg.n_layers, model.cfg.d_model, model_id(model))
+    if vectors.model_id != model_id(model):
+        # Same shape, different model (e.g. two fine-tunes of one base): allowed, but worth knowing.
+        import warnings
+
+        warnings.warn(f"vectors were made for {vectors.model_id!r} and are applied to {model_id(model)!r}", stacklevel=3)
+    chosen = resolve_layers(vectors, layers)
+    param = next(model.parameters())
+    handle = SteeringHandle(vectors.vectors, chosen, lam, param.device, param.dtype)
+    hook_name = hook or vectors.hook
+    fwd_hooks = [(f"blocks.{layer}.{hook_name}", handle.hook(layer)) for layer in chosen]
+    with model.hooks(fwd_hooks=fwd_hooks):
+        yield handle
+
+
+__all__ = ["steer", "SteeringHandle", "resolve_layers", "VectorFileError"]

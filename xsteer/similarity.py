@@ -1,0 +1,162 @@
+"""Similarity measures for layer matching (CKA) and for analysing transferred vectors.
+
+Everything is computed in float64 and returned as Python floats or float64 tensors.
+Undefined similarities (a zero vector, a representation with no variance) come back
+as NaN rather than as a silent 0, so that a dead layer cannot pass for "dissimilar".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from einops import rearrange
+from jaxtyping import Float
+from torch import Tensor
+
+
+def _centred_unit(x: Tensor, dim: int) -> Tensor:
+    """Centre over the sample axis ``dim`` and scale each representation to unit Frobenius norm."""
+    x = x.to(torch.float64)
+    x = x - x.mean(dim=dim, keepdim=True)
+    # CKA is scale invariant; normalising first keeps the fourth powers in the
+    # HSIC terms far from overflow/underflow whatever the activation scale.
+    norm = torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True)
+    return x / norm
+
+
+def _use_gram(n: int, d1: int, d2: int) -> bool:
+    # Gram route costs ~ n^2 (d1 + d2); feature route ~ n (d1 d2 + d1^2 + d2^2).
+    return n * (d1 + d2) < d1 * d2 + d1 * d1 + d2 * d2
+
+
+def _check_pair(x: Tensor, y: Tensor, sample_dim: int) -> None:
+    if x.shape[sample_dim] != y.shape[sample_dim]:
+        raise ValueError(
+            f"CKA needs the same examples on both sides: got n={x.shape[sample_dim]} and n={y.shape[sample_dim]}"
+        )
+    if x.shape[sample_dim] < 2:
+        raise ValueError("CKA needs at least 2 examples (centring leaves nothing of one)")
+
+
+def linear_cka(X: Float[Tensor, "n d1"], Y: Float[Tensor, "n d2"]) -> float:
+    """Linear CKA (Kornblith et al. 2019) between two representations of the same n examples.
+
+    ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` on column-centred X, Y. The same
+    number is computed through n x n Gram matrices when n is small relative to the
+    widths. NaN if either side has no variance.
+    """
+    if X.ndim != 2 or Y.ndim != 2:
+        raise ValueError(f"linear_cka takes [n, d] matrices, got {tuple(X.shape)} and {tuple(Y.shape)}")
+    _check_pair(X, Y, 0)
+    x, y = _centred_unit(X, 0), _centred_unit(Y, 0)
+    n, d1, d2 = x.shape[0], x.shape[1], y.shape[1]
+    if _use_gram(n, d1, d2):
+        k, l_ = x @ x.T, y @ y.T
+        num = (k * l_).sum()
+        den = torch.linalg.matrix_norm(k) * torch.linalg.matrix_norm(l_)
+    else:
+        num = (y.T @ x).pow(2).sum()
+        den = torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y)
+    return float(num / den)
+
+
+def cka_matrix(
+    A: Float[Tensor, "layer_a n d1"], B: Float[Tensor, "layer_b n d2"]
+) -> Float[Tensor, "layer_a layer_b"]:
+    """Linear CKA between every layer of A and every layer of B (same n examples).
+
+    Each layer is centred once. When n is small relative to the widths, each layer
+    becomes a normalised n x n Gram matrix and the whole matrix is one product
+    (memory ~ (layer_a + layer_b) n^2 float64s); otherwise the feature-space formula
+    is used. Agrees with :func:`linear_cka` entry by entry.
+    """
+    if A.ndim != 3 or B.ndim != 3:
+        raise ValueError(f"cka_matrix takes [layer, n, d] tensors, got {tuple(A.shape)} and {tuple(B.shape)}")
+    _check_pair(A, B, 1)
+    a, b = _centred_unit(A, 1), _centred_unit(B, 1)
+    n, d1, d2 = a.shape[1], a.shape[2], b.shape[2]
+    if _use_gram(n, d1, d2):
+        k = torch.einsum("lnd,lmd->lnm", a, a)
+        g = torch.einsum("lnd,lmd->lnm", b, b)
+        k = k / torch.linalg.matrix_norm(k)[:, None, None]
+        g = g / torch.linalg.matrix_norm(g)[:, None, None]
+        return rearrange(k, "l n m -> l (n m)") @ rearrange(g, "l n m -> l (n m)").T
+    self_a = torch.linalg.matrix_norm(torch.einsum("lnd,lne->lde", a, a))
+    self_b = torch.linalg.matrix_norm(torch.einsum("lnd,lne->lde", b, b))
+    # Loop over A's layers so the cross-covariances held at once are layer_b x d1 x d2.
+    cross = torch.stack([torch.einsum("nd,lne->lde", ai, b).pow(2).sum(dim=(1, 2)) for ai in a])
+    return cross / (self_a[:, None] * self_b[None, :])
+
+
+def _unit_rows(x: Tensor) -> Tensor:
+    x = x.to(torch.float64)
+    # A zero row divides 0/0 and becomes NaN on purpose: its cosine is undefined.
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+
+
+def _check_width(a: Tensor, b: Tensor, what: str) -> None:
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"{what} takes [layer, d] tensors, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"{what} needs vectors of one width, got d={a.shape[1]} and d={b.shape[1]} (map them first: widthmap)"
+        )
+
+
+def cosine_per_layer(a: Float[Tensor, "layer d"], b: Float[Tensor, "layer d"]) -> Float[Tensor, " layer"]:
+    """Cosine between a[i] and b[i] for each layer i (NaN where either vector is zero)."""
+    _check_width(a, b, "cosine_per_layer")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"cosine_per_layer needs equal layer counts, got {a.shape[0]} and {b.shape[0]}")
+    return (_unit_rows(a) * _unit_rows(b)).sum(dim=-1)
+
+
+def cosine_matrix(a: Float[Tensor, "la d"], b: Float[Tensor, "lb d"]) -> Float[Tensor, "la lb"]:
+    """Cosine between every a[i] and every b[j] (NaN where either vector is zero)."""
+    _check_width(a, b, "cosine_matrix")
+    return _unit_rows(a) @ _unit_rows(b).T
+
+
+def correlation_matrix(a: Float[Tensor, "la d"], b: Float[Tensor, "lb d"]) -> Float[Tensor, "la lb"]:
+    """Pearson correlation between every a[i] and every b[j], over their d coordinates.
+
+    The cross-parent heatmap of the paper (Fig. 2); only meaningful when both sides
+    live in the same coordinates (equal widths, shared basis). Constant vectors give NaN.
+    """
+    _check_width(a, b, "correlation_matrix")
+    a = a.to(torch.float64)
+    b = b.to(torch.float64)
+    return cosine_matrix(a - a.mean(dim=-1, keepdim=True), b - b.mean(dim=-1, keepdim=True))
+
+
+def random_cosine_null(d: int, n_samples: int = 10000, seed: int = 0) -> Float[Tensor, " n_samples"]:
+    """Cosines between pairs of independent uniformly random unit vectors in ``d`` dims.
+
+    The chance level for comparing directions: E|cos| ~ sqrt(2 / (pi d)), std ~ 1/sqrt(d).
+    Sampled exactly but without drawing the vectors: by rotational invariance the
+    cosine is the first coordinate of one random unit vector, and (1 + cos) / 2 is
+    Beta((d-1)/2, (d-1)/2). That keeps the cost O(n_samples) even at d = 5120.
+    Deterministic in ``seed``.
+    """
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise ValueError(f"d must be a positive int, got {d!r}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    rng = np.random.default_rng(seed)
+    if d == 1:
+        # Unit "vectors" in 1-D are +-1, so the cosine is a fair sign.
+        cos = rng.choice([-1.0, 1.0], size=n_samples)
+    else:
+        cos = 2.0 * rng.beta((d - 1) / 2, (d - 1) / 2, size=n_samples) - 1.0
+    return torch.from_numpy(cos).to(torch.float64)
+
+
+def null_quantile(d: int, q: float = 0.95, n_samples: int = 10000, seed: int = 0) -> float:
+    """The q-quantile of |cos| between random unit vectors in ``d`` dims.
+
+    A |cosine| above ``null_quantile(d, 0.95)`` is beyond what 95% of random
+    direction pairs reach.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must lie in [0, 1], got {q}")
+    return float(torch.quantile(random_cosine_null(d, n_samples, seed).abs(), q))

@@ -1,0 +1,182 @@
+"""Steering-vector files: ``[n_layers, d_model]`` vectors plus the metadata needed to use them right.
+
+A file is one safetensors file: the tensor ``vectors`` and, in the safetensors header, a JSON document
+under the key ``xsteer`` (model id, widths, hook point, method, centring rule, token position, norm
+convention, pairs hash, per-layer statistics, provenance). No pickle is involved in saving or loading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+FORMAT_VERSION = 1
+
+# How the length of each layer's vector is defined; λ only means something relative to it.
+NORMS = {
+    "unit": "each steered layer's vector has L2 norm 1 (λ is an absolute residual-stream displacement)",
+    "resid_mean": "each steered layer's vector has the norm of the model's mean ‖h_l‖ at that layer "
+    "(λ = 0.1 moves the residual by 10% of its typical length)",
+}
+
+
+class VectorFileError(ValueError):
+    """A vector file or vector set is malformed, or does not fit the model it is applied to."""
+
+
+@dataclass(frozen=True)
+class SteeringVectors:
+    """One steering direction per layer of one model.
+
+    Attributes:
+        vectors: one row per layer of the model the vectors live in; rows of unsteered layers are zero.
+        model_id: the model whose residual space the vectors live in (``cfg.model_name`` of a loaded model).
+        method: how the directions were obtained (``pca``, ``pca_uncentred``, ``mean_diff``, or
+            ``transfer:<layer map>/<width map>`` for mapped vectors).
+        layers: the layers that carry a vector; all others are left alone by :func:`xsteer.inject.steer`.
+        hook: the TransformerLens hook point the vectors were read from and are added at.
+        position: which token position the activations were read at.
+        norm: the norm convention (a key of :data:`NORMS`).
+        centring: the centring rule of the method (the survey's PCA pitfall: say which one was used).
+        pairs_hash: sha256 of the contrastive pairs, so two files can be told to come from the same data.
+        layer_stats: per-layer statistics of the fit (explained variance, separation, ...), one dict a layer.
+        extra: free-form provenance (parent model, maps, fit report, command line ...).
+    """
+
+    vectors: Float[Tensor, "layer d_model"]
+    model_id: str
+    method: str
+    layers: tuple[int, ...]
+    hook: str = "hook_resid_post"
+    position: str = "last_token"
+    norm: str = "unit"
+    centring: str = ""
+    pairs_hash: str = ""
+    layer_stats: tuple[dict[str, float], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        v = self.vectors
+        if v.ndim != 2:
+            raise VectorFileError(f"vectors must be [n_layers, d_model], got shape {tuple(v.shape)}")
+        object.__setattr__(self, "vectors", v.detach().to("cpu", torch.float32).contiguous())
+        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        if not self.layers:
+            raise VectorFileError("a vector set must steer at least one layer")
+        bad = [i for i in self.layers if not 0 <= i < self.n_layers]
+        if bad:
+            raise VectorFileError(f"layers {bad} are outside 0..{self.n_layers - 1}")
+        if not torch.isfinite(self.vectors).all():
+            rows = sorted({int(i) for i in (~torch.isfinite(self.vectors)).nonzero()[:, 0]})
+            raise VectorFileError(f"vectors hold NaN or infinite values at layers {rows}")
+        norms = self.vectors[list(self.layers)].norm(dim=-1)
+        zero = [layer for layer, n in zip(self.layers, norms.tolist(), strict=True) if n < 1e-12]
+        if zero:
+            raise VectorFileError(f"steered layers {zero} have zero vectors; drop them from `layers`")
+        if self.norm not in NORMS:
+            raise VectorFileError(f"unknown norm convention {self.norm!r}; options: {', '.join(NORMS)}")
+
+    @property
+    def n_layers(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def d_model(self) -> int:
+        return self.vectors.shape[1]
+
+    def replace(self, **changes: Any) -> SteeringVectors:
+        return replace(self, **changes)
+
+    def metadata(self) -> dict[str, Any]:
+        meta = asdict(self)
+        del meta["vectors"]
+        meta.update(format_version=FORMAT_VERSION, n_layers=self.n_layers, d_model=self.d_model)
+        meta["layers"] = list(self.layers)
+        meta["layer_stats"] = list(self.layer_stats)
+        return meta
+
+    def check_compatible(self, n_layers: int, d_model: int, model_id: str | None = None) -> None:
+        """Raise a clear error when these vectors do not live in a model of this depth and width."""
+        if (n_layers, d_model) != (self.n_layers, self.d_model):
+            raise VectorFileError(
+                f"vectors for {self.model_id!r} are [{self.n_layers} layers x d_model {self.d_model}] but the "
+                f"model{f' {model_id!r}' if model_id else ''} has [{n_layers} layers x d_model {d_model}]; "
+                "map them into the child's space first with `xsteer transfer` (xsteer.transfer)"
+            )
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a crash mid-write leaves either the old file or none, never half a file."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {"xsteer": json.dumps(self.metadata(), default=_json_default)}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"vectors": self.vectors}, tmp, metadata=header)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SteeringVectors:
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise VectorFileError(f"no vector file at {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                if "vectors" not in f.keys():
+                    raise VectorFileError(f"{path} holds no 'vectors' tensor (keys: {list(f.keys())})")
+                vectors = f.get_tensor("vectors")
+        except VectorFileError:
+            raise
+        except Exception as e:
+            raise VectorFileError(f"{path} is not a readable safetensors file: {e}") from e
+        if "xsteer" not in header:
+            raise VectorFileError(f"{path} is a safetensors file without xsteer metadata")
+        meta = json.loads(header["xsteer"])
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise VectorFileError(f"{path} was written by a newer xsteer (format {meta['format_version']})")
+        for k in ("format_version", "n_layers", "d_model"):
+            meta.pop(k, None)
+        meta["layers"] = tuple(meta["layers"])
+        meta["layer_stats"] = tuple(meta.get("layer_stats", ()))
+        return cls(vectors=vectors, **meta)
+
+    def unit(self) -> SteeringVectors:
+        """The same directions at unit norm."""
+        v = self.vectors.clone()
+        idx = list(self.layers)
+        v[idx] = v[idx] / v[idx].norm(dim=-1, keepdim=True)
+        return self.replace(vectors=v, norm="unit")
+
+    def scaled_to(self, norms: Float[Tensor, layer], convention: str) -> SteeringVectors:
+        """Rescale each steered layer to the given norm (e.g. the model's mean ‖h_l‖) and record the rule."""
+        v = self.unit().vectors
+        v = v * norms.to(v).reshape(-1, 1)
+        return self.replace(vectors=v, norm=convention)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Tensor):
+        return o.tolist()
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot store {type(o).__name__} in vector metadata")

@@ -1,0 +1,320 @@
+"""Width maps: carry vectors from the parent's residual space (d_parent) to the child's (d_child).
+
+Row-vector convention throughout. Activations map affinely, ``X @ weight + bias``;
+steering *directions* map linearly, ``v @ weight``: a direction is a difference of
+activations, so the offset cancels.
+
+Fitted maps learn from paired activations of the same texts: ``X`` (parent,
+``[n, d_parent]``) and ``Y`` (child, ``[n, d_child]``). See the field survey,
+section 2, for where each method comes from. ``truncate_pad`` and
+``random_orthogonal`` are controls, not transfers: residual bases of unrelated models
+are arbitrary, so copying coordinates has no geometric meaning.
+
+Fits run in float64 and the stored weight and bias are float64; the ``map_*``
+methods return the dtype of their input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+WIDTH_MAPS = ("identity", "truncate_pad", "random_orthogonal", "ridge", "procrustes")
+
+# Ridge penalties tried by cross-validation, relative to trace(Xc^T Xc) / d_parent
+# (the mean eigenvalue of the scatter matrix), so the grid is invariant to activation scale.
+RIDGE_GRID = tuple(10.0**e for e in range(-6, 4))
+
+
+# eq=False: field-wise == on tensors is ambiguous, and identity hashing is what we want.
+@dataclass(frozen=True, eq=False)
+class WidthMap:
+    """A fitted map from parent to child residual space: ``X @ weight + bias``."""
+
+    name: str
+    weight: Float[Tensor, "d_parent d_child"]
+    bias: Float[Tensor, " d_child"]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.weight.ndim != 2 or self.bias.ndim != 1 or self.bias.shape[0] != self.weight.shape[1]:
+            raise ValueError(
+                f"WidthMap needs weight [d_parent, d_child] and bias [d_child], "
+                f"got {tuple(self.weight.shape)} and {tuple(self.bias.shape)}"
+            )
+
+    @property
+    def d_parent(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def d_child(self) -> int:
+        return self.weight.shape[1]
+
+    def _check_input(self, v: Tensor) -> None:
+        if v.shape[-1] != self.d_parent:
+            raise ValueError(
+                f"width map {self.name!r} takes d_parent={self.d_parent} inputs, got {v.shape[-1]}"
+            )
+
+    def map_directions(self, v: Float[Tensor, "... d_parent"]) -> Float[Tensor, "... d_child"]:
+        """Map steering directions: ``v @ weight`` (no bias)."""
+        self._check_input(v)
+        return (v.to(self.weight.dtype) @ self.weight).to(v.dtype)
+
+    def map_activations(self, X: Float[Tensor, "... d_parent"]) -> Float[Tensor, "... d_child"]:
+        """Map activations: ``X @ weight + bias``."""
+        self._check_input(X)
+        return (X.to(self.weight.dtype) @ self.weight + self.bias).to(X.dtype)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """``{"weight", "bias"}`` as contiguous tensors, ready for ``safetensors.torch.save_file``.
+
+        ``name`` and ``params`` are not tensors; store them alongside (e.g. as JSON metadata).
+        """
+        return {"weight": self.weight.contiguous(), "bias": self.bias.contiguous()}
+
+    @classmethod
+    def from_state_dict(
+        cls, name: str, tensors: dict[str, Tensor], params: dict[str, Any] | None = None
+    ) -> WidthMap:
+        """Rebuild a map from :meth:`state_dict` output plus its name and params."""
+        missing = {"weight", "bias"} - tensors.keys()
+        if missing:
+            raise ValueError(f"width-map state dict lacks {sorted(missing)}")
+        return cls(name, tensors["weight"], tensors["bias"], dict(params or {}))
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def _check_data(
+    name: str, X: Tensor | None, Y: Tensor | None, d_parent: int, d_child: int
+) -> tuple[Tensor, Tensor]:
+    if X is None or Y is None:
+        raise ValueError(f"width map {name!r} is fitted on data: pass X [n, d_parent] and Y [n, d_child]")
+    if X.ndim != 2 or Y.ndim != 2:
+        raise ValueError(f"X and Y must be [n, d] matrices, got {tuple(X.shape)} and {tuple(Y.shape)}")
+    if X.shape[1] != d_parent or Y.shape[1] != d_child:
+        raise ValueError(
+            f"X is [n, {X.shape[1]}] and Y is [n, {Y.shape[1]}] but d_parent={d_parent}, d_child={d_child}"
+        )
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(f"X and Y must pair the same texts: got n={X.shape[0]} and n={Y.shape[0]}")
+    if X.shape[0] < 2:
+        raise ValueError(f"width map {name!r} needs at least 2 paired examples, got {X.shape[0]}")
+    if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
+        raise ValueError("X and Y must be finite (found NaN or inf)")
+    return X.to(torch.float64), Y.to(torch.float64)
+
+
+def _identity(d_parent: int, d_child: int) -> Tensor:
+    if d_parent != d_child:
+        raise ValueError(
+            f"width map 'identity' needs equal widths, got d_parent={d_parent}, d_child={d_child}; "
+            "use 'ridge' or 'procrustes' (fitted), or 'truncate_pad' as a control"
+        )
+    return torch.eye(d_parent, dtype=torch.float64)
+
+
+def _truncate_pad(d_parent: int, d_child: int) -> Tensor:
+    # A control: keeps the first min(d) coordinates, as if the bases were shared.
+    return torch.eye(d_parent, d_child, dtype=torch.float64)
+
+
+def _random_orthogonal(d_parent: int, d_child: int, seed: int) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    big, small = max(d_parent, d_child), min(d_parent, d_child)
+    q, r = torch.linalg.qr(torch.randn(big, small, generator=gen, dtype=torch.float64))
+    # Fixing the column signs by diag(R) makes Q Haar-distributed, not biased by QR's convention.
+    q = q * torch.sign(torch.diagonal(r))
+    # Orthonormal rows when d_parent <= d_child (an isometry into the child space);
+    # orthonormal columns otherwise (a random projection, which cannot preserve norms).
+    return q.T if d_parent <= d_child else q
+
+
+def _ridge_solve(x: Tensor, y: Tensor, alphas: list[float]) -> tuple[Tensor, Tensor, Tensor]:
+    """SVD of centred x; returns (V, the shrunk singular factors per alpha, U^T y)."""
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    # Thin SVD is the min(n, d)-sized problem, so n < d costs like the dual/kernel form.
+    # Singular values at round-off level are dropped so alpha = 0 gives min-norm OLS.
+    keep = s > s.max() * max(x.shape) * torch.finfo(s.dtype).eps
+    a = torch.tensor(alphas, dtype=s.dtype)[:, None]
+    shrink = torch.where(keep, s / (s.square() + a).clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
+    return vh.T, shrink, u.T @ y
+
+
+def _ridge_cv(x: Tensor, y: Tensor, alphas: list[float], n_folds: int, seed: int) -> list[float]:
+    """Mean held-out squared error for each alpha, K-fold, centring on the training folds."""
+    n = x.shape[0]
+    folds = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).chunk(min(n_folds, n))
+    sse = torch.zeros(len(alphas), dtype=torch.float64)
+    for held in folds:
+        train = torch.ones(n, dtype=torch.bool)
+        train[held] = False
+        mx, my = x[train].mean(0), y[train].mean(0)
+        v, shrink, uty = _ridge_solve(x[train] - mx, y[train] - my, alphas)
+        xv = (x[held] - mx) @ v
+        for i in range(len(alphas)):
+            pred = (xv * shrink[i]) @ uty + my
+            sse[i] += (pred - y[held]).square().sum()
+    return (sse / n).tolist()
+
+
+def _ridge(
+    x: Tensor, y: Tensor, seed: int, alpha: float | None = None, n_folds: int = 5
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    scale = float(xc.square().sum()) / x.shape[1]
+    if alpha is None:
+        if n_folds < 2 or x.shape[0] < 4:
+            raise ValueError("choosing ridge alpha by CV needs n_folds >= 2 and n >= 4; pass alpha= instead")
+        grid = [scale * r for r in RIDGE_GRID]
+        errors = _ridge_cv(x, y, grid, n_folds, seed)
+        best = min(range(len(grid)), key=errors.__getitem__)
+        alpha = grid[best]
+        params = {
+            "alpha": alpha,
+            "alpha_relative": RIDGE_GRID[best],
+            "alpha_from": f"{n_folds}-fold CV",
+            # An optimum on the grid's edge means the grid, not the data, chose alpha.
+            "alpha_at_grid_edge": best in (0, len(grid) - 1),
+        }
+    else:
+        if not (alpha >= 0 and math.isfinite(alpha)):
+            raise ValueError(f"ridge alpha must be finite and >= 0, got {alpha}")
+        relative = float(alpha) / scale if scale else math.nan
+        params = {"alpha": float(alpha), "alpha_relative": relative, "alpha_from": "given"}
+    v, shrink, uty = _ridge_solve(xc, yc, [alpha])
+    weight = (v * shrink[0]) @ uty
+    return weight, my - mx @ weight, params
+
+
+def _top_pcs(z: Tensor, k: int) -> Tensor:
+    return torch.linalg.svd(z, full_matrices=False)[2][:k].T
+
+
+def _procrustes(
+    x: Tensor, y: Tensor, k: int | None = None, scale: bool = False
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    k_max = min(x.shape[1], y.shape[1], x.shape[0] - 1)
+    k = k_max if k is None else k
+    if not 1 <= k <= k_max:
+        raise ValueError(f"procrustes k must be in 1..{k_max} (= min(d_parent, d_child, n - 1)), got {k}")
+    px, py = _top_pcs(xc, k), _top_pcs(yc, k)
+    zx, zy = xc @ px, yc @ py
+    u, sv, vh = torch.linalg.svd(zx.T @ zy)
+    rot = u @ vh
+    # Least-squares isotropic scale for zx @ rot ~ zy; off by default so that
+    # directions keep their norm inside the shared subspace.
+    s = float(sv.sum() / zx.square().sum()) if scale else 1.0
+    weight = s * (px @ rot @ py.T)
+    return weight, my - mx @ weight, {"k": k, "scale": s}
+
+
+_OPTIONS = {
+    "identity": set(),
+    "truncate_pad": set(),
+    "random_orthogonal": set(),
+    "ridge": {"alpha", "n_folds"},
+    "procrustes": {"k", "scale"},
+}
+
+
+def fit_width_map(
+    name: str,
+    X: Float[Tensor, "n d_parent"] | None = None,
+    Y: Float[Tensor, "n d_child"] | None = None,
+    *,
+    d_parent: int,
+    d_child: int,
+    seed: int = 0,
+    **options: Any,
+) -> WidthMap:
+    """Build the width map called ``name`` (one of ``WIDTH_MAPS``).
+
+    - ``identity``: d_parent == d_child only.
+    - ``truncate_pad``: copy the first min(d) coordinates, zero the rest. CONTROL: no
+      geometric meaning across models; kept because it is a literal reading of the paper.
+    - ``random_orthogonal``: seeded random semi-orthogonal map. Null CONTROL;
+      norm-preserving when d_parent <= d_child.
+    - ``ridge``: affine least squares with penalty ``alpha * ||W||^2`` on centred X, Y;
+      bias = mean_Y - mean_X @ W. ``alpha=None`` (default) picks it by ``n_folds``-fold
+      CV (default 5) over ``RIDGE_GRID * trace(Xc^T Xc) / d_parent``. ``alpha=0`` is
+      min-norm OLS. Works for n < d_parent (solved through the thin SVD of Xc).
+    - ``procrustes``: PCA both sides to ``k`` dims (default min(d_parent, d_child, n-1)),
+      orthogonal Procrustes between the coordinates; weight = P_x R P_y^T,
+      bias = mean_Y - mean_X @ weight. ``scale=True`` adds a least-squares isotropic scale.
+
+    ``X``/``Y`` are needed by ridge and procrustes and checked if given to the others.
+    Unknown ``options`` for the chosen method are an error.
+    """
+    if name not in WIDTH_MAPS:
+        raise ValueError(f"unknown width map {name!r}; options: {', '.join(WIDTH_MAPS)}")
+    for label, d in (("d_parent", d_parent), ("d_child", d_child)):
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"{label} must be a positive int, got {d!r}")
+    unknown = set(options) - _OPTIONS[name]
+    if unknown:
+        allowed = ", ".join(sorted(_OPTIONS[name])) or "none"
+        raise ValueError(f"width map {name!r} got unknown options {sorted(unknown)}; allowed: {allowed}")
+    if name in ("ridge", "procrustes") or X is not None or Y is not None:
+        x, y = _check_data(name, X, Y, d_parent, d_child)
+
+    params: dict[str, Any] = {}
+    if name == "identity":
+        weight = _identity(d_parent, d_child)
+    elif name == "truncate_pad":
+        weight = _truncate_pad(d_parent, d_child)
+    elif name == "random_orthogonal":
+        weight = _random_orthogonal(d_parent, d_child, seed)
+        params = {"seed": seed}
+    elif name == "ridge":
+        weight, bias, params = _ridge(x, y, seed, **options)
+        params["seed"] = seed
+    else:
+        weight, bias, params = _procrustes(x, y, **options)
+    if name not in ("ridge", "procrustes"):
+        bias = torch.zeros(d_child, dtype=torch.float64)
+    return WidthMap(name, weight, bias, params)
+
+
+def fit_report(
+    wmap: WidthMap, X_heldout: Float[Tensor, "n d_parent"], Y_heldout: Float[Tensor, "n d_child"]
+) -> dict[str, float | int]:
+    """How well ``wmap`` predicts held-out child activations from parent ones.
+
+    - ``r2``: 1 - SSE / SST summed over all child dims (variance-weighted R^2), with SST
+      around the held-out child mean. 1 is perfect; 0 is no better than that mean;
+      negative is worse (controls usually are).
+    - ``cosine``: mean over examples of cos(mapped x, true y) on raw activations. Residual
+      streams carry a large shared mean, so this is high even for poor maps.
+    - ``cosine_centred``: the same after subtracting the held-out child mean from both
+      the mapped and the true activations; whether the map gets each example's deviation
+      from the average in the right direction.
+    - ``mse``: mean squared error per child coordinate; ``n``: held-out examples.
+    """
+    x, y = _check_data(wmap.name, X_heldout, Y_heldout, wmap.d_parent, wmap.d_child)
+    pred = wmap.map_activations(x)
+    mean = y.mean(0)
+    sse = (pred - y).square().sum()
+    sst = (y - mean).square().sum()
+
+    def mean_cos(a: Tensor, b: Tensor) -> float:
+        return float(torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-300).mean())
+
+    return {
+        "r2": float(1 - sse / sst),
+        "cosine": mean_cos(pred, y),
+        "cosine_centred": mean_cos(pred - mean, y - mean),
+        "mse": float(sse / y.numel()),
+        "n": y.shape[0],
+    }
