@@ -393,6 +393,10 @@ DIGITS = ("1", "2", "3", "4")
         ("the answer is c.", "C"),
         ("the correct option is c", "C"),
         (r"\boxed{C}", "C"),
+        ("The answer to the question is (C).", "C"),
+        ("I would choose B.", "B"),
+        ("I'll go with option D", "D"),
+        ("I choose a plant that grows.", None),
         ("The answer is A because plants need light.", "A"),
         ("B because plants need light.", "B"),
         # Last explicit statement wins.

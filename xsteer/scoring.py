@@ -481,10 +481,16 @@ class _ChoiceMatcher:
             # "The (best|correct) answer is (B)", "Answer: B", "**Answer:** B", "[answer]: B",
             # "the correct option is C", "answer is option (3)".
             re.compile(
-                r"(?:\banswer\b\]?|\b(?:option|choice)\b(?=\s+(?:is|would|should|will|must)\b))"
+                r"(?:\banswer\b\]?(?:\s+to\s+(?:this|the)\s+question)?"
+                r"|\b(?:option|choice)\b(?=\s+(?:is|would|should|will|must)\b))"
                 + verbs
                 + r"\s*(?:\*\*|__)?\s*[:=\-]?\s*(?:\*\*|__)?\s*(?:(?:option|choice|letter)\s+)?"
                 + tok,
+                re.IGNORECASE,
+            ),
+            # "I choose B", "I would select (C)", "I'll go with D".
+            re.compile(
+                r"\b(?:choose|select|pick|go\s+with)\s+(?:(?:option|choice|answer|letter)\s+)?" + tok,
                 re.IGNORECASE,
             ),
             # The paper's bracket format "[B]".
@@ -576,7 +582,8 @@ def extract_choice(text: str, labels: Sequence[str]) -> str | None:
     (a model that reconsiders ends with its final choice):
 
     * an answer phrase: "The answer is (B)", "The best answer is B", "Answer: B",
-      "**Answer:** B", "the correct option is C", "[answer]: B", "answer is option 3";
+      "**Answer:** B", "The answer to the question is B", "the correct option is C",
+      "[answer]: B", "answer is option 3", "I choose B", "I'll go with (C)";
     * the paper's bracket format ``[B]``;
     * a bold label ``**B**`` / ``**(B)**`` / ``**B) text**``;
     * ``\\boxed{B}``.

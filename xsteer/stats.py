@@ -196,8 +196,11 @@ def wilson_ci(k: int, n: int, alpha: float = 0.05) -> CI:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # Clamp: floating error can push the bounds a hair outside [0, 1] at k = 0 or n.
-    return CI(p, max(0.0, centre - half), min(1.0, centre + half), n)
+    # At k = 0 (k = n) the lower (upper) bound is exactly 0 (1); floating error would
+    # otherwise leave it a hair off, e.g. 2.8e-17.
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return CI(p, low, high, n)
 
 
 def format_ci(ci: CI, pct: bool = True, digits: int = 1) -> str:

@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from xsteer.models import ModelSpecError, check_gguf, encode, load_model, parse_spec, prepare_tokenizer
+
+
+def test_parse_spec_kinds(tmp_path):
+    assert parse_spec("smollm2-135m").kind == "zoo"
+    assert parse_spec("Qwen/Qwen3-0.6B").kind == "hub"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    assert parse_spec(str(tmp_path / "m")).kind == "local"
+    (tmp_path / "x.gguf").write_bytes(b"GGUF")
+    assert parse_spec(str(tmp_path / "x.gguf")).kind == "gguf"
+
+
+@pytest.mark.parametrize("spec", ["nosuch-model", "a/b/c", "./missing.gguf", "/no/such/dir/model.gguf"])
+def test_unknown_spec_is_one_clear_error(spec):
+    with pytest.raises(ModelSpecError, match="a model spec is a zoo name"):
+        load_model(spec)
+
+
+def test_directory_without_config(tmp_path):
+    with pytest.raises(ModelSpecError, match="without config.json"):
+        parse_spec(str(tmp_path))
+
+
+def test_gguf_that_is_not_a_model(tmp_path):
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelSpecError, match="not a GGUF file"):
+        load_model(str(junk))
+    # A valid GGUF container holding a llama.cpp control vector, not a language model.
+    import gguf
+
+    cv = tmp_path / "control.gguf"
+    w = gguf.GGUFWriter(str(cv), "controlvector")
+    w.add_uint32("controlvector.layer_count", 1)
+    w.add_tensor("direction.1", torch.ones(8).numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ModelSpecError, match="not a language model"):
+        check_gguf(cv)
+
+
+def test_local_directory_loads_offline(tmp_path):
+    from conftest import tiny_hf
+
+    hf, tok = tiny_hf("qwen2", d_model=32, n_layers=2)
+    hf.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model = load_model(str(tmp_path), device="cpu")
+    assert model.cfg.n_layers == 2 and model.cfg.d_model == 32
+    assert model.cfg.model_name == tmp_path.name
+    assert model.tokenizer.padding_side == "left"
+
+
+def test_encode_adds_bos_once(tiny):
+    tok = prepare_tokenizer(tiny.tokenizer)
+    ids = encode(tok, ["<s>hello", "hello"]).input_ids
+    assert (ids == tok.bos_token_id).sum(dim=1).tolist() == [1, 1]
