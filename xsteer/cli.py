@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,91 @@ def transfer_cmd(vectors_path, child_spec, parent_spec, layer_map, mapping, widt
     mapped.save(out)
     click.echo(f"steered child layers: {list(mapped.layers)}")
     click.echo(f"wrote {out}" + ("" if map_path else f" and {out.with_name(out.stem + '.map.safetensors')}"))
+
+
+def parse_lambdas(text: str) -> tuple[float, ...]:
+    """'paper' (the paper's 19 values), or comma-separated numbers."""
+    import math
+
+    from xsteer.evaluate import PAPER_GRID
+
+    if text == "paper":
+        return PAPER_GRID
+    try:
+        grid = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"expected 'paper' or comma-separated numbers, got {text!r}") from e
+    if not grid or not all(math.isfinite(x) for x in grid):
+        raise click.BadParameter(f"the λ grid must be non-empty and finite, got {text!r}")
+    return grid
+
+
+@main.command("evaluate")
+@click.option("--child", "child_spec", required=True, help="Child model spec.")
+@click.option("--vectors", "vector_specs", multiple=True, help="NAME=PATH of child-space vectors (repeatable), e.g. parent=g2s.safetensors.")
+@click.option("--random-control/--no-random-control", default=True, show_default=True, help="Add a random direction of equal norm per layer for the first vectors.")
+@click.option("--self-consistency/--no-self-consistency", default=True, show_default=True)
+@click.option("--dataset", required=True, help="gsm8k, math, math500, arc_challenge or synthetic.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--mode", type=click.Choice(["generate", "loglik"]), default="generate", show_default=True)
+@click.option("--val-items", type=int, default=32, show_default=True, help="Validation items for λ search (0: skip, λ* unknown).")
+@click.option("--test-items", type=int, default=None, help="Test items (default: the whole test split).")
+@click.option("--lambdas", default="paper", show_default=True, help="'paper' or comma-separated λ values.")
+@click.option("--positions", type=click.Choice(["all", "generated"]), default="all", show_default=True)
+@click.option("--shots", type=int, default=5, show_default=True)
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: records.jsonl, summary.json, summary.md.")
+@_friendly_errors
+def evaluate_cmd(child_spec, vector_specs, random_control, self_consistency, dataset, data_dir, mode, val_items, test_items,
+                 lambdas, positions, shots, max_new_tokens, batch_size, seed, device, out) -> None:
+    """Algorithms 2 + 3: tune λ on validation, evaluate on test with ITS and controls; resumable.
+
+    \b
+    Examples:
+      xsteer evaluate --child smollm2-135m --vectors parent=g2s.safetensors --vectors native=smol.safetensors \\
+          --dataset gsm8k --data-dir ../shared/data --val-items 16 --test-items 100 --out runs/g2s-gsm8k
+      xsteer evaluate --child smollm2-135m --vectors parent=g2s.safetensors --dataset arc_challenge \\
+          --mode loglik --data-dir ../shared/data --out runs/g2s-arc
+    """
+    from xsteer.data import load_examples
+    from xsteer.evaluate import EvalConfig, Evaluator, RecordStore, summarize, summary_markdown
+    from xsteer.models import load_model, parse_spec
+    from xsteer.vectors import SteeringVectors
+
+    cfg = EvalConfig(dataset=dataset, mode=mode, shots=shots, lambdas=parse_lambdas(lambdas), positions=positions,
+                     max_new_tokens=max_new_tokens, seed=seed)
+    conditions: dict[str, SteeringVectors | None] = {"baseline": None}
+    for spec in vector_specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or name in conditions:
+            raise click.BadParameter(f"expected a new NAME=PATH, got {spec!r}", param_hint="--vectors")
+        conditions[name] = SteeringVectors.load(path)
+    vector_names = [n for n in conditions if n != "baseline"]
+    if random_control and vector_names:
+        conditions["random"] = conditions[vector_names[0]].random_like(seed)
+        vector_names.append("random")
+    parse_spec(child_spec)
+    test = load_examples(dataset, "test", data_dir=data_dir, limit=test_items, seed=seed)
+    val = load_examples(dataset, "validation", data_dir=data_dir, limit=val_items, seed=seed) if val_items else []
+    model = load_model(child_spec, device=device)
+    for name in vector_names:
+        conditions[name].check_compatible(model.cfg.n_layers, model.cfg.d_model, model.cfg.model_name)
+    out = Path(out)
+    ev = Evaluator(model, cfg, RecordStore(out / "records.jsonl"), conditions, batch_size=batch_size)
+    lam_star = ev.tune(val, vector_names) if val else {}
+    click.echo(f"λ* on {len(val)} validation items: {lam_star}")
+    ev.test(test, vector_names, its=len(cfg.lambdas) > 1, lambda_star=lam_star or None, self_consistency=self_consistency)
+    records = ev.store.load(ev.config_hash)
+    metrics = ["correct", "correct_norm"] if mode == "loglik" else ["correct", "strict_correct"]
+    summaries = {m: summarize(records, lam_star, metric=m, seed=seed) for m in metrics}
+    (out / "summary.json").write_text(json.dumps({"config": cfg.__dict__, "child": child_spec, "config_hash": ev.config_hash,
+                                                   "summaries": summaries}, indent=2, default=str))
+    md = "\n\n".join(summary_markdown(s) for s in summaries.values())
+    (out / "summary.md").write_text(md + "\n")
+    click.echo(md)
 
 
 @main.command("info")

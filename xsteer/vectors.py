@@ -171,6 +171,15 @@ class SteeringVectors:
         v = v * norms.to(v).reshape(-1, 1)
         return self.replace(vectors=v, norm=convention)
 
+    def random_like(self, seed: int = 0) -> SteeringVectors:
+        """The random-direction control: a seeded random direction per steered layer, same norms."""
+        g = torch.Generator().manual_seed(seed)
+        r = torch.randn(self.vectors.shape, generator=g)
+        idx = list(self.layers)
+        v = torch.zeros_like(self.vectors)
+        v[idx] = r[idx] / r[idx].norm(dim=-1, keepdim=True) * self.vectors[idx].norm(dim=-1, keepdim=True)
+        return self.replace(vectors=v, method=f"random({self.method}, seed={seed})", layer_stats=())
+
 
 def _json_default(o: Any) -> Any:
     if isinstance(o, Tensor):
