@@ -68,3 +68,30 @@ def test_extract_64_gsm8k_pairs(name, shared_data):
     late = [sv.layer_stats[layer]["separation"] for layer in range(model.cfg.n_layers // 2, model.cfg.n_layers)]
     assert max(late) >= 0.9
     assert torch.isfinite(sv.vectors).all()
+
+
+@pytest.mark.slow
+def test_smollm2_evaluate_end_to_end(smollm2, shared_data, tmp_path):
+    """8 GSM8K validation items x 3 λ -> records, λ*, ITS and CIs, through the real child."""
+    from xsteer.evaluate import EvalConfig, Evaluator, RecordStore, summarize
+
+    train = load_examples("gsm8k", "train", data_dir=shared_data)[:16]
+    sv = extract(smollm2, build_pairs("corrupted_answer", train, smollm2.tokenizer, dataset="gsm8k"), progress=False)
+    norms = last_token_resid(smollm2, [p.positive for p in build_pairs("corrupted_answer", train, smollm2.tokenizer, dataset="gsm8k")])
+    sv = sv.scaled_to(norms.norm(dim=-1).mean(0), "resid_mean")
+    cfg = EvalConfig(dataset="gsm8k", lambdas=(0.0, 0.05, 0.2), max_new_tokens=96, positions="generated")
+    ev = Evaluator(smollm2, cfg, RecordStore(tmp_path / "records.jsonl"), {"baseline": None, "native": sv}, batch_size=24, progress=False)
+    lam_star = ev.tune(load_examples("gsm8k", "validation", data_dir=shared_data, limit=8), ["native"])
+    ev.test(load_examples("gsm8k", "test", data_dir=shared_data, limit=8), ["native"], lambda_star=lam_star, self_consistency=False)
+    recs = ev.store.load(ev.config_hash)
+    assert len([r for r in recs if r["split"] == "validation"]) == 24
+    assert lam_star["native"] in cfg.lambdas
+    s = summarize(recs, lam_star, n_boot=500)
+    names = [r["condition"] for r in s["rows"]]
+    assert names == ["baseline", "native@λ*", "native+ITS"]
+    assert all(r["ci"][0] <= r["acc"] <= r["ci"][1] for r in s["rows"])
+    # λ = 0 reproduces the baseline exactly; the largest λ changes some completions.
+    base = {r["item"]: r["completion"] for r in recs if r["condition"] == "baseline"}
+    test = [r for r in recs if r["split"] == "test" and r["condition"] == "native"]
+    assert all(r["completion"] == base[r["item"]] for r in test if r["lam"] == 0.0)
+    assert any(r["completion"] != base[r["item"]] for r in test if r["lam"] == 0.2)

@@ -286,6 +286,38 @@ def evaluate_cmd(child_spec, vector_specs, random_control, self_consistency, dat
     click.echo(md)
 
 
+@main.command("demo")
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False), help="Run folder (reused on rerun).")
+@click.option("--device", default=None)
+@_friendly_errors
+def demo_cmd(out, device) -> None:
+    """The whole pipeline offline: Gemma-3-270M -> SmolLM2-135M on built-in synthetic problems, then a report.
+
+    \b
+    Example:
+      xsteer demo --out runs/demo     # then open runs/demo/report.html
+    """
+    from xsteer.demo import run_demo
+
+    run_demo(out, device=device)
+
+
+@main.command("report")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--title", default=None)
+@_friendly_errors
+def report_cmd(folder, title) -> None:
+    """(Re)build FOLDER/report.html and its figures from the records and summary in FOLDER.
+
+    \b
+    Example:
+      xsteer report runs/g2s-gsm8k
+    """
+    from xsteer.report import write_report
+
+    click.echo(f"wrote {write_report(folder, title=title or f'xsteer report: {folder}')}")
+
+
 @main.command("info")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @_friendly_errors

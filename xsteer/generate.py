@@ -5,7 +5,8 @@ One call can cover a whole λ grid: give the same prompt once per λ and a per-r
 * Rows leave the batch as soon as they finish (EOS or a stop string), so they stop costing compute.
 * ``positions="generated"`` steers only the positions that produce new tokens: the last prompt token and
   every generated token. The rest of the prompt is then unsteered and identical across λ, so it is
-  prefilled once per *distinct* prompt and its KV cache is shared by all rows of that prompt.
+  prefilled once per *distinct* prompt and its KV cache is shared by all rows of that prompt (the same
+  holds for unsteered rows, e.g. several samples of one prompt).
   (``"all"``, the RepE/repeng convention, also steers the prompt, so every row pays its own prefill.)
 * Greedy by default; ``temperature > 0`` samples with one seeded generator per row, so a row's sample
   does not depend on which other rows share its batch (resumed runs reproduce the same samples).
@@ -133,7 +134,9 @@ def _generate_batch(
     device = next(model.parameters()).device
     eos = eos_ids(model)
     b = len(prompts)
-    share_prefill = steering is not None and steering.positions == "generated"
+    # Unsteered prompts, and prompts steered only from their last token on, are identical across the
+    # rows that repeat them (λ grid, samples), so their prefill is computed once and shared.
+    share_prefill = steering is None or steering.positions == "generated"
     # Distinct prompts are prefilled once; rows then point at their prompt's cache entry.
     uniq = list(dict.fromkeys(prompts)) if share_prefill else prompts
     enc = encode(tok, uniq)
@@ -143,10 +146,12 @@ def _generate_batch(
     ctx = steer(model, steering.vectors, lam=lam, layers=steering.layers) if steering is not None else nullcontext()
     with ctx as handle:
         if share_prefill and ids.shape[1] > 1:
-            handle.active = False
+            if handle is not None:
+                handle.active = False
             _, past = model(ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True, return_type="logits_and_cache", logits_to_keep=1)
             past.batch_select_indices(row_of)
-            handle.active = True
+            if handle is not None:
+                handle.active = True
             ids, mask = ids[row_of], mask[row_of]
             logits, past = model(ids[:, -1:], attention_mask=mask, past_key_values=past, return_type="logits_and_cache")
         else:
