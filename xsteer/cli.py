@@ -318,6 +318,35 @@ def report_cmd(folder, title) -> None:
     click.echo(f"wrote {write_report(folder, title=title or f'xsteer report: {folder}')}")
 
 
+@main.command("grid")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default: runs/<config name>).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, help="Run each job as a Ray task; optional ADDRESS of a cluster.")
+@click.option("--check", is_flag=True, help="Only validate the config (no model loads).")
+@_friendly_errors
+def grid_cmd(config_path, out, ray_address, check) -> None:
+    """Run every (parent, child, dataset) job of an experiment config; finished work is skipped.
+
+    \b
+    Examples:
+      xsteer grid experiments/zoo.yaml                 # sequential, in this process
+      xsteer grid experiments/zoo.yaml --ray           # each job a task on a local Ray
+      xsteer grid experiments/paper.yaml --ray auto    # on an existing Ray cluster
+    """
+    from xsteer.config import load_config
+    from xsteer.grid import load_plan_status, run_grid
+
+    cfg = load_config(config_path)
+    out = out or f"runs/{cfg.name}"
+    status = load_plan_status(cfg, out)
+    click.echo(f"{cfg.name}: {status['jobs']} jobs ({status['done']} done) -> {out}")
+    if check:
+        return
+    use_ray = ray_address is not None
+    run_grid(cfg, out, use_ray=use_ray, ray_address=None if ray_address in (None, "local") else ray_address,
+             on_done=lambda p: click.echo(f"done: {p}"))
+
+
 @main.command("info")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @_friendly_errors

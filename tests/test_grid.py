@@ -1,0 +1,138 @@
+import json
+
+import pytest
+import yaml
+
+from xsteer.config import ConfigError, load_config, parse_config
+from xsteer.grid import DONE, job_dir, run_grid
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    from conftest import tiny_hf
+
+    dirs = []
+    for name, arch, d, n, seed in [("tparent", "llama", 48, 4, 0), ("tchild", "qwen2", 32, 3, 1)]:
+        path = tmp_path_factory.mktemp(name)
+        hf, tok = tiny_hf(arch, d_model=d, n_layers=n, seed=seed)
+        hf.save_pretrained(path)
+        tok.save_pretrained(path)
+        dirs.append(str(path))
+    return dirs
+
+
+def tiny_config(parent, child, **over):
+    cfg = {
+        "name": "tiny",
+        "parents": [parent],
+        "children": [child],
+        "datasets": [{"name": "synthetic", "val_items": 2, "test_items": 3}],
+        "pairs": {"n": 6},
+        "transfer": {"fit_text": "synthetic:train:24"},
+        "eval": {"lambdas": [0.05, 0.2], "shots": 1, "max_new_tokens": 5, "batch_size": 8},
+        "controls": {"self_consistency": False},
+        "device": "cpu",
+    }
+    cfg.update(over)
+    return cfg
+
+
+def records(folder):
+    return sorted((r["split"], r["item"], r["condition"], r["lam"], r["completion"])
+                  for r in map(json.loads, (folder / "records.jsonl").read_text().splitlines()))
+
+
+def test_grid_runs_and_resumes_without_redoing(tiny_dirs, tmp_path):
+    cfg = parse_config(tiny_config(*tiny_dirs))
+    [job] = run_grid(cfg, tmp_path)
+    folder = job_dir(tmp_path.resolve(), *tiny_dirs, "synthetic")
+    assert job == str(folder) and (folder / DONE).exists() and (folder / "report.html").exists()
+    summ = json.loads((folder / "summary.json").read_text())["summaries"]["correct"]
+    assert [r["condition"] for r in summ["rows"]][:1] == ["baseline"]
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    run_grid(cfg, tmp_path)  # everything is done: nothing is rewritten
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items() if p.name != "config.json")
+
+
+def test_killed_job_resumes_from_its_records(tiny_dirs, tmp_path):
+    cfg = parse_config(tiny_config(*tiny_dirs))
+    run_grid(cfg, tmp_path)
+    folder = job_dir(tmp_path.resolve(), *tiny_dirs, "synthetic")
+    full = records(folder)
+    # Simulate a kill part-way through the job: no done-marker, half the records (and a torn line).
+    (folder / DONE).unlink()
+    lines = (folder / "records.jsonl").read_text().splitlines()
+    (folder / "records.jsonl").write_text("\n".join(lines[: len(lines) // 2]) + "\n" + lines[len(lines) // 2][:20])
+    run_grid(cfg, tmp_path)
+    assert records(folder) == full
+
+
+@pytest.mark.slow
+def test_ray_grid_equals_sequential(tiny_dirs, tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    raw = tiny_config(*tiny_dirs, datasets=[{"name": "synthetic", "val_items": 2, "test_items": 3},
+                                            {"name": "gsm8k", "val_items": 0, "test_items": 2}])
+    raw["data_dir"] = None
+    try:
+        cfg = parse_config(raw)
+    except ConfigError as e:
+        pytest.skip(f"gsm8k data not available offline: {e}")
+    seq = run_grid(cfg, tmp_path / "seq")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        par = run_grid(cfg, tmp_path / "ray", use_ray=True)
+    finally:
+        ray.shutdown()
+    assert len(seq) == len(par) == 2
+    from pathlib import Path
+
+    for a, b in zip(seq, par, strict=True):
+        assert records(Path(a)) == records(Path(b))
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"colour": "blue"}, "'colour'"),
+        ({"parents": ["no-such-model"]}, "parents[0]"),
+        ({"eval": {"lambdas": []}}, "eval.lambdas"),
+        ({"eval": {"lambdas": [0.1, float("nan")]}}, "eval.lambdas"),
+        ({"eval": {"lamdas": [0.1]}}, "'lamdas'"),
+        ({"datasets": [{"name": "gsm9k"}]}, "datasets[0].name"),
+        ({"datasets": [{"name": "arc_challenge", "mode": "loglik", "split": "dev"}]}, "'split'"),
+        ({"transfer": {"width_map": "linear"}}, "transfer.width_map"),
+        ({"pairs": {"split": "dev"}}, "pairs.split"),
+    ],
+)
+def test_bad_configs_rejected_before_any_model_loads(tiny_dirs, change, key, monkeypatch):
+    import xsteer.models
+
+    monkeypatch.setattr(xsteer.models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        parse_config(tiny_config(*tiny_dirs, **change))
+
+
+def test_missing_dataset_split_is_named(shared_data, tmp_path):
+    # Offline there is no MATH train split (only MATH-500's PRM800K split): the key and split are named.
+    cfg = {"name": "x", "parents": ["smollm2-135m"], "children": ["smollm2-135m"],
+           "datasets": [{"name": "math", "val_items": 0}], "data_dir": str(shared_data)}
+    with pytest.raises(ConfigError, match="datasets: dataset 'math' split 'train' is not available"):
+        parse_config(cfg)
+    cfg["data_dir"] = str(tmp_path)
+    with pytest.raises(ConfigError, match="transfer.fit_text: dataset 'gsm8k' split 'train'"):
+        parse_config(cfg)
+
+
+def test_shipped_configs_are_valid(shared_data, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("XSTEER_DATA_DIR", str(shared_data))
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    for path in root.glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        raw["data_dir"] = str(shared_data)
+        cfg = parse_config(raw, where=str(path))
+        assert cfg.parents and cfg.children and cfg.datasets
+    assert load_config(root / "zoo.yaml", check_data=False).name == "zoo"

@@ -1,0 +1,180 @@
+"""The paper's grid as one command: every (parent, child, dataset) job of an experiment config.
+
+Three phases, each a set of independent tasks that write one file each (atomically) and are skipped when
+their file exists, so a killed grid resumes without redoing finished work:
+
+1. vectors: Algorithm 1 for every parent (and every child, for the child-native control) × dataset;
+2. maps: one fitted transfer map per (parent, child);
+3. jobs: Algorithms 2 + 3 per (parent, child, dataset), into the evaluator's record format, then a report.
+
+Sequential in one process by default; with Ray, each task is a Ray task (one GPU each where present).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from xsteer.config import ExperimentConfig
+
+DONE = "done.json"
+
+
+def _slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec).name if "/" in spec and Path(spec).exists() else spec)
+
+
+def vectors_path(out: Path, model: str, dataset: str) -> Path:
+    return out / "vectors" / f"{_slug(model)}__{dataset}.safetensors"
+
+
+def map_path(out: Path, parent: str, child: str, cfg: ExperimentConfig) -> Path:
+    t = cfg.transfer
+    return out / "maps" / f"{_slug(parent)}__{_slug(child)}__{t.layer_map}-{t.width_map}.map.safetensors"
+
+
+def job_dir(out: Path, parent: str, child: str, dataset: str) -> Path:
+    return out / "jobs" / f"{_slug(parent)}__{_slug(child)}__{dataset}"
+
+
+def make_vectors(cfg: ExperimentConfig, model_spec: str, dataset: str, out: str) -> str:
+    path = vectors_path(Path(out), model_spec, dataset)
+    if path.exists():
+        return str(path)
+    from xsteer.data import exclude_examples, load_examples
+    from xsteer.extract import extract
+    from xsteer.models import load_model
+    from xsteer.pairs import build_pairs
+    from xsteer.prompts import few_shot_examples
+
+    examples = load_examples(dataset, cfg.pairs.split, data_dir=cfg.data_dir, seed=cfg.seed)
+    if dataset in ("math", "math500"):  # the MATH few-shot exemplars never double as pairs
+        examples = exclude_examples(examples, few_shot_examples(dataset, train=examples, seed=cfg.seed))
+    model = load_model(model_spec, device=cfg.device)
+    pairs = build_pairs(cfg.pairs.builder, examples[: cfg.pairs.n], model.tokenizer, dataset=dataset, seed=cfg.seed)
+    extract(model, pairs, method=cfg.pairs.method, seed=cfg.seed, progress=False,
+            extra={"source": f"{dataset}:{cfg.pairs.split}", "builder": cfg.pairs.builder}).save(path)
+    return str(path)
+
+
+def make_map(cfg: ExperimentConfig, parent: str, child: str, out: str) -> str:
+    path = map_path(Path(out), parent, child, cfg)
+    if path.exists():
+        return str(path)
+    from xsteer.data import load_examples
+    from xsteer.models import load_model
+    from xsteer.transfer import fit_texts, fit_transfer
+
+    ds, split, n = cfg.transfer.fit_text.split(":")
+    texts = fit_texts(load_examples(ds, split, data_dir=cfg.data_dir, seed=cfg.seed)[: int(n)], seed=cfg.seed)
+    p, c = load_model(parent, device=cfg.device), load_model(child, device=cfg.device)
+    fit_transfer(p, c, texts, layer_map=cfg.transfer.layer_map, width_map=cfg.transfer.width_map,
+                 mapping=cfg.transfer.mapping, seed=cfg.seed, info={"fit_text": cfg.transfer.fit_text}).save(path)
+    return str(path)
+
+
+def run_job(cfg: ExperimentConfig, parent: str, child: str, dataset: str, out: str) -> str:
+    """Algorithms 2 + 3 for one (parent, child, dataset); skipped if its done-marker exists."""
+    folder = job_dir(Path(out), parent, child, dataset)
+    if (folder / DONE).exists():
+        return str(folder)
+    from xsteer.data import load_examples
+    from xsteer.evaluate import EvalConfig, Evaluator, RecordStore, summarize, summary_markdown
+    from xsteer.models import load_model
+    from xsteer.report import write_report
+    from xsteer.transfer import TransferMap
+    from xsteer.vectors import SteeringVectors
+
+    dspec = next(d for d in cfg.datasets if d.name == dataset)
+    tmap = TransferMap.load(map_path(Path(out), parent, child, cfg))
+    conditions: dict[str, SteeringVectors | None] = {
+        "baseline": None,
+        "parent": tmap.apply(SteeringVectors.load(vectors_path(Path(out), parent, dataset)), norm=cfg.transfer.norm),
+    }
+    if cfg.controls.native:
+        native = SteeringVectors.load(vectors_path(Path(out), child, dataset))
+        # Same norm rule as the mapped vectors, so λ means the same for both.
+        conditions["native"] = native if cfg.transfer.norm == "unit" else native.scaled_to(tmap.child_resid_norm, "resid_mean")
+    if cfg.controls.random:
+        conditions["random"] = conditions["parent"].random_like(cfg.seed)
+    vec = [k for k in conditions if k != "baseline"]
+    ecfg = EvalConfig(dataset=dataset, mode=dspec.mode, shots=cfg.eval.shots, lambdas=cfg.eval.lambdas,
+                      positions=cfg.eval.positions, max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed)
+    model = load_model(child, device=cfg.device)
+    ev = Evaluator(model, ecfg, RecordStore(folder / "records.jsonl"), conditions, batch_size=cfg.eval.batch_size, progress=False)
+    val = load_examples(dataset, "validation", data_dir=cfg.data_dir, limit=dspec.val_items, seed=cfg.seed) if dspec.val_items else []
+    lam_star = ev.tune(val, vec) if val else {}
+    test = load_examples(dataset, "test", data_dir=cfg.data_dir, limit=dspec.test_items, seed=cfg.seed)
+    ev.test(test, vec, its=len(ecfg.lambdas) > 1, lambda_star=lam_star or None, self_consistency=cfg.controls.self_consistency)
+    records = ev.store.load(ev.config_hash)
+    metrics = ["correct", "correct_norm"] if dspec.mode == "loglik" else ["correct", "strict_correct"]
+    summaries = {m: summarize(records, lam_star, metric=m, seed=cfg.seed) for m in metrics}
+    doc = {"config": asdict(ecfg), "parent": parent, "child": child, "dataset": dataset, "config_hash": ev.config_hash, "summaries": summaries}
+    (folder / "summary.json").write_text(json.dumps(doc, indent=2, default=str))
+    (folder / "summary.md").write_text("\n\n".join(summary_markdown(s) for s in summaries.values()) + "\n")
+    import html
+
+    from xsteer.transfer import report_table
+
+    write_report(folder, title=f"{parent} → {child} on {dataset}", sections=[
+        (f"Transfer map {tmap.layer_map_name} × {tmap.width_map_name}: held-out fit per child layer",
+         f"<pre>{html.escape(report_table(tmap))}</pre>")])
+    (folder / DONE).write_text(json.dumps({"config_hash": ev.config_hash}))
+    return str(folder)
+
+
+def plan(cfg: ExperimentConfig) -> list[list[tuple[Callable[..., str], tuple]]]:
+    """The tasks of each phase, as (function, args) pairs without the output folder."""
+    ds = [d.name for d in cfg.datasets]
+    models = list(dict.fromkeys(cfg.parents + (cfg.children if cfg.controls.native else ())))
+    return [
+        [(make_vectors, (m, d)) for m in models for d in ds],
+        [(make_map, (p, c)) for p in cfg.parents for c in cfg.children],
+        [(run_job, (p, c, d)) for p in cfg.parents for c in cfg.children for d in ds],
+    ]
+
+
+def run_grid(cfg: ExperimentConfig, out: str | Path, *, ray_address: str | None = None, use_ray: bool = False,
+             on_done: Callable[[str], None] = print) -> list[str]:
+    """Run every phase; returns the job folders. Finished tasks are skipped (resume)."""
+    out = str(Path(out).resolve())
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    results: list[str] = []
+    for phase in plan(cfg):
+        results = _run_ray(cfg, phase, out, ray_address, on_done) if use_ray else _run_local(cfg, phase, out, on_done)
+    return results
+
+
+def _run_local(cfg: ExperimentConfig, tasks: Sequence[tuple[Callable, tuple]], out: str, on_done: Callable) -> list[str]:
+    res = []
+    for fn, args in tasks:
+        res.append(fn(cfg, *args, out))
+        on_done(res[-1])
+    return res
+
+
+def _run_ray(cfg: ExperimentConfig, tasks: Sequence[tuple[Callable, tuple]], out: str, address: str | None, on_done: Callable) -> list[str]:
+    import ray
+    import torch
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    gpus = 1 if torch.cuda.is_available() else 0
+    remote = {fn: ray.remote(num_gpus=gpus)(fn) for fn in {fn for fn, _ in tasks}}
+    refs = [remote[fn].remote(cfg, *args, out) for fn, args in tasks]
+    res = []
+    for r in ray.get(refs):
+        on_done(r)
+        res.append(r)
+    return res
+
+
+def load_plan_status(cfg: ExperimentConfig, out: str | Path) -> dict[str, Any]:
+    out = Path(out)
+    jobs = [job_dir(out, p, c, d.name) for p in cfg.parents for c in cfg.children for d in cfg.datasets]
+    return {"jobs": len(jobs), "done": sum((j / DONE).exists() for j in jobs)}
