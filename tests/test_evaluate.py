@@ -11,7 +11,15 @@ import torch
 
 from xsteer.data import Example, load_examples
 from xsteer.evaluate import (
-    BASELINE, PAPER_GRID, SELF_CONSISTENCY, EvalConfig, Evaluator, RecordStore, best_lambda, summarize, vote_correct,
+    BASELINE,
+    PAPER_GRID,
+    SELF_CONSISTENCY,
+    EvalConfig,
+    Evaluator,
+    RecordStore,
+    best_lambda,
+    summarize,
+    vote_correct,
 )
 from xsteer.vectors import SteeringVectors
 

@@ -124,3 +124,37 @@ def write_report(folder: str | Path, *, title: str = "xsteer report", sections: 
     out.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                    f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     return out
+
+
+def heatmap(matrix: Any, out: Path, *, xlabel: str, ylabel: str, title: str, center: float | None = None,
+            cmap: str = "viridis", annotate: bool = False) -> Path:
+    """A layer × layer heatmap (CKA, cosine or correlation between two models' layers or vectors)."""
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    sns.set_theme(style="white")
+    fig, ax = plt.subplots(figsize=(min(12, 2 + 0.28 * m.shape[1]), min(10, 1.5 + 0.25 * m.shape[0])))
+    sns.heatmap(m, ax=ax, cmap=cmap, center=center, annot=annotate, fmt=".2f", cbar_kws={"shrink": 0.8})
+    ax.invert_yaxis()  # layer 0 at the bottom, as depth grows upwards
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return save_figure(fig, out)
+
+
+def layer_lines(series: Mapping[str, Sequence[float]], out: Path, *, ylabel: str, title: str,
+                bands: Mapping[str, float] | None = None) -> Path:
+    """One line per named per-layer series, with optional horizontal reference levels (e.g. a null)."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for name, ys in series.items():
+        ax.plot(range(len(ys)), list(ys), marker=".", label=name)
+    for name, level in (bands or {}).items():
+        ax.axhline(level, color="gray", ls=":", lw=1)
+        ax.axhline(-level, color="gray", ls=":", lw=1)
+        ax.text(0, level, f" {name}", va="bottom", fontsize=8, color="gray")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return save_figure(fig, out)
