@@ -163,3 +163,17 @@ def test_killed_run_resumes_to_the_same_records(tmp_path):
 
     assert partial < len(table(full))  # it really was interrupted
     assert table(killed) == table(full)  # and the resumed file has exactly the same records, no duplicates
+
+
+def test_shared_context_loglik_equals_row_by_row(tiny):
+    """Choices of one item share the context's prefill; the result equals scoring each row alone."""
+    from xsteer.generate import Steering
+    from xsteer.likelihood import continuation_logprobs
+
+    sv = vectors_for(tiny)
+    ctxs = ["Question: a?\nAnswer:"] * 3 + ["Question: a much longer one?\nAnswer:"] * 2 + ["Q: z\nA:"]
+    conts = [" yes", " no", " maybe not", " 12", " 3", " x"]
+    lams = [0.0, 0.0, 0.0, 2.0, 2.0, 1.0]
+    grouped = continuation_logprobs(tiny, ctxs, conts, steering=Steering(sv, lams), batch_size=4)
+    alone = [continuation_logprobs(tiny, [c], [k], steering=Steering(sv, lam))[0] for c, k, lam in zip(ctxs, conts, lams, strict=True)]
+    assert grouped == pytest.approx(alone, abs=1e-3)

@@ -2,6 +2,9 @@
 
 Used for ARC-Challenge in lm-eval's multiple-choice mode (``acc``/``acc_norm``) and as the cheap,
 low-variance signal of ablations (mean log-probability of the gold answer).
+
+Consecutive rows with the same context and λ (the choices of one item) share one prefill of the context:
+its KV cache is copied to each continuation, which then costs only its own tokens.
 """
 
 from __future__ import annotations
@@ -11,10 +14,21 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from xsteer.generate import Steering
 from xsteer.inject import steer
 from xsteer.models import encode
+
+
+def _groups(contexts: Sequence[str], lam: Tensor | None) -> list[tuple[int, int]]:
+    """[start, end) runs of consecutive rows that share context and λ."""
+    out, start = [], 0
+    for i in range(1, len(contexts) + 1):
+        if i == len(contexts) or contexts[i] != contexts[start] or (lam is not None and lam[i] != lam[start]):
+            out.append((start, i))
+            start = i
+    return out
 
 
 def continuation_logprobs(
@@ -29,9 +43,12 @@ def continuation_logprobs(
 
     The context and continuation are tokenized separately (as lm-eval does), so the continuation's
     token boundary is exact. Steering, if any, applies at every position (``positions`` is ignored).
+    ``batch_size`` bounds the continuation rows of one forward pass.
     """
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
+    if not contexts:
+        return []
     tok = model.tokenizer
     device = next(model.parameters()).device
     lam = None
@@ -40,36 +57,49 @@ def continuation_logprobs(
         lam = lam.expand(len(contexts)).clone() if lam.ndim == 0 else lam
         if lam.shape != (len(contexts),):
             raise ValueError(f"per-row λ must have one value per row ({len(contexts)}), got {tuple(lam.shape)}")
-    out: list[float] = []
-    for start in range(0, len(contexts), batch_size):
-        ctx, cont = contexts[start : start + batch_size], continuations[start : start + batch_size]
-        enc = encode(tok, list(ctx))
-        rows, n_cont = [], []
-        for c_ids, c_mask, text in zip(enc.input_ids, enc.attention_mask, cont, strict=True):
-            c_ids = c_ids[c_mask.bool()].tolist()  # drop the left padding
-            k_ids = tok(text, add_special_tokens=False).input_ids
-            if not k_ids:
-                raise ValueError(f"continuation {text!r} has no tokens")
-            rows.append(c_ids + k_ids)
-            n_cont.append(len(k_ids))
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r) :] = torch.tensor(r)
-            mask[i, width - len(r) :] = 1
-        keep = max(n_cont) + 1
-        ctx_mgr = (
-            steer(model, steering.vectors, lam=lam[start : start + len(rows)], layers=steering.layers)
-            if steering is not None
-            else nullcontext()
-        )
-        with torch.inference_mode(), ctx_mgr:
-            logits = model(ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep)
-        logp = torch.log_softmax(logits[:, -keep:-1].float(), dim=-1)  # predictions for the last keep-1 tokens
-        targets = ids[:, -(keep - 1) :].to(logp.device)
-        tok_lp = logp.gather(-1, targets[..., None])[..., 0]
-        for i, k in enumerate(n_cont):
-            out.append(float(tok_lp[i, -k:].sum()))
+    cont_ids = [tok(text, add_special_tokens=False).input_ids for text in continuations]
+    for text, ids in zip(continuations, cont_ids, strict=True):
+        if not ids:
+            raise ValueError(f"continuation {text!r} has no tokens")
+
+    out = [0.0] * len(contexts)
+    groups = _groups(contexts, lam)
+    batch: list[tuple[int, int]] = []
+    for g in [*groups, None]:
+        if g is not None and (not batch or sum(e - s for s, e in batch) + (g[1] - g[0]) <= batch_size):
+            batch.append(g)
+            continue
+        _score_groups(model, tok, device, contexts, cont_ids, lam, steering, batch, out)
+        batch = [g] if g is not None else []
     return out
 
+
+@torch.inference_mode()
+def _score_groups(model: Any, tok: Any, device: Any, contexts: Sequence[str], cont_ids: list[list[int]],
+                  lam: Tensor | None, steering: Steering | None, groups: list[tuple[int, int]], out: list[float]) -> None:
+    enc = encode(tok, [contexts[s] for s, _ in groups])
+    ctx_ids, ctx_mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+    rows = [r for s, e in groups for r in range(s, e)]
+    row_of = torch.tensor([g for g, (s, e) in enumerate(groups) for _ in range(s, e)], device=device)
+    width = max(len(cont_ids[r]) for r in rows)
+    # Continuations are right-padded after the (left-padded) context; the mask hides the padding.
+    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(cont_ids[r])] = torch.tensor(cont_ids[r])
+        mask[i, : len(cont_ids[r])] = 1
+    ids, mask = ids.to(device), mask.to(device)
+
+    ctx_lam = lam[[s for s, _ in groups]] if lam is not None else None
+    manager = steer(model, steering.vectors, lam=ctx_lam, layers=steering.layers) if steering is not None else nullcontext()
+    with manager as handle:
+        first, past = model(ctx_ids, attention_mask=ctx_mask, use_cache=True, return_type="logits_and_cache", logits_to_keep=1)
+        past.batch_select_indices(row_of)
+        if handle is not None:
+            handle.set_lambda(lam[rows])
+        logits = model(ids, attention_mask=torch.cat([ctx_mask[row_of], mask], dim=1), past_key_values=past)
+    # Token j of a continuation is predicted at position j-1; token 0 by the context's last position.
+    pred = torch.cat([first[row_of, -1:, :], logits[:, :-1, :]], dim=1).float()
+    tok_lp = torch.log_softmax(pred, dim=-1).gather(-1, ids[..., None])[..., 0] * mask
+    for i, r in enumerate(rows):
+        out[r] = float(tok_lp[i].sum())
