@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from xsteer.data import Example
+from xsteer.data import Example, read_jsonl
 from xsteer.generate import Steering, generate
 from xsteer.likelihood import continuation_logprobs
 from xsteer.prompts import arc_loglik_request, build_messages, few_shot_examples, prompt_family, render
@@ -99,20 +99,10 @@ class RecordStore:
             f.truncate(cut)
 
     def load(self, config_hash: str | None = None) -> list[dict[str, Any]]:
+        """All records, or those written under one configuration hash."""
         if not self.path.exists():
             return []
-        out = []
-        with open(self.path) as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{self.path}:{lineno}: corrupt record: {e}") from e
-                if config_hash is None or rec.get("config") == config_hash:
-                    out.append(rec)
-        return out
+        return [r for r in read_jsonl(self.path) if config_hash is None or r.get("config") == config_hash]
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         # One write per batch, then fsync: a kill leaves whole earlier lines and at most one torn line.

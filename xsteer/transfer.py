@@ -18,9 +18,7 @@ layer on the fit texts, so λ is a fraction of the typical residual norm).
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from xsteer.extract import last_token_resid
+from xsteer.io import save_safetensors
 from xsteer.layermap import LAYER_MAPS, describe, make_layer_map
 from xsteer.models import model_id
 from xsteer.similarity import cka_matrix
@@ -144,8 +143,6 @@ class TransferMap:
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
         """safetensors (one weight/bias pair per child layer) + JSON header; atomic, no pickle."""
-        from safetensors.torch import save_file
-
         tensors = {"child_resid_norm": self.child_resid_norm.float().contiguous()}
         for c, wm in self.width_maps.items():
             for k, t in wm.state_dict().items():
@@ -162,17 +159,7 @@ class TransferMap:
             "report": {str(c): r for c, r in self.report.items()},
             "info": self.info,
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"xsteer_transfer": json.dumps(meta, default=float)})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return save_safetensors(tensors, path, {"xsteer_transfer": json.dumps(meta, default=float)})
 
     @classmethod
     def load(cls, path: str | Path) -> TransferMap:

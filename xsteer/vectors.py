@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -115,20 +113,10 @@ class SteeringVectors:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically: a crash mid-write leaves either the old file or none, never half a file."""
-        from safetensors.torch import save_file
+        from xsteer.io import save_safetensors
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         header = {"xsteer": json.dumps(self.metadata(), default=_json_default)}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"vectors": self.vectors}, tmp, metadata=header)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return save_safetensors({"vectors": self.vectors}, path, header)
 
     @classmethod
     def load(cls, path: str | Path) -> SteeringVectors:
