@@ -19,10 +19,11 @@ DEMO = {
     "name": "demo",
     "parents": ["gemma3-270m"],
     "children": ["smollm2-135m"],
-    "datasets": [{"name": "synthetic", "val_items": 8, "test_items": 32}],
+    "datasets": [{"name": "synthetic", "val_items": 8, "test_items": 24}],
     "pairs": {"builder": "corrupted_answer", "n": 48, "split": "train", "method": "pca"},
     "transfer": {"layer_map": "proportional", "width_map": "ridge", "fit_text": "synthetic:train:160", "norm": "resid_mean"},
-    "eval": {"lambdas": [0.02, 0.05, 0.1, 0.2], "positions": "generated", "shots": 2, "max_new_tokens": 80, "batch_size": 32},
+    # λ relative to the child's residual norm at every layer: 0.003 is subtle, 0.03 already derails SmolLM2.
+    "eval": {"lambdas": [0.003, 0.01, 0.03], "positions": "generated", "shots": 2, "max_new_tokens": 64, "batch_size": 36},
     "controls": {"native": True, "random": True, "self_consistency": True},
 }
 
