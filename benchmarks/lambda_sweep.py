@@ -21,10 +21,12 @@ import json
 import statistics
 import sys
 import time
+from typing import Any
 
 import torch
 
 from xsteer.data import load_examples
+from xsteer.evaluate import PAPER_GRID
 from xsteer.extract import extract, last_token_resid
 from xsteer.generate import Generation, Steering, generate
 from xsteer.models import load_model
@@ -34,11 +36,11 @@ from xsteer.scoring import majority_vote, score
 from xsteer.vectors import SteeringVectors
 
 # {0.01, ..., 0.09} ∪ {0.1, ..., 1.0}; rounded so the values are the decimals they look like.
-GRID = [round(0.01 * i, 2) for i in range(1, 10)] + [round(0.1 * i, 1) for i in range(1, 11)]
+GRID = list(PAPER_GRID)
 STOP = ["Question:"]
 
 
-def steering_vectors(model, args) -> SteeringVectors:
+def steering_vectors(model: Any, args: argparse.Namespace) -> SteeringVectors:
     examples = load_examples("gsm8k", "train", data_dir=args.data_dir, limit=args.n_pairs)
     pairs = build_pairs("corrupted_answer", examples, model.tokenizer, dataset="gsm8k")
     sv = SteeringVectors.load(args.vectors) if args.vectors else extract(model, pairs, progress=False)
