@@ -225,6 +225,10 @@ def fit_transfer_from_activations(
             f"width map 'identity' needs equal widths, but the parent has d_model {d_p} and the child {d_c}; "
             f"options for unequal widths: ridge, procrustes (truncate_pad and random_orthogonal are controls)"
         )
+    if width_map == "procrustes":
+        # Residual norms differ 10-100x across families; an unscaled orthogonal map would predict child
+        # activations at the parent's scale and wreck the fit report. Directions are renormalised anyway.
+        width_options.setdefault("scale", True)
     n_test = max(1, int(round(heldout * n))) if heldout > 0 else 0
     if n - n_test < 2:
         raise TransferError(f"{n} texts leave too few to fit on after holding out {n_test}")
