@@ -9,6 +9,7 @@ from xsteer.data import load_examples
 from xsteer.extract import extract, last_token_resid
 from xsteer.generate import Steering, generate
 from xsteer.inject import steer
+from xsteer.models import encode
 from xsteer.pairs import build_pairs
 from xsteer.prompts import render
 
@@ -25,7 +26,10 @@ def test_smollm2_bridge_matches_hf(smollm2):
     acts = last_token_resid(smollm2, texts, batch_size=2)
     hf = smollm2.original_model
     for i, t in enumerate(texts):
-        ids = smollm2.tokenizer(t, return_tensors="pt").input_ids
+        # encode(), not the tokenizer directly: TransformerLens makes the tokenizer add BOS, and the chat
+        # template writes one too (<|im_start|> is SmolLM2's BOS); encode() keeps exactly one.
+        ids = encode(smollm2.tokenizer, [t]).input_ids
+        assert (ids == smollm2.tokenizer.bos_token_id).sum() == t.count("<|im_start|>")
         with torch.inference_mode():
             hs = hf(ids, output_hidden_states=True).hidden_states
         # hidden_states[l + 1] is block l's output, except the last one, which HF takes after the final norm.
