@@ -68,17 +68,14 @@ def test_killed_job_resumes_from_its_records(tiny_dirs, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_grid_equals_sequential(tiny_dirs, tmp_path):
+def test_ray_grid_equals_sequential(tiny_dirs, shared_data, tmp_path):
     pytest.importorskip("ray")
     import ray
 
     raw = tiny_config(*tiny_dirs, datasets=[{"name": "synthetic", "val_items": 2, "test_items": 3},
                                             {"name": "gsm8k", "val_items": 0, "test_items": 2}])
-    raw["data_dir"] = None
-    try:
-        cfg = parse_config(raw)
-    except ConfigError as e:
-        pytest.skip(f"gsm8k data not available offline: {e}")
+    raw["data_dir"] = str(shared_data)
+    cfg = parse_config(raw)
     seq = run_grid(cfg, tmp_path / "seq")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
