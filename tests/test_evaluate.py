@@ -177,3 +177,13 @@ def test_shared_context_loglik_equals_row_by_row(tiny):
     grouped = continuation_logprobs(tiny, ctxs, conts, steering=Steering(sv, lams), batch_size=4)
     alone = [continuation_logprobs(tiny, [c], [k], steering=Steering(sv, lam))[0] for c, k, lam in zip(ctxs, conts, lams, strict=True)]
     assert grouped == pytest.approx(alone, abs=1e-3)
+
+
+def test_each_metric_votes_over_its_own_answer():
+    """acc and acc_norm pick different choices: the acc_norm vote must count acc_norm's answers."""
+    rows = [{"lam": lam, "sample": 0, "answer": "A", "correct": False, "answer_norm": norm, "correct_norm": norm == "B"}
+            for lam, norm in [(0.1, "C"), (0.2, "C"), (0.3, "B")]]
+    assert not vote_correct(rows, "correct")
+    assert not vote_correct(rows, "correct_norm")  # C wins the acc_norm vote, and C is wrong
+    rows[0]["answer_norm"], rows[0]["correct_norm"] = "B", True
+    assert vote_correct(rows, "correct_norm")

@@ -191,8 +191,8 @@ class Evaluator:
         out = []
         for ex, g in zip(items, gens, strict=True):
             s = score(family, g.text, ex.answer, labels=ex.labels)
-            out.append({"completion": g.text, "answer": s.answer, "correct": s.correct, "strict_correct": s.strict_correct,
-                        "gold": ex.answer, "n_tokens": g.n_tokens, "finish": g.finish})
+            out.append({"completion": g.text, "answer": s.answer, "correct": s.correct, "strict_answer": s.strict_answer,
+                        "strict_correct": s.strict_correct, "gold": ex.answer, "n_tokens": g.n_tokens, "finish": g.finish})
         return out
 
     def _loglik(self, items: list[Example], rows: list[dict], vectors: SteeringVectors | None) -> list[dict]:
@@ -211,7 +211,7 @@ class Evaluator:
         out = []
         for i, ex in enumerate(items):
             acc_i, norm_i = arc_loglik_choice(per_item[i], list(ex.choices))
-            out.append({"answer": ex.labels[acc_i], "correct": ex.labels[acc_i] == ex.answer,
+            out.append({"answer": ex.labels[acc_i], "correct": ex.labels[acc_i] == ex.answer, "answer_norm": ex.labels[norm_i],
                         "correct_norm": ex.labels[norm_i] == ex.answer, "gold": ex.answer, "logprobs": per_item[i]})
         return out
 
@@ -265,11 +265,16 @@ def _by_item(records: Sequence[Mapping], split: str, condition: str) -> dict[str
     return out
 
 
+# Each metric judges its own extracted answer, and the vote must count that same answer.
+ANSWER_OF = {"correct": "answer", "strict_correct": "strict_answer", "correct_norm": "answer_norm"}
+
+
 def vote_correct(rows: Sequence[Mapping], metric: str = "correct") -> bool:
     """Correctness of the majority answer (rows in λ / sample order); no valid answer counts as wrong."""
+    key = ANSWER_OF[metric]
     rows = sorted(rows, key=lambda r: (float(r["lam"]), int(r["sample"])))
-    winner = majority_vote([r["answer"] for r in rows])
-    return winner is not None and any(r["answer"] == winner and r[metric] for r in rows)
+    winner = majority_vote([r[key] for r in rows])
+    return winner is not None and any(r[key] == winner and r[metric] for r in rows)
 
 
 def summarize(records: Sequence[Mapping], lambda_star: Mapping[str, float], *, metric: str = "correct",
