@@ -45,7 +45,11 @@ def lambda_curves(records: Sequence[Mapping], split: str, out: Path, metric: str
     base = accuracy_by_lambda(records, split, BASELINE, metric)
     if base:
         ax.axhline(100 * next(iter(base.values())), color="black", ls="--", lw=1, label="baseline")
-    ax.set_xscale("symlog", linthresh=0.01)
+    lams = sorted({lam for acc in curves.values() for lam in acc})
+    # λ grids are geometric-ish (the paper's spans 0.01..1): log scale, labelled at the λ values used.
+    ax.set_xscale("log" if lams[0] > 0 else "symlog", **({} if lams[0] > 0 else {"linthresh": min(x for x in lams if x > 0)}))
+    ax.set_xticks(lams, [f"{x:g}" for x in lams], rotation=45 if len(lams) > 8 else 0)
+    ax.minorticks_off()
     ax.set_xlabel("λ")
     ax.set_ylabel(f"accuracy (%) [{metric}]")
     ax.set_title(title or f"accuracy vs λ ({split})")
