@@ -61,3 +61,22 @@ def test_encode_adds_bos_once(tiny):
     tok = prepare_tokenizer(tiny.tokenizer)
     ids = encode(tok, ["<s>hello", "hello"]).input_ids
     assert (ids == tok.bos_token_id).sum(dim=1).tolist() == [1, 1]
+
+
+def test_native_attention_matches_bridge_and_restores(tiny):
+    from xsteer.models import native_attention
+
+    enc = tiny.tokenizer(["hello world, a longer text", "hi"], return_tensors="pt", padding=True)
+    fired = []
+    hooks = [("blocks.1.hook_resid_post", lambda x, hook: fired.append("resid") or x),
+             ("blocks.1.attn.hook_pattern", lambda x, hook: fired.append("pattern") or x)]
+    with torch.inference_mode(), tiny.hooks(fwd_hooks=hooks):
+        bridge = tiny(enc.input_ids, attention_mask=enc.attention_mask)
+        with native_attention(tiny):
+            native = tiny(enc.input_ids, attention_mask=enc.attention_mask)
+        again = tiny(enc.input_ids, attention_mask=enc.attention_mask)
+    real = enc.attention_mask.bool()  # padded positions may differ; nothing reads them
+    torch.testing.assert_close(native[real], bridge[real], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(again, bridge)
+    assert fired == ["pattern", "resid", "resid", "pattern", "resid"]  # residual hooks fire either way
+    assert tiny.original_model.config._attn_implementation == "eager"

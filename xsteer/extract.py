@@ -34,7 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from xsteer.models import encode, model_id
+from xsteer.models import encode, model_id, native_attention
 from xsteer.pairs import ContrastivePair, pairs_hash
 from xsteer.vectors import SteeringVectors
 
@@ -92,7 +92,8 @@ def last_token_resid(
             for j, layer in enumerate(layers)
         ]
         try:
-            with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+            # Only residual hooks are read, so the model's own SDPA attention serves (faster, same values).
+            with torch.inference_mode(), native_attention(model), model.hooks(fwd_hooks=hooks):
                 model(enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device))
         except _StopForward:
             pass

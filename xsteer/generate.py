@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from xsteer.inject import Lambda, steer
-from xsteer.models import encode
+from xsteer.models import encode, native_attention
 from xsteer.vectors import SteeringVectors
 
 Positions = Literal["all", "generated"]
@@ -82,10 +82,13 @@ def generate(
     seeds: Sequence[int] | None = None,
     batch_size: int = 32,
     progress: bool = False,
+    attention: Literal["native", "bridge"] = "native",
 ) -> list[Generation]:
     """Generate a completion for each prompt (already rendered through the chat template).
 
     Prompts are processed in batches of ``batch_size`` rows, longest first, and returned in input order.
+    ``attention="native"`` runs the model's own SDPA attention (2x faster on a CPU; residual hooks still
+    fire, attention-internal hooks do not); ``"bridge"`` keeps TransformerLens's hookable attention.
     """
     n = len(prompts)
     if n == 0:
@@ -99,23 +102,22 @@ def generate(
     order = sorted(range(n), key=lambda i: -lengths[i])
     results: list[Generation | None] = [None] * n
     bar = tqdm(total=n, desc="generate", disable=not progress, leave=False)
-    for start in range(0, n, batch_size):
+    with native_attention(model) if attention == "native" else nullcontext():
+        _run_batches(model, prompts, order, results, bar, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                     stop=stop, steering=steering, lam=lam, temperature=temperature, seeds=seeds)
+    bar.close()
+    return results  # type: ignore[return-value]
+
+
+def _run_batches(model: Any, prompts: Sequence[str], order: list[int], results: list, bar: Any, *, batch_size: int,
+                 lam: Tensor | None, seeds: list[int], **kw: Any) -> None:
+    for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        outs = _generate_batch(
-            model,
-            [prompts[i] for i in idx],
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            steering=steering,
-            lam=lam[idx] if lam is not None else None,
-            temperature=temperature,
-            seeds=[seeds[i] for i in idx],
-        )
+        outs = _generate_batch(model, [prompts[i] for i in idx], lam=lam[idx] if lam is not None else None,
+                               seeds=[seeds[i] for i in idx], **kw)
         for i, out in zip(idx, outs, strict=True):
             results[i] = out
         bar.update(len(idx))
-    bar.close()
-    return results  # type: ignore[return-value]
 
 
 @torch.inference_mode()

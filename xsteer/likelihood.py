@@ -18,7 +18,7 @@ from torch import Tensor
 
 from xsteer.generate import Steering
 from xsteer.inject import steer
-from xsteer.models import encode
+from xsteer.models import encode, native_attention
 
 
 def _groups(contexts: Sequence[str], lam: Tensor | None) -> list[tuple[int, int]]:
@@ -69,7 +69,8 @@ def continuation_logprobs(
         if g is not None and (not batch or sum(e - s for s, e in batch) + (g[1] - g[0]) <= batch_size):
             batch.append(g)
             continue
-        _score_groups(model, tok, device, contexts, cont_ids, lam, steering, batch, out)
+        with native_attention(model):  # residual hooks only: the model's own SDPA is exact and faster
+            _score_groups(model, tok, device, contexts, cont_ids, lam, steering, batch, out)
         batch = [g] if g is not None else []
     return out
 

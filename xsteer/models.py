@@ -26,7 +26,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -327,3 +328,34 @@ def encode(tok: Any, texts: list[str]) -> Any:
     if _adds_bos(tok) and tok.bos_token:
         texts = [t[len(tok.bos_token) :] if t.startswith(tok.bos_token) else t for t in texts]
     return tok(texts, return_tensors="pt", padding=True)
+
+
+@contextmanager
+def native_attention(model: Any, implementation: str = "sdpa") -> Iterator[Any]:
+    """Run attention through the model's own Hugging Face kernels (``sdpa``) inside the block.
+
+    TransformerBridge re-implements attention step by step so that ``attn.hook_pattern`` and friends fire;
+    that path copies the grouped KV cache on every decode step and dominates generation time on a CPU.
+    Residual-stream hooks (``blocks.{l}.hook_resid_post``, which steering and extraction use) still fire
+    here; attention-internal hooks do not. Outputs match the bridge path to float tolerance.
+    """
+    swapped = []
+    for block in getattr(model, "blocks", []):
+        layer, attn = getattr(block, "original_component", None), getattr(block, "attn", None)
+        native = getattr(attn, "original_component", None)
+        if layer is None or native is None:
+            continue
+        for name, child in layer.named_children():
+            if child is attn:
+                swapped.append((layer, name, attn))
+                setattr(layer, name, native)
+    cfg = model.original_model.config
+    old = cfg._attn_implementation
+    try:
+        if swapped:
+            cfg._attn_implementation = implementation
+        yield model
+    finally:
+        cfg._attn_implementation = old
+        for layer, name, attn in swapped:
+            setattr(layer, name, attn)
