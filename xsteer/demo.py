@@ -19,7 +19,7 @@ DEMO = {
     "name": "demo",
     "parents": ["gemma3-270m"],
     "children": ["smollm2-135m"],
-    "datasets": [{"name": "synthetic", "val_items": 8, "test_items": 24}],
+    "datasets": [{"name": "synthetic", "val_items": 8, "test_items": 16}],
     "pairs": {"builder": "corrupted_answer", "n": 48, "split": "train", "method": "pca"},
     "transfer": {"layer_map": "proportional", "width_map": "ridge", "fit_text": "synthetic:train:160", "norm": "resid_mean"},
     # λ relative to the child's residual norm at every layer: 0.003 is subtle, 0.03 already derails SmolLM2.
