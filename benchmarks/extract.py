@@ -19,17 +19,17 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _common import setup
 
 from xsteer.data import load_examples
 from xsteer.extract import extract
-from xsteer.models import encode, load_model
+from xsteer.models import encode
 from xsteer.pairs import build_pairs
 
 MiB = 2**20
@@ -79,14 +79,7 @@ def main() -> None:
     ap.add_argument("--n-pairs", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--data-dir", default=None, help="offline data tree (default: $XSTEER_DATA_DIR, else the hub)")
-    ap.add_argument("--device", default="cpu")
-    args = ap.parse_args()
-
-    print(f"machine: torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
-    print("config:", json.dumps(vars(args)))
-
-    model = load_model(args.model, device=args.device)
+    args, model = setup(ap)
     examples = load_examples("gsm8k", "train", data_dir=args.data_dir, limit=args.n_pairs)
     pairs = build_pairs("corrupted_answer", examples, model.tokenizer, dataset="gsm8k")
     texts = [p.positive for p in pairs] + [p.negative for p in pairs]

@@ -17,19 +17,18 @@ Full size (CPU):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from typing import Any
 
 import torch
+from _common import setup
 
 from xsteer.data import load_examples
 from xsteer.evaluate import PAPER_GRID
 from xsteer.extract import extract, last_token_resid
 from xsteer.generate import Generation, Steering, generate
-from xsteer.models import load_model
 from xsteer.pairs import build_pairs
 from xsteer.prompts import build_messages, few_shot_examples, render
 from xsteer.scoring import majority_vote, score
@@ -65,14 +64,7 @@ def main() -> int:
     ap.add_argument("--vectors", default=None, help="a steering-vector file (default: extract on this model)")
     ap.add_argument("--n-pairs", type=int, default=16, help="GSM8K train pairs to extract (and measure norms) from")
     ap.add_argument("--batch-size", type=int, default=None, help="rows per forward (default: the whole grid)")
-    ap.add_argument("--data-dir", default=None, help="offline data tree (default: $XSTEER_DATA_DIR, else the hub)")
-    ap.add_argument("--device", default="cpu")
-    args = ap.parse_args()
-
-    print(f"machine: torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
-    print("config:", json.dumps(vars(args)))
-
-    model = load_model(args.model, device=args.device)
+    args, model = setup(ap)
     sv = steering_vectors(model, args)
     items = load_examples("gsm8k", "test", data_dir=args.data_dir, limit=args.items)
     shots = few_shot_examples("gsm8k", args.shots)
