@@ -47,17 +47,7 @@ def linear_cka(X: Float[Tensor, "n d1"], Y: Float[Tensor, "n d2"]) -> float:
     """
     if X.ndim != 2 or Y.ndim != 2:
         raise ValueError(f"linear_cka takes [n, d] matrices, got {tuple(X.shape)} and {tuple(Y.shape)}")
-    _check_pair(X, Y, 0)
-    x, y = _centred_unit(X, 0), _centred_unit(Y, 0)
-    n, d1, d2 = x.shape[0], x.shape[1], y.shape[1]
-    if _use_gram(n, d1, d2):
-        k, l_ = x @ x.T, y @ y.T
-        num = (k * l_).sum()
-        den = torch.linalg.matrix_norm(k) * torch.linalg.matrix_norm(l_)
-    else:
-        num = (y.T @ x).pow(2).sum()
-        den = torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y)
-    return float(num / den)
+    return float(cka_matrix(X[None], Y[None])[0, 0])
 
 
 def cka_matrix(
