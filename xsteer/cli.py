@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -249,7 +248,7 @@ def evaluate_cmd(child_spec, vector_specs, random_control, self_consistency, dat
           --mode loglik --data-dir ../shared/data --out runs/g2s-arc
     """
     from xsteer.data import load_examples
-    from xsteer.evaluate import EvalConfig, Evaluator, RecordStore, summarize, summary_markdown
+    from xsteer.evaluate import EvalConfig, Evaluator, RecordStore
     from xsteer.models import load_model, parse_spec
     from xsteer.vectors import SteeringVectors
 
@@ -273,17 +272,9 @@ def evaluate_cmd(child_spec, vector_specs, random_control, self_consistency, dat
         conditions[name].check_compatible(model.cfg.n_layers, model.cfg.d_model, model.cfg.model_name)
     out = Path(out)
     ev = Evaluator(model, cfg, RecordStore(out / "records.jsonl"), conditions, batch_size=batch_size)
-    lam_star = ev.tune(val, vector_names) if val else {}
-    click.echo(f"λ* on {len(val)} validation items: {lam_star}")
-    ev.test(test, vector_names, its=len(cfg.lambdas) > 1, lambda_star=lam_star or None, self_consistency=self_consistency)
-    records = ev.store.load(ev.config_hash)
-    metrics = ["correct", "correct_norm"] if mode == "loglik" else ["correct", "strict_correct"]
-    summaries = {m: summarize(records, lam_star, metric=m, seed=seed) for m in metrics}
-    (out / "summary.json").write_text(json.dumps({"config": cfg.__dict__, "child": child_spec, "config_hash": ev.config_hash,
-                                                   "summaries": summaries}, indent=2, default=str))
-    md = "\n\n".join(summary_markdown(s) for s in summaries.values())
-    (out / "summary.md").write_text(md + "\n")
-    click.echo(md)
+    doc = ev.run_and_summarize(val, test, vector_names, self_consistency=self_consistency, extra={"child": child_spec})
+    click.echo(f"λ* on {len(val)} validation items: {doc['lambda_star']}")
+    click.echo((out / "summary.md").read_text())
 
 
 @main.command("demo")

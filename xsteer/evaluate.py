@@ -234,6 +234,23 @@ class Evaluator:
         if self_consistency and self.cfg.mode == "generate":
             self.run("test", test, SELF_CONSISTENCY, samples=len(self.cfg.lambdas))
 
+    def run_and_summarize(self, validation: Sequence[Example], test: Sequence[Example], vector_conditions: Sequence[str],
+                          *, self_consistency: bool = True, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Algorithm 2 (when there are validation items), Algorithm 3, then ``summary.json`` and
+        ``summary.md`` beside the records, one summary per metric. Returns the summary document."""
+        lam_star = self.tune(validation, vector_conditions) if validation else {}
+        self.test(test, vector_conditions, its=len(self.cfg.lambdas) > 1, lambda_star=lam_star or None,
+                  self_consistency=self_consistency)
+        records = self.store.load(self.config_hash)
+        metrics = ["correct", "correct_norm"] if self.cfg.mode == "loglik" else ["correct", "strict_correct"]
+        summaries = {m: summarize(records, lam_star, metric=m, seed=self.cfg.seed) for m in metrics}
+        doc = {"config": asdict(self.cfg), **(extra or {}), "config_hash": self.config_hash, "lambda_star": lam_star,
+               "summaries": summaries}
+        folder = self.store.path.parent
+        (folder / "summary.json").write_text(json.dumps(doc, indent=2, default=str))
+        (folder / "summary.md").write_text("\n\n".join(summary_markdown(s) for s in summaries.values()) + "\n")
+        return doc
+
 
 def _seed(seed: int, item: str, sample: int) -> int:
     return int(hashlib.sha256(f"{seed}:{item}:{sample}".encode()).hexdigest()[:8], 16)

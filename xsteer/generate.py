@@ -62,7 +62,8 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-def _lambda_rows(lam: Lambda, n: int) -> Tensor:
+def lambda_rows(lam: Lambda, n: int) -> Tensor:
+    """λ as one value per row: a scalar is broadcast; a sequence must have exactly ``n`` values."""
     t = torch.as_tensor(lam, dtype=torch.float32)
     if t.ndim == 0:
         return t.expand(n).clone()
@@ -95,7 +96,7 @@ def generate(
         return []
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
-    lam = _lambda_rows(steering.lam, n) if steering is not None else None
+    lam = lambda_rows(steering.lam, n) if steering is not None else None
     seeds = list(seeds) if seeds is not None else list(range(n))
     tok = model.tokenizer
     lengths = [len(tok(p).input_ids) for p in prompts]
@@ -143,7 +144,8 @@ def _generate_batch(
     uniq = list(dict.fromkeys(prompts)) if share_prefill else prompts
     enc = encode(tok, uniq)
     ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
-    row_of = torch.tensor([uniq.index(p) for p in prompts], device=device) if share_prefill else None
+    slot = {p: i for i, p in enumerate(uniq)}
+    row_of = torch.tensor([slot[p] for p in prompts], device=device) if share_prefill else None
 
     ctx = steer(model, steering.vectors, lam=lam, layers=steering.layers) if steering is not None else nullcontext()
     with ctx as handle:

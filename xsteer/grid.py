@@ -12,6 +12,7 @@ Sequential in one process by default; with Ray, each task is a Ray task (one GPU
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -83,10 +84,10 @@ def run_job(cfg: ExperimentConfig, parent: str, child: str, dataset: str, out: s
     if (folder / DONE).exists():
         return str(folder)
     from xsteer.data import load_examples
-    from xsteer.evaluate import EvalConfig, Evaluator, RecordStore, summarize, summary_markdown
+    from xsteer.evaluate import EvalConfig, Evaluator, RecordStore
     from xsteer.models import load_model
     from xsteer.report import write_report
-    from xsteer.transfer import TransferMap
+    from xsteer.transfer import TransferMap, report_table
     from xsteer.vectors import SteeringVectors
 
     dspec = next(d for d in cfg.datasets if d.name == dataset)
@@ -107,19 +108,9 @@ def run_job(cfg: ExperimentConfig, parent: str, child: str, dataset: str, out: s
     model = load_model(child, device=cfg.device)
     ev = Evaluator(model, ecfg, RecordStore(folder / "records.jsonl"), conditions, batch_size=cfg.eval.batch_size, progress=False)
     val = load_examples(dataset, "validation", data_dir=cfg.data_dir, limit=dspec.val_items, seed=cfg.seed) if dspec.val_items else []
-    lam_star = ev.tune(val, vec) if val else {}
     test = load_examples(dataset, "test", data_dir=cfg.data_dir, limit=dspec.test_items, seed=cfg.seed)
-    ev.test(test, vec, its=len(ecfg.lambdas) > 1, lambda_star=lam_star or None, self_consistency=cfg.controls.self_consistency)
-    records = ev.store.load(ev.config_hash)
-    metrics = ["correct", "correct_norm"] if dspec.mode == "loglik" else ["correct", "strict_correct"]
-    summaries = {m: summarize(records, lam_star, metric=m, seed=cfg.seed) for m in metrics}
-    doc = {"config": asdict(ecfg), "parent": parent, "child": child, "dataset": dataset, "config_hash": ev.config_hash, "summaries": summaries}
-    (folder / "summary.json").write_text(json.dumps(doc, indent=2, default=str))
-    (folder / "summary.md").write_text("\n\n".join(summary_markdown(s) for s in summaries.values()) + "\n")
-    import html
-
-    from xsteer.transfer import report_table
-
+    ev.run_and_summarize(val, test, vec, self_consistency=cfg.controls.self_consistency,
+                         extra={"parent": parent, "child": child, "dataset": dataset})
     write_report(folder, title=f"{parent} → {child} on {dataset}", sections=[
         (f"Transfer map {tmap.layer_map_name} × {tmap.width_map_name}: held-out fit per child layer",
          f"<pre>{html.escape(report_table(tmap))}</pre>")])

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xsteer.generate import Steering
+from xsteer.generate import Steering, lambda_rows
 from xsteer.inject import steer
 from xsteer.models import encode, native_attention
 
@@ -51,12 +51,7 @@ def continuation_logprobs(
         return []
     tok = model.tokenizer
     device = next(model.parameters()).device
-    lam = None
-    if steering is not None:
-        lam = torch.as_tensor(steering.lam, dtype=torch.float32)
-        lam = lam.expand(len(contexts)).clone() if lam.ndim == 0 else lam
-        if lam.shape != (len(contexts),):
-            raise ValueError(f"per-row λ must have one value per row ({len(contexts)}), got {tuple(lam.shape)}")
+    lam = lambda_rows(steering.lam, len(contexts)) if steering is not None else None
     cont_ids = [tok(text, add_special_tokens=False).input_ids for text in continuations]
     for text, ids in zip(continuations, cont_ids, strict=True):
         if not ids:
