@@ -137,3 +137,40 @@ def test_sampling_is_seeded_per_row(tiny):
     a = generate(tiny, ["Hi", "Yo"], max_new_tokens=8, temperature=1.0, seeds=[1, 2])
     b = generate(tiny, ["Yo"], max_new_tokens=8, temperature=1.0, seeds=[2])
     assert a[1].text == b[0].text
+
+
+def test_shared_prefix_len():
+    from xsteer.generate import shared_prefix_len
+
+    t = torch.tensor
+    assert shared_prefix_len([t([1, 2, 3, 4]), t([1, 2, 9, 9, 9])]) == 2
+    assert shared_prefix_len([t([1, 2, 3]), t([1, 2, 3, 4])]) == 2  # each row keeps one token of its own
+    assert shared_prefix_len([t([5, 2]), t([1, 2])]) == 0
+    assert shared_prefix_len([t([1, 2, 3])]) == 0
+
+
+FEW_SHOT = "Q: two plus two\nA: four\nQ: three plus one\nA: four\n"  # a prefix every prompt shares
+
+
+@pytest.mark.parametrize("positions", ["all", "generated", None])
+def test_shared_prefix_prefill_equals_full_prefill(tiny, monkeypatch, positions):
+    import xsteer.generate as gen
+
+    prompts = [FEW_SHOT + q for q in ["Q: 1+1\nA:", "Q: what is a much longer one\nA:", "Q: x\nA:"]]
+    rows = [p for p in prompts for _ in range(2)]
+    steering = None if positions is None else Steering(random_vectors(tiny), [0.5, 3.0] * 3, positions=positions)
+
+    def run():
+        return [g.text for g in generate(tiny, rows, max_new_tokens=10, steering=steering)]
+
+    lengths = []
+    real = gen.shared_prefix_len
+    monkeypatch.setattr(gen, "shared_prefix_len", lambda seqs: lengths.append(real(seqs)) or lengths[-1])
+    shared = run()
+    assert max(lengths) >= len(FEW_SHOT) - 2  # the shared path was really taken
+    monkeypatch.setattr(gen, "MIN_SHARED_PREFIX", 10**9)
+    assert run() == shared
+    # and each equals the prompt generated alone, unpadded
+    for k in (1, 4):
+        alone = Steering(steering.vectors, [0.5, 3.0][k % 2], positions=positions) if steering else None
+        assert generate(tiny, [rows[k]], max_new_tokens=10, steering=alone)[0].text == shared[k]

@@ -121,6 +121,78 @@ def _run_batches(model: Any, prompts: Sequence[str], order: list[int], results: 
         bar.update(len(idx))
 
 
+MIN_SHARED_PREFIX = 16  # tokens; below this a separate prefix pass costs more than it saves
+
+
+def shared_prefix_len(seqs: Sequence[Tensor]) -> int:
+    """Length of the token prefix every sequence starts with, leaving each at least one token of its own."""
+    if len(seqs) < 2:
+        return 0
+    n = min(len(s) for s in seqs) - 1
+    if n <= 0:
+        return 0
+    first = seqs[0][:n]
+    same = torch.stack([s[:n] == first for s in seqs[1:]]).all(dim=0)
+    differ = (~same).nonzero()
+    return int(differ[0]) if len(differ) else n
+
+
+def _sliding_window(model: Any) -> int | None:
+    cfg = getattr(getattr(model, "original_model", None), "config", None)
+    cfg = getattr(cfg, "text_config", cfg)
+    window = getattr(cfg, "sliding_window", None)
+    if window is None or getattr(cfg, "use_sliding_window", True) is False:
+        return None
+    return int(window)
+
+
+def _prefill(model: Any, seqs: list[Tensor], device: Any, *, lam: Tensor | None = None, handle: Any = None,
+             want_logits: bool = False) -> tuple:
+    """Run ``seqs`` (unpadded token ids) through the model, filling a KV cache; returns (cache, mask, last
+    position per row[, last logits]), or Nones when every sequence is empty.
+
+    Few-shot prompts share a long prefix (system prompt and exemplars: ~650 of ~750 tokens on GSM8K).
+    It is computed once per distinct λ (once in all when the prompt is unsteered) and its cache copied to
+    the rows; only each row's own suffix is then prefilled. The suffixes are left-padded *after* the
+    prefix, so positions are passed explicitly (pads take no position) and the result equals an
+    unpadded forward per row. Sliding-window models (Gemma 3) skip it: their window counts cache slots, and
+    pads between prefix and suffix would shift it.
+    """
+    n = len(seqs)
+    if all(len(s) == 0 for s in seqs):
+        return (None, None, None, None) if want_logits else (None, None, None)
+    p = shared_prefix_len(seqs)
+    if p < MIN_SHARED_PREFIX or _sliding_window(model) is not None:
+        p = 0
+    past = None
+    if p:
+        steered = handle is not None and handle.active and lam is not None
+        keys = lam.tolist() if steered else [0.0] * n
+        groups = list(dict.fromkeys(keys))
+        if steered:
+            handle.set_lambda(torch.tensor(groups))
+        prefix = seqs[0][:p].to(device).expand(len(groups), p)
+        _, past = model(prefix, use_cache=True, return_type="logits_and_cache", logits_to_keep=1)
+        past.batch_select_indices(torch.tensor([groups.index(k) for k in keys], device=device))
+        if steered:
+            handle.set_lambda(lam)
+    suffix = [s[p:] for s in seqs]
+    width = max(len(s) for s in suffix)
+    ids = torch.full((n, width), 0, dtype=torch.long)
+    own = torch.zeros(n, width, dtype=torch.long)
+    for i, s in enumerate(suffix):
+        if len(s):
+            ids[i, width - len(s):] = s
+            own[i, width - len(s):] = 1
+    ids, own = ids.to(device), own.to(device)
+    mask = torch.cat([own.new_ones(n, p), own], dim=1)
+    positions = (p + own.cumsum(dim=1) - 1).clamp_min(0)
+    logits, past = model(ids, attention_mask=mask, past_key_values=past, position_ids=positions, use_cache=True,
+                         return_type="logits_and_cache", logits_to_keep=1)
+    last = positions[:, -1]
+    return (past, mask, last, logits) if want_logits else (past, mask, last)
+
+
 @torch.inference_mode()
 def _generate_batch(
     model: Any,
@@ -140,29 +212,30 @@ def _generate_batch(
     # Unsteered prompts, and prompts steered only from their last token on, are identical across the
     # rows that repeat them (λ grid, samples), so their prefill is computed once and shared.
     share_prefill = steering is None or steering.positions == "generated"
-    # Distinct prompts are prefilled once; rows then point at their prompt's cache entry.
-    uniq = list(dict.fromkeys(prompts)) if share_prefill else prompts
-    enc = encode(tok, uniq)
-    ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
-    slot = {p: i for i, p in enumerate(uniq)}
-    row_of = torch.tensor([slot[p] for p in prompts], device=device) if share_prefill else None
+    units = list(dict.fromkeys(prompts)) if share_prefill else prompts  # what the prompt prefill runs over
+    enc = encode(tok, units)
+    seqs = [row[m.bool()] for row, m in zip(enc.input_ids, enc.attention_mask, strict=True)]
+    slot = {p: i for i, p in enumerate(units)}
+    row_of = torch.tensor([slot[p] for p in prompts], device=device)
 
     ctx = steer(model, steering.vectors, lam=lam, layers=steering.layers) if steering is not None else nullcontext()
     with ctx as handle:
-        if share_prefill and ids.shape[1] > 1:
+        if share_prefill:
             if handle is not None:
                 handle.active = False
-            _, past = model(ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True, return_type="logits_and_cache", logits_to_keep=1)
-            past.batch_select_indices(row_of)
+            past, mask, _ = _prefill(model, [s[:-1] for s in seqs], device)
             if handle is not None:
                 handle.active = True
-            ids, mask = ids[row_of], mask[row_of]
-            logits, past = model(ids[:, -1:], attention_mask=mask, past_key_values=past, return_type="logits_and_cache")
+            if past is not None:
+                past.batch_select_indices(row_of)
+                mask = mask[row_of]
+            last = torch.stack([s[-1] for s in seqs]).to(device)[row_of]
+            pos = torch.tensor([len(s) - 1 for s in seqs], device=device)[row_of]
+            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1) if mask is not None else torch.ones(b, 1, dtype=torch.long, device=device)
+            logits, past = model(last[:, None], attention_mask=mask, past_key_values=past, position_ids=pos[:, None],
+                                 use_cache=True, return_type="logits_and_cache")
         else:
-            if row_of is not None:
-                ids, mask = ids[row_of], mask[row_of]
-            logits, past = model(ids, attention_mask=mask, use_cache=True, return_type="logits_and_cache", logits_to_keep=1)
-
+            past, mask, pos, logits = _prefill(model, seqs, device, lam=lam, handle=handle, want_logits=True)
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds] if temperature > 0 else None
         alive = list(range(b))  # original row index of each batch row still generating
         tokens: list[list[int]] = [[] for _ in range(b)]
@@ -194,12 +267,14 @@ def _generate_batch(
             if len(keep) < len(alive):
                 sel = torch.tensor(keep, device=device)
                 past.batch_select_indices(sel)
-                mask, nxt = mask[sel], nxt[sel]
+                mask, nxt, pos = mask[sel], nxt[sel], pos[sel]
                 if handle is not None:
                     handle.select_rows(sel)
                 alive = [alive[j] for j in keep]
             mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
-            logits, past = model(nxt[:, None], attention_mask=mask, past_key_values=past, return_type="logits_and_cache")
+            pos = pos + 1
+            logits, past = model(nxt[:, None], attention_mask=mask, past_key_values=past, position_ids=pos[:, None],
+                                 return_type="logits_and_cache")
     out = []
     for r in range(b):
         text = texts[r] if stop and finish[r] == "stop" else tok.decode(tokens[r], skip_special_tokens=True)
