@@ -23,14 +23,13 @@ import time
 from typing import Any
 
 import torch
-from _common import setup
+from _common import gsm8k_prompts, setup
 
 from xsteer.data import load_examples
 from xsteer.evaluate import PAPER_GRID
 from xsteer.extract import extract, last_token_resid
 from xsteer.generate import Generation, Steering, generate
 from xsteer.pairs import build_pairs
-from xsteer.prompts import build_messages, few_shot_examples, render
 from xsteer.scoring import majority_vote, score
 from xsteer.vectors import SteeringVectors
 
@@ -66,9 +65,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=None, help="rows per forward (default: the whole grid)")
     args, model = setup(ap)
     sv = steering_vectors(model, args)
-    items = load_examples("gsm8k", "test", data_dir=args.data_dir, limit=args.items)
-    shots = few_shot_examples("gsm8k", args.shots)
-    prompts = [render(model.tokenizer, build_messages("gsm8k", ex, shots)) for ex in items]
+    items, prompts = gsm8k_prompts(model.tokenizer, args.data_dir, args.items, args.shots)
     lams = [lam * args.lam_scale for lam in GRID]
     rows = [(i, j) for j in range(len(lams)) for i in range(len(items))]  # (item, λ index), λ-major
     batch_size = args.batch_size or len(rows)

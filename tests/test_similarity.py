@@ -155,3 +155,29 @@ def test_null_quantile_and_determinism():
     assert set(random_cosine_null(1, 50).tolist()) <= {-1.0, 1.0}
     with pytest.raises(ValueError):
         null_quantile(64, 1.5)
+
+
+def test_best_matches_skips_nan_entries():
+    from xsteer.similarity import best_matches
+
+    m = torch.tensor([[0.1, float("nan"), 0.3], [float("nan")] * 3, [0.9, 0.2, 0.1]])
+    (r0, r1, r2) = best_matches(m)
+    assert r0 == (0, 2, pytest.approx(0.3)) and r2 == (2, 0, pytest.approx(0.9))
+    assert r1[:2] == (1, 0) and math.isnan(r1[2])  # nothing defined: reported as NaN, not as a match
+
+
+def test_compare_vectors_counts_only_layers_both_sides_steer():
+    from xsteer.similarity import compare_vectors
+    from xsteer.vectors import SteeringVectors
+
+    v = torch.randn(4, 64, generator=_gen(5))
+    a = SteeringVectors(v, "m", "x", (0, 1, 2))
+    b = SteeringVectors(v.clone(), "m", "x", (1, 2, 3))
+    res = compare_vectors(a, b)
+    assert res["layers"] == [1, 2] and res["above_null"] == 2
+    assert math.isnan(res["cosine"][0]) and math.isnan(res["cosine"][3])
+    assert res["cosine"][1] == pytest.approx(1.0) and res["null"] == pytest.approx(null_quantile(64, 0.95))
+    with pytest.raises(ValueError, match="one space"):
+        compare_vectors(a, SteeringVectors(torch.randn(4, 32), "c", "x", (0,)))
+    with pytest.raises(ValueError, match="both sides"):
+        compare_vectors(SteeringVectors(v, "m", "x", (0,)), SteeringVectors(v, "m", "x", (3,)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,15 @@ def parse_text_spec(spec: str) -> tuple[str, str, int]:
     return parts[0], parts[1], int(parts[2])
 
 
+def _shared_texts(spec: str, data_dir: str | None, seed: int) -> list[str]:
+    """The plain texts of a DATASET:SPLIT:N spec that two models are run on (map fits, CKA)."""
+    from xsteer.data import load_examples
+    from xsteer.transfer import fit_texts
+
+    dataset, split, n = parse_text_spec(spec)
+    return fit_texts(load_examples(dataset, split, data_dir=data_dir, seed=seed, limit=None)[:n], seed=seed)
+
+
 @main.command("transfer")
 @click.option("--vectors", "vectors_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Parent vector file.")
 @click.option("--child", "child_spec", required=True, help="Child model spec.")
@@ -166,7 +176,7 @@ def transfer_cmd(vectors_path, child_spec, parent_spec, layer_map, mapping, widt
       xsteer transfer --vectors gemma.safetensors --child smollm2-135m --map g2s.map.safetensors --out again.safetensors
     """
     from xsteer.models import load_model, parse_spec
-    from xsteer.transfer import TransferMap, fit_texts, fit_transfer, report_table
+    from xsteer.transfer import TransferMap, fit_transfer, report_table
     from xsteer.vectors import SteeringVectors
 
     vectors = SteeringVectors.load(vectors_path)
@@ -179,10 +189,7 @@ def transfer_cmd(vectors_path, child_spec, parent_spec, layer_map, mapping, widt
     else:
         if layer_map == "explicit" and not mapping:
             raise click.UsageError("--layer-map explicit needs --mapping 'child:parent,...'")
-        dataset, split, n = parse_text_spec(fit_text)
-        from xsteer.data import load_examples
-
-        texts = fit_texts(load_examples(dataset, split, data_dir=data_dir, seed=seed, limit=None)[:n], seed=seed)
+        texts = _shared_texts(fit_text, data_dir, seed)
         parent = load_model(parent_spec or vectors.model_id, device=device)
         vectors.check_compatible(parent.cfg.n_layers, parent.cfg.d_model, parent.cfg.model_name)
         child = load_model(child_spec, device=device)
@@ -217,23 +224,51 @@ def parse_lambdas(text: str) -> tuple[float, ...]:
     return grid
 
 
+def eval_options(*, lambdas: str = "paper", lambdas_help: str = "'paper' or comma-separated λ values.", batch_size: int = 32):
+    """The options every command that runs a child on benchmark items shares (evaluate, tune, ablate):
+    the child, the data, the prompt, the λ grid and the batch. One definition, so they cannot drift."""
+    options = [
+        click.option("--child", "child_spec", required=True, help="Child model spec: zoo name, .gguf path, local HF dir or hub id."),
+        click.option("--dataset", required=True, help="gsm8k, math, math500, arc_challenge or synthetic."),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Local JSON Lines data (default: $XSTEER_DATA_DIR, else the hub)."),
+        click.option("--mode", type=click.Choice(["generate", "loglik"]), default="generate", show_default=True,
+                     help="Score by generation, or by choice log-likelihood (arc_challenge)."),
+        click.option("--lambdas", default=lambdas, show_default=True, help=lambdas_help),
+        click.option("--positions", type=click.Choice(["all", "generated"]), default="all", show_default=True),
+        click.option("--shots", type=int, default=5, show_default=True),
+        click.option("--max-new-tokens", type=int, default=256, show_default=True),
+        click.option("--batch-size", type=int, default=batch_size, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", default=None, help="cpu or cuda (default: cuda when available)."),
+    ]
+
+    def decorate(fn):
+        for option in reversed(options):  # so --help lists them in the order above
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _eval_config(dataset: str, mode: str, lambdas: str, positions: str, shots: int, max_new_tokens: int, seed: int) -> Any:
+    from xsteer.evaluate import EvalConfig
+
+    return EvalConfig(dataset=dataset, mode=mode, shots=shots, lambdas=parse_lambdas(lambdas), positions=positions,
+                      max_new_tokens=max_new_tokens, seed=seed)
+
+
+def _positive(value: int, name: str) -> None:
+    if value < 1:
+        raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+
+
 @main.command("evaluate")
-@click.option("--child", "child_spec", required=True, help="Child model spec.")
+@eval_options()
 @click.option("--vectors", "vector_specs", multiple=True, help="NAME=PATH of child-space vectors (repeatable), e.g. parent=g2s.safetensors.")
 @click.option("--random-control/--no-random-control", default=True, show_default=True, help="Add a random direction of equal norm per layer for the first vectors.")
 @click.option("--self-consistency/--no-self-consistency", default=True, show_default=True)
-@click.option("--dataset", required=True, help="gsm8k, math, math500, arc_challenge or synthetic.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
-@click.option("--mode", type=click.Choice(["generate", "loglik"]), default="generate", show_default=True)
 @click.option("--val-items", type=int, default=32, show_default=True, help="Validation items for λ search (0: skip, λ* unknown).")
 @click.option("--test-items", type=int, default=None, help="Test items (default: the whole test split).")
-@click.option("--lambdas", default="paper", show_default=True, help="'paper' or comma-separated λ values.")
-@click.option("--positions", type=click.Choice(["all", "generated"]), default="all", show_default=True)
-@click.option("--shots", type=int, default=5, show_default=True)
-@click.option("--max-new-tokens", type=int, default=256, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default=None)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: records.jsonl, summary.json, summary.md.")
 @_friendly_errors
 def evaluate_cmd(child_spec, vector_specs, random_control, self_consistency, dataset, data_dir, mode, val_items, test_items,
@@ -248,12 +283,11 @@ def evaluate_cmd(child_spec, vector_specs, random_control, self_consistency, dat
           --mode loglik --data-dir ../shared/data --out runs/g2s-arc
     """
     from xsteer.data import load_examples
-    from xsteer.evaluate import EvalConfig, Evaluator, RecordStore
+    from xsteer.evaluate import Evaluator, RecordStore
     from xsteer.models import load_model, parse_spec
     from xsteer.vectors import SteeringVectors
 
-    cfg = EvalConfig(dataset=dataset, mode=mode, shots=shots, lambdas=parse_lambdas(lambdas), positions=positions,
-                     max_new_tokens=max_new_tokens, seed=seed)
+    cfg = _eval_config(dataset, mode, lambdas, positions, shots, max_new_tokens, seed)
     conditions: dict[str, SteeringVectors | None] = {"baseline": None}
     for spec in vector_specs:
         name, sep, path = spec.partition("=")
@@ -275,6 +309,251 @@ def evaluate_cmd(child_spec, vector_specs, random_control, self_consistency, dat
     doc = ev.run_and_summarize(val, test, vector_names, self_consistency=self_consistency, extra={"child": child_spec})
     click.echo(f"λ* on {len(val)} validation items: {doc['lambda_star']}")
     click.echo((out / "summary.md").read_text())
+
+
+@main.command("tune")
+@eval_options()
+@click.option("--vectors", "vector_spec", required=True, help="Child-space vector file, PATH or NAME=PATH (NAME labels the condition; default 'steered').")
+@click.option("--val-items", type=int, default=32, show_default=True, help="Validation items the λ search runs on (the first N).")
+@click.option("--baseline/--no-baseline", default=True, show_default=True, help="Also score the unsteered child on the same items.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: records.jsonl (resumable) and tune.json.")
+@_friendly_errors
+def tune_cmd(child_spec, vector_spec, val_items, baseline, dataset, data_dir, mode, lambdas, positions, shots, max_new_tokens,
+             batch_size, seed, device, out) -> None:
+    """Algorithm 2 only: search λ on the validation split for one child and one vector file.
+
+    Prints accuracy by λ (λ* starred: the best, ties to the smallest λ) and writes it with λ* to
+    OUT/tune.json; every output goes to OUT/records.jsonl as it is made, so a rerun resumes.
+
+    \b
+    Examples:
+      xsteer tune --child smollm2-135m --vectors parent=g2s.safetensors --dataset gsm8k \\
+          --data-dir ../shared/data --val-items 32 --out runs/g2s-gsm8k-tune
+      xsteer tune --child smollm2-135m --vectors g2s.safetensors --dataset arc_challenge --mode loglik \\
+          --lambdas 0.01,0.05,0.1,0.5 --data-dir ../shared/data --out runs/g2s-arc-tune
+    """
+    from xsteer.data import load_examples
+    from xsteer.evaluate import BASELINE, Evaluator, RecordStore, tune_markdown
+    from xsteer.models import load_model, parse_spec
+    from xsteer.vectors import SteeringVectors
+
+    _positive(val_items, "--val-items")
+    cfg = _eval_config(dataset, mode, lambdas, positions, shots, max_new_tokens, seed)
+    name, sep, path = vector_spec.partition("=")
+    if not sep or Path(vector_spec).is_file():
+        name, path = "steered", vector_spec
+    if not name or name == BASELINE:
+        raise click.BadParameter(f"expected PATH or NAME=PATH with NAME other than {BASELINE!r}, got {vector_spec!r}", param_hint="--vectors")
+    vectors = SteeringVectors.load(path)
+    parse_spec(child_spec)
+    val = load_examples(dataset, "validation", data_dir=data_dir, limit=val_items, seed=seed)
+    if not val:
+        raise ValueError(f"{dataset} has no validation items")
+    model = load_model(child_spec, device=device)
+    vectors.check_compatible(model.cfg.n_layers, model.cfg.d_model, model.cfg.model_name)
+    out = Path(out)
+    ev = Evaluator(model, cfg, RecordStore(out / "records.jsonl"), {BASELINE: None, name: vectors}, batch_size=batch_size)
+    click.echo(f"λ search: {len(cfg.lambdas)} λ x {len(val)} validation items ({mode}) -> {out}")
+    doc = ev.tune_and_summarize(val, [name], baseline=baseline, extra={"child": child_spec, "vectors": str(path)})
+    click.echo(tune_markdown(doc))
+    click.echo(f"λ* ({name}): {doc['lambda_star'][name]:g}")
+    click.echo(f"wrote {out / 'tune.json'} and {out / 'records.jsonl'}")
+
+
+@main.command("ablate")
+@eval_options(lambdas="0.1", batch_size=16,
+              lambdas_help="λ every profile is scored at (single, leave_one_out), or the per-layer λ grid of the "
+                           "coordinate search (0 is always in it).")
+@click.option("--vectors", "vectors_path", required=True, type=click.Path(dir_okay=False), help="Child-space vector file.")
+@click.option("--study", type=click.Choice(["single", "leave_one_out", "coordinate"]), default="single", show_default=True,
+              help="Steer one layer at a time, all but one, or search a per-layer λ by coordinate ascent.")
+@click.option("--split", default="validation", show_default=True, help="Split the items come from.")
+@click.option("--items", "n_items", type=int, default=16, show_default=True, help="Items scored (the first N of the split).")
+@click.option("--sweeps", type=int, default=2, show_default=True, help="Coordinate search: sweeps over the layers.")
+@click.option("--accuracy/--no-accuracy", default=False, show_default=True,
+              help="Also measure task accuracy of every profile through the evaluator (records in OUT/records.jsonl; "
+                   "cheap in loglik mode, slow with generation).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder: ablate_STUDY.json, ablate_STUDY.csv, figures/.")
+@_friendly_errors
+def ablate_cmd(child_spec, vectors_path, study, split, n_items, sweeps, accuracy, dataset, data_dir, mode, lambdas, positions,
+               shots, max_new_tokens, batch_size, seed, device, out) -> None:
+    """Per-layer λ ablations on the gold-answer log-probability (cheap, one forward pass per item).
+
+    The signal is the mean per-token log p(reference answer | the evaluator's prompt), with the vectors
+    steering one layer (single), every layer but one (leave_one_out), or a per-layer λ found by
+    coordinate ascent (coordinate). Writes a table (JSON + CSV) and PNG + SVG figures.
+
+    \b
+    Examples:
+      xsteer ablate --child smollm2-135m --vectors g2s.safetensors --dataset gsm8k --data-dir ../shared/data \\
+          --study single --lambdas 0.05,0.1 --items 16 --out runs/g2s-ablate
+      xsteer ablate --child smollm2-135m --vectors g2s.safetensors --dataset arc_challenge --mode loglik \\
+          --study coordinate --lambdas 0.05,0.1,0.2 --accuracy --data-dir ../shared/data --out runs/g2s-ablate
+    """
+    from xsteer.ablate import ablation_study, ablation_table
+    from xsteer.data import load_examples
+    from xsteer.io import write_csv_atomic, write_json_atomic
+    from xsteer.models import load_model, parse_spec
+    from xsteer.report import ablation_figures
+    from xsteer.vectors import SteeringVectors
+
+    _positive(n_items, "--items")
+    _positive(sweeps, "--sweeps")
+    cfg = _eval_config(dataset, mode, lambdas, positions, shots, max_new_tokens, seed)
+    vectors = SteeringVectors.load(vectors_path)
+    if study == "leave_one_out" and len(vectors.layers) < 2:
+        raise click.BadParameter(f"leave_one_out needs at least 2 steered layers; {vectors_path} steers {list(vectors.layers)}",
+                                 param_hint="--study")
+    parse_spec(child_spec)
+    items = load_examples(dataset, split, data_dir=data_dir, limit=n_items, seed=seed)
+    if not items:
+        raise ValueError(f"{dataset}:{split} has no items")
+    model = load_model(child_spec, device=device)
+    out = Path(out)
+    click.echo(f"{study} study: {len(vectors.layers)} steered layers, λ {list(cfg.lambdas)}, {len(items)} {split} items")
+    doc = ablation_study(model, vectors, items, cfg, study, sweeps=sweeps, batch_size=batch_size, split=split,
+                         records=out / "records.jsonl" if accuracy else None)
+    doc.update(child=child_spec, vectors_file=str(vectors_path), dataset=dataset, mode=mode)
+    files = [write_json_atomic(out / f"ablate_{study}.json", doc),
+             write_csv_atomic(out / f"ablate_{study}.csv", doc["rows"]), *ablation_figures(doc, out)]
+    click.echo(ablation_table(doc))
+    click.echo("wrote " + ", ".join(str(f) for f in files) + " (figures also as .svg)")
+
+
+@main.command("similarity")
+@click.option("--vectors", "vector_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Vector file compared with --reference, layer by layer (repeatable), e.g. a parent's mapped vectors.")
+@click.option("--reference", "reference_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The vectors every --vectors file is compared with, in the same space (e.g. the child-native ones).")
+@click.option("--map", "map_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Transfer map that produced the --vectors file in the same position (repeatable): adds the mapped-random null.")
+@click.option("--acts", "acts_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Paired activations (parent, child) saved by --models or analysis/transfer_fit.py (repeatable): a CKA heatmap.")
+@click.option("--models", "model_specs", nargs=2, default=None, metavar="PARENT CHILD",
+              help="Run two models on the --text texts and compare their layers by linear CKA.")
+@click.option("--text", "text_spec", default="gsm8k:train:256", show_default=True, help="DATASET:SPLIT:N shared texts for --models.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--quantile", type=float, default=0.95, show_default=True, help="Quantile of |cos| under the random nulls.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder: similarity.json, similarity.csv, cka.csv, figures/ (PNG + SVG), report.html.")
+@_friendly_errors
+def similarity_cmd(vector_paths, reference_path, map_paths, acts_paths, model_specs, text_spec, data_dir, quantile,
+                   batch_size, seed, device, out) -> None:
+    """Compare concepts across models: vectors in one space (cosine per layer against a random null) and
+    two models' layers on shared text (linear CKA), with figures and a table.
+
+    \b
+    Examples:
+      xsteer similarity --vectors g2s.safetensors --map g2s.map.safetensors \\
+          --reference smol-native.safetensors --out runs/similarity
+      xsteer similarity --models gemma3-270m smollm2-135m --text gsm8k:train:256 \\
+          --data-dir ../shared/data --out runs/similarity        # also saves the activations for --acts
+      xsteer similarity --acts runs/similarity/acts/gemma3-270m_to_smollm2-135m.acts.pt --out runs/similarity
+    """
+    import torch
+
+    from xsteer.io import atomic_path
+    from xsteer.models import load_model, parse_spec
+    from xsteer.report import similarity_report, similarity_table, vector_labels
+    from xsteer.transfer import TransferMap, paired_activations
+    from xsteer.vectors import SteeringVectors
+
+    if not (vector_paths or acts_paths or model_specs):
+        raise click.UsageError("nothing to compare: give --vectors with --reference, --acts, or --models PARENT CHILD")
+    if vector_paths and reference_path is None:
+        raise click.UsageError("--vectors are compared with a --reference vector file")
+    if len(map_paths) > len(vector_paths):
+        raise click.UsageError(f"{len(map_paths)} --map files for {len(vector_paths)} --vectors files")
+    if not 0.0 < quantile < 1.0:
+        raise click.BadParameter(f"must lie strictly between 0 and 1, got {quantile}", param_hint="--quantile")
+    out = Path(out)
+    reference = ("reference", SteeringVectors.load(reference_path)) if reference_path else None
+    if reference:
+        reference = (vector_labels([(Path(reference_path).stem, reference[1])])[0], reference[1])
+    items = [(Path(p).stem, SteeringVectors.load(p)) for p in vector_paths]
+    maps = [TransferMap.load(p) for p in map_paths] + [None] * (len(items) - len(map_paths))
+    vectors = [(name, sv, m) for name, (_, sv), m in zip(vector_labels(items), items, maps, strict=True)]
+    acts = []
+    for p in acts_paths:
+        try:
+            pair = torch.load(p)
+        except Exception as e:  # a pickle error, a truncated file, ...: one line, not a traceback
+            raise ValueError(f"{p} is not a readable activation file: {e}") from e
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(getattr(t, "ndim", 0) == 3 for t in pair)):
+            raise ValueError(f"{p} does not hold a (parent, child) pair of [layer, n, d] activation tensors")
+        acts.append((Path(p).name.removesuffix(".acts.pt"), *pair))
+    if model_specs:
+        names = [parse_spec(spec).model_id for spec in model_specs]
+        texts = _shared_texts(text_spec, data_dir, seed)
+        parent, child = (load_model(spec, device=device) for spec in model_specs)
+        click.echo(f"activations: {len(texts)} texts of {text_spec} through {names[0]} and {names[1]}")
+        xp, yc = paired_activations(parent, child, texts, batch_size=batch_size, progress=True)
+        tag = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{names[0]}_to_{names[1]}")
+        with atomic_path(out / "acts" / f"{tag}.acts.pt") as tmp:
+            torch.save((xp.cpu(), yc.cpu()), tmp)
+        click.echo(f"saved {out / 'acts' / f'{tag}.acts.pt'} (reuse with --acts)")
+        acts.append((tag, xp, yc))
+    doc = similarity_report(out, reference=reference, vectors=vectors, activations=acts, q=quantile)
+    click.echo(similarity_table(doc))
+    tables = [f for f in doc["files"] if not f.endswith((".png", ".svg"))]
+    n_figs = sum(f.endswith(".png") for f in doc["files"])
+    click.echo(f"wrote {', '.join(tables)} and {n_figs} figures (PNG + SVG) in {out / 'figures'}")
+
+
+@main.command("export-gguf")
+@click.argument("vectors_path", metavar="VECTORS", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output control-vector file (.gguf).")
+@click.option("--model-hint", default=None, help="llama.cpp architecture of the target model (default: inferred from the vectors' model id).")
+@click.option("--layers", default=None, help="Layers to export, e.g. '10-20' or '3,5,7' (default: every steered layer but 0).")
+@click.option("--scale", type=float, default=1.0, show_default=True, help="Bake a strength into the file (llama.cpp's own λ still multiplies it).")
+@_friendly_errors
+def export_gguf_cmd(vectors_path, out, model_hint, layers, scale) -> None:
+    """Write vectors as a llama.cpp control vector (GGUF), for ``--control-vector(-scaled)``.
+
+    xsteer layer L becomes ``direction.L``: llama.cpp adds it to the output of block L, where xsteer adds
+    it (``hook_resid_post``). llama.cpp cannot steer the output of block 0, so layer 0 is left out.
+
+    \b
+    Examples:
+      xsteer export-gguf runs/g2s.safetensors --out g2s.gguf
+      llama-cli -m SmolLM2-135M-Instruct.gguf --control-vector-scaled g2s.gguf 0.01 -p "..."
+      xsteer export-gguf runs/g2s.safetensors --layers 10-25 --out g2s-mid.gguf
+    """
+    from xsteer.export import export_gguf
+    from xsteer.vectors import SteeringVectors
+
+    sv = SteeringVectors.load(vectors_path)
+    chosen = parse_layers(layers, sv.n_layers) if layers else [layer for layer in sv.layers if layer != 0]
+    missing = sorted(set(chosen) - set(sv.layers))
+    if missing:
+        raise click.BadParameter(f"layers {missing} carry no vector; steerable: {list(sv.layers)}", param_hint="--layers")
+    if not chosen:
+        raise click.BadParameter("no layer left to export (layer 0 cannot be exported)", param_hint="--layers")
+    if not layers and 0 in sv.layers:
+        click.echo("note: layer 0 left out (llama.cpp cannot add a control vector to the first block's output)")
+    path = export_gguf(sv.replace(layers=tuple(chosen)), out, model_hint=model_hint, scale=scale)
+    click.echo(f"wrote {path}: {len(chosen)} directions (layers {chosen[0]}..{chosen[-1]}), d_model {sv.d_model}, "
+               f"norm {sv.norm}; use with llama.cpp --control-vector-scaled {path} <λ>")
+
+
+def parse_layers(spec: str, n_layers: int) -> list[int]:
+    """'3,5,10-12' -> [3, 5, 10, 11, 12]; negative numbers count from the end."""
+    out: set[int] = set()
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-") if not part.strip().startswith("-") else (part.strip(), "", "")
+            a = int(lo)
+            b = int(hi) if hi else a
+            out |= {i + n_layers if i < 0 else i for i in range(a, b + 1)}
+    except ValueError:
+        raise click.BadParameter(f"cannot read layers {spec!r}; e.g. '10-20' or '3,5,7'", param_hint="--layers") from None
+    bad = sorted(i for i in out if not 0 <= i < n_layers)
+    if bad:
+        raise click.BadParameter(f"layers {bad} are outside 0..{n_layers - 1}", param_hint="--layers")
+    return sorted(out)
 
 
 @main.command("demo")

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from xsteer.data import Example, read_jsonl
 from xsteer.generate import Steering, generate
+from xsteer.io import write_json_atomic, write_text_atomic
 from xsteer.likelihood import continuation_logprobs
 from xsteer.prompts import arc_loglik_request, build_messages, few_shot_examples, prompt_family, render
 from xsteer.scoring import arc_loglik_choice, majority_vote, score
@@ -217,12 +218,37 @@ class Evaluator:
 
     # -- the paper's algorithms
     def tune(self, validation: Sequence[Example], vector_conditions: Sequence[str]) -> dict[str, float]:
-        """Algorithm 2: λ* per vector condition on the validation split."""
+        """Algorithm 2: λ* per vector condition on the validation split (these items only)."""
         best = {}
         for cond in vector_conditions:
             self.run("validation", validation, cond, self.cfg.lambdas)
-            best[cond] = best_lambda(self.store.load(self.config_hash), "validation", cond)
+            best[cond] = best_lambda(self.records_for("validation", validation), "validation", cond)
         return best
+
+    def records_for(self, split: str, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        """This configuration's records of ``split`` for exactly these items (a reused store may hold more)."""
+        ids = {ex.id for ex in examples}
+        return [r for r in self.store.load(self.config_hash) if r["split"] == split and r["item"] in ids]
+
+    def tune_and_summarize(self, validation: Sequence[Example], vector_conditions: Sequence[str], *,
+                           baseline: bool = True, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Algorithm 2 alone: λ* per vector condition and the accuracy-by-λ tables (every metric), plus the
+        unsteered baseline on the same items when ``baseline``; written to ``tune.json`` beside the records.
+        Returns the document (λ keys of the tables are strings, as in the JSON)."""
+        if not validation:
+            raise ValueError("the λ search needs at least one validation item")
+        lam_star = self.tune(validation, vector_conditions)
+        if baseline:
+            self.run("validation", validation, BASELINE)
+        records = self.records_for("validation", validation)
+        tables: dict[str, dict[str, dict[str, float]]] = {}
+        for m in metrics_of(self.cfg.mode):
+            conds = [*vector_conditions, *([BASELINE] if baseline else [])]
+            tables[m] = {c: {str(float(lam)): acc for lam, acc in accuracy_by_lambda(records, "validation", c, m).items()} for c in conds}
+        doc = {"config": asdict(self.cfg), **(extra or {}), "config_hash": self.config_hash, "split": "validation",
+               "n_items": len(validation), "lambda_star": lam_star, "accuracy_by_lambda": tables}
+        write_json_atomic(self.store.path.parent / "tune.json", doc)
+        return doc
 
     def test(self, test: Sequence[Example], vector_conditions: Sequence[str], *, its: bool = True,
              lambda_star: Mapping[str, float] | None = None, self_consistency: bool = True) -> None:
@@ -242,14 +268,18 @@ class Evaluator:
         self.test(test, vector_conditions, its=len(self.cfg.lambdas) > 1, lambda_star=lam_star or None,
                   self_consistency=self_consistency)
         records = self.store.load(self.config_hash)
-        metrics = ["correct", "correct_norm"] if self.cfg.mode == "loglik" else ["correct", "strict_correct"]
-        summaries = {m: summarize(records, lam_star, metric=m, seed=self.cfg.seed) for m in metrics}
+        summaries = {m: summarize(records, lam_star, metric=m, seed=self.cfg.seed) for m in metrics_of(self.cfg.mode)}
         doc = {"config": asdict(self.cfg), **(extra or {}), "config_hash": self.config_hash, "lambda_star": lam_star,
                "summaries": summaries}
         folder = self.store.path.parent
-        (folder / "summary.json").write_text(json.dumps(doc, indent=2, default=str))
-        (folder / "summary.md").write_text("\n\n".join(summary_markdown(s) for s in summaries.values()) + "\n")
+        write_text_atomic(folder / "summary.json", json.dumps(doc, indent=2, default=str))
+        write_text_atomic(folder / "summary.md", "\n\n".join(summary_markdown(s) for s in summaries.values()) + "\n")
         return doc
+
+
+def metrics_of(mode: str) -> list[str]:
+    """The record fields that are a correctness metric in this scoring mode (the first is the main one)."""
+    return ["correct", "correct_norm"] if mode == "loglik" else ["correct", "strict_correct"]
 
 
 def _seed(seed: int, item: str, sample: int) -> int:
@@ -346,3 +376,25 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
             d, p, wl = "—", "—", "—"
         lines.append(f"| {r['condition']} | {lam} | {acc} | {d} | {p} | {wl} |")
     return "\n".join(lines)
+
+
+def tune_markdown(doc: Mapping[str, Any]) -> str:
+    """The accuracy-by-λ tables of :meth:`Evaluator.tune_and_summarize`, one per metric; λ* is starred."""
+    out = []
+    for metric, table in doc["accuracy_by_lambda"].items():
+        conds = [c for c in table if c != BASELINE]
+        lams = sorted({float(k) for c in conds for k in table[c]})
+        lines = [f"metric: {metric}, {doc['split']} items: {doc['n_items']} (* = λ*)", "",
+                 "| λ | " + " | ".join(f"{c} %" for c in conds) + " |", "|---|" + "---|" * len(conds)]
+        for lam in lams:
+            cells = []
+            for c in conds:
+                acc = table[c].get(str(lam))
+                star = "*" if metric == "correct" and doc["lambda_star"].get(c) == lam else ""
+                cells.append("—" if acc is None else f"{100 * acc:.1f}{star}")
+            lines.append(f"| {lam:g} | " + " | ".join(cells) + " |")
+        if BASELINE in table and table[BASELINE]:
+            base = f"{100 * next(iter(table[BASELINE].values())):.1f}"
+            lines.append("| baseline (λ = 0) | " + " | ".join(base for _ in conds) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)

@@ -250,8 +250,7 @@ def _generate_batch(
             else:
                 nxt = last.argmax(-1)
             keep = []
-            for j, r in enumerate(alive):
-                t = int(nxt[j])
+            for j, (r, t) in enumerate(zip(alive, nxt.tolist(), strict=True)):  # one device sync per step
                 if t in eos:
                     finish[r] = "eos"
                     continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,21 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from xsteer.evaluate import BASELINE, SELF_CONSISTENCY, accuracy_by_lambda  # noqa: E402
+from xsteer.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 
 
 def save_figure(fig: Any, path_stem: Path) -> Path:
-    """Write ``stem.png`` and ``stem.svg``; return the PNG path."""
-    path_stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path_stem.with_suffix(".png"), dpi=130, bbox_inches="tight")
-    fig.savefig(path_stem.with_suffix(".svg"), bbox_inches="tight")
-    plt.close(fig)
-    return path_stem.with_suffix(".png")
+    """Write ``stem.png`` and ``stem.svg`` (each atomically); return the PNG path."""
+    try:
+        for fmt, dpi in (("png", 130), ("svg", None)):
+            with atomic_path(path_stem.with_name(f"{path_stem.name}.{fmt}")) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path_stem.with_name(f"{path_stem.name}.png")
 
 
 def lambda_curves(records: Sequence[Mapping], split: str, out: Path, metric: str = "correct", title: str = "") -> Path | None:
@@ -73,7 +78,7 @@ def condition_bars(summary: Mapping[str, Any], out: Path, title: str = "") -> Pa
     return save_figure(fig, out)
 
 
-def _img(path: Path) -> str:
+def embed_png(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
 
@@ -112,11 +117,11 @@ def write_report(folder: str | Path, *, title: str = "xsteer report", sections: 
         for metric, summ in doc["summaries"].items():
             parts.append(f"<h2>Test results ({html.escape(metric)})</h2>")
             parts.append(_md_table_to_html(summary_markdown(summ)))
-            parts.append(_img(condition_bars(summ, figs / f"conditions_{metric}")))
+            parts.append(embed_png(condition_bars(summ, figs / f"conditions_{metric}")))
         for split in ("validation", "test"):
             p = lambda_curves(records, split, figs / f"lambda_{split}")
             if p:
-                parts.append(f"<h2>Accuracy vs λ ({split})</h2>" + _img(p))
+                parts.append(f"<h2>Accuracy vs λ ({split})</h2>" + embed_png(p))
         parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(doc.get("config"), indent=2, default=str)) + "</pre>")
     for heading, body in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
@@ -125,20 +130,21 @@ def write_report(folder: str | Path, *, title: str = "xsteer report", sections: 
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:90%}"
              "th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto}")
     out = folder / "report.html"
-    out.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                   f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    write_text_atomic(out, f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     return out
 
 
 def heatmap(matrix: Any, out: Path, *, xlabel: str, ylabel: str, title: str, center: float | None = None,
-            cmap: str = "viridis", annotate: bool = False) -> Path:
+            cmap: str = "viridis", annotate: bool = False, xticklabels: Any = "auto", yticklabels: Any = "auto") -> Path:
     """A layer × layer heatmap (CKA, cosine or correlation between two models' layers or vectors)."""
     import numpy as np
 
     m = np.asarray(matrix, dtype=float)
     sns.set_theme(style="white")
     fig, ax = plt.subplots(figsize=(min(12, 2 + 0.28 * m.shape[1]), min(10, 1.5 + 0.25 * m.shape[0])))
-    sns.heatmap(m, ax=ax, cmap=cmap, center=center, annot=annotate, fmt=".2f", cbar_kws={"shrink": 0.8})
+    sns.heatmap(m, ax=ax, cmap=cmap, center=center, annot=annotate, fmt=".2f", cbar_kws={"shrink": 0.8},
+                xticklabels=xticklabels, yticklabels=yticklabels)
     ax.invert_yaxis()  # layer 0 at the bottom, as depth grows upwards
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -157,8 +163,148 @@ def layer_lines(series: Mapping[str, Sequence[float]], out: Path, *, ylabel: str
         ax.axhline(level, color="gray", ls=":", lw=1)
         ax.axhline(-level, color="gray", ls=":", lw=1)
         ax.text(0, level, f" {name}", va="bottom", fontsize=8, color="gray")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     return save_figure(fig, out)
+
+
+# ---------------------------------------------------------------------------------------------- ablations
+def ablation_figures(doc: Mapping[str, Any], folder: Path) -> list[Path]:
+    """Figures of an :func:`xsteer.ablate.ablation_study` document: a λ × layer heatmap and per-layer lines of
+    the signal change (``single``, ``leave_one_out``), or the per-layer λ found (``coordinate``)."""
+    from xsteer.ablate import study_matrix
+
+    study, figs = doc["study"], Path(folder) / "figures"
+    if study == "coordinate":
+        lam = [float("nan")] * doc["n_layers"]
+        for r in doc["rows"]:
+            lam[r["layer"]] = r["lam"]
+        return [layer_lines({"λ per layer": lam}, figs / "ablate_coordinate_profile", ylabel="λ",
+                            title=f"coordinate search: Δ signal {doc['best_delta']:+.4f} over baseline")]
+    what = "only this layer steered" if study == "single" else "this layer left out"
+    lambdas, delta = study_matrix(doc)
+    paths = [heatmap(delta, figs / f"ablate_{study}_heatmap", xlabel="layer", ylabel="λ",
+                     title=f"Δ gold log-prob vs baseline ({what})", center=0, cmap="RdBu_r",
+                     yticklabels=[f"{lam:g}" for lam in lambdas])]
+    series = {f"λ = {lam:g}": delta[i].tolist() for i, lam in enumerate(lambdas)}
+    paths.append(layer_lines(series, figs / f"ablate_{study}_layers", ylabel="Δ mean log p(gold) per token",
+                             title=f"{study}: {what}", bands={"baseline": 0.0}))
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- similarity
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "x"
+
+
+def vector_labels(items: Sequence[tuple[str, Any]]) -> list[str]:
+    """Display names for (file stem, vectors) pairs: the parent a mapped set came from, else the stem;
+    stems where that would be ambiguous, then a counter."""
+    labels = [str(sv.extra.get("parent") or stem) for stem, sv in items]
+    labels = [stem if labels.count(lab) > 1 else lab for lab, (stem, _) in zip(labels, items, strict=True)]
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(lab if labels.count(lab) == 1 else f"{lab}#{seen[lab]}")
+    return out
+
+
+def similarity_report(out: str | Path, *, reference: tuple[str, Any] | None = None,
+                      vectors: Sequence[tuple[str, Any, Any]] = (), activations: Sequence[tuple[str, Any, Any]] = (),
+                      q: float = 0.95, title: str = "xsteer: similarity of concepts") -> dict[str, Any]:
+    """Similarity of concepts across models, from saved artifacts; writes into ``out``:
+
+    * per ``(name, vectors, transfer map or None)`` against ``reference = (name, vectors)`` (one space):
+      per-layer cosine against the random-direction null (and the mapped-random null when the map is
+      given), cosine and Pearson-correlation heatmaps (the paper's Fig. 2 style);
+    * per ``(tag, parent_acts, child_acts)`` (``[layer, n, d]`` each, the same n texts): the linear CKA
+      heatmap (child layer × parent layer) and each child layer's best parent layer;
+
+    as ``figures/*.png|svg``, ``similarity.json`` (everything, matrices included), ``similarity.csv`` (one row
+    per comparison and layer), ``cka.csv`` (one row per pair and child layer) and ``report.html``.
+    Returns the JSON document plus ``files`` (the paths written).
+    """
+    from xsteer.similarity import best_matches, cka_matrix, compare_vectors
+
+    if vectors and reference is None:
+        raise ValueError("comparing vectors needs a reference vector set (e.g. the child-native vectors)")
+    if not vectors and not activations:
+        raise ValueError("nothing to compare: give vectors with a reference, or paired activations")
+    out = Path(out)
+    figs = out / "figures"
+    doc: dict[str, Any] = {"reference": reference[0] if reference else None, "null_q": q, "comparisons": [], "cka": []}
+    series: dict[str, list[float]] = {}
+    sections: list[tuple[str, str]] = []
+    figures: list[Path] = []
+    cos_rows: list[dict[str, Any]] = []
+    cka_rows: list[dict[str, Any]] = []
+    null = None
+    for name, sv, tmap in vectors:
+        ref_name, ref = reference
+        res = compare_vectors(sv, ref, tmap=tmap, q=q)
+        null = res["null"]
+        series[f"{name} vs {ref_name}"] = res["cosine"]
+        for kind, key in (("cosine", "cosine_matrix"), ("corr", "correlation_matrix")):
+            what = "cosine" if kind == "cosine" else "Pearson correlation (paper Fig. 2 style)"
+            figures.append(heatmap(res[key], figs / f"{kind}_{_slug(name)}", xlabel=f"{ref_name} layer", ylabel=f"{name} layer",
+                                   title=f"{what}: {name} vs {ref_name}", center=0, cmap="RdBu_r"))
+        text = (f"<p>{res['above_null']} of {len(res['layers'])} layers steered by both exceed the random null's "
+                f"{q:.0%} |cos| quantile ({null:.3f} in d = {sv.d_model}). Max |cos| = {res['max_abs_cosine']:.3f}.</p>")
+        if "mapped_null" in res:
+            series[f"{name}: mapped-random null, {q:.0%} |cos|"] = res["mapped_null"]
+            finite = sorted(x for x in res["mapped_null"] if x == x)
+            text += (f"<p>{res['above_mapped_null']} of {len(res['layers'])} exceed the {q:.0%} |cos| of 500 random parent "
+                     f"directions sent through the same map (median of that quantile over layers: "
+                     f"{finite[len(finite) // 2]:.3f}).</p>")
+        sections.append((f"{name} vs {ref_name}: per-layer cosine", text))
+        for layer, c in enumerate(res["cosine"]):
+            row = {"comparison": name, "reference": ref_name, "layer": layer, "cosine": c, "null": null,
+                   "above_null": abs(c) > null if c == c else None}
+            if "mapped_null" in res:
+                mn = res["mapped_null"][layer]
+                row.update(mapped_null=mn, above_mapped_null=abs(c) > mn if c == c and mn == mn else None)
+            cos_rows.append(row)
+        doc["comparisons"].append({"name": name, **{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in res.items()}})
+    if series:
+        figures.append(layer_lines(series, figs / "cosine_per_layer", ylabel="cosine",
+                                   title=f"per-layer cosine with {reference[0]}", bands={f"random null {q:.0%}": null}))
+    for tag, xp, yc in activations:
+        cka = cka_matrix(yc, xp)
+        figures.append(heatmap(cka, figs / f"cka_{_slug(tag)}", xlabel="parent layer", ylabel="child layer",
+                               title=f"linear CKA, {tag}"))
+        best = best_matches(cka)
+        sections.append((f"CKA {tag}", "<p>Per child layer, the best parent layer and its CKA: "
+                         + ", ".join(f"{c}←{p} ({v:.2f})" for c, p, v in best) + "</p>"))
+        cka_rows += [{"pair": tag, "child_layer": c, "best_parent_layer": p, "cka": v} for c, p, v in best]
+        doc["cka"].append({"pair": tag, "n_texts": int(xp.shape[1]), "shape": list(cka.shape), "matrix": cka.tolist(),
+                           "best": [{"child_layer": c, "parent_layer": p, "cka": v} for c, p, v in best]})
+    files = [write_json_atomic(out / "similarity.json", doc)]
+    if cos_rows:
+        files.append(write_csv_atomic(out / "similarity.csv", cos_rows))
+    if cka_rows:
+        files.append(write_csv_atomic(out / "cka.csv", cka_rows))
+    body = "".join(f"<h3>{html.escape(p.stem)}</h3>{embed_png(p)}" for p in figures)
+    files.append(write_report(out, title=title, sections=[*sections, ("Figures", body)]))
+    files += [f for p in figures for f in (p, p.with_name(f"{p.stem}.svg"))]
+    return {**doc, "files": [str(f) for f in files]}
+
+
+def similarity_table(doc: Mapping[str, Any]) -> str:
+    """A text summary of :func:`similarity_report`'s document (per-layer cosines, CKA best matches)."""
+    lines = []
+    for c in doc["comparisons"]:
+        mapped = "mapped_null" in c
+        lines.append(f"{c['name']} vs {doc['reference']}: {c['above_null']}/{len(c['layers'])} layers above the random "
+                     f"null ({doc['null_q']:.0%} |cos| = {c['null']:.3f})"
+                     + (f", {c['above_mapped_null']} above the mapped-random null" if mapped else ""))
+        lines.append(f"{'layer':>5}  {'cosine':>8}" + (f"  {'mapped null':>11}" if mapped else ""))
+        for layer in c["layers"]:
+            lines.append(f"{layer:>5}  {c['cosine'][layer]:>8.3f}" + (f"  {c['mapped_null'][layer]:>11.3f}" if mapped else ""))
+    for k in doc["cka"]:
+        lines.append(f"CKA {k['pair']} ({k['n_texts']} texts): child layer <- best parent layer (CKA)")
+        lines.append("  ".join(f"{b['child_layer']}<-{b['parent_layer']} ({b['cka']:.2f})" for b in k["best"]))
+    return "\n".join(lines)

@@ -7,6 +7,9 @@ as NaN rather than as a silent 0, so that a dead layer cannot pass for "dissimil
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 from einops import rearrange
@@ -150,3 +153,92 @@ def null_quantile(d: int, q: float = 0.95, n_samples: int = 10000, seed: int = 0
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"q must lie in [0, 1], got {q}")
     return float(torch.quantile(random_cosine_null(d, n_samples, seed).abs(), q))
+
+
+def mapped_random_null(
+    tmap: Any,
+    reference: Float[Tensor, "layer d"],
+    layers: Sequence[int] | None = None,
+    *,
+    n: int = 500,
+    q: float = 0.95,
+    seed: int = 0,
+) -> list[float]:
+    """Per child layer, the q-quantile of |cos| between ``reference[l]`` and random parent directions
+    sent through the width map of a :class:`~xsteer.transfer.TransferMap` (NaN where unmapped).
+
+    The fair null for a mapped vector: a fitted map concentrates every input on the child's
+    high-variance subspace, so a plain random child direction understates chance agreement.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must lie in [0, 1], got {q}")
+    if reference.ndim != 2 or tuple(reference.shape) != tuple(tmap.child_shape):
+        raise ValueError(
+            f"the reference vectors are {list(reference.shape)} but the map targets a child of "
+            f"{list(tmap.child_shape)} (layers x d_model)"
+        )
+    keep = set(range(reference.shape[0]) if layers is None else layers)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for layer in range(reference.shape[0]):
+        if layer not in tmap.width_maps or layer not in keep:
+            out.append(float("nan"))
+            continue
+        r = torch.randn(n, tmap.parent_shape[1], generator=g, dtype=torch.float64)
+        m = tmap.width_maps[layer].map_directions(r).float()
+        c = torch.nn.functional.cosine_similarity(m, reference[layer][None].float(), dim=-1).abs()
+        out.append(float(c.quantile(q)))
+    return out
+
+
+def compare_vectors(
+    vectors: Any, reference: Any, *, tmap: Any = None, q: float = 0.95, seed: int = 0
+) -> dict[str, Any]:
+    """Two vector sets in one space (e.g. a parent's mapped vectors and the child-native ones).
+
+    Returns the per-layer cosine (NaN where either side steers nothing), the random-direction null
+    (the q-quantile of |cos| of random unit vectors in d dims), how many layers both steer and how many
+    of those beat the null, the layer x layer cosine and correlation matrices and, given the
+    :class:`~xsteer.transfer.TransferMap` that produced ``vectors``, the mapped-random null per layer.
+    """
+    if vectors.vectors.shape != reference.vectors.shape:
+        raise ValueError(
+            f"the vectors are [{vectors.n_layers} x {vectors.d_model}] ({vectors.model_id!r}) but the reference is "
+            f"[{reference.n_layers} x {reference.d_model}] ({reference.model_id!r}); compare vectors in one "
+            "space (map parent vectors into the child first: xsteer transfer)"
+        )
+    both = [layer for layer in vectors.layers if layer in set(reference.layers)]
+    if not both:
+        raise ValueError(
+            f"no layer carries a vector on both sides (vectors: {list(vectors.layers)}, "
+            f"reference: {list(reference.layers)})"
+        )
+    cos = cosine_per_layer(vectors.vectors, reference.vectors)
+    per_layer = [float(c) if layer in both else float("nan") for layer, c in enumerate(cos.tolist())]
+    null = null_quantile(vectors.d_model, q, seed=seed)
+    out: dict[str, Any] = {
+        "layers": both,
+        "cosine": per_layer,
+        "null_q": q,
+        "null": null,
+        "above_null": sum(abs(per_layer[layer]) > null for layer in both),
+        "max_abs_cosine": max(abs(per_layer[layer]) for layer in both),
+        "cosine_matrix": cosine_matrix(vectors.vectors, reference.vectors),
+        "correlation_matrix": correlation_matrix(vectors.vectors, reference.vectors),
+    }
+    if tmap is not None:
+        mnull = mapped_random_null(tmap, reference.vectors, both, q=q, seed=seed)
+        out["mapped_null"] = mnull
+        out["above_mapped_null"] = sum(abs(per_layer[layer]) > mnull[layer] for layer in both)
+    return out
+
+
+def best_matches(matrix: Float[Tensor, "la lb"]) -> list[tuple[int, int, float]]:
+    """Per row layer, the column layer of highest similarity: (row, column, value); NaN entries never win."""
+    m = torch.as_tensor(matrix, dtype=torch.float64)
+    filled = torch.nan_to_num(m, nan=-torch.inf)
+    out = []
+    for i, row in enumerate(filled):
+        j = int(row.argmax())
+        out.append((i, j, float(m[i, j])))
+    return out
