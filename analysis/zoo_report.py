@@ -80,7 +80,8 @@ def ablation_section(study: Path, figs: Path) -> tuple[str, list[Path]]:
         acc_rows.append(100 * (a[lams.index(lam)] - doc.get("accuracy_baseline", float("nan"))))
         best = int(torch.nan_to_num(rows[-1], nan=-1e9).argmax())
         text.append(f"{PARENT_LABEL[name]}: baseline signal {doc['baseline']:.4f}, accuracy {100 * doc.get('accuracy_baseline', float('nan')):.1f}% "
-                    f"({doc['n_items']} {doc['split']} items); largest Δ log p at layer {best} ({float(rows[-1][best]):+.4f})")
+                    f"({doc['n_items']} {doc['split']} items: one item = {100 / doc['n_items']:.1f} accuracy points); "
+                    f"largest Δ log p at layer {best} ({float(rows[-1][best]):+.4f})")
     paths = [heatmap(torch.stack(rows), figs / "ablation_single_logprob", xlabel="steered layer (SmolLM2)", ylabel="parent",
                      title=f"Δ mean log p(gold), one layer steered, λ = {lam:g}", center=0, cmap="RdBu_r", yticklabels=labels),
              heatmap(torch.stack(acc_rows), figs / "ablation_single_accuracy", xlabel="steered layer (SmolLM2)", ylabel="parent",

@@ -470,7 +470,7 @@ def _synthetic_problem(
     ops: list[tuple[Any, ...]] = [("start", x)]
     q = [f"{name} has {x} {obj}."]
     sol = [f"{name} starts with {x} {obj}."]
-    n_steps = rng.randint(2, 4)
+    n_steps = rng.randint(2, 3)  # short enough for a 135M child to finish its chain of thought in 64 tokens
     shared = False
     connectives = rng.sample(_CONNECTIVES, n_steps)  # no connective repeats within a problem
     for step in range(n_steps):

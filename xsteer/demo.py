@@ -20,8 +20,8 @@ DEMO = {
     "parents": ["gemma3-270m"],
     "children": ["smollm2-135m"],
     "datasets": [{"name": "synthetic", "val_items": 8, "test_items": 16}],
-    "pairs": {"builder": "corrupted_answer", "n": 48, "split": "train", "method": "pca"},
-    "transfer": {"layer_map": "proportional", "width_map": "ridge", "fit_text": "synthetic:train:160", "norm": "resid_mean"},
+    "pairs": {"builder": "corrupted_answer", "n": 32, "split": "train", "method": "pca"},
+    "transfer": {"layer_map": "proportional", "width_map": "ridge", "fit_text": "synthetic:train:128", "norm": "resid_mean"},
     # λ relative to the child's residual norm at every layer: 0.003 is subtle, 0.03 already derails SmolLM2.
     "eval": {"lambdas": [0.003, 0.01, 0.03], "positions": "generated", "shots": 2, "max_new_tokens": 64, "batch_size": 36},
     "controls": {"native": True, "random": True, "self_consistency": True},
