@@ -6,8 +6,8 @@ The paper steers every mapped layer with one λ and names a per-layer λ as futu
 * :func:`leave_one_out_profiles` — steer all layers but one;
 * :func:`coordinate_search` — a per-layer λ profile found by coordinate ascent on a validation signal.
 
-:func:`ablation_study` runs one of them on benchmark items (``xsteer ablate``); :func:`study_rows` flattens
-its result into a table.
+:func:`ablation_study` runs one of them on benchmark items (``xsteer ablate``); :func:`study_matrix` and
+:func:`ablation_table` turn its result into a [λ, layer] matrix and a text table.
 
 A *profile* is a per-layer weight; :func:`reweight` turns vectors and a profile into ordinary
 :class:`SteeringVectors` (unweighted layers dropped), so every tool that steers can run it. Each profile is

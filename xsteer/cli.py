@@ -523,13 +523,11 @@ def export_gguf_cmd(vectors_path, out, model_hint, layers, scale) -> None:
       xsteer export-gguf runs/g2s.safetensors --layers 10-25 --out g2s-mid.gguf
     """
     from xsteer.export import export_gguf
+    from xsteer.inject import resolve_layers
     from xsteer.vectors import SteeringVectors
 
     sv = SteeringVectors.load(vectors_path)
-    chosen = parse_layers(layers, sv.n_layers) if layers else [layer for layer in sv.layers if layer != 0]
-    missing = sorted(set(chosen) - set(sv.layers))
-    if missing:
-        raise click.BadParameter(f"layers {missing} carry no vector; steerable: {list(sv.layers)}", param_hint="--layers")
+    chosen = resolve_layers(sv, parse_layers(layers, sv.n_layers)) if layers else [layer for layer in sv.layers if layer != 0]
     if not chosen:
         raise click.BadParameter("no layer left to export (layer 0 cannot be exported)", param_hint="--layers")
     if not layers and 0 in sv.layers:

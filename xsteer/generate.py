@@ -137,19 +137,15 @@ def shared_prefix_len(seqs: Sequence[Tensor]) -> int:
     return int(differ[0]) if len(differ) else n
 
 
-def _sliding_window(model: Any) -> int | None:
+def _has_sliding_window(model: Any) -> bool:
     cfg = getattr(getattr(model, "original_model", None), "config", None)
     cfg = getattr(cfg, "text_config", cfg)
-    window = getattr(cfg, "sliding_window", None)
-    if window is None or getattr(cfg, "use_sliding_window", True) is False:
-        return None
-    return int(window)
+    return getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True) is not False
 
 
-def _prefill(model: Any, seqs: list[Tensor], device: Any, *, lam: Tensor | None = None, handle: Any = None,
-             want_logits: bool = False) -> tuple:
+def _prefill(model: Any, seqs: list[Tensor], device: Any, *, lam: Tensor | None = None, handle: Any = None) -> tuple:
     """Run ``seqs`` (unpadded token ids) through the model, filling a KV cache; returns (cache, mask, last
-    position per row[, last logits]), or Nones when every sequence is empty.
+    position per row, last logits), or Nones when every sequence is empty.
 
     Few-shot prompts share a long prefix (system prompt and exemplars: ~650 of ~750 tokens on GSM8K).
     It is computed once per distinct λ (once in all when the prompt is unsteered) and its cache copied to
@@ -160,9 +156,9 @@ def _prefill(model: Any, seqs: list[Tensor], device: Any, *, lam: Tensor | None 
     """
     n = len(seqs)
     if all(len(s) == 0 for s in seqs):
-        return (None, None, None, None) if want_logits else (None, None, None)
+        return None, None, None, None
     p = shared_prefix_len(seqs)
-    if p < MIN_SHARED_PREFIX or _sliding_window(model) is not None:
+    if p < MIN_SHARED_PREFIX or _has_sliding_window(model):
         p = 0
     past = None
     if p:
@@ -189,8 +185,7 @@ def _prefill(model: Any, seqs: list[Tensor], device: Any, *, lam: Tensor | None 
     positions = (p + own.cumsum(dim=1) - 1).clamp_min(0)
     logits, past = model(ids, attention_mask=mask, past_key_values=past, position_ids=positions, use_cache=True,
                          return_type="logits_and_cache", logits_to_keep=1)
-    last = positions[:, -1]
-    return (past, mask, last, logits) if want_logits else (past, mask, last)
+    return past, mask, positions[:, -1], logits
 
 
 @torch.inference_mode()
@@ -223,7 +218,7 @@ def _generate_batch(
         if share_prefill:
             if handle is not None:
                 handle.active = False
-            past, mask, _ = _prefill(model, [s[:-1] for s in seqs], device)
+            past, mask, _, _ = _prefill(model, [s[:-1] for s in seqs], device)
             if handle is not None:
                 handle.active = True
             if past is not None:
@@ -235,7 +230,7 @@ def _generate_batch(
             logits, past = model(last[:, None], attention_mask=mask, past_key_values=past, position_ids=pos[:, None],
                                  use_cache=True, return_type="logits_and_cache")
         else:
-            past, mask, pos, logits = _prefill(model, seqs, device, lam=lam, handle=handle, want_logits=True)
+            past, mask, pos, logits = _prefill(model, seqs, device, lam=lam, handle=handle)
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds] if temperature > 0 else None
         alive = list(range(b))  # original row index of each batch row still generating
         tokens: list[list[int]] = [[] for _ in range(b)]

@@ -60,13 +60,13 @@ def continuation_logprobs(
     out = [0.0] * len(contexts)
     groups = _groups(contexts, lam)
     batch: list[tuple[int, int]] = []
-    for g in [*groups, None]:
-        if g is not None and (not batch or sum(e - s for s, e in batch) + (g[1] - g[0]) <= batch_size):
-            batch.append(g)
-            continue
-        with native_attention(model):  # residual hooks only: the model's own SDPA is exact and faster
+    with native_attention(model):  # residual hooks only: the model's own SDPA is exact and faster
+        for g in [*groups, None]:
+            if g is not None and (not batch or sum(e - s for s, e in batch) + (g[1] - g[0]) <= batch_size):
+                batch.append(g)
+                continue
             _score_groups(model, tok, device, contexts, cont_ids, lam, steering, batch, out)
-        batch = [g] if g is not None else []
+            batch = [g] if g is not None else []
     return out
 
 
