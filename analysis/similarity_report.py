@@ -6,7 +6,7 @@
 * linear CKA (layer × layer) between two models' activations on shared text (mapping-free), from the
   activation caches `analysis/transfer_fit.py` writes.
 
-The analysis itself is `xsteer.report.similarity_report` (also behind `xsteer similarity`).
+The analysis itself is `xsteer.app.report.similarity_report` (also behind `xsteer similarity`).
 
     python analysis/similarity_report.py --mapped runs/study/g2s.safetensors \
         --native runs/study/smol_native.safetensors \
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from xsteer.report import similarity_report, similarity_table, vector_labels
-from xsteer.transfer import TransferMap
-from xsteer.vectors import SteeringVectors
+from xsteer.app.report import similarity_report, similarity_table, vector_labels
+from xsteer.transfer.maps import TransferMap
+from xsteer.core.vectors import SteeringVectors
 
 
 def main() -> None:

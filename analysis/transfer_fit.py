@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from xsteer.data import load_examples
-from xsteer.layermap import LAYER_MAPS
-from xsteer.models import load_model
-from xsteer.transfer import fit_texts, fit_transfer_from_activations, paired_activations
+from xsteer.tasks.data import load_examples
+from xsteer.transfer.layermap import LAYER_MAPS
+from xsteer.core.models import load_model
+from xsteer.transfer.maps import fit_texts, fit_transfer_from_activations, paired_activations
 
 WIDTHS = ("ridge", "procrustes", "truncate_pad")
 

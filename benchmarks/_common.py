@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from xsteer.data import Example, load_examples
-from xsteer.models import load_model
-from xsteer.prompts import build_messages, few_shot_examples, render
+from xsteer.tasks.data import Example, load_examples
+from xsteer.core.models import load_model
+from xsteer.tasks.prompts import build_messages, few_shot_examples, render
 
 
 def setup(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, Any]:

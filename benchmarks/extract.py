@@ -2,7 +2,7 @@
 
 Phases (the texts are the pairs' positives then negatives, the order extract() streams them):
 
-  extract  xsteer.extract.extract: keeps the last token of each hook_resid_post, stops after the last layer
+  extract  xsteer.extraction.extract.extract: keeps the last token of each hook_resid_post, stops after the last layer
   forward  model(input_ids, attention_mask=...) with full logits, under inference_mode
   cache    run_with_cache of every hook_resid_post: the naive full-sequence cache, for contrast
 
@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from _common import setup
 
-from xsteer.data import load_examples
-from xsteer.extract import extract
-from xsteer.models import encode
-from xsteer.pairs import build_pairs
+from xsteer.tasks.data import load_examples
+from xsteer.extraction.extract import extract
+from xsteer.core.models import encode
+from xsteer.extraction.pairs import build_pairs
 
 MiB = 2**20
 

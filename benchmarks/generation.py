@@ -3,7 +3,7 @@
 One run, one model, the same GSM8K few-shot prompts, batches (longest first, left-padded, the same
 token ids), greedy decoding and --max-new-tokens for every mode:
 
-  xsteer            xsteer.generate.generate, no steering
+  xsteer            xsteer.core.generate.generate, no steering
   xsteer+steer      the same with a SteeringVectors on every layer at one λ, positions="all" (the paper's
                     and RepE/repeng's setting: prompt and generated tokens)
   xsteer+steer@gen  the same at positions="generated" (prompt prefilled once unsteered; --skip-generated drops it)
@@ -52,10 +52,10 @@ from typing import Any
 import torch
 from _common import gsm8k_prompts, setup
 
-from xsteer.extract import last_token_resid
-from xsteer.generate import Steering, eos_ids, generate
-from xsteer.models import encode, load_hf, model_id
-from xsteer.vectors import SteeringVectors
+from xsteer.extraction.extract import last_token_resid
+from xsteer.core.generate import Steering, eos_ids, generate
+from xsteer.core.models import encode, load_hf, model_id
+from xsteer.core.vectors import SteeringVectors
 
 Output = dict[int, tuple[str, int]]  # prompt index -> (completion text, generated tokens)
 
@@ -83,7 +83,7 @@ def hf_hooks(hf: Any, vectors: SteeringVectors, lam: float) -> Iterator[None]:
     layers = decoder_layers(hf)
     handles = []
     for layer in vectors.layers:
-        # The displacement rounded exactly as xsteer.inject rounds it: λ and v_l cast to the model's dtype, then multiplied.
+        # The displacement rounded exactly as xsteer.core.inject rounds it: λ and v_l cast to the model's dtype, then multiplied.
         delta = torch.tensor(lam).to(param.device, param.dtype) * vectors.vectors[layer].to(param.device, param.dtype)
 
         def add(module: Any, inputs: Any, output: Any, delta: torch.Tensor = delta) -> Any:
@@ -150,7 +150,7 @@ def main() -> int:
     hf.to(args.device)
     eos = eos_ids(model)
 
-    # The batches xsteer.generate forms (longest first, then input order, chunks of bs): HF gets the same ones.
+    # The batches xsteer.core.generate forms (longest first, then input order, chunks of bs): HF gets the same ones.
     lengths = [len(tok(p).input_ids) for p in prompts]
     order = sorted(range(n), key=lambda i: -lengths[i])
     batches = [order[s : s + bs] for s in range(0, n, bs)]

@@ -25,13 +25,13 @@ from typing import Any
 import torch
 from _common import gsm8k_prompts, setup
 
-from xsteer.data import load_examples
-from xsteer.evaluate import PAPER_GRID
-from xsteer.extract import extract, last_token_resid
-from xsteer.generate import Generation, Steering, generate
-from xsteer.pairs import build_pairs
-from xsteer.scoring import majority_vote, score
-from xsteer.vectors import SteeringVectors
+from xsteer.tasks.data import load_examples
+from xsteer.evaluation.evaluate import PAPER_GRID
+from xsteer.extraction.extract import extract, last_token_resid
+from xsteer.core.generate import Generation, Steering, generate
+from xsteer.extraction.pairs import build_pairs
+from xsteer.tasks.scoring import majority_vote, score
+from xsteer.core.vectors import SteeringVectors
 
 # {0.01, ..., 0.09} ∪ {0.1, ..., 1.0}; rounded so the values are the decimals they look like.
 GRID = list(PAPER_GRID)

@@ -61,7 +61,7 @@ def tiny_hf(arch: str = "llama", *, d_model: int = 64, n_layers: int = 4, seed: 
 
 
 def tiny_model(arch: str = "llama", **kw):
-    from xsteer.models import wrap
+    from xsteer.core.models import wrap
 
     hf, tok = tiny_hf(arch, **kw)
     return wrap(hf, tok, model_id=f"tiny-{arch}", device="cpu")
@@ -80,7 +80,7 @@ def shared_data() -> Path:
 
 
 def zoo_model(name: str):
-    from xsteer.models import ZOO, ModelSpecError, load_model
+    from xsteer.core.models import ZOO, ModelSpecError, load_model
 
     try:
         ZOO[name].locate  # noqa: B018

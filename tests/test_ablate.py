@@ -1,15 +1,15 @@
 import pytest
 import torch
 
-from xsteer.ablate import (
+from xsteer.evaluation.ablate import (
     coordinate_search,
     leave_one_out_profiles,
     reweight,
     run_profiles,
     single_layer_profiles,
 )
-from xsteer.inject import steer
-from xsteer.vectors import SteeringVectors
+from xsteer.core.inject import steer
+from xsteer.core.vectors import SteeringVectors
 
 
 def unit_vectors(n_layers, d, seed=0):
@@ -73,7 +73,7 @@ def test_coordinate_search_finds_a_planted_profile():
 
 
 def test_run_profiles_on_real_signal(tiny):
-    from xsteer.ablate import gold_logprob_signal
+    from xsteer.evaluation.ablate import gold_logprob_signal
 
     sv = unit_vectors(tiny.cfg.n_layers, tiny.cfg.d_model)
     signal = gold_logprob_signal(tiny, ["Question: 1+1\nAnswer:", "Question: 2+2\nAnswer:"], [" 2", " 4"])

@@ -4,8 +4,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from xsteer.cli import main
-from xsteer.vectors import SteeringVectors
+from xsteer.app.cli import main
+from xsteer.core.vectors import SteeringVectors
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_ablate_bad_input_is_one_clear_error(tiny_dir, tiny_vectors, tmp_path, v
 @pytest.fixture(scope="module")
 def similarity_inputs(tmp_path_factory):
     """A parent [4 x 24] and child [3 x 32] with child layer c a noisy linear image of parent layer SRC[c]."""
-    from xsteer.transfer import fit_transfer_from_activations
+    from xsteer.transfer.maps import fit_transfer_from_activations
 
     folder = tmp_path_factory.mktemp("similarity")
     g = torch.Generator().manual_seed(0)
@@ -236,7 +236,7 @@ SRC = [0, 2, 3]
 
 
 def test_similarity_vectors_and_cka(similarity_inputs, tmp_path):
-    from xsteer.similarity import null_quantile
+    from xsteer.transfer.similarity import null_quantile
 
     f = similarity_inputs
     res = invoke("similarity", "--vectors", f / "p2c.safetensors", "--vectors", f / "close.safetensors",
@@ -299,7 +299,7 @@ def test_similarity_bad_input_is_one_clear_error(similarity_inputs, tmp_path, ar
 
 
 def test_export_gguf_round_trips_and_leaves_out_layer_0(tmp_path):
-    from xsteer.export import read_gguf_control_vector
+    from xsteer.interop.gguf import read_gguf_control_vector
 
     src = tmp_path / "v.safetensors"
     sv = unit_vectors(4, 8, model_id="HuggingFaceTB/SmolLM2-135M-Instruct")

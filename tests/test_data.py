@@ -1,4 +1,4 @@
-"""Tests for xsteer.data: offline splits (skipped without the shared data), JSONL errors, synthetic set."""
+"""Tests for xsteer.tasks.data: offline splits (skipped without the shared data), JSONL errors, synthetic set."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from xsteer.data import (
+from xsteer.tasks.data import (
     DATASETS,
     SYNTHETIC_SIZES,
     VALIDATION_SIZE,

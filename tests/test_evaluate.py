@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from xsteer.data import Example, load_examples
-from xsteer.evaluate import (
+from xsteer.tasks.data import Example, load_examples
+from xsteer.evaluation.evaluate import (
     BASELINE,
     PAPER_GRID,
     SELF_CONSISTENCY,
@@ -21,7 +21,7 @@ from xsteer.evaluate import (
     summarize,
     vote_correct,
 )
-from xsteer.vectors import SteeringVectors
+from xsteer.core.vectors import SteeringVectors
 
 
 def vectors_for(model, seed=0):
@@ -105,7 +105,7 @@ def test_loglik_mode(tiny, tmp_path):
 
 
 def test_loglik_matches_a_direct_computation(tiny):
-    from xsteer.likelihood import continuation_logprobs
+    from xsteer.core.likelihood import continuation_logprobs
 
     ctx, cont = "Question: x\nAnswer:", " yes"
     [lp] = continuation_logprobs(tiny, [ctx], [cont])
@@ -123,10 +123,10 @@ def test_loglik_matches_a_direct_computation(tiny):
 
 RUN = textwrap.dedent('''
     import sys, torch
-    from xsteer.data import load_examples
-    from xsteer.evaluate import EvalConfig, Evaluator, RecordStore
-    from xsteer.models import load_model
-    from xsteer.vectors import SteeringVectors
+    from xsteer.tasks.data import load_examples
+    from xsteer.evaluation.evaluate import EvalConfig, Evaluator, RecordStore
+    from xsteer.core.models import load_model
+    from xsteer.core.vectors import SteeringVectors
     model = load_model(sys.argv[1], device="cpu")
     g = torch.Generator().manual_seed(0)
     v = torch.randn(model.cfg.n_layers, model.cfg.d_model, generator=g)
@@ -167,8 +167,8 @@ def test_killed_run_resumes_to_the_same_records(tmp_path):
 
 def test_shared_context_loglik_equals_row_by_row(tiny):
     """Choices of one item share the context's prefill; the result equals scoring each row alone."""
-    from xsteer.generate import Steering
-    from xsteer.likelihood import continuation_logprobs
+    from xsteer.core.generate import Steering
+    from xsteer.core.likelihood import continuation_logprobs
 
     sv = vectors_for(tiny)
     ctxs = ["Question: a?\nAnswer:"] * 3 + ["Question: a much longer one?\nAnswer:"] * 2 + ["Q: z\nA:"]

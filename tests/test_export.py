@@ -3,9 +3,9 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 
-from xsteer.export import export_gguf, infer_model_hint, read_gguf_control_vector
-from xsteer.models import ZOO
-from xsteer.vectors import SteeringVectors, VectorFileError
+from xsteer.interop.gguf import export_gguf, infer_model_hint, read_gguf_control_vector
+from xsteer.core.models import ZOO
+from xsteer.core.vectors import SteeringVectors, VectorFileError
 
 
 def make(layers=(1, 3, 4), n_layers=6, d=16, model_id="smollm2-135m", **kw):
@@ -14,7 +14,7 @@ def make(layers=(1, 3, 4), n_layers=6, d=16, model_id="smollm2-135m", **kw):
 
 
 def value(reader, key):
-    """A scalar key read with gguf's own reader, independent of xsteer.export."""
+    """A scalar key read with gguf's own reader, independent of xsteer.interop.gguf."""
     f = reader.fields[key]
     part = f.parts[f.data[0]]
     return bytes(part).decode() if f.types[0] == GGUFValueType.STRING else part.tolist()[0]

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from xsteer.extract import METHODS, extract, fit_directions, last_token_resid
-from xsteer.pairs import ContrastivePair
-from xsteer.vectors import SteeringVectors
+from xsteer.extraction.extract import METHODS, extract, fit_directions, last_token_resid
+from xsteer.extraction.pairs import ContrastivePair
+from xsteer.core.vectors import SteeringVectors
 
 
 def planted(n=64, layers=3, d=32, scale=4.0, seed=0):
@@ -63,7 +63,7 @@ def test_last_token_is_padding_invariant(tiny):
 
 def test_planted_direction_through_model_hooks(tiny):
     """Plant u at layer 1 of the positives via steering; every method reads it back from the model."""
-    from xsteer.inject import steer
+    from xsteer.core.inject import steer
 
     d = tiny.cfg.d_model
     u = torch.randn(d, generator=torch.Generator().manual_seed(1))

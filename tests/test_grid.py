@@ -3,8 +3,8 @@ import json
 import pytest
 import yaml
 
-from xsteer.config import ConfigError, load_config, parse_config
-from xsteer.grid import DONE, job_dir, run_grid
+from xsteer.app.config import ConfigError, load_config, parse_config
+from xsteer.app.grid import DONE, job_dir, run_grid
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +104,9 @@ def test_ray_grid_equals_sequential(tiny_dirs, shared_data, tmp_path):
     ],
 )
 def test_bad_configs_rejected_before_any_model_loads(tiny_dirs, change, key, monkeypatch):
-    import xsteer.models
+    import xsteer.core.models
 
-    monkeypatch.setattr(xsteer.models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(xsteer.core.models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         parse_config(tiny_config(*tiny_dirs, **change))
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from xsteer.generate import Steering, generate
-from xsteer.inject import steer
-from xsteer.vectors import SteeringVectors, VectorFileError
+from xsteer.core.generate import Steering, generate
+from xsteer.core.inject import steer
+from xsteer.core.vectors import SteeringVectors, VectorFileError
 
 
 def random_vectors(model, seed=0, layers=None):
@@ -140,7 +140,7 @@ def test_sampling_is_seeded_per_row(tiny):
 
 
 def test_shared_prefix_len():
-    from xsteer.generate import shared_prefix_len
+    from xsteer.core.generate import shared_prefix_len
 
     t = torch.tensor
     assert shared_prefix_len([t([1, 2, 3, 4]), t([1, 2, 9, 9, 9])]) == 2
@@ -154,7 +154,7 @@ FEW_SHOT = "Q: two plus two\nA: four\nQ: three plus one\nA: four\n"  # a prefix 
 
 @pytest.mark.parametrize("positions", ["all", "generated", None])
 def test_shared_prefix_prefill_equals_full_prefill(tiny, monkeypatch, positions):
-    import xsteer.generate as gen
+    import xsteer.core.generate as gen
 
     prompts = [FEW_SHOT + q for q in ["Q: 1+1\nA:", "Q: what is a much longer one\nA:", "Q: x\nA:"]]
     rows = [p for p in prompts for _ in range(2)]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from xsteer.layermap import (
+from xsteer.transfer.layermap import (
     LAYER_MAPS,
     describe,
     explicit,

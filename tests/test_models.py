@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from xsteer.models import ModelSpecError, check_gguf, encode, load_model, parse_spec, prepare_tokenizer
+from xsteer.core.models import ModelSpecError, check_gguf, encode, load_model, parse_spec, prepare_tokenizer
 
 
 def test_parse_spec_kinds(tmp_path):
@@ -64,7 +64,7 @@ def test_encode_adds_bos_once(tiny):
 
 
 def test_native_attention_matches_bridge_and_restores(tiny):
-    from xsteer.models import native_attention
+    from xsteer.core.models import native_attention
 
     enc = tiny.tokenizer(["hello world, a longer text", "hi"], return_tensors="pt", padding=True)
     fired = []

@@ -1,4 +1,4 @@
-"""Tests for xsteer.prompts with tiny in-test tokenizers (no network, no real models)."""
+"""Tests for xsteer.tasks.prompts with tiny in-test tokenizers (no network, no real models)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ pytest.importorskip("transformers")
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors  # noqa: E402
 from transformers import PreTrainedTokenizerFast  # noqa: E402
 
-from xsteer.data import Example, load_examples  # noqa: E402
-from xsteer.models import encode, prepare_tokenizer  # noqa: E402
-from xsteer.prompts import (  # noqa: E402
+from xsteer.tasks.data import Example, load_examples  # noqa: E402
+from xsteer.core.models import encode, prepare_tokenizer  # noqa: E402
+from xsteer.tasks.prompts import (  # noqa: E402
     SYSTEM_PROMPTS,
     arc_loglik_request,
     build_messages,

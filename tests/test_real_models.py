@@ -5,13 +5,13 @@ import pytest
 import torch
 from conftest import zoo_model
 
-from xsteer.data import load_examples
-from xsteer.extract import extract, last_token_resid
-from xsteer.generate import Steering, generate
-from xsteer.inject import steer
-from xsteer.models import encode
-from xsteer.pairs import build_pairs
-from xsteer.prompts import render
+from xsteer.tasks.data import load_examples
+from xsteer.extraction.extract import extract, last_token_resid
+from xsteer.core.generate import Steering, generate
+from xsteer.core.inject import steer
+from xsteer.core.models import encode
+from xsteer.extraction.pairs import build_pairs
+from xsteer.tasks.prompts import render
 
 QUESTIONS = ["What is the capital of France?", "Tom has 3 apples and buys 5 more. How many apples does he have?"]
 
@@ -77,7 +77,7 @@ def test_extract_64_gsm8k_pairs(name, shared_data):
 @pytest.mark.slow
 def test_smollm2_evaluate_end_to_end(smollm2, shared_data, tmp_path):
     """8 GSM8K validation items x 3 λ -> records, λ*, ITS and CIs, through the real child."""
-    from xsteer.evaluate import EvalConfig, Evaluator, RecordStore, summarize
+    from xsteer.evaluation.evaluate import EvalConfig, Evaluator, RecordStore, summarize
 
     train = load_examples("gsm8k", "train", data_dir=shared_data)[:16]
     sv = extract(smollm2, build_pairs("corrupted_answer", train, smollm2.tokenizer, dataset="gsm8k"), progress=False)

@@ -1,4 +1,4 @@
-"""Tests for xsteer.scoring: answer extraction, normalisation, equivalence, voting."""
+"""Tests for xsteer.tasks.scoring: answer extraction, normalisation, equivalence, voting."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from xsteer import scoring
-from xsteer.scoring import (
+from xsteer.tasks import scoring
+from xsteer.tasks.scoring import (
     Scored,
     arc_loglik_choice,
     extract_choice,

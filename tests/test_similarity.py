@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from xsteer.similarity import (
+from xsteer.transfer.similarity import (
     cka_matrix,
     correlation_matrix,
     cosine_matrix,
@@ -158,7 +158,7 @@ def test_null_quantile_and_determinism():
 
 
 def test_best_matches_skips_nan_entries():
-    from xsteer.similarity import best_matches
+    from xsteer.transfer.similarity import best_matches
 
     m = torch.tensor([[0.1, float("nan"), 0.3], [float("nan")] * 3, [0.9, 0.2, 0.1]])
     (r0, r1, r2) = best_matches(m)
@@ -167,8 +167,8 @@ def test_best_matches_skips_nan_entries():
 
 
 def test_compare_vectors_counts_only_layers_both_sides_steer():
-    from xsteer.similarity import compare_vectors
-    from xsteer.vectors import SteeringVectors
+    from xsteer.transfer.similarity import compare_vectors
+    from xsteer.core.vectors import SteeringVectors
 
     v = torch.randn(4, 64, generator=_gen(5))
     a = SteeringVectors(v, "m", "x", (0, 1, 2))

@@ -1,4 +1,4 @@
-"""Tests for xsteer.stats: bootstrap CIs, paired differences, McNemar, Wilson."""
+"""Tests for xsteer.evaluation.stats: bootstrap CIs, paired differences, McNemar, Wilson."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from xsteer.stats import (
+from xsteer.evaluation.stats import (
     CI,
     McNemar,
     bootstrap_ci,

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from xsteer.vectors import SteeringVectors, VectorFileError
+from xsteer.core.vectors import SteeringVectors, VectorFileError
 
 
 def make(n_layers=4, d=8, layers=(0, 1, 2, 3)):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from xsteer.widthmap import WIDTH_MAPS, WidthMap, fit_report, fit_width_map
+from xsteer.transfer.widthmap import WIDTH_MAPS, WidthMap, fit_report, fit_width_map
 
 
 def _gen(seed=0):

@@ -44,7 +44,7 @@ def models_cmd() -> None:
     """
     import importlib.util
 
-    from xsteer.models import ZOO
+    from xsteer.core.models import ZOO
 
     click.echo(f"{'name':<20} {'architecture':<20} {'layers':>6} {'d_model':>7}  {'installed':<9} hub id")
     for e in ZOO.values():
@@ -88,9 +88,9 @@ def extract_cmd(model_spec, dataset, split, data_dir, pairs_file, builder, n_pai
           --split train --n-pairs 64 --out gemma.safetensors
       xsteer extract --parent smollm2-135m --pairs my_pairs.jsonl --method mean_diff --out v.safetensors
     """
-    from xsteer.extract import extract
-    from xsteer.models import load_model, parse_spec
-    from xsteer.pairs import build_pairs, load_pairs_jsonl
+    from xsteer.extraction.extract import extract
+    from xsteer.core.models import load_model, parse_spec
+    from xsteer.extraction.pairs import build_pairs, load_pairs_jsonl
 
     if (dataset is None) == (pairs_file is None):
         raise click.UsageError("give exactly one of --dataset or --pairs")
@@ -121,8 +121,8 @@ def extract_cmd(model_spec, dataset, split, data_dir, pairs_file, builder, n_pai
 
 def _pair_examples(dataset: str, split: str, data_dir: str | None, n: int, seed: int) -> list[Any]:
     """Examples pairs are built from; few-shot exemplars the evaluator will use are kept out."""
-    from xsteer.data import exclude_examples, load_examples
-    from xsteer.prompts import few_shot_examples
+    from xsteer.tasks.data import exclude_examples, load_examples
+    from xsteer.tasks.prompts import few_shot_examples
 
     examples = load_examples(dataset, split, data_dir=data_dir, seed=seed)
     if dataset in ("math", "math500") and split == "train":
@@ -142,8 +142,8 @@ def parse_text_spec(spec: str) -> tuple[str, str, int]:
 
 def _shared_texts(spec: str, data_dir: str | None, seed: int) -> list[str]:
     """The plain texts of a DATASET:SPLIT:N spec that two models are run on (map fits, CKA)."""
-    from xsteer.data import load_examples
-    from xsteer.transfer import fit_texts
+    from xsteer.tasks.data import load_examples
+    from xsteer.transfer.maps import fit_texts
 
     dataset, split, n = parse_text_spec(spec)
     return fit_texts(load_examples(dataset, split, data_dir=data_dir, seed=seed, limit=None)[:n], seed=seed)
@@ -175,9 +175,9 @@ def transfer_cmd(vectors_path, child_spec, parent_spec, layer_map, mapping, widt
           --width-map ridge --fit-text gsm8k:train:512 --data-dir ../shared/data --out g2s.safetensors
       xsteer transfer --vectors gemma.safetensors --child smollm2-135m --map g2s.map.safetensors --out again.safetensors
     """
-    from xsteer.models import load_model, parse_spec
-    from xsteer.transfer import TransferMap, fit_transfer, report_table
-    from xsteer.vectors import SteeringVectors
+    from xsteer.core.models import load_model, parse_spec
+    from xsteer.transfer.maps import TransferMap, fit_transfer, report_table
+    from xsteer.core.vectors import SteeringVectors
 
     vectors = SteeringVectors.load(vectors_path)
     out = Path(out)
@@ -211,7 +211,7 @@ def parse_lambdas(text: str) -> tuple[float, ...]:
     """'paper' (the paper's 19 values), or comma-separated numbers."""
     import math
 
-    from xsteer.evaluate import PAPER_GRID
+    from xsteer.evaluation.evaluate import PAPER_GRID
 
     if text == "paper":
         return PAPER_GRID
@@ -251,7 +251,7 @@ def eval_options(*, lambdas: str = "paper", lambdas_help: str = "'paper' or comm
 
 
 def _eval_config(dataset: str, mode: str, lambdas: str, positions: str, shots: int, max_new_tokens: int, seed: int) -> Any:
-    from xsteer.evaluate import EvalConfig
+    from xsteer.evaluation.evaluate import EvalConfig
 
     return EvalConfig(dataset=dataset, mode=mode, shots=shots, lambdas=parse_lambdas(lambdas), positions=positions,
                       max_new_tokens=max_new_tokens, seed=seed)
@@ -282,10 +282,10 @@ def evaluate_cmd(child_spec, vector_specs, random_control, self_consistency, dat
       xsteer evaluate --child smollm2-135m --vectors parent=g2s.safetensors --dataset arc_challenge \\
           --mode loglik --data-dir ../shared/data --out runs/g2s-arc
     """
-    from xsteer.data import load_examples
-    from xsteer.evaluate import Evaluator, RecordStore
-    from xsteer.models import load_model, parse_spec
-    from xsteer.vectors import SteeringVectors
+    from xsteer.tasks.data import load_examples
+    from xsteer.evaluation.evaluate import Evaluator, RecordStore
+    from xsteer.core.models import load_model, parse_spec
+    from xsteer.core.vectors import SteeringVectors
 
     cfg = _eval_config(dataset, mode, lambdas, positions, shots, max_new_tokens, seed)
     conditions: dict[str, SteeringVectors | None] = {"baseline": None}
@@ -332,10 +332,10 @@ def tune_cmd(child_spec, vector_spec, val_items, baseline, dataset, data_dir, mo
       xsteer tune --child smollm2-135m --vectors g2s.safetensors --dataset arc_challenge --mode loglik \\
           --lambdas 0.01,0.05,0.1,0.5 --data-dir ../shared/data --out runs/g2s-arc-tune
     """
-    from xsteer.data import load_examples
-    from xsteer.evaluate import BASELINE, Evaluator, RecordStore, tune_markdown
-    from xsteer.models import load_model, parse_spec
-    from xsteer.vectors import SteeringVectors
+    from xsteer.tasks.data import load_examples
+    from xsteer.evaluation.evaluate import BASELINE, Evaluator, RecordStore, tune_markdown
+    from xsteer.core.models import load_model, parse_spec
+    from xsteer.core.vectors import SteeringVectors
 
     _positive(val_items, "--val-items")
     cfg = _eval_config(dataset, mode, lambdas, positions, shots, max_new_tokens, seed)
@@ -390,12 +390,12 @@ def ablate_cmd(child_spec, vectors_path, study, split, n_items, sweeps, accuracy
       xsteer ablate --child smollm2-135m --vectors g2s.safetensors --dataset arc_challenge --mode loglik \\
           --study coordinate --lambdas 0.05,0.1,0.2 --accuracy --data-dir ../shared/data --out runs/g2s-ablate
     """
-    from xsteer.ablate import ablation_study, ablation_table
-    from xsteer.data import load_examples
-    from xsteer.io import write_csv_atomic, write_json_atomic
-    from xsteer.models import load_model, parse_spec
-    from xsteer.report import ablation_figures
-    from xsteer.vectors import SteeringVectors
+    from xsteer.evaluation.ablate import ablation_study, ablation_table
+    from xsteer.tasks.data import load_examples
+    from xsteer.core.io import write_csv_atomic, write_json_atomic
+    from xsteer.core.models import load_model, parse_spec
+    from xsteer.app.report import ablation_figures
+    from xsteer.core.vectors import SteeringVectors
 
     _positive(n_items, "--items")
     _positive(sweeps, "--sweeps")
@@ -455,11 +455,11 @@ def similarity_cmd(vector_paths, reference_path, map_paths, acts_paths, model_sp
     """
     import torch
 
-    from xsteer.io import atomic_path
-    from xsteer.models import load_model, parse_spec
-    from xsteer.report import similarity_report, similarity_table, vector_labels
-    from xsteer.transfer import TransferMap, paired_activations
-    from xsteer.vectors import SteeringVectors
+    from xsteer.core.io import atomic_path
+    from xsteer.core.models import load_model, parse_spec
+    from xsteer.app.report import similarity_report, similarity_table, vector_labels
+    from xsteer.transfer.maps import TransferMap, paired_activations
+    from xsteer.core.vectors import SteeringVectors
 
     if not (vector_paths or acts_paths or model_specs):
         raise click.UsageError("nothing to compare: give --vectors with --reference, --acts, or --models PARENT CHILD")
@@ -522,9 +522,9 @@ def export_gguf_cmd(vectors_path, out, model_hint, layers, scale) -> None:
       llama-cli -m SmolLM2-135M-Instruct.gguf --control-vector-scaled g2s.gguf 0.01 -p "..."
       xsteer export-gguf runs/g2s.safetensors --layers 10-25 --out g2s-mid.gguf
     """
-    from xsteer.export import export_gguf
-    from xsteer.inject import resolve_layers
-    from xsteer.vectors import SteeringVectors
+    from xsteer.interop.gguf import export_gguf
+    from xsteer.core.inject import resolve_layers
+    from xsteer.core.vectors import SteeringVectors
 
     sv = SteeringVectors.load(vectors_path)
     chosen = resolve_layers(sv, parse_layers(layers, sv.n_layers)) if layers else [layer for layer in sv.layers if layer != 0]
@@ -565,7 +565,7 @@ def demo_cmd(out, device) -> None:
     Example:
       xsteer demo --out runs/demo     # then open runs/demo/report.html
     """
-    from xsteer.demo import run_demo
+    from xsteer.app.demo import run_demo
 
     run_demo(out, device=device)
 
@@ -581,7 +581,7 @@ def report_cmd(folder, title) -> None:
     Example:
       xsteer report runs/g2s-gsm8k
     """
-    from xsteer.report import write_report
+    from xsteer.app.report import write_report
 
     click.echo(f"wrote {write_report(folder, title=title or f'xsteer report: {folder}')}")
 
@@ -601,8 +601,8 @@ def grid_cmd(config_path, out, ray_address, check) -> None:
       xsteer grid experiments/zoo.yaml --ray           # each job a task on a local Ray
       xsteer grid experiments/paper.yaml --ray auto    # on an existing Ray cluster
     """
-    from xsteer.config import load_config
-    from xsteer.grid import load_plan_status, run_grid
+    from xsteer.app.config import load_config
+    from xsteer.app.grid import load_plan_status, run_grid
 
     cfg = load_config(config_path)
     out = out or f"runs/{cfg.name}"
@@ -625,7 +625,7 @@ def info_cmd(path) -> None:
     Example:
       xsteer info gemma.safetensors
     """
-    from xsteer.vectors import SteeringVectors
+    from xsteer.core.vectors import SteeringVectors
 
     sv = SteeringVectors.load(path)
     meta = sv.metadata()

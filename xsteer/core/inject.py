@@ -18,8 +18,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xsteer.models import model_id
-from xsteer.vectors import SteeringVectors, VectorFileError
+from xsteer.core.models import model_id
+from xsteer.core.vectors import SteeringVectors, VectorFileError
 
 Lambda = float | Sequence[float] | Float[Tensor, "batch"]
 

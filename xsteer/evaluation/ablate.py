@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from xsteer.vectors import SteeringVectors
+from xsteer.core.vectors import SteeringVectors
 
 Profile = dict[int, float]  # layer -> weight on that layer's λ
 STUDIES = ("single", "leave_one_out", "coordinate")
@@ -58,8 +58,8 @@ def gold_logprob_signal(model: Any, prompts: Sequence[str], golds: Sequence[str]
     Scoring the reference answer needs one forward pass per item (no decoding), so it is cheap enough to
     sweep every layer on a CPU and it varies smoothly with λ, unlike accuracy on a few items.
     """
-    from xsteer.generate import Steering
-    from xsteer.likelihood import continuation_logprobs
+    from xsteer.core.generate import Steering
+    from xsteer.core.likelihood import continuation_logprobs
 
     n_tok = [max(1, len(model.tokenizer(g, add_special_tokens=False).input_ids)) for g in golds]
 
@@ -117,7 +117,7 @@ def gold_requests(tokenizer: Any, cfg: Any, examples: Sequence[Any]) -> tuple[li
     ``generate`` mode: the few-shot chat prompt and the reference response (reasoning + final-answer
     marker); ``loglik`` mode: lm-eval's ``Question: …\nAnswer:`` context and the gold choice.
     """
-    from xsteer.prompts import (
+    from xsteer.tasks.prompts import (
         arc_loglik_request,
         build_messages,
         few_shot_examples,
@@ -163,7 +163,7 @@ def profile_accuracy(model: Any, cfg: Any, records: str | Path, vectors: Steerin
                      progress: bool = True) -> dict[str, dict[float, float]]:
     """Task accuracy of each profile at each λ (and of the unsteered ``"baseline"`` at λ = 0), through the
     evaluator: records go to the JSON Lines file ``records`` (resumable), scoring follows ``cfg.mode``."""
-    from xsteer.evaluate import BASELINE, Evaluator, RecordStore, accuracy_by_lambda
+    from xsteer.evaluation.evaluate import BASELINE, Evaluator, RecordStore, accuracy_by_lambda
 
     conditions: dict[str, SteeringVectors | None] = {BASELINE: None, **{n: reweight(vectors, p) for n, p in profiles.items()}}
     ev = Evaluator(model, cfg, RecordStore(records), conditions, batch_size=batch_size, progress=progress)
@@ -180,7 +180,7 @@ def ablation_study(model: Any, vectors: SteeringVectors, examples: Sequence[Any]
     """One per-layer study on benchmark items, scored with :func:`gold_logprob_signal` (and with task
     accuracy, through the evaluator, when a ``records`` file is given).
 
-    ``cfg`` is an :class:`~xsteer.evaluate.EvalConfig`; its λ grid is the λ each profile is scored at
+    ``cfg`` is an :class:`~xsteer.evaluation.evaluate.EvalConfig`; its λ grid is the λ each profile is scored at
     (``single``, ``leave_one_out``) or the per-layer grid of the coordinate search (0 is always added).
     Returns a JSON-ready document: the baseline signal, one row per (profile, λ) with the signal and its
     difference from the baseline, and for ``coordinate`` the profile found and the trace of accepted moves.

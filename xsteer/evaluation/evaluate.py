@@ -4,7 +4,7 @@
   λ* = the λ of highest accuracy (ties: the smallest λ).
 * **Algorithm 3** (:func:`test`): the test split, 5-shot. Each vector condition runs the whole grid (one
   batched pass: λ is a per-row value), which gives both the accuracy at λ* and *inference-time scaling*
-  (ITS): the mode of each item's answers across the grid (:func:`xsteer.scoring.majority_vote`; invalid
+  (ITS): the mode of each item's answers across the grid (:func:`xsteer.tasks.scoring.majority_vote`; invalid
   answers never win, ties go to the smallest λ).
 * **Controls**: ``baseline`` (no steering), any number of vector conditions (the parent→child vectors,
   the child-native vectors, a random direction of equal norm per layer) and ``self_consistency``
@@ -33,14 +33,14 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from xsteer.data import Example, read_jsonl
-from xsteer.generate import Steering, generate
-from xsteer.io import write_json_atomic, write_text_atomic
-from xsteer.likelihood import continuation_logprobs
-from xsteer.prompts import arc_loglik_request, build_messages, few_shot_examples, prompt_family, render
-from xsteer.scoring import arc_loglik_choice, majority_vote, score
-from xsteer.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_diff
-from xsteer.vectors import SteeringVectors
+from xsteer.tasks.data import Example, read_jsonl
+from xsteer.core.generate import Steering, generate
+from xsteer.core.io import write_json_atomic, write_text_atomic
+from xsteer.core.likelihood import continuation_logprobs
+from xsteer.tasks.prompts import arc_loglik_request, build_messages, few_shot_examples, prompt_family, render
+from xsteer.tasks.scoring import arc_loglik_choice, majority_vote, score
+from xsteer.evaluation.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_diff
+from xsteer.core.vectors import SteeringVectors
 
 PAPER_GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 10)) + tuple(round(0.1 * i, 1) for i in range(1, 11))
 BASELINE, SELF_CONSISTENCY = "baseline", "self_consistency"
@@ -134,7 +134,7 @@ class Evaluator:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        from xsteer.models import model_id
+        from xsteer.core.models import model_id
 
         self.config_hash = self.cfg.hash(model_id(self.model), self.conditions)
         if not self.shots and self.cfg.mode == "generate" and self.cfg.shots:

@@ -1,7 +1,7 @@
 """The whole pipeline on the embedded default: offline zoo + built-in synthetic data, on a CPU.
 
 Gemma-3-270M (parent) → SmolLM2-135M-Instruct (child) on templated multi-step arithmetic word problems,
-run as a one-job grid (:mod:`xsteer.grid`): Algorithm 1 on the parent and on the child (the child-native
+run as a one-job grid (:mod:`xsteer.app.grid`): Algorithm 1 on the parent and on the child (the child-native
 control), a proportional × ridge transfer map with its held-out fit, Algorithms 2 and 3 with ITS and every
 control (λ relative to the child's residual norm), and an HTML report. A rerun reuses what is done.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from xsteer.config import parse_config
+from xsteer.app.config import parse_config
 
 DEMO = {
     "name": "demo",
@@ -29,7 +29,7 @@ DEMO = {
 
 
 def run_demo(out: str | Path, *, device: str | None = None) -> Path:
-    from xsteer.grid import run_grid
+    from xsteer.app.grid import run_grid
 
     cfg = parse_config({**DEMO, "device": device}, where="demo")
     t0 = time.time()

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xsteer.generate import Steering, lambda_rows
-from xsteer.inject import steer
-from xsteer.models import encode, native_attention
+from xsteer.core.generate import Steering, lambda_rows
+from xsteer.core.inject import steer
+from xsteer.core.models import encode, native_attention
 
 
 def _groups(contexts: Sequence[str], lam: Tensor | None) -> list[tuple[int, int]]:

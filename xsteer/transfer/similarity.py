@@ -165,7 +165,7 @@ def mapped_random_null(
     seed: int = 0,
 ) -> list[float]:
     """Per child layer, the q-quantile of |cos| between ``reference[l]`` and random parent directions
-    sent through the width map of a :class:`~xsteer.transfer.TransferMap` (NaN where unmapped).
+    sent through the width map of a :class:`~xsteer.transfer.maps.TransferMap` (NaN where unmapped).
 
     The fair null for a mapped vector: a fitted map concentrates every input on the child's
     high-variance subspace, so a plain random child direction understates chance agreement.
@@ -199,7 +199,7 @@ def compare_vectors(
     Returns the per-layer cosine (NaN where either side steers nothing), the random-direction null
     (the q-quantile of |cos| of random unit vectors in d dims), how many layers both steer and how many
     of those beat the null, the layer x layer cosine and correlation matrices and, given the
-    :class:`~xsteer.transfer.TransferMap` that produced ``vectors``, the mapped-random null per layer.
+    :class:`~xsteer.transfer.maps.TransferMap` that produced ``vectors``, the mapped-random null per layer.
     """
     if vectors.vectors.shape != reference.vectors.shape:
         raise ValueError(

@@ -34,9 +34,9 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from xsteer.models import encode, model_id, native_attention
-from xsteer.pairs import ContrastivePair, pairs_hash
-from xsteer.vectors import SteeringVectors
+from xsteer.core.models import encode, model_id, native_attention
+from xsteer.extraction.pairs import ContrastivePair, pairs_hash
+from xsteer.core.vectors import SteeringVectors
 
 Method = Literal["pca", "pca_uncentred", "mean_diff"]
 METHODS: dict[str, str] = {
@@ -72,7 +72,7 @@ def last_token_resid(
         raise ValueError(f"layers must lie in 0..{n_layers - 1}, got {layers}")
     tok = model.tokenizer
     if tok.padding_side != "left":
-        raise ValueError("last_token_resid needs a left-padding tokenizer (xsteer.models.prepare_tokenizer)")
+        raise ValueError("last_token_resid needs a left-padding tokenizer (xsteer.core.models.prepare_tokenizer)")
     device = next(model.parameters()).device
     out = torch.empty(len(texts), len(layers), d_model, dtype=torch.float32)
     last = layers[-1]

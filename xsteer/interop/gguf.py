@@ -2,7 +2,7 @@
 
 Why: a vector set is only usable inside xsteer (TransformerLens, float32, Python). llama.cpp runs the same
 models quantized, on a CPU, in a server; its ``--control-vector FILE`` / ``--control-vector-scaled FILE λ``
-add a per-layer vector to the residual stream, which is the same intervention as :func:`xsteer.inject.steer`.
+add a per-layer vector to the residual stream, which is the same intervention as :func:`xsteer.core.inject.steer`.
 Exporting lets a vector found (or transferred) here be used there without re-extracting it.
 
 The layout, as llama.cpp reads it (``common/common.cpp``, ``common_control_vector_load_one``;
@@ -42,8 +42,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xsteer.io import atomic_path
-from xsteer.vectors import SteeringVectors, VectorFileError
+from xsteer.core.io import atomic_path
+from xsteer.core.vectors import SteeringVectors, VectorFileError
 
 ARCH = "controlvector"
 HOOK = "hook_resid_post"  # the only point llama.cpp adds at: the block output

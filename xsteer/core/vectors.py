@@ -40,7 +40,7 @@ class SteeringVectors:
         model_id: the model whose residual space the vectors live in (``cfg.model_name`` of a loaded model).
         method: how the directions were obtained (``pca``, ``pca_uncentred``, ``mean_diff``, or
             ``transfer:<layer map>/<width map>`` for mapped vectors).
-        layers: the layers that carry a vector; all others are left alone by :func:`xsteer.inject.steer`.
+        layers: the layers that carry a vector; all others are left alone by :func:`xsteer.core.inject.steer`.
         hook: the TransformerLens hook point the vectors were read from and are added at.
         position: which token position the activations were read at.
         norm: the norm convention (a key of :data:`NORMS`).
@@ -108,12 +108,12 @@ class SteeringVectors:
             raise VectorFileError(
                 f"vectors for {self.model_id!r} are [{self.n_layers} layers x d_model {self.d_model}] but the "
                 f"model{f' {model_id!r}' if model_id else ''} has [{n_layers} layers x d_model {d_model}]; "
-                "map them into the child's space first with `xsteer transfer` (xsteer.transfer)"
+                "map them into the child's space first with `xsteer transfer` (xsteer.transfer.maps)"
             )
 
     def save(self, path: str | Path) -> Path:
         """Write atomically: a crash mid-write leaves either the old file or none, never half a file."""
-        from xsteer.io import save_safetensors
+        from xsteer.core.io import save_safetensors
 
         header = {"xsteer": json.dumps(self.metadata(), default=_json_default)}
         return save_safetensors({"vectors": self.vectors}, path, header)

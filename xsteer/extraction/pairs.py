@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xsteer.data import Example, read_jsonl
-from xsteer.prompts import render_pair_text
+from xsteer.tasks.data import Example, read_jsonl
+from xsteer.tasks.prompts import render_pair_text
 
 
 @dataclass(frozen=True)

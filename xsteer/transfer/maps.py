@@ -2,8 +2,8 @@
 
 A :class:`TransferMap` is two explicit choices, both recorded in every file it touches:
 
-* a **layer map** (:mod:`xsteer.layermap`): which parent layer feeds each child layer;
-* a **width map** per mapped child layer (:mod:`xsteer.widthmap`): parent residual space -> child's.
+* a **layer map** (:mod:`xsteer.transfer.layermap`): which parent layer feeds each child layer;
+* a **width map** per mapped child layer (:mod:`xsteer.transfer.widthmap`): parent residual space -> child's.
 
 Maps are fitted on *paired activations*: the last token of identical raw text run through both models
 (tokenizer-agnostic, RepE's last-token convention). A held-out share of the texts measures each map
@@ -29,13 +29,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xsteer.extract import last_token_resid
-from xsteer.io import save_safetensors
-from xsteer.layermap import LAYER_MAPS, describe, make_layer_map
-from xsteer.models import model_id
-from xsteer.similarity import cka_matrix
-from xsteer.vectors import NORMS, SteeringVectors, VectorFileError
-from xsteer.widthmap import WIDTH_MAPS, WidthMap, fit_report, fit_width_map
+from xsteer.extraction.extract import last_token_resid
+from xsteer.core.io import save_safetensors
+from xsteer.transfer.layermap import LAYER_MAPS, describe, make_layer_map
+from xsteer.core.models import model_id
+from xsteer.transfer.similarity import cka_matrix
+from xsteer.core.vectors import NORMS, SteeringVectors, VectorFileError
+from xsteer.transfer.widthmap import WIDTH_MAPS, WidthMap, fit_report, fit_width_map
 
 
 class TransferError(ValueError):

@@ -4,7 +4,7 @@ Generation prompts are chat conversations (:func:`build_messages`) rendered thro
 model's own chat template (:func:`render`). Models without a template (base models such as the
 Gemma-3-270M GGUF, which echo nonsense when fed chat markup) get a documented plain
 "Question:/Answer:" fallback. Rendered text is kept exactly as the template writes it, BOS included:
-:func:`xsteer.models.encode` removes a leading BOS only for tokenizers that add one themselves
+:func:`xsteer.core.models.encode` removes a leading BOS only for tokenizers that add one themselves
 (SmolLM2's BOS *is* ``<|im_start|>``, the first token of every ChatML turn, and must stay).
 
 Answer formats shots end with (what the scorer should look for):

@@ -21,8 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from xsteer.evaluate import BASELINE, SELF_CONSISTENCY, accuracy_by_lambda  # noqa: E402
-from xsteer.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic  # noqa: E402
+from xsteer.evaluation.evaluate import BASELINE, SELF_CONSISTENCY, accuracy_by_lambda  # noqa: E402
+from xsteer.core.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 
 
 def save_figure(fig: Any, path_stem: Path) -> Path:
@@ -111,7 +111,7 @@ def write_report(folder: str | Path, *, title: str = "xsteer report", sections: 
     figs = folder / "figures"
     if summary_path.exists():
         doc = json.loads(summary_path.read_text())
-        from xsteer.evaluate import RecordStore, summary_markdown
+        from xsteer.evaluation.evaluate import RecordStore, summary_markdown
 
         records = RecordStore(folder / "records.jsonl").load(doc.get("config_hash"))
         for metric, summ in doc["summaries"].items():
@@ -173,9 +173,9 @@ def layer_lines(series: Mapping[str, Sequence[float]], out: Path, *, ylabel: str
 
 # ---------------------------------------------------------------------------------------------- ablations
 def ablation_figures(doc: Mapping[str, Any], folder: Path) -> list[Path]:
-    """Figures of an :func:`xsteer.ablate.ablation_study` document: a λ × layer heatmap and per-layer lines of
+    """Figures of an :func:`xsteer.evaluation.ablate.ablation_study` document: a λ × layer heatmap and per-layer lines of
     the signal change (``single``, ``leave_one_out``), or the per-layer λ found (``coordinate``)."""
-    from xsteer.ablate import study_matrix
+    from xsteer.evaluation.ablate import study_matrix
 
     study, figs = doc["study"], Path(folder) / "figures"
     if study == "coordinate":
@@ -228,7 +228,7 @@ def similarity_report(out: str | Path, *, reference: tuple[str, Any] | None = No
     per comparison and layer), ``cka.csv`` (one row per pair and child layer) and ``report.html``.
     Returns the JSON document plus ``files`` (the paths written).
     """
-    from xsteer.similarity import best_matches, cka_matrix, compare_vectors
+    from xsteer.transfer.similarity import best_matches, cka_matrix, compare_vectors
 
     if vectors and reference is None:
         raise ValueError("comparing vectors needs a reference vector set (e.g. the child-native vectors)")

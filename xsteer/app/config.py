@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
-from xsteer.data import DATASETS, SPLITS
-from xsteer.layermap import LAYER_MAPS
-from xsteer.models import ModelSpecError, parse_spec
-from xsteer.pairs import BUILDERS
-from xsteer.widthmap import WIDTH_MAPS
+from xsteer.tasks.data import DATASETS, SPLITS
+from xsteer.transfer.layermap import LAYER_MAPS
+from xsteer.core.models import ModelSpecError, parse_spec
+from xsteer.extraction.pairs import BUILDERS
+from xsteer.transfer.widthmap import WIDTH_MAPS
 
 
 class ConfigError(ValueError):
@@ -175,7 +175,7 @@ def validate(cfg: ExperimentConfig, *, where: str = "config", check_data: bool =
 
 def _check_splits(cfg: ExperimentConfig, where: str) -> None:
     """Every split a job will read must exist (offline: its file; cheap, nothing is tokenized)."""
-    from xsteer.data import load_examples
+    from xsteer.tasks.data import load_examples
 
     needed = {(d.name, s) for d in cfg.datasets for s in (cfg.pairs.split, "test") + (("validation",) if d.val_items else ())}
     fit_ds, fit_split, _ = cfg.transfer.fit_text.split(":")

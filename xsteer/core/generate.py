@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from xsteer.inject import Lambda, steer
-from xsteer.models import encode, native_attention
-from xsteer.vectors import SteeringVectors
+from xsteer.core.inject import Lambda, steer
+from xsteer.core.models import encode, native_attention
+from xsteer.core.vectors import SteeringVectors
 
 Positions = Literal["all", "generated"]
 

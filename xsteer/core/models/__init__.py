@@ -1,0 +1,1 @@
+from xsteer.core.models.load import *  # noqa: F403
