@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from xsteer.app.report import similarity_report, similarity_table, vector_labels
-from xsteer.transfer.maps import TransferMap
 from xsteer.core.vectors import SteeringVectors
+from xsteer.transfer.maps import TransferMap
 
 
 def main() -> None:

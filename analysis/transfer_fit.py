@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
+from xsteer.core.models import load_model
 from xsteer.tasks.data import load_examples
 from xsteer.transfer.layermap import LAYER_MAPS
-from xsteer.core.models import load_model
 from xsteer.transfer.maps import fit_texts, fit_transfer_from_activations, paired_activations
 
 WIDTHS = ("ridge", "procrustes", "truncate_pad")

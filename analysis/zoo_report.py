@@ -20,9 +20,16 @@ from pathlib import Path
 
 import torch
 
+from xsteer.app.report import (
+    condition_bars,
+    embed_png,
+    heatmap,
+    lambda_curves,
+    similarity_table,
+    write_report,
+)
 from xsteer.evaluation.ablate import study_matrix
 from xsteer.evaluation.evaluate import RecordStore, summary_markdown
-from xsteer.app.report import condition_bars, embed_png, heatmap, lambda_curves, similarity_table, write_report
 
 # run folder -> (label, which vector condition holds the parent's mapped vectors)
 RUNS = {"gsm8k": "GSM8K, Gemma-3-270M → SmolLM2-135M", "arc": "ARC-Challenge (log-likelihood), Gemma-3-270M → SmolLM2-135M",

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from xsteer.tasks.data import Example, load_examples
 from xsteer.core.models import load_model
+from xsteer.tasks.data import Example, load_examples
 from xsteer.tasks.prompts import build_messages, few_shot_examples, render
 
 

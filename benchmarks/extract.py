@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from _common import setup
 
-from xsteer.tasks.data import load_examples
-from xsteer.extraction.extract import extract
 from xsteer.core.models import encode
+from xsteer.extraction.extract import extract
 from xsteer.extraction.pairs import build_pairs
+from xsteer.tasks.data import load_examples
 
 MiB = 2**20
 

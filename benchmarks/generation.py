@@ -52,9 +52,9 @@ from typing import Any
 import torch
 from _common import gsm8k_prompts, setup
 
-from xsteer.extraction.extract import last_token_resid
-from xsteer.core.generate import Steering, eos_ids, generate
-from xsteer.core.models import encode, load_hf, model_id
+from xsteer.core.activations import last_token_resid
+from xsteer.core.generate import Steering, generate
+from xsteer.core.models import encode, eos_ids, load_hf, model_id
 from xsteer.core.vectors import SteeringVectors
 
 Output = dict[int, tuple[str, int]]  # prompt index -> (completion text, generated tokens)

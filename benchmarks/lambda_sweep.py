@@ -25,13 +25,14 @@ from typing import Any
 import torch
 from _common import gsm8k_prompts, setup
 
-from xsteer.tasks.data import load_examples
-from xsteer.evaluation.evaluate import PAPER_GRID
-from xsteer.extraction.extract import extract, last_token_resid
+from xsteer.core.activations import last_token_resid
 from xsteer.core.generate import Generation, Steering, generate
-from xsteer.extraction.pairs import build_pairs
-from xsteer.tasks.scoring import majority_vote, score
 from xsteer.core.vectors import SteeringVectors
+from xsteer.evaluation.evaluate import PAPER_GRID
+from xsteer.extraction.extract import extract
+from xsteer.extraction.pairs import build_pairs
+from xsteer.tasks.data import load_examples
+from xsteer.tasks.scoring import majority_vote, score
 
 # {0.01, ..., 0.09} ∪ {0.1, ..., 1.0}; rounded so the values are the decimals they look like.
 GRID = list(PAPER_GRID)

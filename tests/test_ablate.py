@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from xsteer.core.inject import steer
+from xsteer.core.vectors import SteeringVectors
 from xsteer.evaluation.ablate import (
     coordinate_search,
     leave_one_out_profiles,
@@ -8,8 +10,6 @@ from xsteer.evaluation.ablate import (
     run_profiles,
     single_layer_profiles,
 )
-from xsteer.core.inject import steer
-from xsteer.core.vectors import SteeringVectors
 
 
 def unit_vectors(n_layers, d, seed=0):

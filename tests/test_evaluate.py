@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from xsteer.tasks.data import Example, load_examples
+from xsteer.core.vectors import SteeringVectors
 from xsteer.evaluation.evaluate import (
     BASELINE,
     PAPER_GRID,
@@ -21,7 +21,7 @@ from xsteer.evaluation.evaluate import (
     summarize,
     vote_correct,
 )
-from xsteer.core.vectors import SteeringVectors
+from xsteer.tasks.data import Example, load_examples
 
 
 def vectors_for(model, seed=0):

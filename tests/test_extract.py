@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from xsteer.extraction.extract import METHODS, extract, fit_directions, last_token_resid
-from xsteer.extraction.pairs import ContrastivePair
+from xsteer.core.activations import last_token_resid
 from xsteer.core.vectors import SteeringVectors
+from xsteer.extraction.extract import METHODS, extract, fit_directions
+from xsteer.extraction.pairs import ContrastivePair
 
 
 def planted(n=64, layers=3, d=32, scale=4.0, seed=0):

@@ -1,7 +1,7 @@
 import pytest
 
-from xsteer.tasks.data import Example
 from xsteer.extraction.pairs import build_pairs, load_pairs_jsonl, pairs_hash
+from xsteer.tasks.data import Example
 
 GSM = [
     Example(id=f"g{i}", question=f"Tom has {i} apples and buys 2. How many?", answer=str(i + 2),

@@ -10,8 +10,8 @@ pytest.importorskip("transformers")
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors  # noqa: E402
 from transformers import PreTrainedTokenizerFast  # noqa: E402
 
-from xsteer.tasks.data import Example, load_examples  # noqa: E402
 from xsteer.core.models import encode, prepare_tokenizer  # noqa: E402
+from xsteer.tasks.data import Example, load_examples  # noqa: E402
 from xsteer.tasks.prompts import (  # noqa: E402
     SYSTEM_PROMPTS,
     arc_loglik_request,

@@ -5,12 +5,13 @@ import pytest
 import torch
 from conftest import zoo_model
 
-from xsteer.tasks.data import load_examples
-from xsteer.extraction.extract import extract, last_token_resid
+from xsteer.core.activations import last_token_resid
 from xsteer.core.generate import Steering, generate
 from xsteer.core.inject import steer
 from xsteer.core.models import encode
+from xsteer.extraction.extract import extract
 from xsteer.extraction.pairs import build_pairs
+from xsteer.tasks.data import load_examples
 from xsteer.tasks.prompts import render
 
 QUESTIONS = ["What is the capital of France?", "Tom has 3 apples and buys 5 more. How many apples does he have?"]

@@ -1,7 +1,7 @@
 import json
 
-from xsteer.evaluation.evaluate import EvalConfig, RecordStore, summarize
 from xsteer.app.report import write_report
+from xsteer.evaluation.evaluate import EvalConfig, RecordStore, summarize
 
 
 def fake_records(n_items=12):

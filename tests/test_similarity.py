@@ -167,8 +167,8 @@ def test_best_matches_skips_nan_entries():
 
 
 def test_compare_vectors_counts_only_layers_both_sides_steer():
-    from xsteer.transfer.similarity import compare_vectors
     from xsteer.core.vectors import SteeringVectors
+    from xsteer.transfer.similarity import compare_vectors
 
     v = torch.randn(4, 64, generator=_gen(5))
     a = SteeringVectors(v, "m", "x", (0, 1, 2))

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from xsteer.transfer.maps import TransferError, TransferMap, fit_transfer, fit_transfer_from_activations
 from xsteer.core.vectors import SteeringVectors
+from xsteer.transfer.maps import TransferError, TransferMap, fit_transfer, fit_transfer_from_activations
 
 
 def synthetic(n_p=6, n_c=4, d_p=48, d_c=32, n=400, noise=0.05, seed=0):

@@ -88,8 +88,8 @@ def extract_cmd(model_spec, dataset, split, data_dir, pairs_file, builder, n_pai
           --split train --n-pairs 64 --out gemma.safetensors
       xsteer extract --parent smollm2-135m --pairs my_pairs.jsonl --method mean_diff --out v.safetensors
     """
-    from xsteer.extraction.extract import extract
     from xsteer.core.models import load_model, parse_spec
+    from xsteer.extraction.extract import extract
     from xsteer.extraction.pairs import build_pairs, load_pairs_jsonl
 
     if (dataset is None) == (pairs_file is None):
@@ -176,8 +176,8 @@ def transfer_cmd(vectors_path, child_spec, parent_spec, layer_map, mapping, widt
       xsteer transfer --vectors gemma.safetensors --child smollm2-135m --map g2s.map.safetensors --out again.safetensors
     """
     from xsteer.core.models import load_model, parse_spec
-    from xsteer.transfer.maps import TransferMap, fit_transfer, report_table
     from xsteer.core.vectors import SteeringVectors
+    from xsteer.transfer.maps import TransferMap, fit_transfer, report_table
 
     vectors = SteeringVectors.load(vectors_path)
     out = Path(out)
@@ -282,10 +282,10 @@ def evaluate_cmd(child_spec, vector_specs, random_control, self_consistency, dat
       xsteer evaluate --child smollm2-135m --vectors parent=g2s.safetensors --dataset arc_challenge \\
           --mode loglik --data-dir ../shared/data --out runs/g2s-arc
     """
-    from xsteer.tasks.data import load_examples
-    from xsteer.evaluation.evaluate import Evaluator, RecordStore
     from xsteer.core.models import load_model, parse_spec
     from xsteer.core.vectors import SteeringVectors
+    from xsteer.evaluation.evaluate import Evaluator, RecordStore
+    from xsteer.tasks.data import load_examples
 
     cfg = _eval_config(dataset, mode, lambdas, positions, shots, max_new_tokens, seed)
     conditions: dict[str, SteeringVectors | None] = {"baseline": None}
@@ -332,10 +332,10 @@ def tune_cmd(child_spec, vector_spec, val_items, baseline, dataset, data_dir, mo
       xsteer tune --child smollm2-135m --vectors g2s.safetensors --dataset arc_challenge --mode loglik \\
           --lambdas 0.01,0.05,0.1,0.5 --data-dir ../shared/data --out runs/g2s-arc-tune
     """
-    from xsteer.tasks.data import load_examples
-    from xsteer.evaluation.evaluate import BASELINE, Evaluator, RecordStore, tune_markdown
     from xsteer.core.models import load_model, parse_spec
     from xsteer.core.vectors import SteeringVectors
+    from xsteer.evaluation.evaluate import BASELINE, Evaluator, RecordStore, tune_markdown
+    from xsteer.tasks.data import load_examples
 
     _positive(val_items, "--val-items")
     cfg = _eval_config(dataset, mode, lambdas, positions, shots, max_new_tokens, seed)
@@ -390,12 +390,12 @@ def ablate_cmd(child_spec, vectors_path, study, split, n_items, sweeps, accuracy
       xsteer ablate --child smollm2-135m --vectors g2s.safetensors --dataset arc_challenge --mode loglik \\
           --study coordinate --lambdas 0.05,0.1,0.2 --accuracy --data-dir ../shared/data --out runs/g2s-ablate
     """
-    from xsteer.evaluation.ablate import ablation_study, ablation_table
-    from xsteer.tasks.data import load_examples
+    from xsteer.app.report import ablation_figures
     from xsteer.core.io import write_csv_atomic, write_json_atomic
     from xsteer.core.models import load_model, parse_spec
-    from xsteer.app.report import ablation_figures
     from xsteer.core.vectors import SteeringVectors
+    from xsteer.evaluation.ablate import ablation_study, ablation_table
+    from xsteer.tasks.data import load_examples
 
     _positive(n_items, "--items")
     _positive(sweeps, "--sweeps")
@@ -455,11 +455,11 @@ def similarity_cmd(vector_paths, reference_path, map_paths, acts_paths, model_sp
     """
     import torch
 
+    from xsteer.app.report import similarity_report, similarity_table, vector_labels
     from xsteer.core.io import atomic_path
     from xsteer.core.models import load_model, parse_spec
-    from xsteer.app.report import similarity_report, similarity_table, vector_labels
-    from xsteer.transfer.maps import TransferMap, paired_activations
     from xsteer.core.vectors import SteeringVectors
+    from xsteer.transfer.maps import TransferMap, paired_activations
 
     if not (vector_paths or acts_paths or model_specs):
         raise click.UsageError("nothing to compare: give --vectors with --reference, --acts, or --models PARENT CHILD")
@@ -522,9 +522,9 @@ def export_gguf_cmd(vectors_path, out, model_hint, layers, scale) -> None:
       llama-cli -m SmolLM2-135M-Instruct.gguf --control-vector-scaled g2s.gguf 0.01 -p "..."
       xsteer export-gguf runs/g2s.safetensors --layers 10-25 --out g2s-mid.gguf
     """
-    from xsteer.interop.gguf import export_gguf
     from xsteer.core.inject import resolve_layers
     from xsteer.core.vectors import SteeringVectors
+    from xsteer.interop.gguf import export_gguf
 
     sv = SteeringVectors.load(vectors_path)
     chosen = resolve_layers(sv, parse_layers(layers, sv.n_layers)) if layers else [layer for layer in sv.layers if layer != 0]

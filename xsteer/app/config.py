@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from xsteer.tasks.data import DATASETS, SPLITS
-from xsteer.transfer.layermap import LAYER_MAPS
 from xsteer.core.models import ModelSpecError, parse_spec
 from xsteer.extraction.pairs import BUILDERS
+from xsteer.tasks.data import DATASETS, SPLITS
+from xsteer.transfer.layermap import LAYER_MAPS
 from xsteer.transfer.widthmap import WIDTH_MAPS
 
 

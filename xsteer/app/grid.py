@@ -46,10 +46,10 @@ def make_vectors(cfg: ExperimentConfig, model_spec: str, dataset: str, out: str)
     path = vectors_path(Path(out), model_spec, dataset)
     if path.exists():
         return str(path)
-    from xsteer.tasks.data import exclude_examples, load_examples
-    from xsteer.extraction.extract import extract
     from xsteer.core.models import load_model
+    from xsteer.extraction.extract import extract
     from xsteer.extraction.pairs import build_pairs
+    from xsteer.tasks.data import exclude_examples, load_examples
     from xsteer.tasks.prompts import few_shot_examples
 
     examples = load_examples(dataset, cfg.pairs.split, data_dir=cfg.data_dir, seed=cfg.seed)
@@ -66,8 +66,8 @@ def make_map(cfg: ExperimentConfig, parent: str, child: str, out: str) -> str:
     path = map_path(Path(out), parent, child, cfg)
     if path.exists():
         return str(path)
-    from xsteer.tasks.data import load_examples
     from xsteer.core.models import load_model
+    from xsteer.tasks.data import load_examples
     from xsteer.transfer.maps import fit_texts, fit_transfer
 
     ds, split, n = cfg.transfer.fit_text.split(":")
@@ -83,12 +83,12 @@ def run_job(cfg: ExperimentConfig, parent: str, child: str, dataset: str, out: s
     folder = job_dir(Path(out), parent, child, dataset)
     if (folder / DONE).exists():
         return str(folder)
-    from xsteer.tasks.data import load_examples
-    from xsteer.evaluation.evaluate import EvalConfig, Evaluator, RecordStore
-    from xsteer.core.models import load_model
     from xsteer.app.report import write_report
-    from xsteer.transfer.maps import TransferMap, report_table
+    from xsteer.core.models import load_model
     from xsteer.core.vectors import SteeringVectors
+    from xsteer.evaluation.evaluate import EvalConfig, Evaluator, RecordStore
+    from xsteer.tasks.data import load_examples
+    from xsteer.transfer.maps import TransferMap, report_table
 
     dspec = next(d for d in cfg.datasets if d.name == dataset)
     tmap = TransferMap.load(map_path(Path(out), parent, child, cfg))

@@ -21,8 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from xsteer.evaluation.evaluate import BASELINE, SELF_CONSISTENCY, accuracy_by_lambda  # noqa: E402
 from xsteer.core.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic  # noqa: E402
+from xsteer.evaluation.evaluate import BASELINE, SELF_CONSISTENCY, accuracy_by_lambda  # noqa: E402
 
 
 def save_figure(fig: Any, path_stem: Path) -> Path:

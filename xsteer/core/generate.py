@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from xsteer.core.inject import Lambda, steer
-from xsteer.core.models import encode, native_attention
+from xsteer.core.models import encode, eos_ids, has_sliding_window, native_attention
 from xsteer.core.vectors import SteeringVectors
 
 Positions = Literal["all", "generated"]
@@ -45,16 +45,6 @@ class Generation:
     text: str  # the completion, cut before the first stop string
     n_tokens: int
     finish: Literal["eos", "stop", "length"]
-
-
-def eos_ids(model: Any) -> set[int]:
-    tok = model.tokenizer
-    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-    gen_cfg = getattr(getattr(model, "original_model", None), "generation_config", None)
-    extra = getattr(gen_cfg, "eos_token_id", None)
-    if extra is not None:
-        ids |= set(extra) if isinstance(extra, (list, tuple)) else {int(extra)}
-    return ids
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -137,12 +127,6 @@ def shared_prefix_len(seqs: Sequence[Tensor]) -> int:
     return int(differ[0]) if len(differ) else n
 
 
-def _has_sliding_window(model: Any) -> bool:
-    cfg = getattr(getattr(model, "original_model", None), "config", None)
-    cfg = getattr(cfg, "text_config", cfg)
-    return getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True) is not False
-
-
 def _prefill(model: Any, seqs: list[Tensor], device: Any, *, lam: Tensor | None = None, handle: Any = None) -> tuple:
     """Run ``seqs`` (unpadded token ids) through the model, filling a KV cache; returns (cache, mask, last
     position per row, last logits), or Nones when every sequence is empty.
@@ -158,7 +142,7 @@ def _prefill(model: Any, seqs: list[Tensor], device: Any, *, lam: Tensor | None 
     if all(len(s) == 0 for s in seqs):
         return None, None, None, None
     p = shared_prefix_len(seqs)
-    if p < MIN_SHARED_PREFIX or _has_sliding_window(model):
+    if p < MIN_SHARED_PREFIX or has_sliding_window(model):
         p = 0
     past = None
     if p:

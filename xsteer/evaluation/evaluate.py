@@ -33,14 +33,14 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from xsteer.tasks.data import Example, read_jsonl
 from xsteer.core.generate import Steering, generate
 from xsteer.core.io import write_json_atomic, write_text_atomic
 from xsteer.core.likelihood import continuation_logprobs
+from xsteer.core.vectors import SteeringVectors
+from xsteer.evaluation.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_diff
+from xsteer.tasks.data import Example, read_jsonl
 from xsteer.tasks.prompts import arc_loglik_request, build_messages, few_shot_examples, prompt_family, render
 from xsteer.tasks.scoring import arc_loglik_choice, majority_vote, score
-from xsteer.evaluation.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_diff
-from xsteer.core.vectors import SteeringVectors
 
 PAPER_GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 10)) + tuple(round(0.1 * i, 1) for i in range(1, 11))
 BASELINE, SELF_CONSISTENCY = "baseline", "self_consistency"

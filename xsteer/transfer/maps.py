@@ -29,12 +29,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xsteer.extraction.extract import last_token_resid
+from xsteer.core.activations import last_token_resid
 from xsteer.core.io import save_safetensors
-from xsteer.transfer.layermap import LAYER_MAPS, describe, make_layer_map
 from xsteer.core.models import model_id
-from xsteer.transfer.similarity import cka_matrix
 from xsteer.core.vectors import NORMS, SteeringVectors, VectorFileError
+from xsteer.transfer.layermap import LAYER_MAPS, describe, make_layer_map
+from xsteer.transfer.similarity import cka_matrix
 from xsteer.transfer.widthmap import WIDTH_MAPS, WidthMap, fit_report, fit_width_map
 
 

@@ -1,0 +1,99 @@
+"""The one place that touches TransformerLens and Hugging Face internals.
+
+Everything else in xsteer talks to a model through TransformerLens's public surface (``cfg``, ``tokenizer``,
+``hooks()``, the forward call with ``past_key_values``). What that surface lacks lives here: booting a
+TransformerBridge around an already-loaded HF model offline, the HF config the bridge wraps, and running
+attention through the model's own kernels. When TransformerLens or transformers change, this file changes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+def fix_config(hf_model: Any) -> None:
+    """Make a GGUF-loaded HF model bootable: drop the stale quantization config, name the architecture.
+
+    The GGUF reader leaves a ``quantization_config`` behind although the weights are already dequantized,
+    and no ``architectures``, which TransformerLens needs to pick its adapter.
+    """
+    cfg = hf_model.config
+    if getattr(cfg, "quantization_config", None) is not None:
+        delattr(cfg, "quantization_config")
+    if getattr(hf_model, "hf_quantizer", None) is not None:
+        hf_model.hf_quantizer = None
+    if not getattr(cfg, "architectures", None):
+        cfg.architectures = [type(hf_model).__name__]
+
+
+def boot(hf_model: Any, tokenizer: Any, *, label: str, device: str) -> Any:
+    """A TransformerBridge around an HF model that is already on ``device`` (the label is only a name)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    fix_config(hf_model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = TransformerBridge.boot_transformers(label, hf_model=hf_model, tokenizer=tokenizer, device=device)
+    return bridge.eval()
+
+
+def hf_model(model: Any) -> Any:
+    """The Hugging Face model a bridge wraps."""
+    return model.original_model
+
+
+def hf_config(model: Any) -> Any:
+    """The HF text config (multimodal configs nest it under ``text_config``)."""
+    cfg = getattr(getattr(model, "original_model", None), "config", None)
+    return getattr(cfg, "text_config", cfg)
+
+
+def eos_ids(model: Any) -> set[int]:
+    """Every token id that ends a generation: the tokenizer's EOS and the generation config's."""
+    tok = model.tokenizer
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    gen_cfg = getattr(getattr(model, "original_model", None), "generation_config", None)
+    extra = getattr(gen_cfg, "eos_token_id", None)
+    if extra is not None:
+        ids |= set(extra) if isinstance(extra, (list, tuple)) else {int(extra)}
+    return ids
+
+
+def has_sliding_window(model: Any) -> bool:
+    """Whether attention uses a sliding window (Gemma 3): its window counts cache slots, not positions."""
+    cfg = hf_config(model)
+    return getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True) is not False
+
+
+@contextmanager
+def native_attention(model: Any, implementation: str = "sdpa") -> Iterator[Any]:
+    """Run attention through the model's own Hugging Face kernels (``sdpa``) inside the block.
+
+    TransformerBridge re-implements attention step by step so that ``attn.hook_pattern`` and friends fire;
+    that path copies the grouped KV cache on every decode step and dominates generation time on a CPU.
+    Residual-stream hooks (``blocks.{l}.hook_resid_post``, which steering and extraction use) still fire
+    here; attention-internal hooks do not. Outputs match the bridge path to float tolerance.
+    """
+    swapped = []
+    for block in getattr(model, "blocks", []):
+        layer, attn = getattr(block, "original_component", None), getattr(block, "attn", None)
+        native = getattr(attn, "original_component", None)
+        if layer is None or native is None:
+            continue
+        for name, child in layer.named_children():
+            if child is attn:
+                swapped.append((layer, name, attn))
+                setattr(layer, name, native)
+    cfg = model.original_model.config
+    old = cfg._attn_implementation
+    try:
+        if swapped:
+            cfg._attn_implementation = implementation
+        yield model
+    finally:
+        cfg._attn_implementation = old
+        for layer, name, attn in swapped:
+            setattr(layer, name, attn)
