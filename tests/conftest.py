@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import string
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,15 @@ def zoo_model(name: str):
 @pytest.fixture(scope="session")
 def smollm2():
     return zoo_model("smollm2-135m")
+
+
+@contextmanager
+def bad_shapes(match: str):
+    """Expect a shape error: xsteer's own (a ValueError naming the problem) when annotations are not checked,
+    or jaxtyping's TypeCheckError when they are (the default test run checks them)."""
+    from jaxtyping import TypeCheckError
+
+    with pytest.raises((ValueError, TypeCheckError)) as info:
+        yield info
+    if not isinstance(info.value, TypeCheckError):
+        assert re.search(match, str(info.value)), str(info.value)

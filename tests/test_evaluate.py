@@ -10,17 +10,9 @@ import pytest
 import torch
 
 from xsteer.core.vectors import SteeringVectors
-from xsteer.evaluation.evaluate import (
-    BASELINE,
-    PAPER_GRID,
-    SELF_CONSISTENCY,
-    EvalConfig,
-    Evaluator,
-    RecordStore,
-    best_lambda,
-    summarize,
-    vote_correct,
-)
+from xsteer.evaluation.evaluate import PAPER_GRID, EvalConfig, Evaluator
+from xsteer.evaluation.records import RecordStore
+from xsteer.evaluation.summary import BASELINE, SELF_CONSISTENCY, best_lambda, summarize, vote_correct
 from xsteer.tasks.data import Example, load_examples
 
 
@@ -124,7 +116,8 @@ def test_loglik_matches_a_direct_computation(tiny):
 RUN = textwrap.dedent('''
     import sys, torch
     from xsteer.tasks.data import load_examples
-    from xsteer.evaluation.evaluate import EvalConfig, Evaluator, RecordStore
+    from xsteer.evaluation.evaluate import EvalConfig, Evaluator
+    from xsteer.evaluation.records import RecordStore
     from xsteer.core.models import load_model
     from xsteer.core.vectors import SteeringVectors
     model = load_model(sys.argv[1], device="cpu")

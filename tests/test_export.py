@@ -94,6 +94,10 @@ def test_scale_is_baked_in(tmp_path):
         ("Qwen2ForCausalLM", "qwen2"),
         ("Qwen/Qwen3-0.6B", "qwen3"),
         ("microsoft/Phi-3-mini-4k-instruct", "phi3"),
+        # repeng writes the HF model_type as its hint; MoE variants are their own llama.cpp architectures.
+        ("gemma3_text", "gemma3"),
+        ("qwen2_moe", "qwen2moe"),
+        ("Qwen3MoeForCausalLM", "qwen3moe"),
     ],
 )
 def test_model_hint_inferred(model, hint):

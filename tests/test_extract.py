@@ -3,7 +3,8 @@ import torch
 
 from xsteer.core.activations import last_token_resid
 from xsteer.core.vectors import SteeringVectors
-from xsteer.extraction.extract import METHODS, extract, fit_directions
+from xsteer.extraction.extract import extract, fit_directions
+from xsteer.extraction.methods import METHODS
 from xsteer.extraction.pairs import ContrastivePair
 
 

@@ -12,29 +12,29 @@ ARC = [Example(id="a", question="Which is a gas?", answer="B", choices=("rock", 
 
 
 def test_corrupted_answer_differs_only_in_the_final_answer():
-    pairs = build_pairs("corrupted_answer", GSM, None, dataset="gsm8k")
+    pairs = build_pairs("corrupted_answer", GSM, None, task="gsm8k")
     for ex, p in zip(GSM, pairs, strict=True):
         assert p.positive.endswith(f"The final answer is: {ex.answer}")
         assert not p.negative.endswith(f"The final answer is: {ex.answer}")
         head = "#### The final answer is: "
         assert p.positive.rsplit(head, 1)[0] == p.negative.rsplit(head, 1)[0]
-    arc = build_pairs("corrupted_answer", ARC, None, dataset="arc_challenge")[0]
+    arc = build_pairs("corrupted_answer", ARC, None, task="arc_challenge")[0]
     assert arc.positive.endswith("[B]") and not arc.negative.endswith("[B]")
 
 
 def test_persona_pairs_share_the_response():
-    pairs = build_pairs("persona", GSM, None, dataset="gsm8k", seed=3)
+    pairs = build_pairs("persona", GSM, None, task="gsm8k", seed=3)
     for p in pairs:
         assert p.positive != p.negative
         assert p.positive.split("Answer:")[-1] == p.negative.split("Answer:")[-1]
-    assert pairs_hash(pairs) == pairs_hash(build_pairs("persona", GSM, None, dataset="gsm8k", seed=3))
+    assert pairs_hash(pairs) == pairs_hash(build_pairs("persona", GSM, None, task="gsm8k", seed=3))
 
 
 def test_builder_errors():
     with pytest.raises(ValueError, match="options: corrupted_answer, persona"):
-        build_pairs("nope", GSM, None, dataset="gsm8k")
+        build_pairs("nope", GSM, None, task="gsm8k")
     with pytest.raises(ValueError, match="empty"):
-        build_pairs("persona", [], None, dataset="gsm8k")
+        build_pairs("persona", [], None, task="gsm8k")
 
 
 def test_jsonl_errors_name_the_line(tmp_path):

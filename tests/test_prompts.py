@@ -11,17 +11,36 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors  
 from transformers import PreTrainedTokenizerFast  # noqa: E402
 
 from xsteer.core.models import encode, prepare_tokenizer  # noqa: E402
+from xsteer.tasks import get_task  # noqa: E402
 from xsteer.tasks.data import Example, load_examples  # noqa: E402
 from xsteer.tasks.prompts import (  # noqa: E402
-    SYSTEM_PROMPTS,
-    arc_loglik_request,
-    build_messages,
-    few_shot_examples,
-    format_answer,
-    format_question,
     render,
     render_pair_text,
 )
+
+# The task objects own prompts and exemplars; these names keep the tests below about prompts, not plumbing.
+SYSTEM_PROMPTS = {name: get_task(name).system_prompt for name in ("math", "gsm8k", "arc_challenge")}
+
+
+def few_shot_examples(dataset, n=5, *, train=None, seed=0):
+    return get_task(dataset).shots(n, train=train, seed=seed)
+
+
+def format_answer(dataset, example):
+    return get_task(dataset).format_answer(example)
+
+
+def format_question(dataset, example):
+    return get_task(dataset).format_question(example)
+
+
+def arc_loglik_request(example):
+    return get_task("arc_challenge").loglik_request(example)
+
+
+def build_messages(dataset, example, shots, *, system=True):
+    return get_task(dataset).messages(example, shots, system=system)
+
 
 CHATML = (
     "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

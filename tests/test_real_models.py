@@ -47,7 +47,7 @@ def test_smollm2_generation_batched_equals_unbatched(smollm2):
 
 def test_smollm2_own_vectors_lambda_zero_identical_large_lambda_changes(smollm2, shared_data):
     train = load_examples("gsm8k", "train", data_dir=shared_data)[:16]
-    pairs = build_pairs("corrupted_answer", train, smollm2.tokenizer, dataset="gsm8k")
+    pairs = build_pairs("corrupted_answer", train, smollm2.tokenizer, task="gsm8k")
     sv = extract(smollm2, pairs, progress=False)
     assert sv.n_layers == 30 and sv.d_model == 576
     prompts = [chat(smollm2, q) for q in QUESTIONS]
@@ -66,7 +66,7 @@ def test_smollm2_own_vectors_lambda_zero_identical_large_lambda_changes(smollm2,
 def test_extract_64_gsm8k_pairs(name, shared_data):
     model = zoo_model(name)
     train = load_examples("gsm8k", "train", data_dir=shared_data)[:64]
-    pairs = build_pairs("corrupted_answer", train, model.tokenizer, dataset="gsm8k")
+    pairs = build_pairs("corrupted_answer", train, model.tokenizer, task="gsm8k")
     sv = extract(model, pairs, progress=False)
     assert sv.n_layers == model.cfg.n_layers and sv.extra["n_pairs"] == 64
     # The pairs differ only in their final answer tokens: late layers must separate them on the training pairs.
@@ -78,11 +78,13 @@ def test_extract_64_gsm8k_pairs(name, shared_data):
 @pytest.mark.slow
 def test_smollm2_evaluate_end_to_end(smollm2, shared_data, tmp_path):
     """8 GSM8K validation items x 3 λ -> records, λ*, ITS and CIs, through the real child."""
-    from xsteer.evaluation.evaluate import EvalConfig, Evaluator, RecordStore, summarize
+    from xsteer.evaluation.evaluate import EvalConfig, Evaluator
+    from xsteer.evaluation.records import RecordStore
+    from xsteer.evaluation.summary import summarize
 
     train = load_examples("gsm8k", "train", data_dir=shared_data)[:16]
-    sv = extract(smollm2, build_pairs("corrupted_answer", train, smollm2.tokenizer, dataset="gsm8k"), progress=False)
-    norms = last_token_resid(smollm2, [p.positive for p in build_pairs("corrupted_answer", train, smollm2.tokenizer, dataset="gsm8k")])
+    sv = extract(smollm2, build_pairs("corrupted_answer", train, smollm2.tokenizer, task="gsm8k"), progress=False)
+    norms = last_token_resid(smollm2, [p.positive for p in build_pairs("corrupted_answer", train, smollm2.tokenizer, task="gsm8k")])
     sv = sv.scaled_to(norms.norm(dim=-1).mean(0), "resid_mean")
     cfg = EvalConfig(dataset="gsm8k", lambdas=(0.0, 0.05, 0.2), max_new_tokens=96, positions="generated")
     ev = Evaluator(smollm2, cfg, RecordStore(tmp_path / "records.jsonl"), {"baseline": None, "native": sv}, batch_size=24, progress=False)

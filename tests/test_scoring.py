@@ -118,6 +118,113 @@ def test_gsm8k_flexible(text: str, expected: str | None) -> None:
     assert gsm8k_flexible(text) == expected
 
 
+# Hardening item 1: a dash is a minus sign only when it touches its digits.  Bullets and
+# spaced ranges/subtractions never make the answer negative (lm-eval's regex agrees).
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        ("Total:\n- 18 eggs", "18"),
+        ("She sells the rest:\n- 16 - 3 - 4 = 9 eggs\n- 9 eggs", "9"),
+        ("Steps:\n* 18 eggs", "18"),
+        ("**Answer**:\n  - 42 apples", "42"),
+        ("Cost:\n- $18 in total", "18"),
+        ("It takes 2 - 3 hours", "3"),
+        ("between 10 - 12 minutes", "12"),
+        ("It takes 2\u20133 hours", "3"),  # en dash range glued to the digits
+        ("pages 10 \u2013 12", "12"),
+        ("x = 5 \u2212 3", "3"),  # spaced unicode minus: subtraction
+        ("5-3", "3"),
+    ],
+)
+def test_flexible_bullet_and_range_dash_is_not_a_sign(completion: str, expected: str) -> None:
+    assert normalize_number(gsm8k_flexible(completion)) == expected
+    assert score("gsm8k", completion, f"#### {expected}").correct
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        ("The answer is -5.", "-5"),
+        ("#### -10", "-10"),
+        ("The temperature fell to -3 degrees", "-3"),
+        ("So x = -4", "-4"),
+        ("the net change is (-7)", "-7"),
+        ("a change of -$5", "-5"),
+        ("a change of $-5", "-5"),
+        ("values 3, -2", "-2"),
+        ("it is -0.5", "-0.5"),
+        ("it is -.5", "-0.5"),
+    ],
+)
+def test_real_negatives_survive(completion: str, expected: str) -> None:
+    assert normalize_number(gsm8k_flexible(completion)) == expected
+    assert score("gsm8k", completion, f"#### {expected}").correct
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        ("#### -10", "-10"),
+        ("The answer is -5.", "-5"),
+        ("#### The final answer is: -12", "-12"),
+        # A dash apart from the digits is no sign, and strict has no number there (as lm-eval).
+        ("#### - 18", None),
+        ("The answer is - 18.", None),
+    ],
+)
+def test_strict_minus_touches_digits(completion: str, expected: str | None) -> None:
+    assert normalize_number(gsm8k_strict(completion)) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("- 18", "18"),
+        ("- $18", "18"),
+        ("-$ 5", "-5"),
+        ("$ -5", "-5"),
+        ("\u2212 3", "3"),
+        ("\u2013 10", "10"),
+        ("\u201310", "-10"),
+        ("\u2212$10", "-10"),
+        ("2\u20133", "2"),
+    ],
+)
+def test_normalize_number_sign_must_touch_digits(raw: str, expected: str) -> None:
+    assert normalize_number(raw) == expected
+
+
+# Hardening item 3: U+2212 and an en dash touching the digits are minus signs in extraction
+# too, not only in normalisation.
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "#### \u221210",
+        "#### \u201310",
+        "The answer is \u221210.",
+        "The final answer is: \u201310",
+        "#### The final answer is: \u221210",
+    ],
+)
+def test_unicode_minus_strict_and_flexible(completion: str) -> None:
+    s = score("gsm8k", completion, "#### -10")
+    assert s == Scored("-10", True, "-10", True), completion
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "The temperature is \u221210 degrees.",
+        "It dropped to \u201310.",
+        "x = \u221210",
+        "Total:\n\u221210",
+    ],
+)
+def test_unicode_minus_flexible(completion: str) -> None:
+    assert score("gsm8k", completion, "#### -10").correct, completion
+    assert not score("gsm8k", completion, "#### 10").correct, completion
+
+
 def test_gold_gsm8k() -> None:
     assert gold_gsm8k("Natalia sold 48/2 = 24 clips.\n#### 72") == "72"
     assert gold_gsm8k("x\n#### 1,000 ") == "1,000"
@@ -200,6 +307,67 @@ def test_last_boxed(text: str, expected: str | None) -> None:
     assert last_boxed(text) == expected
 
 
+# Hardening item 4: one last_boxed for gold solutions and predictions.  The cases that the
+# former xsteer/tasks/data.py:last_boxed handled, with what it returned and the single rule now.
+@pytest.mark.parametrize(
+    ("text", "old_data_py", "now"),
+    [
+        (r"$\boxed{\frac{1}{2}}$", r"\frac{1}{2}", r"\frac{1}{2}"),
+        (r"$\boxed{\frac{\sqrt{3}}{2}}$", r"\frac{\sqrt{3}}{2}", r"\frac{\sqrt{3}}{2}"),
+        (r"\boxed{(1, \{2\})}", r"(1, \{2\})", r"(1, \{2\})"),
+        (r"\fbox{3}", "3", "3"),
+        (r"so $\boxed 5$.", "5", "5"),
+        # The one difference: the brace-less argument runs to the end of the math, not to
+        # the first space, so a unit stays (and is removed by normalize_math) and "2 \pi"
+        # is not cut to "2".
+        (r"so $\boxed 5 cm$.", "5", "5 cm"),
+        (r"\boxed{\frac{1}{2}", None, None),  # unbalanced braces
+        ("no box here", None, None),
+    ],
+)
+def test_last_boxed_single_rule(text: str, old_data_py: str | None, now: str | None) -> None:
+    assert last_boxed(text) == now
+    if now is not None:
+        assert normalize_math(now) == normalize_math(old_data_py)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (r"$\boxed 5 cm$", "5 cm"),
+        (r"\boxed 5 cm", "5 cm"),
+        (r"$\boxed 2 \pi$ and more", r"2 \pi"),
+        (r"\[ \boxed 5 \]", "5"),
+        (r"\( \boxed 5 \) is it", "5"),
+        (r"The answer is \boxed 7. Done.", "7"),
+        (r"\boxed 3.5", "3.5"),
+        ("\\boxed 5\nNext line 6", "5"),
+        (r"\begin{align} x &= \boxed 4 \end{align}", "4"),
+        (r"x &= \boxed 4 \\ y &= 5", "4"),
+        (r"\text{so \boxed 7} ok", "7"),
+        (r"\boxed \frac{1}{2}$", r"\frac{1}{2}"),
+        (r"\boxed $", None),
+        (r"\boxed5", None),
+        (r"\boxed 3 then \boxed{4}", "4"),  # the last box of either form
+        (r"\boxed{4} then \boxed 3$", "3"),
+    ],
+)
+def test_last_boxed_braceless_runs_to_end_of_math(text: str, expected: str | None) -> None:
+    assert last_boxed(text) == expected
+
+
+def test_gold_and_prediction_boxes_use_the_same_rule() -> None:
+    gold_solution = r"The length is $\boxed 5 cm$."
+    assert score("math", r"$\boxed{5}$", gold_solution).correct
+    assert score("math", r"$\boxed 5 cm$", gold_solution).correct
+    assert score("math", r"$\boxed{5 \text{ cm}}$", gold_solution).correct
+    assert not score("math", r"$\boxed{6}$", gold_solution).correct
+    gold_solution = r"The area is $\boxed 2 \pi$."
+    assert score("math", r"$\boxed{2\pi}$", gold_solution).correct
+    assert score("math", r"$\boxed 2 \pi$", gold_solution).correct
+    assert not score("math", r"$\boxed{2}$", gold_solution).correct
+
+
 def test_math_answer_fallbacks() -> None:
     assert math_answer(r"... $\boxed{5}$. Final Answer: The final answer is 6. I hope it is correct.") == "5"
     assert math_answer(r"Final Answer: The final answer is $\frac{1}{2}$. I hope it is correct.") == r"\frac{1}{2}"
@@ -249,6 +417,96 @@ def test_math_answer_fallbacks() -> None:
 )
 def test_normalize_math(raw: str, expected: str) -> None:
     assert normalize_math(raw) == expected
+
+
+# Hardening item 2: only KNOWN unit words after a number are dropped; other words are maths.
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        (r"\boxed{5 cm}", "5"),
+        (r"\boxed{12 \text{ inches}}", "12"),
+        (r"\boxed{90^\circ}", "90"),
+        (r"\boxed{10\text{ dollars}}", "10"),
+        (r"\boxed{5 square units}", "5"),
+        (r"\boxed{8 sq. ft.}", "8"),
+        (r"\boxed{3 hours}", "3"),
+        (r"\boxed{60 mph}", "60"),
+        (r"\boxed{60 km/h}", "60"),
+        (r"\boxed{7 feet}", "7"),
+        (r"\boxed{2.5 cm}", "2.5"),
+        (r"\boxed{4 \mathrm{cm}^2}", "4"),
+        (r"\boxed{9\,\mathrm{m}}", "9"),
+        (r"\boxed{15 students}", "15"),
+        (r"\boxed{90 degrees}", "90"),
+        (r"\boxed{45 cents}", "45"),
+        (r"\boxed{\frac{1}{2} hour}", r"\frac{1}{2}"),
+        (r"\boxed{6 \text{ apples}}", "6"),  # text mode marks a label, whatever the word
+        (r"\boxed{20}", r"20\text{ cm}^2"),
+    ],
+)
+def test_known_units_are_dropped(pred: str, gold: str) -> None:
+    assert math_equiv(pred, gold), (pred, gold)
+    assert score("math", pred, gold).correct, (pred, gold)
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        (r"\boxed{2 pi}", "2"),
+        (r"\boxed{2\pi}", "2"),
+        (r"\boxed{2 \pi}", "2"),
+        (r"\boxed{2 sin x}", "2"),
+        (r"\boxed{2\sin x}", "2"),
+        (r"\boxed{3 log x}", "3"),
+        (r"\boxed{3\log x}", "3"),
+        (r"\boxed{2ab}", "2"),
+        (r"\boxed{2 ab}", "2"),
+        (r"\boxed{2 e}", "2"),
+        (r"\boxed{2 x}", "2"),
+        (r"\boxed{5 m}", "5"),  # a bare single letter is a variable
+        (r"\boxed{2\mathrm{i}}", "2"),  # \mathrm{} is upright maths, not a unit
+        (r"\boxed{2}", r"2\pi"),  # and the other way round
+        (r"\boxed{2}", "2ab"),
+        (r"\boxed{3}", r"3 \text{ and } 4"),
+    ],
+)
+def test_non_unit_words_are_not_dropped(pred: str, gold: str) -> None:
+    assert not math_equiv(pred, gold), (pred, gold)
+    assert not score("math", pred, gold).correct, (pred, gold)
+    assert normalize_math(pred) != normalize_math(gold)
+
+
+def test_variable_guard_keeps_equations_and_expressions() -> None:
+    assert math_equiv("f(2) = 5", "5")  # the value after the last "=" is compared
+    assert math_equiv(r"\pi r^2", r"r^2\pi")
+    assert math_equiv("x^2+2x", "x(x+2)")
+    assert not math_equiv("2x", "2y")
+
+
+# Hardening item 3 for MATH: U+2212 and a touching en dash are minus signs in boxes and in
+# the Minerva phrase.
+@pytest.mark.parametrize(
+    ("completion", "gold"),
+    [
+        ("$\\boxed{\u221210}$", "-10"),
+        ("$\\boxed{\u201310}$", "-10"),
+        ("$\\boxed{\u2212\\frac{1}{2}}$", r"-\frac12"),
+        ("$\\boxed{x \u2212 1}$", "x-1"),
+        ("$\\boxed{(\u22121, 2)}$", "(-1,2)"),
+        ("$\\boxed \u22123$", "-3"),
+        ("Final Answer: The final answer is $\u22123$. I hope it is correct.", "-3"),
+        ("The final answer is: \u20133", "-3"),
+    ],
+)
+def test_unicode_minus_math(completion: str, gold: str) -> None:
+    s = score("math", completion, gold)
+    assert s.correct, (completion, s)
+    assert s.answer == normalize_math(gold)
+
+
+def test_en_dash_between_operands_is_not_rewritten() -> None:
+    assert normalize_math("2\u20133") == "2\u20133"
+    assert normalize_math("\u20133") == "-3"
 
 
 @pytest.mark.parametrize(

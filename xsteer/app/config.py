@@ -1,31 +1,35 @@
-"""Experiments as configs: one YAML file names parents, children, datasets, pairs, maps, λ grid, controls.
+"""Experiments as configs: one YAML file names parents, children, tasks, pairs, maps, λ grid, controls.
 
-A config is checked completely — unknown keys, unknown models, datasets, splits, an empty or
-non-finite λ grid — before any model loads, and every error names the offending key.
+A config is checked completely before any model loads — unknown keys, the type and range of every value,
+models, tasks, splits, maps, the λ grid, the device, and that every split a job will read exists — and every
+error names the offending key. ``xsteer grid --check`` runs exactly this check, so what it accepts the run
+accepts too.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from xsteer.core.models import ModelSpecError, parse_spec
+from xsteer.core.models import parse_spec, resolve_device
+from xsteer.errors import ConfigError, InputError, XsteerError
+from xsteer.evaluation.evaluate import check_lambdas
+from xsteer.extraction.methods import METHODS
 from xsteer.extraction.pairs import BUILDERS
-from xsteer.tasks.data import DATASETS, SPLITS
+from xsteer.tasks import SPLITS, get_task, task_names
 from xsteer.transfer.layermap import LAYER_MAPS
 from xsteer.transfer.widthmap import WIDTH_MAPS
 
-
-class ConfigError(ValueError):
-    """A config is malformed; the message names the key."""
+NORMS = ("unit", "resid_mean")
 
 
 @dataclass(frozen=True)
 class PairsSpec:
+    """Contrastive pairs: which builder, how many, from which split, and the direction method."""
+
     builder: str = "corrupted_answer"
     n: int = 64
     split: str = "train"
@@ -34,6 +38,8 @@ class PairsSpec:
 
 @dataclass(frozen=True)
 class TransferSpec:
+    """The parent -> child map and the norm convention that gives λ its meaning."""
+
     layer_map: str = "proportional"
     width_map: str = "ridge"
     fit_text: str = "gsm8k:train:384"
@@ -80,27 +86,85 @@ class ExperimentConfig:
     device: str | None = None
 
 
+@dataclass(frozen=True)
+class TextSpec:
+    """``TASK:SPLIT:N``: the first N texts of a task split (map fits, CKA, residual norms), parsed once."""
+
+    task: str
+    split: str
+    n: int
+
+    @classmethod
+    def parse(cls, text: str, *, minimum: int = 3) -> TextSpec:
+        parts = str(text).split(":")
+        if len(parts) != 3 or not parts[2].isdigit() or int(parts[2]) < minimum:
+            raise InputError(f"expected TASK:SPLIT:N with N >= {minimum}, e.g. gsm8k:train:512; got {text!r}")
+        get_task(parts[0])
+        if parts[1] not in SPLITS:
+            raise InputError(f"unknown split {parts[1]!r} in {text!r}; options: {', '.join(SPLITS)}")
+        return cls(parts[0], parts[1], int(parts[2]))
+
+    def __str__(self) -> str:
+        return f"{self.task}:{self.split}:{self.n}"
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a field's annotation (bool is not an int here; an int is a float)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        return isinstance(value, (list, tuple))
+    return True  # nested specs are checked by their own _build
+
+
+def _describe(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("NoneType", "null").replace("<class '", "").replace("'>", "")
+
+
 def _build(cls: type, raw: Any, where: str) -> Any:
-    """Instantiate a dataclass from a mapping, rejecting unknown keys by name."""
+    """Instantiate a dataclass from a mapping, rejecting unknown keys and ill-typed values by name."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__} {raw!r}")
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; known: {', '.join(sorted(names))}")
-    try:
-        return cls(**raw)
-    except TypeError as e:
-        raise ConfigError(f"{where}: {e}") from e
+    missing = [f.name for f in fields(cls) if f.name not in raw and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(repr(k) for k in missing)}")
+    for key, value in raw.items():
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(f"{where}.{key}: expected {_describe(hints[key])}, got {type(value).__name__} {value!r}")
+    # YAML gives lists; the specs are frozen and hashable, so sequences become tuples.
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
 def load_config(path: str | Path, *, check_data: bool = True) -> ExperimentConfig:
     """Read and validate an experiment YAML file (no model is loaded)."""
+    import yaml
+
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the file is not UTF-8 text; save it as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
     return parse_config(raw, where=str(path), base=path.parent, check_data=check_data)
 
 
@@ -116,9 +180,9 @@ def parse_config(raw: Any, *, where: str = "config", base: Path | None = None, c
         if key in raw:
             raw[key] = _build(cls, raw[key] or {}, f"{where}: {key}")
     for key in ("parents", "children"):
-        if not isinstance(raw[key], list) or not raw[key]:
-            raise ConfigError(f"{where}: {key} must be a non-empty list of model specs")
-        raw[key] = tuple(str(m) for m in raw[key])
+        if not isinstance(raw[key], list) or not raw[key] or not all(isinstance(m, str) for m in raw[key]):
+            raise ConfigError(f"{where}: {key} must be a non-empty list of model specs (strings)")
+        raw[key] = tuple(raw[key])
     if not isinstance(raw["datasets"], list) or not raw["datasets"]:
         raise ConfigError(f"{where}: datasets must be a non-empty list")
     raw["datasets"] = tuple(
@@ -126,63 +190,80 @@ def parse_config(raw: Any, *, where: str = "config", base: Path | None = None, c
     )
     if "eval" in raw:
         raw["eval"] = EvalSpec(**{**raw["eval"].__dict__, "lambdas": tuple(raw["eval"].lambdas)})
-    if raw.get("data_dir") and base is not None and not Path(raw["data_dir"]).is_absolute():
-        raw["data_dir"] = str((base / raw["data_dir"]).resolve())
+    if raw.get("data_dir") and base is not None and not Path(str(raw["data_dir"])).is_absolute():
+        raw["data_dir"] = str((base / str(raw["data_dir"])).resolve())
     cfg = _build(ExperimentConfig, raw, where)
     validate(cfg, where=where, check_data=check_data)
     return cfg
 
 
+def _choice(where: str, value: str, options: Any) -> None:
+    if value not in options:
+        raise ConfigError(f"{where}: unknown {value!r}; options: {', '.join(options)}")
+
+
+def _at_least(where: str, value: int | None, minimum: int) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(f"{where}: must be at least {minimum}, got {value}")
+
+
 def validate(cfg: ExperimentConfig, *, where: str = "config", check_data: bool = True) -> None:
+    """Everything a run would reject, rejected now, naming the key."""
+    if not cfg.name.strip():
+        raise ConfigError(f"{where}: name must be a non-empty string")
     for key, specs in (("parents", cfg.parents), ("children", cfg.children)):
         for i, spec in enumerate(specs):
             try:
                 parse_spec(spec)
-            except ModelSpecError as e:
-                raise ConfigError(f"{where}: {key}[{i}]: {e}") from e
-    lams = cfg.eval.lambdas
-    if not lams:
-        raise ConfigError(f"{where}: eval.lambdas: the λ grid is empty")
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in lams):
-        raise ConfigError(f"{where}: eval.lambdas: every λ must be a finite number, got {list(lams)}")
-    if cfg.eval.positions not in ("all", "generated"):
-        raise ConfigError(f"{where}: eval.positions: expected 'all' or 'generated', got {cfg.eval.positions!r}")
-    if cfg.pairs.builder not in BUILDERS:
-        raise ConfigError(f"{where}: pairs.builder: unknown {cfg.pairs.builder!r}; options: {', '.join(BUILDERS)}")
-    if cfg.pairs.method not in ("pca", "pca_uncentred", "mean_diff"):
-        raise ConfigError(f"{where}: pairs.method: unknown {cfg.pairs.method!r}; options: pca, pca_uncentred, mean_diff")
-    if cfg.pairs.split not in SPLITS:
-        raise ConfigError(f"{where}: pairs.split: unknown {cfg.pairs.split!r}; options: {', '.join(SPLITS)}")
-    if cfg.transfer.layer_map not in LAYER_MAPS:
-        raise ConfigError(f"{where}: transfer.layer_map: unknown {cfg.transfer.layer_map!r}; options: {', '.join(LAYER_MAPS)}")
-    if cfg.transfer.width_map not in WIDTH_MAPS:
-        raise ConfigError(f"{where}: transfer.width_map: unknown {cfg.transfer.width_map!r}; options: {', '.join(WIDTH_MAPS)}")
-    if cfg.transfer.norm not in ("unit", "resid_mean"):
-        raise ConfigError(f"{where}: transfer.norm: expected 'unit' or 'resid_mean', got {cfg.transfer.norm!r}")
-    fit = cfg.transfer.fit_text.split(":")
-    if len(fit) != 3 or fit[0] not in DATASETS or fit[1] not in SPLITS or not fit[2].isdigit():
-        raise ConfigError(f"{where}: transfer.fit_text: expected DATASET:SPLIT:N, got {cfg.transfer.fit_text!r}")
+            except XsteerError as e:
+                raise ConfigError(f"{where}: {key}[{i}]: {e}") from None
+    try:
+        resolve_device(cfg.device)
+    except XsteerError as e:
+        raise ConfigError(f"{where}: device: {e}") from None
+    try:
+        check_lambdas(list(cfg.eval.lambdas), where="eval.lambdas")
+    except InputError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    _choice(f"{where}: eval.positions", cfg.eval.positions, ("all", "generated"))
+    _at_least(f"{where}: eval.shots", cfg.eval.shots, 0)
+    _at_least(f"{where}: eval.max_new_tokens", cfg.eval.max_new_tokens, 1)
+    _at_least(f"{where}: eval.batch_size", cfg.eval.batch_size, 1)
+    _choice(f"{where}: pairs.builder", cfg.pairs.builder, BUILDERS)
+    _choice(f"{where}: pairs.method", cfg.pairs.method, METHODS)
+    _choice(f"{where}: pairs.split", cfg.pairs.split, SPLITS)
+    _at_least(f"{where}: pairs.n", cfg.pairs.n, METHODS[cfg.pairs.method].min_pairs)
+    _choice(f"{where}: transfer.layer_map", cfg.transfer.layer_map, LAYER_MAPS)
+    _choice(f"{where}: transfer.width_map", cfg.transfer.width_map, WIDTH_MAPS)
+    _choice(f"{where}: transfer.norm", cfg.transfer.norm, NORMS)
+    needs = LAYER_MAPS[cfg.transfer.layer_map].needs
+    if needs == "mapping" and not cfg.transfer.mapping:
+        raise ConfigError(f"{where}: transfer.mapping: layer map 'explicit' needs a mapping such as '0:0,1:2,-1:-1'")
+    if needs == "cka_diff":
+        raise ConfigError(f"{where}: transfer.layer_map: 'cka_diff' needs a concept's pairs; use it in `xsteer fidelity`")
+    try:
+        fit = TextSpec.parse(cfg.transfer.fit_text)
+    except InputError as e:
+        raise ConfigError(f"{where}: transfer.fit_text: {e}") from None
     for i, d in enumerate(cfg.datasets):
-        if d.name not in DATASETS:
-            raise ConfigError(f"{where}: datasets[{i}].name: unknown dataset {d.name!r}; options: {', '.join(DATASETS)}")
-        if d.mode not in ("generate", "loglik"):
-            raise ConfigError(f"{where}: datasets[{i}].mode: expected 'generate' or 'loglik', got {d.mode!r}")
-        if d.mode == "loglik" and d.name != "arc_challenge":
-            raise ConfigError(f"{where}: datasets[{i}].mode: 'loglik' is for arc_challenge only")
+        _choice(f"{where}: datasets[{i}].name", d.name, task_names())
+        modes = get_task(d.name).modes
+        if d.mode not in modes:
+            raise ConfigError(f"{where}: datasets[{i}].mode: {d.mode!r} is not available for {d.name!r}; options: {', '.join(modes)}")
+        _at_least(f"{where}: datasets[{i}].val_items", d.val_items, 0)
+        _at_least(f"{where}: datasets[{i}].test_items", d.test_items, 1)
+    _at_least(f"{where}: seed", cfg.seed, 0)
     if check_data:
-        _check_splits(cfg, where)
+        _check_splits(cfg, fit, where)
 
 
-def _check_splits(cfg: ExperimentConfig, where: str) -> None:
+def _check_splits(cfg: ExperimentConfig, fit: TextSpec, where: str) -> None:
     """Every split a job will read must exist (offline: its file; cheap, nothing is tokenized)."""
-    from xsteer.tasks.data import load_examples
-
     needed = {(d.name, s) for d in cfg.datasets for s in (cfg.pairs.split, "test") + (("validation",) if d.val_items else ())}
-    fit_ds, fit_split, _ = cfg.transfer.fit_text.split(":")
-    needed.add((fit_ds, fit_split))
-    for _i, (name, split) in enumerate(sorted(needed)):
+    needed.add((fit.task, fit.split))
+    for name, split in sorted(needed):
         try:
-            load_examples(name, split, data_dir=cfg.data_dir, limit=1, seed=cfg.seed)
-        except (FileNotFoundError, ValueError, RuntimeError) as e:
-            key = "transfer.fit_text" if (name, split) == (fit_ds, fit_split) else "datasets"
-            raise ConfigError(f"{where}: {key}: dataset {name!r} split {split!r} is not available: {e}") from e
+            get_task(name).load(split, data_dir=cfg.data_dir, limit=1, seed=cfg.seed)
+        except XsteerError as e:
+            key = "transfer.fit_text" if (name, split) == (fit.task, fit.split) else "datasets"
+            raise ConfigError(f"{where}: {key}: dataset {name!r} split {split!r} is not available: {e}") from None

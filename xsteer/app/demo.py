@@ -1,9 +1,13 @@
-"""The whole pipeline on the embedded default: offline zoo + built-in synthetic data, on a CPU.
+"""The pipeline on the embedded default (offline zoo, built-in data), on a CPU, with a report.
 
-Gemma-3-270M (parent) → SmolLM2-135M-Instruct (child) on templated multi-step arithmetic word problems,
-run as a one-job grid (:mod:`xsteer.app.grid`): Algorithm 1 on the parent and on the child (the child-native
-control), a proportional × ridge transfer map with its held-out fit, Algorithms 2 and 3 with ITS and every
-control (λ relative to the child's residual norm), and an HTML report. A rerun reuses what is done.
+``xsteer demo`` leads with a concept that crosses: Gemma-3-270M's sentiment vector, mapped into
+SmolLM2-135M-Instruct through a ridge map fitted on texts that never mention sentiment, measured against the
+child's own vector and the nulls on held-out probes (:mod:`xsteer.app.fidelity`): the fidelity table, the
+dose-response figure and example generations per condition.
+
+``xsteer demo --benchmark`` runs the paper's benchmark pipeline instead, as a one-job grid: Algorithm 1 on
+both models, the map, Algorithms 2 and 3 with ITS and every control on built-in arithmetic problems, and a
+report. A rerun reuses what is done.
 """
 
 from __future__ import annotations
@@ -14,8 +18,18 @@ from pathlib import Path
 import click
 
 from xsteer.app.config import parse_config
+from xsteer.app.fidelity import FidelitySpec
 
-DEMO = {
+FIDELITY = FidelitySpec(
+    parents=("gemma3-270m",),
+    children=("smollm2-135m",),
+    concepts=("sentiment",),
+    layer_maps=("proportional",),
+    width_maps=("ridge", "truncate_pad"),
+    generation_probes=3,
+)
+
+BENCHMARK = {
     "name": "demo",
     "parents": ["gemma3-270m"],
     "children": ["smollm2-135m"],
@@ -28,13 +42,28 @@ DEMO = {
 }
 
 
-def run_demo(out: str | Path, *, device: str | None = None) -> Path:
-    from xsteer.app.grid import run_grid
-
-    cfg = parse_config({**DEMO, "device": device}, where="demo")
+def run_demo(out: str | Path, *, device: str | None = None, benchmark: bool = False) -> Path:
     t0 = time.time()
-    [job] = run_grid(cfg, out, on_done=lambda p: click.echo(f"[{time.time() - t0:5.0f} s] {p}"))
-    click.echo((Path(job) / "summary.md").read_text())
-    report = Path(job) / "report.html"
-    click.echo(f"[{time.time() - t0:5.0f} s] report: {report}")
+
+    def log(msg: str) -> None:
+        click.echo(f"[{time.time() - t0:5.0f} s] {msg}")
+
+    if benchmark:
+        from xsteer.app.grid import run_grid
+
+        cfg = parse_config({**BENCHMARK, "device": device}, where="demo")
+        [job] = run_grid(cfg, out, on_done=lambda p: log(p))
+        click.echo((Path(job) / "summary.md").read_text())
+        report = Path(job) / "report.html"
+    else:
+        from dataclasses import replace
+
+        from xsteer.app.fidelity import load_results, run_study
+        from xsteer.app.fidelity_report import study_table, write_fidelity_report
+
+        run_study(replace(FIDELITY, device=device), out, log=log)
+        results = load_results(out)
+        click.echo(study_table(results))
+        report = write_fidelity_report(results, out, title="xsteer demo: does Gemma-3-270M's sentiment cross into SmolLM2-135M?")
+    log(f"report: {report}")
     return report

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from xsteer.app import steps
 from xsteer.app.config import ExperimentConfig
 
 DONE = "done.json"
@@ -43,78 +44,62 @@ def job_dir(out: Path, parent: str, child: str, dataset: str) -> Path:
 
 
 def make_vectors(cfg: ExperimentConfig, model_spec: str, dataset: str, out: str) -> str:
+    """Algorithm 1 for one model and task, into ``vectors/``; skipped if the file exists."""
     path = vectors_path(Path(out), model_spec, dataset)
     if path.exists():
         return str(path)
     from xsteer.core.models import load_model
-    from xsteer.extraction.extract import extract
-    from xsteer.extraction.pairs import build_pairs
-    from xsteer.tasks.data import exclude_examples, load_examples
-    from xsteer.tasks.prompts import few_shot_examples
 
-    examples = load_examples(dataset, cfg.pairs.split, data_dir=cfg.data_dir, seed=cfg.seed)
-    if dataset in ("math", "math500"):  # the MATH few-shot exemplars never double as pairs
-        examples = exclude_examples(examples, few_shot_examples(dataset, train=examples, seed=cfg.seed))
     model = load_model(model_spec, device=cfg.device)
-    pairs = build_pairs(cfg.pairs.builder, examples[: cfg.pairs.n], model.tokenizer, dataset=dataset, seed=cfg.seed)
-    extract(model, pairs, method=cfg.pairs.method, seed=cfg.seed, progress=False,
-            extra={"source": f"{dataset}:{cfg.pairs.split}", "builder": cfg.pairs.builder}).save(path)
+    pairs = steps.make_pairs(model, dataset, cfg.pairs, data_dir=cfg.data_dir, seed=cfg.seed, shots=cfg.eval.shots)
+    steps.make_vectors(model, pairs, method=cfg.pairs.method, seed=cfg.seed, progress=False,
+                       source={"source": f"{dataset}:{cfg.pairs.split}", "builder": cfg.pairs.builder}).save(path)
     return str(path)
 
 
 def make_map(cfg: ExperimentConfig, parent: str, child: str, out: str) -> str:
+    """One fitted transfer map per (parent, child), into ``maps/``; skipped if the file exists."""
     path = map_path(Path(out), parent, child, cfg)
     if path.exists():
         return str(path)
     from xsteer.core.models import load_model
-    from xsteer.tasks.data import load_examples
-    from xsteer.transfer.maps import fit_texts, fit_transfer
 
-    ds, split, n = cfg.transfer.fit_text.split(":")
-    texts = fit_texts(load_examples(ds, split, data_dir=cfg.data_dir, seed=cfg.seed)[: int(n)], seed=cfg.seed)
     p, c = load_model(parent, device=cfg.device), load_model(child, device=cfg.device)
-    fit_transfer(p, c, texts, layer_map=cfg.transfer.layer_map, width_map=cfg.transfer.width_map,
-                 mapping=cfg.transfer.mapping, seed=cfg.seed, info={"fit_text": cfg.transfer.fit_text}).save(path)
+    steps.make_map(p, c, cfg.transfer, data_dir=cfg.data_dir, seed=cfg.seed).save(path)
     return str(path)
 
 
 def run_job(cfg: ExperimentConfig, parent: str, child: str, dataset: str, out: str) -> str:
-    """Algorithms 2 + 3 for one (parent, child, dataset); skipped if its done-marker exists."""
+    """Algorithms 2 + 3 for one (parent, child, task); skipped if its done-marker exists."""
     folder = job_dir(Path(out), parent, child, dataset)
     if (folder / DONE).exists():
         return str(folder)
     from xsteer.app.report import write_report
     from xsteer.core.models import load_model
     from xsteer.core.vectors import SteeringVectors
-    from xsteer.evaluation.evaluate import EvalConfig, Evaluator, RecordStore
-    from xsteer.tasks.data import load_examples
+    from xsteer.evaluation.evaluate import EvalConfig
+    from xsteer.tasks import get_task
     from xsteer.transfer.maps import TransferMap, report_table
 
     dspec = next(d for d in cfg.datasets if d.name == dataset)
     tmap = TransferMap.load(map_path(Path(out), parent, child, cfg))
-    conditions: dict[str, SteeringVectors | None] = {
-        "baseline": None,
-        "parent": tmap.apply(SteeringVectors.load(vectors_path(Path(out), parent, dataset)), norm=cfg.transfer.norm),
-    }
-    if cfg.controls.native:
-        native = SteeringVectors.load(vectors_path(Path(out), child, dataset))
-        # Same norm rule as the mapped vectors, so λ means the same for both.
-        conditions["native"] = native if cfg.transfer.norm == "unit" else native.scaled_to(tmap.child_resid_norm, "resid_mean")
-    if cfg.controls.random:
-        conditions["random"] = conditions["parent"].random_like(cfg.seed)
-    vec = [k for k in conditions if k != "baseline"]
-    ecfg = EvalConfig(dataset=dataset, mode=dspec.mode, shots=cfg.eval.shots, lambdas=cfg.eval.lambdas,
-                      positions=cfg.eval.positions, max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed)
+    native = SteeringVectors.load(vectors_path(Path(out), child, dataset)) if cfg.controls.native else None
+    conditions = steps.job_conditions(cfg, tmap, SteeringVectors.load(vectors_path(Path(out), parent, dataset)), native)
+    ecfg = EvalConfig(dataset=dataset, mode=dspec.mode, shots=cfg.eval.shots, lambdas=cfg.eval.lambdas,  # type: ignore[arg-type]
+                      positions=cfg.eval.positions, max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed)  # type: ignore[arg-type]
+    task = get_task(dataset)
+    val = task.load("validation", data_dir=cfg.data_dir, limit=dspec.val_items, seed=cfg.seed) if dspec.val_items else []
+    test = task.load("test", data_dir=cfg.data_dir, limit=dspec.test_items, seed=cfg.seed)
     model = load_model(child, device=cfg.device)
-    ev = Evaluator(model, ecfg, RecordStore(folder / "records.jsonl"), conditions, batch_size=cfg.eval.batch_size, progress=False)
-    val = load_examples(dataset, "validation", data_dir=cfg.data_dir, limit=dspec.val_items, seed=cfg.seed) if dspec.val_items else []
-    test = load_examples(dataset, "test", data_dir=cfg.data_dir, limit=dspec.test_items, seed=cfg.seed)
-    ev.run_and_summarize(val, test, vec, self_consistency=cfg.controls.self_consistency,
-                         extra={"parent": parent, "child": child, "dataset": dataset})
+    print(f"job {parent} -> {child} on {dataset}: {len(val)} validation, {len(test)} test items, "
+          f"conditions {', '.join(conditions)}", flush=True)
+    doc = steps.evaluate_child(model, conditions, ecfg, validation=val, test=test, out=folder, batch_size=cfg.eval.batch_size,
+                               self_consistency=cfg.controls.self_consistency, data_dir=cfg.data_dir, progress=True,
+                               extra={"parent": parent, "child": child, "dataset": dataset})
     write_report(folder, title=f"{parent} → {child} on {dataset}", sections=[
         (f"Transfer map {tmap.layer_map_name} × {tmap.width_map_name}: held-out fit per child layer",
          f"<pre>{html.escape(report_table(tmap))}</pre>")])
-    (folder / DONE).write_text(json.dumps({"config_hash": ev.config_hash}))
+    (folder / DONE).write_text(json.dumps({"config_hash": doc["config_hash"]}))
     return str(folder)
 
 

@@ -9,14 +9,16 @@ similarity (CKA) all read activations this way.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from xsteer.core.models import encode, native_attention
+from xsteer.core.progress import Progress
+from xsteer.errors import InputError
 
 
 class _StopForward(Exception):
@@ -38,20 +40,28 @@ def last_token_resid(
     position is copied out of each hook; the forward pass is cut short after the deepest layer read.
     """
     if not texts:
-        raise ValueError("no texts to read activations from")
+        raise InputError("no texts to read activations from")
     n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
     layers = list(range(n_layers)) if layers is None else sorted(set(layers))
     if not layers or layers[0] < 0 or layers[-1] >= n_layers:
-        raise ValueError(f"layers must lie in 0..{n_layers - 1}, got {layers}")
+        raise InputError(f"layers must lie in 0..{n_layers - 1}, got {layers}")
     tok = model.tokenizer
     if tok.padding_side != "left":
-        raise ValueError("last_token_resid needs a left-padding tokenizer (xsteer.core.models.prepare_tokenizer)")
+        raise InputError("last_token_resid needs a left-padding tokenizer (xsteer.core.models.prepare_tokenizer)")
     device = next(model.parameters()).device
     out = torch.empty(len(texts), len(layers), d_model, dtype=torch.float32)
     last = layers[-1]
-    for start in tqdm(range(0, len(texts), batch_size), desc="activations", disable=not progress, leave=False):
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    bar = Progress(len(texts), "activations", unit="texts", enabled=progress)
+    for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
         enc = encode(tok, chunk)
+        n_ctx = getattr(model.cfg, "n_ctx", None)
+        if n_ctx and enc.input_ids.shape[1] > n_ctx:
+            longest = int(enc.attention_mask.sum(dim=1).argmax())
+            raise InputError(f"text {start + longest} is {enc.input_ids.shape[1]} tokens, longer than the model's "
+                             f"context of {n_ctx}: {chunk[longest][:60]!r}...")
         rows = slice(start, start + len(chunk))
 
         def capture(resid: Tensor, hook: Any, j: int, layer: int, rows: slice = rows) -> Tensor:
@@ -70,4 +80,47 @@ def last_token_resid(
                 model(enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device))
         except _StopForward:
             pass
+        bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+@torch.inference_mode()
+def next_token_logprobs(
+    model: Any,
+    texts: Sequence[str],
+    token_ids: Sequence[int],
+    *,
+    vectors: Any = None,
+    lam: Sequence[float] | None = None,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 32,
+) -> Float[Tensor, "n token"]:
+    """log p(token | text) for each text and each of ``token_ids``, at the position after the text's last token.
+
+    With ``vectors``, row ``i`` is steered by ``lam[i]`` at every position (prompt included), so a whole
+    dose-response — texts × λ — is one batched pass. Only the requested columns of the vocabulary leave the
+    forward pass (Gemma's vocabulary is 262k wide).
+    """
+    from xsteer.core.inject import steer
+
+    if not texts:
+        raise InputError("no texts to read next-token log-probabilities from")
+    if vectors is not None and (lam is None or len(lam) != len(texts)):
+        raise InputError("steered readouts need one λ per text")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    ids = torch.tensor(list(token_ids), dtype=torch.long)
+    device = next(model.parameters()).device
+    out = torch.empty(len(texts), len(ids), dtype=torch.float32)
+    with native_attention(model):
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start : start + batch_size])
+            enc = encode(model.tokenizer, chunk)
+            manager = nullcontext() if vectors is None else steer(
+                model, vectors, lam=list(lam[start : start + len(chunk)]), layers=layers)  # type: ignore[index]
+            with manager:
+                logits = model(enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device), logits_to_keep=1)
+            lp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
+            out[start : start + len(chunk)] = lp[:, ids.to(lp.device)].cpu()
     return out

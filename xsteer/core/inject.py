@@ -20,6 +20,7 @@ from torch import Tensor
 
 from xsteer.core.models import model_id
 from xsteer.core.vectors import SteeringVectors, VectorFileError
+from xsteer.errors import InputError
 
 Lambda = float | Sequence[float] | Float[Tensor, "batch"]
 
@@ -42,9 +43,9 @@ class SteeringHandle:
         """Set λ: a scalar for all rows, or one value per batch row."""
         lam_t = torch.as_tensor(lam, dtype=torch.float32)
         if lam_t.ndim > 1:
-            raise ValueError(f"λ must be a scalar or one value per batch row, got shape {tuple(lam_t.shape)}")
+            raise InputError(f"λ must be a scalar or one value per batch row, got shape {tuple(lam_t.shape)}")
         if not torch.isfinite(lam_t).all():
-            raise ValueError(f"λ must be finite, got {lam_t.tolist()}")
+            raise InputError(f"λ must be finite, got {lam_t.tolist()}")
         self.lam = lam_t
         coef = lam_t.to(device=self.device, dtype=self.dtype).reshape(-1, 1, 1)
         self._delta = {layer: coef * v for layer, v in self._v.items()}  # [rows or 1, 1, d_model]
@@ -66,7 +67,7 @@ class SteeringHandle:
                 return resid
             delta = self._delta[layer]
             if delta.shape[0] not in (1, resid.shape[0]):
-                raise ValueError(f"per-row λ has {delta.shape[0]} values but the batch has {resid.shape[0]} rows")
+                raise InputError(f"per-row λ has {delta.shape[0]} values but the batch has {resid.shape[0]} rows")
             # Out of place: a cache hook registered earlier on this point may hold a view of `resid`.
             return resid + delta
 
@@ -80,7 +81,7 @@ def resolve_layers(vectors: SteeringVectors, layers: Sequence[int] | None) -> li
     layers = [int(x) + vectors.n_layers if int(x) < 0 else int(x) for x in layers]
     bad = [x for x in layers if x not in vectors.layers]
     if bad:
-        raise ValueError(f"layers {bad} carry no vector; steerable layers: {list(vectors.layers)}")
+        raise InputError(f"layers {bad} carry no vector; steerable layers: {list(vectors.layers)}")
     return sorted(set(layers))
 
 
@@ -106,7 +107,7 @@ def steer(
         VectorFileError: the vectors live in a model of another depth or width.
     """
     if not isinstance(vectors, SteeringVectors):
-        raise TypeError(f"vectors must be a SteeringVectors, got {type(vectors).__name__}")
+        raise InputError(f"vectors must be a SteeringVectors, got {type(vectors).__name__}")
     vectors.check_compatible(model.cfg.n_layers, model.cfg.d_model, model_id(model))
     if vectors.model_id != model_id(model):
         # Same shape, different model (e.g. two fine-tunes of one base): allowed, but worth knowing.

@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash mid-write leaves the old file or none, never half a file."""
+"""Files in and out: atomic writes (a crash mid-write leaves the old file or none, never half a file) with
+ordinary permissions, and JSON Lines reading whose every error names the file and line."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from torch import Tensor
+
+from xsteer.errors import DataNotFoundError, InputError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -24,6 +33,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes files 0600; results are shared with colleagues, so give them the usual mode.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -72,3 +83,36 @@ def save_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dic
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return Path(path)
+
+
+@overload
+def read_jsonl(path: str | Path, *, with_lines: Literal[False] = False) -> list[dict[str, Any]]: ...
+@overload
+def read_jsonl(path: str | Path, *, with_lines: Literal[True]) -> list[tuple[int, dict[str, Any]]]: ...
+def read_jsonl(path: str | Path, *, with_lines: bool = False) -> list[Any]:
+    """The objects of a JSON Lines file (with their 1-based line numbers if ``with_lines``).
+
+    Blank lines are skipped. Invalid JSON, a line that is not an object, or a file that is not UTF-8 is an
+    :class:`~xsteer.errors.InputError` naming the file and line, so hand-written files can be fixed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"no file at {path}")
+    rows: list[Any] = []
+    lineno = 0
+    try:
+        # utf-8-sig: tolerate a byte-order mark written by some editors.
+        with path.open(encoding="utf-8-sig") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+                if not isinstance(obj, dict):
+                    raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                rows.append((lineno, obj) if with_lines else obj)
+    except UnicodeDecodeError:
+        raise InputError(f"{path}:{lineno + 1}: the file is not UTF-8 text; save it as UTF-8") from None
+    return rows

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from xsteer.errors import VectorFileError
 
 FORMAT_VERSION = 1
 
@@ -25,10 +27,6 @@ NORMS = {
     "resid_mean": "each steered layer's vector has the norm of the model's mean ‖h_l‖ at that layer "
     "(λ = 0.1 moves the residual by 10% of its typical length)",
 }
-
-
-class VectorFileError(ValueError):
-    """A vector file or vector set is malformed, or does not fit the model it is applied to."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ class SteeringVectors:
     norm: str = "unit"
     centring: str = ""
     pairs_hash: str = ""
-    layer_stats: tuple[dict[str, float], ...] = ()
+    layer_stats: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -137,13 +135,30 @@ class SteeringVectors:
             raise VectorFileError(f"{path} is not a readable safetensors file: {e}") from e
         if "xsteer" not in header:
             raise VectorFileError(f"{path} is a safetensors file without xsteer metadata")
-        meta = json.loads(header["xsteer"])
+        try:
+            meta = json.loads(header["xsteer"])
+        except json.JSONDecodeError as e:
+            raise VectorFileError(f"{path}: its xsteer metadata is not valid JSON ({e.msg} at character {e.pos})") from None
+        if not isinstance(meta, dict):
+            raise VectorFileError(f"{path}: its xsteer metadata is not a JSON object")
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise VectorFileError(f"{path} was written by a newer xsteer (format {meta['format_version']})")
         for k in ("format_version", "n_layers", "d_model"):
             meta.pop(k, None)
-        meta["layers"] = tuple(meta["layers"])
-        meta["layer_stats"] = tuple(meta.get("layer_stats", ()))
+        known = {f.name for f in fields(cls)} - {"vectors"}
+        missing = sorted({"model_id", "method", "layers"} - set(meta))
+        unknown = sorted(set(meta) - known)
+        if missing or unknown:
+            raise VectorFileError(f"{path}: its xsteer metadata " + "; ".join(
+                ([f"lacks {', '.join(missing)}"] if missing else []) + ([f"has unknown key(s) {', '.join(unknown)}"] if unknown else []))
+                + "; re-export it with xsteer")
+        try:
+            meta["layers"] = tuple(int(x) for x in meta["layers"])
+            meta["layer_stats"] = tuple(meta.get("layer_stats", ()))
+        except (TypeError, ValueError):
+            raise VectorFileError(f"{path}: 'layers' must be a list of layer numbers, got {meta['layers']!r}") from None
+        if vectors.ndim != 2:
+            raise VectorFileError(f"{path}: 'vectors' must be [n_layers, d_model], got shape {tuple(vectors.shape)}")
         return cls(vectors=vectors, **meta)
 
     def unit(self) -> SteeringVectors:
@@ -153,7 +168,7 @@ class SteeringVectors:
         v[idx] = v[idx] / v[idx].norm(dim=-1, keepdim=True)
         return self.replace(vectors=v, norm="unit")
 
-    def scaled_to(self, norms: Float[Tensor, layer], convention: str) -> SteeringVectors:
+    def scaled_to(self, norms: Float[Tensor, " layer"], convention: str) -> SteeringVectors:
         """Rescale each steered layer to the given norm (e.g. the model's mean ‖h_l‖) and record the rule."""
         v = self.unit().vectors
         v = v * norms.to(v).reshape(-1, 1)
@@ -167,6 +182,61 @@ class SteeringVectors:
         v = torch.zeros_like(self.vectors)
         v[idx] = r[idx] / r[idx].norm(dim=-1, keepdim=True) * self.vectors[idx].norm(dim=-1, keepdim=True)
         return self.replace(vectors=v, method=f"random({self.method}, seed={seed})", layer_stats=())
+
+    # ------------------------------------------------------------------ use and arithmetic
+    def apply(self, model: Any, *, lam: Any = 1.0, layers: Any = None) -> Any:
+        """Steer ``model`` inside a ``with`` block (:func:`xsteer.core.inject.steer`): ``h_l += λ · v_l``."""
+        from xsteer.core.inject import steer
+
+        return steer(model, self, lam=lam, layers=layers)
+
+    def _check_same_space(self, other: SteeringVectors, op: str) -> None:
+        if not isinstance(other, SteeringVectors):
+            raise VectorFileError(f"cannot {op} SteeringVectors and {type(other).__name__}")
+        if (self.model_id, self.vectors.shape) != (other.model_id, other.vectors.shape):
+            raise VectorFileError(f"cannot {op} vectors of {self.model_id!r} {list(self.vectors.shape)} and "
+                                  f"{other.model_id!r} {list(other.vectors.shape)}: they live in different models")
+        if self.norm != other.norm:
+            raise VectorFileError(f"cannot {op} vectors under norm conventions {self.norm!r} and {other.norm!r}; "
+                                  "bring both to one first (.unit() or .scaled_to())")
+        if self.hook != other.hook:
+            raise VectorFileError(f"cannot {op} vectors read at {self.hook!r} and {other.hook!r}")
+
+    def _combined(self, v: Tensor, layers: Any, method: str) -> SteeringVectors:
+        # A layer whose vectors cancel (a - a) carries nothing any more: it stops being steered.
+        kept = tuple(layer for layer in sorted(set(layers)) if float(v[layer].norm()) > 1e-12)
+        if not kept:
+            raise VectorFileError(f"{method} cancels at every layer: no steering vector is left")
+        return self.replace(vectors=v, layers=kept, method=method, layer_stats=(), pairs_hash="")
+
+    def steered(self) -> Float[Tensor, "layer d_model"]:
+        """The vectors with every unsteered layer's row zeroed: what :func:`~xsteer.core.inject.steer` adds."""
+        keep = torch.zeros(self.n_layers, 1)
+        keep[list(self.layers)] = 1.0
+        return self.vectors * keep
+
+    def __add__(self, other: SteeringVectors) -> SteeringVectors:
+        self._check_same_space(other, "add")
+        return self._combined(self.steered() + other.steered(), self.layers + other.layers, f"({self.method} + {other.method})")
+
+    def __sub__(self, other: SteeringVectors) -> SteeringVectors:
+        self._check_same_space(other, "subtract")
+        return self._combined(self.steered() - other.steered(), self.layers + other.layers, f"({self.method} - {other.method})")
+
+    def __mul__(self, k: float) -> SteeringVectors:
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k):
+            raise VectorFileError(f"vectors scale by a finite number, got {k!r}")
+        return self._combined(self.vectors * float(k), self.layers, f"{k:g} * {self.method}")
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, k: float) -> SteeringVectors:
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or k == 0 or not math.isfinite(k):
+            raise VectorFileError(f"vectors divide by a finite non-zero number, got {k!r}")
+        return self * (1.0 / float(k))
+
+    def __neg__(self) -> SteeringVectors:
+        return self._combined(-self.vectors, self.layers, f"-{self.method}")
 
 
 def _json_default(o: Any) -> Any:

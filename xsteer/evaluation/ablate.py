@@ -22,9 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from xsteer.core.progress import Progress
 from xsteer.core.vectors import SteeringVectors
+from xsteer.errors import InputError
+from xsteer.evaluation.evaluate import EvalConfig, Evaluator
+from xsteer.evaluation.records import RecordStore
+from xsteer.evaluation.summary import BASELINE, accuracy_by_lambda
+from xsteer.tasks import Example
+from xsteer.tasks.prompts import render
 
 Profile = dict[int, float]  # layer -> weight on that layer's λ
 STUDIES = ("single", "leave_one_out", "coordinate")
@@ -34,10 +40,10 @@ def reweight(vectors: SteeringVectors, profile: Mapping[int, float]) -> Steering
     """Vectors with layer l scaled by ``profile[l]``; layers absent from the profile or weighted 0 dropped."""
     bad = [layer for layer in profile if layer not in vectors.layers]
     if bad:
-        raise ValueError(f"profile names layers {bad} that carry no vector; steerable: {list(vectors.layers)}")
+        raise InputError(f"profile names layers {bad} that carry no vector; steerable: {list(vectors.layers)}")
     keep = [layer for layer in vectors.layers if profile.get(layer, 0.0) != 0.0]
     if not keep:
-        raise ValueError("the profile steers no layer")
+        raise InputError("the profile steers no layer")
     v = torch.zeros_like(vectors.vectors)
     for layer in keep:
         v[layer] = vectors.vectors[layer] * float(profile[layer])
@@ -75,9 +81,11 @@ def run_profiles(signal: Callable[[SteeringVectors | None, float], float], vecto
                  profiles: Mapping[str, Profile], lambdas: Sequence[float], *, progress: bool = True) -> dict[str, dict[float, float]]:
     """signal(profile, λ) for every profile and λ; the unsteered value is under the key ``"baseline"``."""
     out: dict[str, dict[float, float]] = {"baseline": {0.0: signal(None, 0.0)}}
-    for name, prof in tqdm(profiles.items(), desc="profiles", disable=not progress):
-        v = reweight(vectors, prof)
-        out[name] = {float(lam): signal(v, lam) for lam in lambdas}
+    with Progress(len(profiles), "ablation profiles", unit="profiles", enabled=progress) as bar:
+        for name, prof in profiles.items():
+            v = reweight(vectors, prof)
+            out[name] = {float(lam): signal(v, lam) for lam in lambdas}
+            bar.update()
     return out
 
 
@@ -95,53 +103,46 @@ def coordinate_search(signal: Callable[[SteeringVectors | None, float], float], 
     trace: list[dict[str, Any]] = [{"sweep": 0, "layer": None, "lam": 0.0, "signal": best}]
     for sweep in range(1, sweeps + 1):
         changed = False
-        for layer in tqdm(vectors.layers, desc=f"sweep {sweep}", disable=not progress):
-            for value in grid:
-                if value == lam[layer]:
-                    continue
-                trial = {**lam, layer: value}
-                active = {k: w for k, w in trial.items() if w != 0.0}
-                s = signal(reweight(vectors, active), 1.0) if active else signal(None, 0.0)
-                if s > best + 1e-9:
-                    best, lam, changed = s, trial, True
-                    trace.append({"sweep": sweep, "layer": layer, "lam": value, "signal": s})
+        with Progress(len(vectors.layers), f"coordinate sweep {sweep}", unit="layers", enabled=progress) as bar:
+            for layer in vectors.layers:
+                for value in grid:
+                    if value == lam[layer]:
+                        continue
+                    trial = {**lam, layer: value}
+                    active = {k: w for k, w in trial.items() if w != 0.0}
+                    s = signal(reweight(vectors, active), 1.0) if active else signal(None, 0.0)
+                    if s > best + 1e-9:
+                        best, lam, changed = s, trial, True
+                        trace.append({"sweep": sweep, "layer": layer, "lam": value, "signal": s})
+                bar.update()
         if not changed:
             break
     return {k: w for k, w in lam.items() if w != 0.0}, best, trace
 
 
 # ---------------------------------------------------------------------------------------------- studies
-def gold_requests(tokenizer: Any, cfg: Any, examples: Sequence[Any]) -> tuple[list[str], list[str]]:
+def gold_requests(tokenizer: Any, cfg: EvalConfig, examples: Sequence[Example], *, data_dir: str | Path | None = None) -> tuple[list[str], list[str]]:
     """(prompt, gold continuation) per item, as the evaluator would prompt under ``cfg`` (an EvalConfig).
 
     ``generate`` mode: the few-shot chat prompt and the reference response (reasoning + final-answer
     marker); ``loglik`` mode: lm-eval's ``Question: …\nAnswer:`` context and the gold choice.
     """
-    from xsteer.tasks.prompts import (
-        arc_loglik_request,
-        build_messages,
-        few_shot_examples,
-        format_answer,
-        prompt_family,
-        render,
-    )
-
     if not examples:
-        raise ValueError("no items to score the ablation on")
+        raise InputError("no items to score the ablation on")
+    task = cfg.task
     prompts, golds = [], []
     if cfg.mode == "loglik":
         for ex in examples:
-            ctx, choices = arc_loglik_request(ex)
+            ctx, choices = task.loglik_request(ex)
             if ex.answer_index is None:
-                raise ValueError(f"{ex.id}: gold answer {ex.answer!r} is not among the labels {ex.labels}")
+                raise InputError(f"{ex.id}: gold answer {ex.answer!r} is not among the labels {ex.labels}")
             prompts.append(ctx)
             golds.append(choices[ex.answer_index])
         return prompts, golds
-    family = prompt_family(cfg.dataset)
-    shots = few_shot_examples(cfg.dataset, cfg.shots, seed=cfg.seed) if cfg.shots else []
+    shots = task.shots(cfg.shots, seed=cfg.seed, data_dir=data_dir) if cfg.shots else []
     for ex in examples:
-        prompts.append(render(tokenizer, build_messages(family, ex, shots, system=cfg.system_prompt)))
-        golds.append(format_answer(cfg.dataset, ex))
+        prompts.append(render(tokenizer, task.messages(ex, shots, system=cfg.system_prompt)))
+        golds.append(task.format_answer(ex))
     return prompts, golds
 
 
@@ -151,22 +152,20 @@ def study_profiles(vectors: SteeringVectors, study: str) -> dict[int, tuple[str,
         profiles = single_layer_profiles(vectors)
     elif study == "leave_one_out":
         if len(vectors.layers) < 2:
-            raise ValueError(f"a leave-one-out study needs at least 2 steered layers, the vectors steer {list(vectors.layers)}")
+            raise InputError(f"a leave-one-out study needs at least 2 steered layers, the vectors steer {list(vectors.layers)}")
         profiles = leave_one_out_profiles(vectors)
     else:
-        raise ValueError(f"unknown study {study!r}; options: {', '.join(STUDIES)}")
+        raise InputError(f"unknown study {study!r}; options: {', '.join(STUDIES)}")
     return dict(zip(vectors.layers, profiles.items(), strict=True))
 
 
-def profile_accuracy(model: Any, cfg: Any, records: str | Path, vectors: SteeringVectors, profiles: Mapping[str, Profile],
-                     examples: Sequence[Any], lambdas: Sequence[float], *, split: str = "validation", batch_size: int = 16,
-                     progress: bool = True) -> dict[str, dict[float, float]]:
+def profile_accuracy(model: Any, cfg: EvalConfig, records: str | Path, vectors: SteeringVectors, profiles: Mapping[str, Profile],
+                     examples: Sequence[Example], lambdas: Sequence[float], *, split: str = "validation", batch_size: int = 16,
+                     progress: bool = True, data_dir: str | Path | None = None) -> dict[str, dict[float, float]]:
     """Task accuracy of each profile at each λ (and of the unsteered ``"baseline"`` at λ = 0), through the
     evaluator: records go to the JSON Lines file ``records`` (resumable), scoring follows ``cfg.mode``."""
-    from xsteer.evaluation.evaluate import BASELINE, Evaluator, RecordStore, accuracy_by_lambda
-
     conditions: dict[str, SteeringVectors | None] = {BASELINE: None, **{n: reweight(vectors, p) for n, p in profiles.items()}}
-    ev = Evaluator(model, cfg, RecordStore(records), conditions, batch_size=batch_size, progress=progress)
+    ev = Evaluator(model, cfg, RecordStore(records), conditions, batch_size=batch_size, progress=progress, data_dir=data_dir)
     ev.run(split, examples, BASELINE)
     for name in profiles:
         ev.run(split, examples, name, lambdas)
@@ -174,9 +173,9 @@ def profile_accuracy(model: Any, cfg: Any, records: str | Path, vectors: Steerin
     return {name: accuracy_by_lambda(recs, split, name) for name in conditions}
 
 
-def ablation_study(model: Any, vectors: SteeringVectors, examples: Sequence[Any], cfg: Any, study: str, *,
+def ablation_study(model: Any, vectors: SteeringVectors, examples: Sequence[Example], cfg: EvalConfig, study: str, *,
                    sweeps: int = 2, batch_size: int = 16, records: str | Path | None = None, split: str = "validation",
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, data_dir: str | Path | None = None) -> dict[str, Any]:
     """One per-layer study on benchmark items, scored with :func:`gold_logprob_signal` (and with task
     accuracy, through the evaluator, when a ``records`` file is given).
 
@@ -186,10 +185,10 @@ def ablation_study(model: Any, vectors: SteeringVectors, examples: Sequence[Any]
     difference from the baseline, and for ``coordinate`` the profile found and the trace of accepted moves.
     """
     if study not in STUDIES:
-        raise ValueError(f"unknown study {study!r}; options: {', '.join(STUDIES)}")
+        raise InputError(f"unknown study {study!r}; options: {', '.join(STUDIES)}")
     vectors.check_compatible(model.cfg.n_layers, model.cfg.d_model, model.cfg.model_name)
     lambdas = [float(x) for x in cfg.lambdas]
-    prompts, golds = gold_requests(model.tokenizer, cfg, examples)
+    prompts, golds = gold_requests(model.tokenizer, cfg, examples, data_dir=data_dir)
     signal = gold_logprob_signal(model, prompts, golds, batch_size=batch_size)
     doc: dict[str, Any] = {"study": study, "split": split, "n_items": len(examples), "lambdas": lambdas,
                            "n_layers": vectors.n_layers, "steered_layers": list(vectors.layers), "vectors": vectors.model_id,
@@ -202,7 +201,7 @@ def ablation_study(model: Any, vectors: SteeringVectors, examples: Sequence[Any]
         doc["rows"] = [{"profile": "coordinate", "layer": layer, "lam": profile.get(layer, 0.0)} for layer in vectors.layers]
         if records is not None and profile:
             acc = profile_accuracy(model, cfg, records, vectors, {"coordinate": profile}, examples, [1.0], split=split,
-                                   batch_size=batch_size, progress=progress)
+                                   batch_size=batch_size, progress=progress, data_dir=data_dir)
             doc["accuracy"] = {"baseline": acc["baseline"].get(0.0), "coordinate": acc["coordinate"].get(1.0)}
         return doc
     by_layer = study_profiles(vectors, study)
@@ -211,7 +210,7 @@ def ablation_study(model: Any, vectors: SteeringVectors, examples: Sequence[Any]
     acc = None
     if records is not None:
         acc = profile_accuracy(model, cfg, records, vectors, dict(by_layer.values()), examples, lambdas, split=split,
-                               batch_size=batch_size, progress=progress)
+                               batch_size=batch_size, progress=progress, data_dir=data_dir)
         doc["accuracy_baseline"] = acc["baseline"].get(0.0)
     rows = []
     for layer, (name, _) in by_layer.items():

@@ -14,7 +14,9 @@ at the *last token* of each text. Builders turn dataset rows into pairs:
     statements at many cut points); the texts differ in the persona only.
 
 User files are JSON Lines with one ``{"positive": "...", "negative": "..."}`` object a line; their texts
-are used verbatim (no chat template is applied).
+are used verbatim (no chat template is applied). A builder is any callable
+``(examples, tokenizer, *, task, seed) -> list[ContrastivePair]``: pass one to :func:`build_pairs`, or
+:func:`register_builder` it to use it by name from the CLI and configs.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xsteer.tasks.data import Example, read_jsonl
+from xsteer.core.io import read_jsonl
+from xsteer.errors import InputError
+from xsteer.tasks import Example, Task, get_task
 from xsteer.tasks.prompts import render_pair_text
 
 
@@ -49,7 +53,7 @@ CARELESS = (
 )
 
 
-def _wrong_answer(answer: str, rng: random.Random, others: Sequence[str]) -> str:
+def wrong_answer(answer: str, rng: random.Random, others: Sequence[str]) -> str:
     """A deterministic wrong answer: a nearby number for numeric answers, else another row's answer."""
     s = answer.strip().replace(",", "")
     if re.fullmatch(r"-?\d+", s):
@@ -61,13 +65,7 @@ def _wrong_answer(answer: str, rng: random.Random, others: Sequence[str]) -> str
     return rng.choice(candidates) if candidates else answer + "+1"
 
 
-def _final_line(dataset: str, answer: str) -> str:
-    if dataset == "math" or dataset == "math500":
-        return f"The final answer is $\\boxed{{{answer}}}$."
-    return f"#### The final answer is: {answer}"
-
-
-def corrupted_answer(examples: Sequence[Example], tokenizer: Any, *, dataset: str, seed: int = 0) -> list[ContrastivePair]:
+def corrupted_answer(examples: Sequence[Example], tokenizer: Any, *, task: Task, seed: int = 0) -> list[ContrastivePair]:
     rng = random.Random(seed)
     answers = [e.answer for e in examples]
     pairs = []
@@ -81,26 +79,26 @@ def corrupted_answer(examples: Sequence[Example], tokenizer: Any, *, dataset: st
             question = ex.question + "\n" + "\n".join(f"{lab}. {t}" for lab, t in zip(ex.labels, ex.choices, strict=True))
         else:
             if not ex.solution:
-                raise ValueError(f"example {ex.id!r} has no reference solution to build a corrupted_answer pair")
-            reasoning = _strip_final(ex.solution)
-            wrong = _wrong_answer(ex.answer, rng, answers)
-            pos = f"{reasoning}\n{_final_line(dataset, ex.answer)}"
-            neg = f"{reasoning}\n{_final_line(dataset, wrong)}"
+                raise InputError(f"example {ex.id!r} has no reference solution to build a corrupted_answer pair")
+            reasoning = strip_final(ex.solution)
+            wrong = wrong_answer(ex.answer, rng, answers)
+            pos = f"{reasoning}\n{task.final_line(ex.answer)}"
+            neg = f"{reasoning}\n{task.final_line(wrong)}"
             question = ex.question
         pairs.append(ContrastivePair(render_pair_text(tokenizer, question, pos), render_pair_text(tokenizer, question, neg), ex.id))
     return pairs
 
 
-def _strip_final(solution: str) -> str:
+def strip_final(solution: str) -> str:
     """Drop a trailing '#### N' line so the builder controls the final-answer line itself."""
     return re.sub(r"\n?\s*####.*\Z", "", solution.strip(), flags=re.S).rstrip()
 
 
-def persona(examples: Sequence[Example], tokenizer: Any, *, dataset: str, seed: int = 0) -> list[ContrastivePair]:
+def persona(examples: Sequence[Example], tokenizer: Any, *, task: Task, seed: int = 0) -> list[ContrastivePair]:
     rng = random.Random(seed)
     pairs = []
     for ex in examples:
-        response = _strip_final(ex.solution) if ex.solution else f"The answer is [{ex.answer}]"
+        response = strip_final(ex.solution) if ex.solution else f"The answer is [{ex.answer}]"
         words = response.split()
         # Cut somewhere in the reasoning (at least a few words in) so the last token sits mid-thought.
         cut = rng.randint(min(3, len(words)), len(words)) if words else 0
@@ -111,32 +109,72 @@ def persona(examples: Sequence[Example], tokenizer: Any, *, dataset: str, seed: 
     return pairs
 
 
-BUILDERS: dict[str, Callable[..., list[ContrastivePair]]] = {
+Builder = Callable[..., list[ContrastivePair]]
+BUILDERS: dict[str, Builder] = {
     "corrupted_answer": corrupted_answer,
     "persona": persona,
 }
 
 
-def build_pairs(builder: str, examples: Sequence[Example], tokenizer: Any, *, dataset: str, seed: int = 0) -> list[ContrastivePair]:
-    """Build contrastive pairs with a named builder (see the module docstring)."""
-    if builder not in BUILDERS:
-        raise ValueError(f"unknown pair builder {builder!r}; options: {', '.join(BUILDERS)}")
-    pairs = BUILDERS[builder](examples, tokenizer, dataset=dataset, seed=seed)
+def register_builder(name: str, builder: Builder) -> Builder:
+    """Make a pair builder usable by name (CLI ``--builder``, config ``pairs.builder``)."""
+    if not callable(builder):
+        raise InputError(f"a pair builder must be callable, got {type(builder).__name__}")
+    BUILDERS[name] = builder
+    return builder
+
+
+def build_pairs(builder: str | Builder, examples: Sequence[Example], tokenizer: Any, *, task: str | Task,
+                seed: int = 0) -> list[ContrastivePair]:
+    """Contrastive pairs from benchmark items, with a named builder (see the module docstring) or a callable."""
+    if isinstance(builder, str):
+        if builder not in BUILDERS:
+            raise InputError(f"unknown pair builder {builder!r}; options: {', '.join(BUILDERS)}")
+        builder = BUILDERS[builder]
+    pairs = builder(examples, tokenizer, task=get_task(task), seed=seed)
     if not pairs:
-        raise ValueError("the pair set is empty: no examples to build contrastive pairs from")
+        raise InputError("the pair set is empty: no examples to build contrastive pairs from")
+    check_pairs(pairs)
+    return pairs
+
+
+def concept_pairs(concept: Any) -> list[ContrastivePair]:
+    """A concept's (positive, negative) texts (:mod:`xsteer.tasks.concepts`) as pairs, used verbatim."""
+    pairs = [ContrastivePair(p, n, f"{concept.name}:{i}") for i, (p, n) in enumerate(concept.pairs)]
+    check_pairs(pairs)
     return pairs
 
 
 def load_pairs_jsonl(path: str | Path) -> list[ContrastivePair]:
     """Read user pairs, one ``{"positive": str, "negative": str}`` a line; errors name the line."""
     pairs = []
-    for lineno, row in enumerate(read_jsonl(path), start=1):
+    path = Path(path)
+    for lineno, row in read_jsonl(path, with_lines=True):
         if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k] for k in ("positive", "negative")):
-            raise ValueError(f"{path}:{lineno}: each line needs non-empty string fields 'positive' and 'negative'")
-        pairs.append(ContrastivePair(row["positive"], row["negative"], str(row.get("id", lineno))))
+            raise InputError(f"{path}:{lineno}: each line needs non-empty string fields 'positive' and 'negative'")
+        pairs.append(ContrastivePair(row["positive"], row["negative"], str(row.get("id", f"{path.name}:{lineno}"))))
     if not pairs:
-        raise ValueError(f"{path}: the pair set is empty")
+        raise InputError(f"{path}: the pair set is empty")
+    check_pairs(pairs)
     return pairs
+
+
+#: Longest pair text accepted, in characters: a pasted book would otherwise try to allocate a terabyte of
+#: attention (a 5 MB pair text did); real contrastive texts are sentences or short dialogues.
+MAX_PAIR_CHARS = 20_000
+
+
+def check_pairs(pairs: Sequence[ContrastivePair]) -> None:
+    """Refuse pairs that carry no contrast (identical texts) or texts too long to be a pair."""
+    same = [p.source_id or str(i) for i, p in enumerate(pairs) if p.positive.strip() == p.negative.strip()]
+    if same:
+        shown = ", ".join(same[:5]) + (f" and {len(same) - 5} more" if len(same) > 5 else "")
+        raise InputError(f"{len(same)} pair(s) have identical positive and negative texts ({shown}): "
+                         "a pair must differ in the concept")
+    long = [p.source_id or str(i) for i, p in enumerate(pairs) if max(len(p.positive), len(p.negative)) > MAX_PAIR_CHARS]
+    if long:
+        raise InputError(f"pair(s) {', '.join(long[:5])} have a text over {MAX_PAIR_CHARS:,} characters; "
+                         "contrastive pairs are short texts")
 
 
 def pairs_hash(pairs: Sequence[ContrastivePair]) -> str:

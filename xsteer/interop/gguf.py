@@ -28,6 +28,13 @@ The layout, as llama.cpp reads it (``common/common.cpp``, ``common_control_vecto
   ``--control-vector``). The file therefore holds the vectors exactly as stored (times ``scale``, 1 by
   default), and λ means what it means in xsteer relative to the vectors' norm convention (``unit`` or
   ``resid_mean``), recorded as ``xsteer.norm``.
+
+Reading other tools' files (:func:`load_gguf`): repeng's ``ControlVector.export_gguf`` writes the same layout
+(``controlvector.model_hint`` = the HF ``model_type``, e.g. ``llama``, ``mistral``, ``qwen2``,
+``gemma3_text``; ``controlvector.layer_count`` as uint32; ``direction.{i}`` for ``model.layers[i]``, whose
+output it was read from and is added to), and llama.cpp's ``cvector-generator`` writes it with int32
+``layer_count`` and llama.cpp architecture names. Either way ``direction.L`` is what gets added to block L's
+output, so it becomes xsteer layer L.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from xsteer.core.io import atomic_path
-from xsteer.core.vectors import SteeringVectors, VectorFileError
+from xsteer.core.vectors import NORMS, SteeringVectors, VectorFileError
 
 ARCH = "controlvector"
 HOOK = "hook_resid_post"  # the only point llama.cpp adds at: the block output
@@ -55,7 +62,9 @@ LLAMACPP_ARCH: dict[str, str] = {
     "gemma3n": "gemma3n",
     "gemma3": "gemma3",
     "gemma2": "gemma2",
+    "qwen3moe": "qwen3moe",
     "qwen3": "qwen3",
+    "qwen2moe": "qwen2moe",
     "qwen2": "qwen2",
     "phi3": "phi3",
     "smollm": "llama",  # SmolLM is LlamaForCausalLM
@@ -158,6 +167,80 @@ def read_gguf_control_vector(path: str | Path, n_layers: int | None = None) -> C
     for layer, v in directions.items():
         dense[layer] = torch.from_numpy(v)
     return ControlVectorFile(fields.get(f"{ARCH}.model_hint"), dense, layers, meta)
+
+
+def load_gguf(path: str | Path, *, model_id: str | None = None, model: Any = None, n_layers: int | None = None,
+              d_model: int | None = None) -> SteeringVectors:
+    """A control-vector GGUF (llama.cpp, repeng, or :func:`export_gguf`) as :class:`SteeringVectors`.
+
+    ``direction.L`` becomes xsteer layer L (both add it to block L's output). The vectors are kept exactly
+    as the file holds them, so steering with λ here equals llama.cpp's ``--control-vector-scaled FILE λ``;
+    a file written by xsteer with ``scale`` holds the vectors times that scale (recorded in ``extra``).
+
+    Args:
+        model_id: the name recorded in the vectors (default: the target model's, else the file's own
+            ``xsteer.model_id``, else the file name).
+        model: the target model: a loaded model, a model spec (zoo name, ``.gguf``, HF directory; read
+            without loading weights) or an id. Gives ``n_layers``/``d_model`` and the architecture that
+            ``controlvector.model_hint`` must not contradict.
+        n_layers, d_model: the target's depth and width, when no model is given. Without any depth the
+            vectors get ``xsteer.n_layers`` rows (xsteer's files) or one row past the last direction.
+
+    Raises:
+        VectorFileError: a malformed file, or one whose width, depth or model hint does not fit the target
+            (the message names both).
+    """
+    from xsteer.interop.hf import check_fits, resolve_target
+
+    path = Path(path)
+    cv = read_gguf_control_vector(path)
+    target = resolve_target(model, model_id=model_id, n_layers=n_layers, d_model=d_model)
+    file_n = int(cv.meta["n_layers"]) if isinstance(cv.meta.get("n_layers"), int) else None
+    width = int(cv.vectors.shape[1])
+    notes = check_fits(path, target, layers=cv.layers, width=width, n_layers=file_n, model_hint=cv.model_hint,
+                       what="control vectors")
+    rows = target.n_layers if target is not None and target.n_layers is not None else int(cv.vectors.shape[0])
+    dense = torch.zeros(rows, width)
+    dense[: cv.vectors.shape[0]] = cv.vectors
+    norms = dense[list(cv.layers)].norm(dim=-1)
+    layers = tuple(layer for layer, n in zip(cv.layers, norms.tolist(), strict=True) if n > 0)
+    if not layers:
+        raise VectorFileError(f"{path}: every direction is zero; the file steers nothing")
+    if len(layers) < len(cv.layers):  # llama.cpp adds nothing for a zero direction; neither does a dropped layer
+        notes.append(f"zero directions dropped: layers {sorted(set(cv.layers) - set(layers))}")
+
+    meta = cv.meta
+    ours = "model_id" in meta  # written by export_gguf: its provenance is trusted
+    norm = str(meta["norm"]) if meta.get("norm") in NORMS else "unit"
+    if not ours or float(meta.get("scale", 1.0)) != 1.0:
+        lengths = dense[list(layers)].norm(dim=-1)
+        if not torch.allclose(lengths, torch.ones_like(lengths), atol=1e-4):
+            notes.append(f"vectors kept at the file's lengths (L2 norm {float(lengths.min()):.4g}..{float(lengths.max()):.4g}), "
+                         f"so norm {norm!r} is a label, not a fact; .unit() makes it one")
+    name = model_id or (target.model_id if target is not None and target.model_id else None) \
+        or (str(meta["model_id"]) if ours else path.stem)
+    extra: dict[str, Any] = {
+        "imported_from": "gguf control vector (llama.cpp / repeng)",
+        "source": str(path),
+        "model_hint": cv.model_hint,
+        "layer_convention": "direction.L is added to block L's output (llama.cpp, repeng) = xsteer layer L",
+    }
+    if meta:
+        extra["file_meta"] = dict(meta)
+    if ours and str(meta["model_id"]) != name:
+        extra["file_model_id"] = str(meta["model_id"])
+    if notes:
+        extra["notes"] = notes
+    return SteeringVectors(
+        vectors=dense,
+        model_id=name,
+        method=str(meta.get("method", "gguf")) if ours else "gguf",
+        layers=layers,
+        position=str(meta.get("position", "last_token")) if ours else "unknown",
+        norm=norm,
+        pairs_hash=str(meta.get("pairs_hash", "")),
+        extra=extra,
+    )
 
 
 def _directions(vectors: SteeringVectors, scale: float) -> dict[str, np.ndarray]:

@@ -13,7 +13,8 @@ notebooks.  The conventions follow lm-evaluation-harness where it has one:
 * ARC-Challenge: generative letter extraction (``arc_challenge_chat`` style) and
   the log-likelihood ``acc``/``acc_norm`` argmax used by the default task.
 
-Every deliberate deviation from lm-eval is called out in the docstring that makes it.
+Every deliberate deviation from lm-eval is called out in the docstring that makes it and
+listed in ``docs/scoring-deviations.md``.
 """
 
 from __future__ import annotations
@@ -48,9 +49,23 @@ __all__ = [
 # GSM8K
 # --------------------------------------------------------------------------------------
 
+# Minus signs.  Models write U+2212 (MINUS SIGN) and U+2013 (EN DASH) for "-", but a dash
+# is only a sign when it touches its digits ("-18", "\u221218", "-$5") and is not glued to a
+# preceding operand ("5-3", "2\u20133 hours" are a subtraction / a range).  So a bullet
+# ("- 18 eggs") or a spaced range ("2 - 3 hours") never makes a number negative.
+_SIGN = "[-\u2212\u2013]"
+_LEADING_SIGN = r"(?<![\w)\]])" + _SIGN
+# U+2212 is a minus wherever it stands (also between operands); an en dash only as a sign.
+_EN_DASH_SIGN_RE = re.compile(r"(?<![\w)\]])\u2013(?=\$?\.?\d)")
+
+
+def _ascii_minus(s: str) -> str:
+    return _EN_DASH_SIGN_RE.sub("-", s.replace("\u2212", "-"))
+
+
 # A number as lm-eval's strict regex sees it ([0-9.,]+), but it must contain a digit,
 # so that "#### ." or "#### ," is not an "answer".
-_STRICT_NUM = r"-?[0-9.,]*[0-9][0-9.,]*"
+_STRICT_NUM = _SIGN + r"?[0-9.,]*[0-9][0-9.,]*"
 
 # "#### 42" (lm-eval strict-match) and the paper's "#### The final answer is: 42".
 _STRICT_HASH_RE = re.compile(
@@ -64,13 +79,13 @@ _STRICT_PHRASE_RE = re.compile(
     re.IGNORECASE,
 )
 
-# Flexible number: optional sign, optional $, digits with optional separators, optional
-# decimal part; or a bare ".5".  The sign only counts when the '-' is not glued to a
-# preceding word/number ("5-3" is a subtraction, its last number is 3 not -3).
-_FLEX_RE = re.compile(r"(?:(?<![\w)\]])-)?\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
+_UNSIGNED = r"(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
+# Flexible number: optional sign, optional "$" (a space may follow the "$", never the
+# sign), digits with optional separators, optional decimal part; or a bare ".5".
+_FLEX_RE = re.compile(r"(?:" + _LEADING_SIGN + r")?(?:\$\s?)?" + _UNSIGNED)
 
-# The single numeric token inside an already-extracted answer string.
-_NUMBER_TOKEN_RE = re.compile(r"(?:(?<![\w)\]])-\s?)?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
+# The single numeric token inside an already-extracted answer string (after _ascii_minus).
+_NUMBER_TOKEN_RE = re.compile(r"(?:(?<![\w)\]])-)?" + _UNSIGNED)
 
 
 def gsm8k_strict(text: str) -> str | None:
@@ -99,9 +114,13 @@ def gsm8k_flexible(text: str) -> str | None:
     """Extract the LAST number in ``text`` (lm-eval ``flexible-extract``), or ``None``.
 
     lm-eval uses ``(-?[$0-9.,]{2,})|(-?[0-9]+)`` with ``group_select: -1``.  This is the
-    same idea with two fixes that only matter on degenerate text: a match must contain
-    a digit (lm-eval's regex accepts ``"..."``), and a ``-`` glued to a preceding word
-    or number is a minus operator, not a sign.  Returned raw (may contain ``$`` / ``,``).
+    same idea with these differences: a match must contain a digit (lm-eval's regex accepts
+    ``"..."`` and reads ``"42..."`` as one token); a ``-`` glued to a preceding word or
+    number is a minus operator, not a sign (``"5-3"`` ends in ``3``); and ``\u2212`` or an
+    en dash touching the digits is a sign (``"\u221210"``, ``"\u201310"``).  Like lm-eval, a
+    dash separated from its digits is no sign: a bullet ``"- 18 eggs"`` or a range
+    ``"2 - 3 hours"`` ends in ``18`` / ``3``.  Returned raw (may contain ``$`` / ``,`` / a
+    non-ASCII minus); pass it through :func:`normalize_number`.
     """
     if not text:
         return None
@@ -117,17 +136,19 @@ def normalize_number(s: str | None) -> str | None:
     Removes ``$``, thousands separators (every ``,``, as lm-eval does), surrounding words
     and units, and a trailing ``.``; then prints the value in plain decimal notation with
     no trailing zeros.  So ``"1,000" -> "1000"``, ``"$1,234.00" -> "1234"``,
-    ``"3.50" -> "3.5"``, ``"5.0" -> "5"``, ``"10 cm" -> "10"``, ``"-2" -> "-2"``.
-    A decimal point inside a number is never deleted (``"3.5"`` stays ``"3.5"``).
+    ``"3.50" -> "3.5"``, ``"5.0" -> "5"``, ``"10 cm" -> "10"``, ``"-2" -> "-2"``,
+    ``"\u22127" -> "-7"``.  A decimal point inside a number is never deleted (``"3.5"`` stays
+    ``"3.5"``).  A minus sign must touch its digits: ``"- 18"`` is ``18``.
     """
     if s is None:
         return None
-    # Unicode minus and "$" anywhere ("-$5", "$-5") must not split sign from digits.
-    t = s.replace("\u2212", "-").replace("\\$", "").replace("$", "")
+    # "$" may stand between sign and digits ("-$5", "-$ 5", "$-5"); dropping it with the
+    # space after it joins them.
+    t = re.sub(r"\\?\$\s*", "", _ascii_minus(s))
     m = _NUMBER_TOKEN_RE.search(t)
     if m is None:
         return None
-    token = m.group(0).replace(" ", "").replace(",", "")
+    token = m.group(0).replace(",", "")
     try:
         value = Decimal(token)
     except InvalidOperation:
@@ -180,13 +201,49 @@ def _balanced_group(s: str, i: int) -> tuple[str, int] | None:
     return None
 
 
+# Where a brace-less "\boxed 5 cm" argument ends: the end of the math ($, \], \), \end,
+# an alignment "&" or row break "\\", a line break) or of the sentence (". ").
+_BARE_BOX_STOP_RE = re.compile(r"\$|\n|&|\\[\])\\]|\\end(?![A-Za-z])|\.(?:\s|$)")
+
+
+def _bare_box_argument(s: str, i: int) -> str:
+    depth = 0
+    j = i
+    while j < len(s):
+        if depth == 0 and _BARE_BOX_STOP_RE.match(s, j):
+            break
+        c = s[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            if depth == 0:  # closes a group the box sits in: "\text{is \boxed 5}"
+                break
+            depth -= 1
+        j += 1
+    return s[i:j].strip()
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` in ``text``, or ``None``.
 
-    Braces are balanced (``\\boxed{\\frac{1}{2}}`` -> ``\\frac{1}{2}``).  The brace-less
-    form ``\\boxed 5`` yields the text up to the next ``$`` or newline (Hendrycks).
-    As in Hendrycks' ``last_boxed_only_string``, only the LAST box is considered: if it
-    is unclosed (a truncated generation) the result is ``None`` rather than an earlier box.
+    This is the one extraction rule for gold solutions and predictions alike (the MATH
+    task reads a gold answer out of a solution with it), so a gold and a prediction
+    written the same way give the same answer.
+
+    * Braces are balanced, and escaped braces ``\\{``/``\\}`` are content
+      (``\\boxed{\\frac{1}{2}}`` -> ``\\frac{1}{2}``, ``\\boxed{\\{1,2\\}}`` -> ``\\{1,2\\}``).
+    * Brace-less ``\\boxed 5 cm`` (whitespace after the command) yields everything up to
+      the end of the math: the next ``$``, ``\\]``, ``\\)``, ``\\end``, ``&``, ``\\\\``,
+      line break, sentence end (``". "``), unmatched ``}``, or end of text.  So
+      ``$\\boxed 5 cm$`` -> ``"5 cm"`` (which :func:`normalize_math` reads as ``5``) and
+      ``$\\boxed 2 \\pi$`` -> ``"2 \\pi"``.  This is Hendrycks' rule (to the next ``$``)
+      bounded to one line; taking only the first token instead would turn ``2 \\pi`` into
+      ``2``.  ``\\boxed5`` (no space) is not an argument form and gives ``None``.
+    * Only the LAST box counts (``\\boxed`` and ``\\fbox`` alike): if it is unclosed (a
+      truncated generation) the result is ``None`` rather than an earlier box.
     """
     if not text:
         return None
@@ -196,12 +253,12 @@ def last_boxed(text: str) -> str | None:
     end = matches[-1].end()
     rest = text[end:]
     stripped = rest.lstrip()
+    start = end + (len(rest) - len(stripped))
     if stripped.startswith("{"):
-        group = _balanced_group(text, end + (len(rest) - len(stripped)))
+        group = _balanced_group(text, start)
         return group[0].strip() if group is not None else None
     if rest[:1].isspace():
-        content = re.split(r"[$\n]", stripped, maxsplit=1)[0].strip()
-        return content or None
+        return _bare_box_argument(text, start) or None
     return None
 
 
@@ -235,12 +292,66 @@ def math_answer(text: str) -> str | None:
     return ans or None
 
 
-# Words that follow a bare number as a unit ("10 cm", "5 square units").  A unit phrase
-# is only stripped after a purely numeric head so that "x y" or "2 \pi r" are untouched.
+# Unit words that may follow a number and be dropped ("10 cm", "5 square units").  Only
+# KNOWN units: any other word after a number is mathematics ("2 pi", "2 sin x", "3 log x",
+# "2 ab") and dropping it would make such answers equal to the bare number.  Single
+# letters (m, s, h, g, L) are units only inside \text{}/\mathrm{} or after "/" ("km/h"):
+# bare, they are variables.
+_UNIT_WORDS = frozenset(
+    """
+    mm millimeter millimeters millimetre millimetres cm centimeter centimeters centimetre
+    centimetres meter meters metre metres km kilometer kilometers kilometre kilometres
+    in inch inches ft foot feet yd yard yards mile miles
+    sq square cubic acre acres hectare hectares ml milliliter milliliters liter liters litre
+    litres gallon gallons gal quart quarts pint pints cup cups cc
+    sec secs second seconds min mins minute minutes hr hrs hour hours day days week weeks
+    month months year years yr yrs decade decades
+    dollar dollars cent cents penny pennies nickel nickels dime dimes euro euros
+    degree degrees deg radian radians
+    mg milligram milligrams gram grams kg kilogram kilograms lb lbs pound pounds ounce ounces
+    oz ton tons tonne tonnes
+    mph kph per percent
+    unit units student students people person persons child children adult adults way ways
+    integer integers point points digit digits edge edges vertex vertices face faces
+    meal meals multiple multiples handshake handshakes game games page pages tile tiles
+    marble marbles coin coins book books box boxes ball balls card cards seat seats
+    apple apples egg eggs cookie cookies candy candies piece pieces slice slices
+    stamp stamps flower flowers tree trees car cars chair chairs side sides diagonal diagonals
+    triangle triangles rectangle rectangles letter letters word words term terms
+    """.split()
+)
+_SHORT_UNITS = frozenset("m s h g l".split())
+# A number: the head a bare unit tail may follow.
 _NUMERIC_HEAD = r"[-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+|\\frac\{\d+\}\{\d+\})"
-_UNIT_TAIL_RE = re.compile(r"(" + _NUMERIC_HEAD + r")\s+(?:[a-zA-Z]{2,}\.?)(?:\s+[a-zA-Z]+\.?)*(?:\^\{?\d\}?)?")
+_UNIT_TAIL_RE = re.compile(
+    r"(" + _NUMERIC_HEAD + r")((?:\s*(?:/\s*)?[a-zA-Z]+(?![a-zA-Z])\.?(?:\^\{?[23]\}?)?)+)"
+)
+_UNIT_TOKEN_RE = re.compile(r"(/?)\s*([a-zA-Z]+)")
 # A trailing \text{ cm}, \mbox{ inches}, \mathrm{m}^2 after something non-empty.
-_TRAILING_TEXT_UNIT_RE = re.compile(r"(?<=\S)\s*\\(?:text|textrm|textnormal|mbox|mathrm)\{\s*[a-zA-Z][a-zA-Z .]*\}(?:\^\{?\d\}?)?$")
+_TRAILING_TEXT_RE = re.compile(
+    r"(?<=\S)\s*\\(?P<cmd>text|textrm|textnormal|mbox|mathrm)\{\s*(?P<words>[a-zA-Z][a-zA-Z ./]*)\}"
+    r"(?:\^\{?\d\}?)?$"
+)
+
+
+def _is_unit_phrase(words: str, *, short_ok: bool) -> bool:
+    tokens = _UNIT_TOKEN_RE.findall(words)
+    return bool(tokens) and all(
+        w.lower() in _UNIT_WORDS or ((short_ok or slash) and w.lower() in _SHORT_UNITS) for slash, w in tokens
+    )
+
+
+def _strip_trailing_text_unit(t: str) -> str:
+    m = _TRAILING_TEXT_RE.search(t)
+    if m is None:
+        return t
+    # Text mode marks a label, whatever the word (Hendrycks drops any "\text{ ...}"); but
+    # \mathrm{} is also upright math ("2\mathrm{i}", "\mathrm{e}"), so only units go.
+    if m.group("cmd") == "mathrm" and not _is_unit_phrase(m.group("words"), short_ok=True):
+        return t
+    return t[: m.start()].strip()
+
+
 _TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textrm|textbf|textnormal|textit|mbox|mathrm|mathbf)\{([^{}]*)\}")
 _PLAIN_DECIMAL_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _SHORT_LHS_RE = re.compile(r"[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?")
@@ -285,17 +396,19 @@ def _fix_frac_args(s: str) -> str:
 def normalize_math(s: str) -> str:
     """Hendrycks/Minerva-style canonical string for a MATH answer.
 
-    Applied in order: unwrap a ``\\boxed{}``; drop ``\\left``/``\\right``,
-    ``\\displaystyle``, spacing commands (``\\!``, ``\\,``, ``\\;``, ``\\quad``...),
-    degrees (``^\\circ``), ``$``/``\\$``, ``\\%``/``%``, LaTeX thousands ``{,}``;
-    ``\\dfrac``/``\\tfrac`` -> ``\\frac``; remove a trailing unit (``\\text{ cm}``,
-    ``10 cm``) and unwrap other ``\\text{}``; a short left-hand side (``x=3`` -> ``3``,
-    Hendrycks' rule: one variable, optionally subscripted); remove spaces;
-    ``\\frac12`` -> ``\\frac{1}{2}``, ``\\sqrt3`` -> ``\\sqrt{3}``; integer ``a/b`` ->
-    ``\\frac{a}{b}``; ``.5`` -> ``0.5``; trailing ``.``; and finally a plain decimal is
-    printed canonically (``5.0`` -> ``5``, ``0.50`` -> ``0.5``, ``1,000`` -> ``1000``;
-    commas are only treated as thousands separators in valid 3-digit groups, so the
-    tuple ``1,2`` is left alone).
+    Applied in order: unwrap a ``\\boxed{}``; ``\u2212`` (and an en dash used as a sign,
+    ``\u201310``) -> ``-``; drop ``\\left``/``\\right``, ``\\displaystyle``, spacing commands
+    (``\\!``, ``\\,``, ``\\;``, ``\\quad``...), degrees (``^\\circ``), ``$``/``\\$``,
+    ``\\%``/``%``, LaTeX thousands ``{,}``; ``\\dfrac``/``\\tfrac`` -> ``\\frac``; remove a
+    trailing unit -- any word in ``\\text{}``/``\\mbox{}`` (``10\\text{ cm}``), a known unit
+    in ``\\mathrm{}``, and after a bare number only a known unit word (``10 cm``,
+    ``5 square units``, but not ``2 pi``, ``2 sin x``, ``2 ab``) -- and unwrap other
+    ``\\text{}``; a short left-hand side (``x=3`` -> ``3``, Hendrycks' rule: one variable,
+    optionally subscripted); remove spaces; ``\\frac12`` -> ``\\frac{1}{2}``, ``\\sqrt3`` ->
+    ``\\sqrt{3}``; integer ``a/b`` -> ``\\frac{a}{b}``; ``.5`` -> ``0.5``; trailing ``.``; and
+    finally a plain decimal is printed canonically (``5.0`` -> ``5``, ``0.50`` -> ``0.5``,
+    ``1,000`` -> ``1000``; commas are only treated as thousands separators in valid
+    3-digit groups, so the tuple ``1,2`` is left alone).
     """
     if s is None:
         return ""
@@ -303,7 +416,7 @@ def normalize_math(s: str) -> str:
     boxed = last_boxed(t)
     if boxed is not None and _BOX_CMD_RE.match(t):
         t = boxed
-    t = t.replace("\n", " ").strip()
+    t = _ascii_minus(t.replace("\n", " ")).strip()
     t = re.sub(r"\\(?:left|right)(?![a-zA-Z])", "", t)
     t = re.sub(r"\\displaystyle(?![a-zA-Z])", "", t)
     # (?<!\\) keeps a LaTeX row break "\\ " intact.
@@ -318,10 +431,10 @@ def normalize_math(s: str) -> str:
     prev = None
     while prev != t:
         prev = t
-        t = _TRAILING_TEXT_UNIT_RE.sub("", t).strip()
+        t = _strip_trailing_text_unit(t)
     t = _TEXT_WRAPPER_RE.sub(r"\1", t).strip()
     m = _UNIT_TAIL_RE.fullmatch(t)
-    if m:
+    if m and _is_unit_phrase(m.group(2), short_ok=False):
         t = m.group(1)
     # "x = 3" -> "3": only for a single (subscripted) variable on the left, so that
     # equations such as "y = 2x + 1" keep their meaning as a whole answer.
@@ -420,6 +533,14 @@ def _sympy_equiv(pred: str, gold: str) -> bool:
         return False
 
 
+_LATEX_NAME_RE = re.compile(r"\\(?:begin|end)\{[^{}]*\}|\\[a-zA-Z]+")
+
+
+def _has_free_letters(norm: str) -> bool:
+    """Whether the value side (after the last ``=``) of a normalised answer has a variable."""
+    return re.search(r"[a-zA-Z]", _LATEX_NAME_RE.sub("", norm.rsplit("=", 1)[-1])) is not None
+
+
 @functools.lru_cache(maxsize=65536)
 def _math_equiv_cached(pred: str, gold: str) -> bool:
     p, g = normalize_math(pred), normalize_math(gold)
@@ -427,6 +548,11 @@ def _math_equiv_cached(pred: str, gold: str) -> bool:
         return False
     if p == g:
         return True
+    # A variable on one side only cannot be equivalent.  math_verify drops some letters
+    # after a number as units ("2ab", "2 ab", "5 m", "2\mathrm{i}" all parse as 2); the
+    # normaliser already removed the known units, so what is left is mathematics.
+    if _has_free_letters(p) != _has_free_letters(g):
+        return False
     try:
         if _math_verify_equiv(pred, gold):
             return True
@@ -445,8 +571,10 @@ def math_equiv(pred: str | None, gold: str | None) -> bool:
     ``math_verify.parse``/``verify`` on the raw strings (each wrapped as ``$...$``), then
     on the normalised strings; if math_verify is unavailable or raises, a small
     sympy numeric comparison.  Hence ``\\frac{1}{2} == 0.5 == \\dfrac12`` and
-    ``\\sqrt{4} == 2``.  Convention: ``x=3`` is equivalent to ``3`` (Hendrycks strips a
-    one-variable left-hand side; math_verify agrees).  ``None``/empty never matches.
+    ``\\sqrt{4} == 2``.  An answer with a variable is never equal to one without (after
+    the last ``=``): ``2ab != 2``, although math_verify alone says equal.  Convention:
+    ``x=3`` is equivalent to ``3`` (Hendrycks strips a one-variable left-hand side;
+    math_verify agrees).  ``None``/empty never matches.
     Safe to call from worker threads (math_verify's signal-based timeout is disabled there).
     """
     if pred is None or gold is None:

@@ -8,19 +8,26 @@ The Tandon paper's "greedy n->n" rule is ambiguous (field survey, section 2): wi
 positive indices it aligns the models from the input end (:func:`greedy`), with
 RepE's negative indices from the output end (:func:`greedy_from_end`). Both are
 provided, alongside relative depth (:func:`proportional`) and CKA matching
-(:func:`from_cka`).
+(:func:`from_cka`): ``cka`` on the two models' activations of shared texts, ``cka_diff`` on
+their per-pair difference vectors (pos - neg) of a concept's contrastive pairs, which
+compares how the layers encode the concept rather than the text (Gao 2026).
+
+The maps form a registry (:data:`LAYER_MAPS`); :func:`register_layer_map` adds a user's
+function ``(n_parent, n_child) -> {child: parent}`` under a name.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-LAYER_MAPS = ("greedy", "greedy_from_end", "proportional", "cka", "explicit")
+from xsteer.errors import InputError
 
 LayerMap = dict[int, int]
 
@@ -29,14 +36,14 @@ def _check_counts(n_parent: int, n_child: int) -> None:
     for label, n in (("n_parent", n_parent), ("n_child", n_child)):
         # bool is an int subclass; True layers is always a caller bug.
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"{label} must be a positive int, got {n!r}")
+            raise InputError(f"{label} must be a positive int, got {n!r}")
 
 
 def _check_layer(role: str, layer: object, n: int) -> None:
     if isinstance(layer, bool) or not isinstance(layer, int):
-        raise ValueError(f"{role} layer {layer!r} is not an int")
+        raise InputError(f"{role} layer {layer!r} is not an int")
     if not 0 <= layer < n:
-        raise ValueError(f"{role} layer {layer} is out of range: valid {role} layers are 0..{n - 1}")
+        raise InputError(f"{role} layer {layer} is out of range: valid {role} layers are 0..{n - 1}")
 
 
 def validate_layer_map(layer_map: Mapping[int, int], n_parent: int, n_child: int) -> None:
@@ -87,12 +94,12 @@ def from_cka(cka: Float[Tensor, "child_layer parent_layer"]) -> LayerMap:
     ``similarity.cka_matrix(child_acts, parent_acts)``.
     """
     if cka.ndim != 2 or cka.shape[0] < 1 or cka.shape[1] < 1:
-        raise ValueError(
+        raise InputError(
             f"cka must be a non-empty [child_layer, parent_layer] matrix, got shape {tuple(cka.shape)}"
         )
     if not torch.isfinite(cka).all():
         bad = sorted({int(i) for i in (~torch.isfinite(cka)).nonzero()[:, 0]})
-        raise ValueError(f"cka matrix has non-finite entries in child layers {bad}")
+        raise InputError(f"cka matrix has non-finite entries in child layers {bad}")
     # argmax on ties is not documented to pick the first index; do it explicitly.
     is_max = cka == cka.max(dim=1, keepdim=True).values
     first_max = is_max.to(torch.int8).argmax(dim=1)
@@ -111,7 +118,7 @@ def _parse_mapping(spec: str) -> list[tuple[int, int]]:
                 raise ValueError
             pairs.append((int(child), int(parent)))
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"bad layer-map entry {item!r}: expected 'child:parent' ints, e.g. '0:0,1:2,5:-1'"
             ) from None
     return pairs
@@ -124,15 +131,15 @@ def _resolve(role: str, layer: int, n: int) -> int:
             raise TypeError
         layer = operator.index(layer)
     except TypeError:
-        raise ValueError(f"{role} layer {layer!r} is not an int") from None
+        raise InputError(f"{role} layer {layer!r} is not an int") from None
     if not -n <= layer < n:
-        raise ValueError(
+        raise InputError(
             f"{role} layer {layer} is out of range: valid {role} layers are 0..{n - 1} (or -{n}..-1)"
         )
     return layer % n
 
 
-def explicit(mapping: Mapping[int, int] | str, n_parent: int, n_child: int) -> LayerMap:
+def explicit(mapping: Mapping[Any, Any] | str, n_parent: int, n_child: int) -> LayerMap:
     """A user-given map, as a ``Mapping`` or a string like ``"0:0,1:2,5:-1"``.
 
     Negative indices (either side) count from the end, as in Python. A child layer
@@ -144,9 +151,41 @@ def explicit(mapping: Mapping[int, int] | str, n_parent: int, n_child: int) -> L
     for child, parent in pairs:
         c, p = _resolve("child", child, n_child), _resolve("parent", parent, n_parent)
         if c in out:
-            raise ValueError(f"child layer {child} (= {c}) is mapped twice")
+            raise InputError(f"child layer {child} (= {c}) is mapped twice")
         out[c] = p
     return dict(sorted(out.items()))
+
+
+@dataclass(frozen=True)
+class LayerMapKind:
+    """A layer-map rule; ``needs`` says what else it is built from (a CKA matrix, a user mapping)."""
+
+    name: str
+    build: Callable[..., LayerMap]
+    needs: str | None = None  # None, "cka" (activations), "cka_diff" (pair differences) or "mapping"
+    description: str = ""
+
+
+LAYER_MAPS: dict[str, LayerMapKind] = {
+    k.name: k
+    for k in (
+        LayerMapKind("greedy", greedy, description="child i <- parent i (the paper's n->n, from the input end)"),
+        LayerMapKind("greedy_from_end", greedy_from_end, description="child -1-k <- parent -1-k (RepE's negative indices)"),
+        LayerMapKind("proportional", proportional, description="same relative depth"),
+        LayerMapKind("cka", lambda n_p, n_c, cka: from_cka(cka), "cka", "highest linear CKA on shared texts"),
+        LayerMapKind("cka_diff", lambda n_p, n_c, cka: from_cka(cka), "cka_diff",
+                     "highest linear CKA of per-pair difference vectors (Gao 2026)"),
+        LayerMapKind("explicit", lambda n_p, n_c, mapping: explicit(mapping, n_p, n_c), "mapping", "a user's child:parent list"),
+    )
+}
+
+
+def register_layer_map(name: str, build: Callable[[int, int], Mapping[int, int]], *, description: str = "") -> LayerMapKind:
+    """Add a layer-map rule ``build(n_parent, n_child) -> {child layer: parent layer}``."""
+    if not callable(build):
+        raise InputError(f"a layer map must be callable, got {type(build).__name__}")
+    LAYER_MAPS[name] = LayerMapKind(name, lambda n_p, n_c: dict(build(n_p, n_c)), None, description)
+    return LAYER_MAPS[name]
 
 
 def make_layer_map(
@@ -155,31 +194,33 @@ def make_layer_map(
     n_child: int,
     *,
     cka: Float[Tensor, "child_layer parent_layer"] | None = None,
-    mapping: Mapping[int, int] | str | None = None,
+    mapping: Mapping[Any, Any] | str | None = None,
 ) -> LayerMap:
-    """Build the layer map called ``name`` (one of ``LAYER_MAPS``) and validate it."""
+    """Build the layer map called ``name`` (a key of :data:`LAYER_MAPS`) and validate it.
+
+    ``cka`` is the ``[n_child, n_parent]`` matrix the CKA rules pick from (of activations for ``cka``, of
+    pair differences for ``cka_diff``); ``mapping`` is the user's list for ``explicit``.
+    """
     if name not in LAYER_MAPS:
-        raise ValueError(f"unknown layer map {name!r}; options: {', '.join(LAYER_MAPS)}")
+        raise InputError(f"unknown layer map {name!r}; options: {', '.join(LAYER_MAPS)}")
     _check_counts(n_parent, n_child)
-    if name == "cka":
+    kind = LAYER_MAPS[name]
+    if kind.needs in ("cka", "cka_diff"):
         if cka is None:
-            raise ValueError(
-                "layer map 'cka' needs cka=<[n_child, n_parent] CKA matrix> (similarity.cka_matrix)"
-            )
+            what = "[n_child, n_parent] CKA matrix" + (" of pair differences" if kind.needs == "cka_diff" else "")
+            raise InputError(f"layer map {name!r} needs cka=<{what}> (similarity.cka_matrix)")
         if tuple(cka.shape) != (n_child, n_parent):
-            raise ValueError(
+            raise InputError(
                 f"cka matrix has shape {tuple(cka.shape)} but needs [n_child={n_child}, n_parent={n_parent}]: "
                 + _shape_blame(tuple(cka.shape), n_parent, n_child)
             )
-        layer_map = from_cka(cka)
-    elif name == "explicit":
+        layer_map = kind.build(n_parent, n_child, cka=cka)
+    elif kind.needs == "mapping":
         if mapping is None:
-            raise ValueError("layer map 'explicit' needs mapping=<dict or 'child:parent,...' string>")
-        layer_map = explicit(mapping, n_parent, n_child)
+            raise InputError(f"layer map {name!r} needs mapping=<dict or 'child:parent,...' string>")
+        layer_map = kind.build(n_parent, n_child, mapping=mapping)
     else:
-        layer_map = {"greedy": greedy, "greedy_from_end": greedy_from_end, "proportional": proportional}[
-            name
-        ](n_parent, n_child)
+        layer_map = kind.build(n_parent, n_child)
     validate_layer_map(layer_map, n_parent, n_child)
     return layer_map
 

@@ -31,15 +31,12 @@ from torch import Tensor
 
 from xsteer.core.activations import last_token_resid
 from xsteer.core.io import save_safetensors
-from xsteer.core.models import model_id
-from xsteer.core.vectors import NORMS, SteeringVectors, VectorFileError
+from xsteer.core.models import model_id, runtime
+from xsteer.core.vectors import NORMS, SteeringVectors
+from xsteer.errors import InputError, TransferError, VectorFileError
 from xsteer.transfer.layermap import LAYER_MAPS, describe, make_layer_map
 from xsteer.transfer.similarity import cka_matrix
 from xsteer.transfer.widthmap import WIDTH_MAPS, WidthMap, fit_report, fit_width_map
-
-
-class TransferError(ValueError):
-    """A map does not fit the models or vectors it is used with."""
 
 
 def fit_texts(examples: Sequence[Any], *, seed: int = 0) -> list[str]:
@@ -56,7 +53,7 @@ def fit_texts(examples: Sequence[Any], *, seed: int = 0) -> list[str]:
         cut = rng.randint(min(len(words), 4), len(words))
         texts.append(" ".join(words[:cut]))
     if not texts:
-        raise ValueError("no texts to fit the maps on")
+        raise InputError("no texts to fit the maps on")
     return texts
 
 
@@ -107,7 +104,8 @@ class TransferMap:
             raise TransferError(f"unknown norm convention {norm!r}; options: {', '.join(NORMS)}")
         n_c, d_c = self.child_shape
         out = torch.zeros(n_c, d_c)
-        layers, stats = [], [{} for _ in range(n_c)]
+        layers: list[int] = []
+        stats: list[dict[str, float]] = [{} for _ in range(n_c)]
         for c, p in sorted(self.layer_map.items()):
             if p not in vectors.layers:
                 continue  # the parent carries no vector there; the child layer stays unsteered
@@ -168,34 +166,40 @@ class TransferMap:
         path = Path(path)
         if not path.is_file():
             raise TransferError(f"no transfer map at {path}")
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            if "xsteer_transfer" not in header:
-                raise TransferError(f"{path} is not an xsteer transfer map")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # a truncated or junk file fails inside the safetensors reader
+            raise TransferError(f"{path} is not a readable transfer map ({type(e).__name__}: {e})") from None
+        if "xsteer_transfer" not in header:
+            raise TransferError(f"{path} is not an xsteer transfer map")
+        try:
             meta = json.loads(header["xsteer_transfer"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        layer_map = {int(c): int(p) for c, p in meta["layer_map"].items()}
-        width_maps = {
-            c: WidthMap.from_state_dict(
-                meta["width_map_name"],
-                {"weight": tensors[f"layer{c}.weight"].double(), "bias": tensors[f"layer{c}.bias"].double()},
-                meta["width_params"][str(c)],
+            layer_map = {int(c): int(p) for c, p in meta["layer_map"].items()}
+            width_maps = {
+                c: WidthMap.from_state_dict(
+                    meta["width_map_name"],
+                    {"weight": tensors[f"layer{c}.weight"].double(), "bias": tensors[f"layer{c}.bias"].double()},
+                    meta["width_params"][str(c)],
+                )
+                for c in layer_map
+            }
+            return cls(
+                parent_id=meta["parent_id"],
+                child_id=meta["child_id"],
+                parent_shape=tuple(meta["parent_shape"]),
+                child_shape=tuple(meta["child_shape"]),
+                layer_map_name=meta["layer_map_name"],
+                width_map_name=meta["width_map_name"],
+                layer_map=layer_map,
+                width_maps=width_maps,
+                child_resid_norm=tensors["child_resid_norm"],
+                report={int(c): r for c, r in meta["report"].items()},
+                info=meta["info"],
             )
-            for c in layer_map
-        }
-        return cls(
-            parent_id=meta["parent_id"],
-            child_id=meta["child_id"],
-            parent_shape=tuple(meta["parent_shape"]),
-            child_shape=tuple(meta["child_shape"]),
-            layer_map_name=meta["layer_map_name"],
-            width_map_name=meta["width_map_name"],
-            layer_map=layer_map,
-            width_maps=width_maps,
-            child_resid_norm=tensors["child_resid_norm"],
-            report={int(c): r for c, r in meta["report"].items()},
-            info=meta["info"],
-        )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise TransferError(f"{path} is a damaged transfer map ({type(e).__name__}: {e}); fit it again") from None
 
 
 def fit_transfer_from_activations(
@@ -206,13 +210,21 @@ def fit_transfer_from_activations(
     child_id: str,
     layer_map: str = "proportional",
     width_map: str = "ridge",
-    mapping: Mapping[int, int] | str | None = None,
+    mapping: Mapping[Any, Any] | str | None = None,
+    diffs: tuple[Float[Tensor, "parent_layer pair d_parent"], Float[Tensor, "child_layer pair d_child"]] | None = None,
     heldout: float = 0.2,
     seed: int = 0,
     info: dict[str, Any] | None = None,
+    width_cache: dict[tuple[str, int, int], Any] | None = None,
     **width_options: Any,
 ) -> TransferMap:
-    """Fit a :class:`TransferMap` on paired activations (pure: no models involved)."""
+    """Fit a :class:`TransferMap` on paired activations (pure: no models involved).
+
+    ``diffs`` are both models' per-pair difference vectors (pos - neg) of a concept's contrastive pairs,
+    layer-major; the ``cka_diff`` layer map needs them. ``width_cache`` (a dict the caller keeps) reuses a
+    width map fitted for the same (method, parent layer, child layer) on the SAME activations, so a grid of
+    layer maps fits each layer pair once.
+    """
     if layer_map not in LAYER_MAPS:
         raise TransferError(f"unknown layer map {layer_map!r}; options: {', '.join(LAYER_MAPS)}")
     if width_map not in WIDTH_MAPS:
@@ -234,15 +246,33 @@ def fit_transfer_from_activations(
         raise TransferError(f"{n} texts leave too few to fit on after holding out {n_test}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     tr, te = perm[: n - n_test], perm[n - n_test :]
-    cka = cka_matrix(yc[:, tr], xp[:, tr]) if layer_map == "cka" else None
+    cka = None
+    if LAYER_MAPS[layer_map].needs == "cka":
+        cka = cka_matrix(yc[:, tr], xp[:, tr])
+    elif LAYER_MAPS[layer_map].needs == "cka_diff":
+        if diffs is None:
+            raise TransferError(f"layer map {layer_map!r} needs both models' pair differences (diffs=(parent, child))")
+        dp, dc = diffs
+        if dp.shape[0] != n_p or dc.shape[0] != n_c or dp.shape[1] != dc.shape[1]:
+            raise TransferError(f"pair differences of shapes {tuple(dp.shape)} and {tuple(dc.shape)} do not fit "
+                                f"a parent of {n_p} and a child of {n_c} layers over the same pairs")
+        cka = cka_matrix(dc, dp)
     lmap = make_layer_map(layer_map, n_p, n_c, cka=cka, mapping=mapping)
     width_maps, report = {}, {}
     for c, p in sorted(lmap.items()):
+        key = (width_map, p, c)
+        if width_cache is not None and key in width_cache:
+            width_maps[c], rep = width_cache[key]
+            if rep:
+                report[c] = rep
+            continue
         x, y = xp[p].double(), yc[c].double()
         wm = fit_width_map(width_map, x[tr], y[tr], d_parent=d_p, d_child=d_c, seed=seed, **width_options)
         width_maps[c] = wm
         if n_test:
             report[c] = {k: float(v) for k, v in fit_report(wm, x[te], y[te]).items()}
+        if width_cache is not None:
+            width_cache[key] = (wm, report.get(c))
     info = dict(info or {})
     info.update(n_fit=int(len(tr)), n_heldout=int(n_test), seed=seed, layer_map=describe(lmap))
     if cka is not None:
@@ -267,13 +297,27 @@ def fit_transfer(
     child: Any,
     texts: Sequence[str],
     *,
+    pairs: Sequence[tuple[str, str]] | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    info: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> TransferMap:
-    """Fit a :class:`TransferMap` between two loaded models on shared texts (see the module docstring)."""
+    """Fit a :class:`TransferMap` between two loaded models on shared texts (see the module docstring).
+
+    ``pairs`` are (positive, negative) texts of a concept, run through both models for the ``cka_diff``
+    layer map.
+    """
     xp, yc = paired_activations(parent, child, texts, batch_size=batch_size, progress=progress)
-    return fit_transfer_from_activations(xp, yc, parent_id=model_id(parent), child_id=model_id(child), **kwargs)
+    diffs = None
+    if pairs:
+        pos, neg = [p for p, _ in pairs], [n for _, n in pairs]
+        dp = paired_activations(parent, child, pos, batch_size=batch_size)
+        dn = paired_activations(parent, child, neg, batch_size=batch_size)
+        diffs = (dp[0] - dn[0], dp[1] - dn[1])
+    info = {**(info or {}), "parent_runtime": runtime(parent), "child_runtime": runtime(child)}
+    return fit_transfer_from_activations(xp, yc, parent_id=model_id(parent), child_id=model_id(child), diffs=diffs,
+                                         info=info, **kwargs)
 
 
 def report_table(tmap: TransferMap) -> str:

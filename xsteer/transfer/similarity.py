@@ -16,6 +16,8 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
+from xsteer.errors import InputError
+
 
 def _centred_unit(x: Tensor, dim: int) -> Tensor:
     """Centre over the sample axis ``dim`` and scale each representation to unit Frobenius norm."""
@@ -34,11 +36,11 @@ def _use_gram(n: int, d1: int, d2: int) -> bool:
 
 def _check_pair(x: Tensor, y: Tensor, sample_dim: int) -> None:
     if x.shape[sample_dim] != y.shape[sample_dim]:
-        raise ValueError(
+        raise InputError(
             f"CKA needs the same examples on both sides: got n={x.shape[sample_dim]} and n={y.shape[sample_dim]}"
         )
     if x.shape[sample_dim] < 2:
-        raise ValueError("CKA needs at least 2 examples (centring leaves nothing of one)")
+        raise InputError("CKA needs at least 2 examples (centring leaves nothing of one)")
 
 
 def linear_cka(X: Float[Tensor, "n d1"], Y: Float[Tensor, "n d2"]) -> float:
@@ -49,7 +51,7 @@ def linear_cka(X: Float[Tensor, "n d1"], Y: Float[Tensor, "n d2"]) -> float:
     widths. NaN if either side has no variance.
     """
     if X.ndim != 2 or Y.ndim != 2:
-        raise ValueError(f"linear_cka takes [n, d] matrices, got {tuple(X.shape)} and {tuple(Y.shape)}")
+        raise InputError(f"linear_cka takes [n, d] matrices, got {tuple(X.shape)} and {tuple(Y.shape)}")
     return float(cka_matrix(X[None], Y[None])[0, 0])
 
 
@@ -64,7 +66,7 @@ def cka_matrix(
     is used. Agrees with :func:`linear_cka` entry by entry.
     """
     if A.ndim != 3 or B.ndim != 3:
-        raise ValueError(f"cka_matrix takes [layer, n, d] tensors, got {tuple(A.shape)} and {tuple(B.shape)}")
+        raise InputError(f"cka_matrix takes [layer, n, d] tensors, got {tuple(A.shape)} and {tuple(B.shape)}")
     _check_pair(A, B, 1)
     a, b = _centred_unit(A, 1), _centred_unit(B, 1)
     n, d1, d2 = a.shape[1], a.shape[2], b.shape[2]
@@ -89,9 +91,9 @@ def _unit_rows(x: Tensor) -> Tensor:
 
 def _check_width(a: Tensor, b: Tensor, what: str) -> None:
     if a.ndim != 2 or b.ndim != 2:
-        raise ValueError(f"{what} takes [layer, d] tensors, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise InputError(f"{what} takes [layer, d] tensors, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"{what} needs vectors of one width, got d={a.shape[1]} and d={b.shape[1]} (map them first: widthmap)"
         )
 
@@ -100,7 +102,7 @@ def cosine_per_layer(a: Float[Tensor, "layer d"], b: Float[Tensor, "layer d"]) -
     """Cosine between a[i] and b[i] for each layer i (NaN where either vector is zero)."""
     _check_width(a, b, "cosine_per_layer")
     if a.shape[0] != b.shape[0]:
-        raise ValueError(f"cosine_per_layer needs equal layer counts, got {a.shape[0]} and {b.shape[0]}")
+        raise InputError(f"cosine_per_layer needs equal layer counts, got {a.shape[0]} and {b.shape[0]}")
     return (_unit_rows(a) * _unit_rows(b)).sum(dim=-1)
 
 
@@ -132,9 +134,9 @@ def random_cosine_null(d: int, n_samples: int = 10000, seed: int = 0) -> Float[T
     Deterministic in ``seed``.
     """
     if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-        raise ValueError(f"d must be a positive int, got {d!r}")
+        raise InputError(f"d must be a positive int, got {d!r}")
     if n_samples < 1:
-        raise ValueError(f"n_samples must be positive, got {n_samples}")
+        raise InputError(f"n_samples must be positive, got {n_samples}")
     rng = np.random.default_rng(seed)
     if d == 1:
         # Unit "vectors" in 1-D are +-1, so the cosine is a fair sign.
@@ -151,7 +153,7 @@ def null_quantile(d: int, q: float = 0.95, n_samples: int = 10000, seed: int = 0
     direction pairs reach.
     """
     if not 0.0 <= q <= 1.0:
-        raise ValueError(f"q must lie in [0, 1], got {q}")
+        raise InputError(f"q must lie in [0, 1], got {q}")
     return float(torch.quantile(random_cosine_null(d, n_samples, seed).abs(), q))
 
 
@@ -171,9 +173,9 @@ def mapped_random_null(
     high-variance subspace, so a plain random child direction understates chance agreement.
     """
     if not 0.0 <= q <= 1.0:
-        raise ValueError(f"q must lie in [0, 1], got {q}")
+        raise InputError(f"q must lie in [0, 1], got {q}")
     if reference.ndim != 2 or tuple(reference.shape) != tuple(tmap.child_shape):
-        raise ValueError(
+        raise InputError(
             f"the reference vectors are {list(reference.shape)} but the map targets a child of "
             f"{list(tmap.child_shape)} (layers x d_model)"
         )
@@ -202,14 +204,14 @@ def compare_vectors(
     :class:`~xsteer.transfer.maps.TransferMap` that produced ``vectors``, the mapped-random null per layer.
     """
     if vectors.vectors.shape != reference.vectors.shape:
-        raise ValueError(
+        raise InputError(
             f"the vectors are [{vectors.n_layers} x {vectors.d_model}] ({vectors.model_id!r}) but the reference is "
             f"[{reference.n_layers} x {reference.d_model}] ({reference.model_id!r}); compare vectors in one "
             "space (map parent vectors into the child first: xsteer transfer)"
         )
     both = [layer for layer in vectors.layers if layer in set(reference.layers)]
     if not both:
-        raise ValueError(
+        raise InputError(
             f"no layer carries a vector on both sides (vectors: {list(vectors.layers)}, "
             f"reference: {list(reference.layers)})"
         )

@@ -10,6 +10,9 @@ section 2, for where each method comes from. ``truncate_pad`` and
 ``random_orthogonal`` are controls, not transfers: residual bases of unrelated models
 are arbitrary, so copying coordinates has no geometric meaning.
 
+The methods form a registry (:data:`WIDTH_MAPS`); :func:`register_width_map` adds a
+user's fitting function under a name, so the CLI and configs accept it too.
+
 Fits run in float64 and the stored weight and bias are float64; the ``map_*``
 methods return the dtype of their input.
 """
@@ -17,6 +20,7 @@ methods return the dtype of their input.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-WIDTH_MAPS = ("identity", "truncate_pad", "random_orthogonal", "ridge", "procrustes")
+from xsteer.errors import InputError
 
 # Ridge penalties tried by cross-validation, relative to trace(Xc^T Xc) / d_parent
 # (the mean eigenvalue of the scatter matrix), so the grid is invariant to activation scale.
@@ -43,7 +47,7 @@ class WidthMap:
 
     def __post_init__(self) -> None:
         if self.weight.ndim != 2 or self.bias.ndim != 1 or self.bias.shape[0] != self.weight.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"WidthMap needs weight [d_parent, d_child] and bias [d_child], "
                 f"got {tuple(self.weight.shape)} and {tuple(self.bias.shape)}"
             )
@@ -58,7 +62,7 @@ class WidthMap:
 
     def _check_input(self, v: Tensor) -> None:
         if v.shape[-1] != self.d_parent:
-            raise ValueError(
+            raise InputError(
                 f"width map {self.name!r} takes d_parent={self.d_parent} inputs, got {v.shape[-1]}"
             )
 
@@ -86,7 +90,7 @@ class WidthMap:
         """Rebuild a map from :meth:`state_dict` output plus its name and params."""
         missing = {"weight", "bias"} - tensors.keys()
         if missing:
-            raise ValueError(f"width-map state dict lacks {sorted(missing)}")
+            raise InputError(f"width-map state dict lacks {sorted(missing)}")
         return cls(name, tensors["weight"], tensors["bias"], dict(params or {}))
 
 
@@ -97,25 +101,25 @@ def _check_data(
     name: str, X: Tensor | None, Y: Tensor | None, d_parent: int, d_child: int
 ) -> tuple[Tensor, Tensor]:
     if X is None or Y is None:
-        raise ValueError(f"width map {name!r} is fitted on data: pass X [n, d_parent] and Y [n, d_child]")
+        raise InputError(f"width map {name!r} is fitted on data: pass X [n, d_parent] and Y [n, d_child]")
     if X.ndim != 2 or Y.ndim != 2:
-        raise ValueError(f"X and Y must be [n, d] matrices, got {tuple(X.shape)} and {tuple(Y.shape)}")
+        raise InputError(f"X and Y must be [n, d] matrices, got {tuple(X.shape)} and {tuple(Y.shape)}")
     if X.shape[1] != d_parent or Y.shape[1] != d_child:
-        raise ValueError(
+        raise InputError(
             f"X is [n, {X.shape[1]}] and Y is [n, {Y.shape[1]}] but d_parent={d_parent}, d_child={d_child}"
         )
     if X.shape[0] != Y.shape[0]:
-        raise ValueError(f"X and Y must pair the same texts: got n={X.shape[0]} and n={Y.shape[0]}")
+        raise InputError(f"X and Y must pair the same texts: got n={X.shape[0]} and n={Y.shape[0]}")
     if X.shape[0] < 2:
-        raise ValueError(f"width map {name!r} needs at least 2 paired examples, got {X.shape[0]}")
+        raise InputError(f"width map {name!r} needs at least 2 paired examples, got {X.shape[0]}")
     if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
-        raise ValueError("X and Y must be finite (found NaN or inf)")
+        raise InputError("X and Y must be finite (found NaN or inf)")
     return X.to(torch.float64), Y.to(torch.float64)
 
 
 def _identity(d_parent: int, d_child: int) -> Tensor:
     if d_parent != d_child:
-        raise ValueError(
+        raise InputError(
             f"width map 'identity' needs equal widths, got d_parent={d_parent}, d_child={d_child}; "
             "use 'ridge' or 'procrustes' (fitted), or 'truncate_pad' as a control"
         )
@@ -174,7 +178,7 @@ def _ridge(
     scale = float(xc.square().sum()) / x.shape[1]
     if alpha is None:
         if n_folds < 2 or x.shape[0] < 4:
-            raise ValueError("choosing ridge alpha by CV needs n_folds >= 2 and n >= 4; pass alpha= instead")
+            raise InputError("choosing ridge alpha by CV needs n_folds >= 2 and n >= 4; pass alpha= instead")
         grid = [scale * r for r in RIDGE_GRID]
         errors = _ridge_cv(x, y, grid, n_folds, seed)
         best = min(range(len(grid)), key=errors.__getitem__)
@@ -188,7 +192,7 @@ def _ridge(
         }
     else:
         if not (alpha >= 0 and math.isfinite(alpha)):
-            raise ValueError(f"ridge alpha must be finite and >= 0, got {alpha}")
+            raise InputError(f"ridge alpha must be finite and >= 0, got {alpha}")
         relative = float(alpha) / scale if scale else math.nan
         params = {"alpha": float(alpha), "alpha_relative": relative, "alpha_from": "given"}
     v, shrink, uty = _ridge_solve(xc, yc, [alpha])
@@ -208,7 +212,7 @@ def _procrustes(
     k_max = min(x.shape[1], y.shape[1], x.shape[0] - 1)
     k = k_max if k is None else k
     if not 1 <= k <= k_max:
-        raise ValueError(f"procrustes k must be in 1..{k_max} (= min(d_parent, d_child, n - 1)), got {k}")
+        raise InputError(f"procrustes k must be in 1..{k_max} (= min(d_parent, d_child, n - 1)), got {k}")
     px, py = _top_pcs(xc, k), _top_pcs(yc, k)
     zx, zy = xc @ px, yc @ py
     u, sv, vh = torch.linalg.svd(zx.T @ zy)
@@ -220,13 +224,85 @@ def _procrustes(
     return weight, my - mx @ weight, {"k": k, "scale": s}
 
 
-_OPTIONS = {
-    "identity": set(),
-    "truncate_pad": set(),
-    "random_orthogonal": set(),
-    "ridge": {"alpha", "n_folds"},
-    "procrustes": {"k", "scale"},
+def _anchor(x: Tensor, y: Tensor, n_anchors: int | None = None, eps: float = 1e-3) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """Anchor projection (relative representations; Kim & Han 2026's anchor coordinate space).
+
+    Both models see the same anchor texts. A parent vector is expressed by its cosines with the parent's
+    centred, unit-norm anchor activations; the child vector is the smallest one with the same coordinates
+    against the child's anchors (a ridge-regularised pseudo-inverse, ``eps`` relative to the Gram's mean
+    eigenvalue). Nothing is fitted to a loss: the anchors alone define the map. Activations are rescaled by
+    the ratio of the two models' mean centred norms, so the held-out fit report is comparable to the others.
+    """
+    k = x.shape[0] if n_anchors is None else n_anchors
+    if not 2 <= k <= x.shape[0]:
+        raise InputError(f"anchor n_anchors must be in 2..{x.shape[0]} (the paired texts), got {k}")
+    mx, my = x.mean(0), y.mean(0)
+    ax, ay = x[:k] - mx, y[:k] - my
+    ax_hat = ax / ax.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    ay_hat = ay / ay.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    gram = ay_hat @ ay_hat.T
+    reg = eps * float(torch.diagonal(gram).mean())
+    rebuild = torch.linalg.solve(gram + reg * torch.eye(k, dtype=gram.dtype), ay_hat)  # [k, d_child]
+    # Coordinates against unit anchors keep the parent's scale; the ratio of mean centred norms puts the
+    # child's back, so mapped activations are comparable with true ones in the fit report.
+    scale = float((y - my).norm(dim=-1).mean() / (x - mx).norm(dim=-1).mean().clamp_min(1e-30))
+    weight = scale * (ax_hat.T @ rebuild)
+    return weight, my - mx @ weight, {"n_anchors": k, "eps": eps, "scale": scale}
+
+
+@dataclass(frozen=True)
+class WidthMapKind:
+    """A width-map method: ``fit(x, y, d_parent, d_child, seed, **options) -> (weight, bias, params)``."""
+
+    name: str
+    fit: Callable[..., tuple[Tensor, Tensor, dict[str, Any]]]
+    options: frozenset[str] = frozenset()
+    needs_data: bool = True  # fitted on paired activations (else built from the widths alone)
+    control: bool = False  # a null control, not a transfer method
+    description: str = ""
+
+
+def _no_bias(weight_fn: Callable[[int, int, int], Tensor]) -> Callable[..., tuple[Tensor, Tensor, dict[str, Any]]]:
+    def fit(x: Tensor | None, y: Tensor | None, d_parent: int, d_child: int, seed: int) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        return weight_fn(d_parent, d_child, seed), torch.zeros(d_child, dtype=torch.float64), {}
+
+    return fit
+
+
+def _ridge_fit(x: Tensor, y: Tensor, d_parent: int, d_child: int, seed: int, **options: Any) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    weight, bias, params = _ridge(x, y, seed, **options)
+    return weight, bias, {**params, "seed": seed}
+
+
+WIDTH_MAPS: dict[str, WidthMapKind] = {
+    k.name: k
+    for k in (
+        WidthMapKind("identity", _no_bias(lambda dp, dc, s: _identity(dp, dc)), needs_data=False,
+                     description="d_parent == d_child only"),
+        WidthMapKind("truncate_pad", _no_bias(lambda dp, dc, s: _truncate_pad(dp, dc)), needs_data=False, control=True,
+                     description="first min(d) coordinates (a literal reading of the paper; a control)"),
+        WidthMapKind("random_orthogonal", lambda x, y, dp, dc, s: (_random_orthogonal(dp, dc, s),
+                     torch.zeros(dc, dtype=torch.float64), {"seed": s}), needs_data=False, control=True,
+                     description="seeded random semi-orthogonal map (a null control)"),
+        WidthMapKind("ridge", _ridge_fit, frozenset({"alpha", "n_folds"}),
+                     description="affine least squares, penalty chosen by cross-validation"),
+        WidthMapKind("procrustes", lambda x, y, dp, dc, s, **o: _procrustes(x, y, **o), frozenset({"k", "scale"}),
+                     description="orthogonal map between the top-k principal subspaces"),
+        WidthMapKind("anchor", lambda x, y, dp, dc, s, **o: _anchor(x, y, **o), frozenset({"n_anchors", "eps"}),
+                     description="anchor projection: relative coordinates on shared anchor texts (training-free)"),
+    )
 }
+
+
+def register_width_map(name: str, fit: Callable[..., tuple[Tensor, Tensor, dict[str, Any]]], *,
+                       options: set[str] | frozenset[str] = frozenset(), needs_data: bool = True,
+                       description: str = "") -> WidthMapKind:
+    """Add a width-map method: ``fit(x, y, d_parent, d_child, seed, **options) -> (weight, bias, params)``
+    with ``x`` [n, d_parent] and ``y`` [n, d_child] float64 paired activations (None if not ``needs_data``)."""
+    if not callable(fit):
+        raise InputError(f"a width-map fit must be callable, got {type(fit).__name__}")
+    WIDTH_MAPS[name] = WidthMapKind(name, fit, frozenset(options), needs_data, False, description)
+    return WIDTH_MAPS[name]
 
 
 def fit_width_map(
@@ -239,7 +315,7 @@ def fit_width_map(
     seed: int = 0,
     **options: Any,
 ) -> WidthMap:
-    """Build the width map called ``name`` (one of ``WIDTH_MAPS``).
+    """Build the width map called ``name`` (a key of :data:`WIDTH_MAPS`).
 
     - ``identity``: d_parent == d_child only.
     - ``truncate_pad``: copy the first min(d) coordinates, zero the rest. CONTROL: no
@@ -250,6 +326,9 @@ def fit_width_map(
       bias = mean_Y - mean_X @ W. ``alpha=None`` (default) picks it by ``n_folds``-fold
       CV (default 5) over ``RIDGE_GRID * trace(Xc^T Xc) / d_parent``. ``alpha=0`` is
       min-norm OLS. Works for n < d_parent (solved through the thin SVD of Xc).
+    - ``anchor``: anchor projection (training-free): a parent vector's dot products with the
+      parent's centred unit anchor activations (the first ``n_anchors`` texts, default all) are
+      reproduced against the child's anchors by the minimum-norm child vector (see :func:`_anchor`).
     - ``procrustes``: PCA both sides to ``k`` dims (default min(d_parent, d_child, n-1)),
       orthogonal Procrustes between the coordinates; weight = P_x R P_y^T,
       bias = mean_Y - mean_X @ weight. ``scale=True`` adds a least-squares isotropic scale.
@@ -258,32 +337,19 @@ def fit_width_map(
     Unknown ``options`` for the chosen method are an error.
     """
     if name not in WIDTH_MAPS:
-        raise ValueError(f"unknown width map {name!r}; options: {', '.join(WIDTH_MAPS)}")
+        raise InputError(f"unknown width map {name!r}; options: {', '.join(WIDTH_MAPS)}")
+    kind = WIDTH_MAPS[name]
     for label, d in (("d_parent", d_parent), ("d_child", d_child)):
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise ValueError(f"{label} must be a positive int, got {d!r}")
-    unknown = set(options) - _OPTIONS[name]
+            raise InputError(f"{label} must be a positive int, got {d!r}")
+    unknown = set(options) - kind.options
     if unknown:
-        allowed = ", ".join(sorted(_OPTIONS[name])) or "none"
-        raise ValueError(f"width map {name!r} got unknown options {sorted(unknown)}; allowed: {allowed}")
-    if name in ("ridge", "procrustes") or X is not None or Y is not None:
+        allowed = ", ".join(sorted(kind.options)) or "none"
+        raise InputError(f"width map {name!r} got unknown options {sorted(unknown)}; allowed: {allowed}")
+    x = y = None
+    if kind.needs_data or X is not None or Y is not None:
         x, y = _check_data(name, X, Y, d_parent, d_child)
-
-    params: dict[str, Any] = {}
-    if name == "identity":
-        weight = _identity(d_parent, d_child)
-    elif name == "truncate_pad":
-        weight = _truncate_pad(d_parent, d_child)
-    elif name == "random_orthogonal":
-        weight = _random_orthogonal(d_parent, d_child, seed)
-        params = {"seed": seed}
-    elif name == "ridge":
-        weight, bias, params = _ridge(x, y, seed, **options)
-        params["seed"] = seed
-    else:
-        weight, bias, params = _procrustes(x, y, **options)
-    if name not in ("ridge", "procrustes"):
-        bias = torch.zeros(d_child, dtype=torch.float64)
+    weight, bias, params = kind.fit(x, y, d_parent, d_child, seed, **options)
     return WidthMap(name, weight, bias, params)
 
 

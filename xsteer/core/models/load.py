@@ -128,6 +128,11 @@ def _load_hf_from_gguf(path: Path, key: str, dtype: torch.dtype) -> tuple[Any, A
     return _load_hf_dir(out, dtype)
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _load_hf_dir(path: str | Path, dtype: torch.dtype, **kwargs: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -200,9 +205,18 @@ def load_hf(spec: str, *, dtype: torch.dtype = torch.float32) -> tuple[Any, Any,
         check_gguf(path)
         hf, tok = _load_hf_from_gguf(path, _gguf_cache_key(path, source), dtype)
     elif source.kind == "local":
-        hf, tok = _load_hf_dir(source.spec, dtype, local_files_only=True)
+        try:
+            hf, tok = _load_hf_dir(source.spec, dtype, local_files_only=True)
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelSpecError(f"{source.spec} is not a loadable Hugging Face model directory: {_first_line(e)}") from None
     else:
-        hf, tok = _load_hf_dir(source.spec, dtype)
+        try:
+            hf, tok = _load_hf_dir(source.spec, dtype)
+        except (OSError, ValueError, KeyError) as e:  # offline, gated, misspelled: transformers raises OSError
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+            hint = ("the hub is switched off (HF_HUB_OFFLINE=1): use a zoo name, a .gguf file or a local directory"
+                    if offline else "check the id, your connection and access to the model")
+            raise ModelSpecError(f"could not load {source.spec!r} from the hub ({_first_line(e)}); {hint}") from None
     return hf.eval(), tok, source
 
 

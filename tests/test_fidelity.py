@@ -1,0 +1,161 @@
+"""Transfer fidelity: the estimator on planted effects, and the whole path on a parent that IS the child in
+another basis (a wider, rotated copy), where a fitted map must carry the concept whole."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from xsteer.core.vectors import SteeringVectors
+from xsteer.errors import InputError, NormConventionError
+from xsteer.evaluation.fidelity import (
+    AnswerConcept,
+    AnswerProbe,
+    effect_ci,
+    fidelity,
+    fidelity_ci,
+    signed_effect,
+)
+
+LAMS = [-0.4, -0.2, 0.2, 0.4]
+
+
+def _planted(f: float, n: int = 40, noise: float = 0.05, seed: int = 0):
+    """Dose-responses Δ(λ, p) = λ·a_p·k + noise: native k = 1, mapped k = f."""
+    g = torch.Generator().manual_seed(seed)
+    a = 1.0 + 0.5 * torch.rand(n, generator=g)
+    lam = torch.tensor(LAMS)[:, None]
+    native = lam * a + noise * torch.randn(len(LAMS), n, generator=g)
+    mapped = f * lam * a + noise * torch.randn(len(LAMS), n, generator=g)
+    return signed_effect(mapped, LAMS), signed_effect(native, LAMS)
+
+
+@pytest.mark.parametrize("f", [1.0, 0.5, 0.0, -0.7])
+def test_fidelity_ci_covers_the_planted_share(f):
+    """A calibrated 95% interval: over 40 independent studies it covers the planted fidelity ~95% of the time."""
+    ests = [fidelity_ci(*_planted(f, seed=s), n_boot=400, seed=s) for s in range(40)]
+    covered = sum(e.low <= f <= e.high for e in ests)
+    assert covered >= 34, covered  # P(Binomial(40, 0.95) < 34) < 0.5%
+    assert all(abs(e.estimate - f) < 0.1 and e.high - e.low < 0.25 for e in ests)
+
+
+def test_signed_effect_counts_both_directions():
+    delta = torch.tensor([[-2.0, -1.0], [2.0, 1.0]])  # λ = -1 then +1: a concept that moves both ways
+    assert signed_effect(delta, [-1.0, 1.0]).tolist() == [2.0, 1.0]
+    e = effect_ci(torch.tensor([1.0, 1.0, 1.0]), n_boot=100)
+    assert (e.estimate, e.low, e.high) == (1.0, 1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- real path
+CHILD_D, PARENT_D, LAYERS = 32, 48, 3
+
+
+def _widened_copy(hf, q: torch.Tensor):
+    """The same network in a wider residual basis: x' = x q with q [d, D] orthonormal rows (q qᵀ = I).
+
+    Each RMSNorm gain is folded into the matrices reading its output and the √(D/d) change of the RMS is
+    folded in too, so the copy computes exactly the same function (logits) as the original.
+    """
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(**{**hf.config.to_dict(), "hidden_size": PARENT_D, "head_dim": hf.config.hidden_size // hf.config.num_attention_heads})
+    wide = LlamaForCausalLM(cfg).eval()
+    src = copy.deepcopy(hf.state_dict())
+    r = math.sqrt(CHILD_D / PARENT_D)  # the RMS of x q over D dims is r times that of x over d dims
+    out = {}
+    out["model.embed_tokens.weight"] = src["model.embed_tokens.weight"] @ q
+    for i in range(LAYERS):
+        p = f"model.layers.{i}."
+        g1, g2 = src[p + "input_layernorm.weight"], src[p + "post_attention_layernorm.weight"]
+        for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+            out[p + name + ".weight"] = (src[p + name + ".weight"] * g1[None, :] * r) @ q
+        out[p + "self_attn.o_proj.weight"] = q.T @ src[p + "self_attn.o_proj.weight"]
+        for name in ("mlp.gate_proj", "mlp.up_proj"):
+            out[p + name + ".weight"] = (src[p + name + ".weight"] * g2[None, :] * r) @ q
+        out[p + "mlp.down_proj.weight"] = q.T @ src[p + "mlp.down_proj.weight"]
+        out[p + "input_layernorm.weight"] = torch.ones(PARENT_D)
+        out[p + "post_attention_layernorm.weight"] = torch.ones(PARENT_D)
+    out["model.norm.weight"] = torch.ones(PARENT_D)
+    out["lm_head.weight"] = (src["lm_head.weight"] * src["model.norm.weight"][None, :] * r) @ q
+    wide.load_state_dict(out, strict=False)
+    return wide
+
+
+@pytest.fixture(scope="module")
+def child_and_widened_parent():
+    from conftest import tiny_hf
+
+    from xsteer.core.models import wrap
+
+    hf, tok = tiny_hf("llama", d_model=CHILD_D, n_layers=LAYERS, seed=3)
+    with torch.no_grad():  # RMSNorm gains that are not all 1, so folding them is tested too
+        for i in range(LAYERS):
+            hf.model.layers[i].input_layernorm.weight.uniform_(0.5, 1.5)
+    g = torch.Generator().manual_seed(7)
+    q = torch.linalg.qr(torch.randn(PARENT_D, CHILD_D, generator=g, dtype=torch.float64))[0].T.float()  # [d, D]
+    wide = _widened_copy(hf, q)
+    child, parent = wrap(hf, tok, model_id="tiny-child", device="cpu"), wrap(wide, tok, model_id="tiny-wide-parent", device="cpu")
+    return child, parent, q
+
+
+def _concept() -> AnswerConcept:
+    """A toy concept read out on log p(" x") - log p(" z") after each probe (a character-level model has no
+    words for a lexicon readout)."""
+    pos = [f"the day was {w} and we {v}" for w in ("sunny", "bright", "warm", "lovely", "fine", "clear") for v in ("sang", "ran")]
+    neg = [t.replace("sang", "wept").replace("ran", "hid") for t in pos]
+    probes = [f"{s} it was" for s in ("on monday", "at noon", "by the sea", "in june", "at home", "on the hill", "after tea", "at dawn")]
+    return AnswerConcept("toy", tuple(zip(pos, neg, strict=True)), tuple(AnswerProbe(p, " x", " z") for p in probes))
+
+
+def test_widened_parent_computes_the_same_function(child_and_widened_parent):
+    child, parent, _ = child_and_widened_parent
+    ids = child.tokenizer(["hello there, general"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(parent(ids), child(ids), atol=2e-4, rtol=2e-4)
+
+
+def test_mapped_parent_vector_has_fidelity_one_and_random_zero(child_and_widened_parent):
+    """Extract in the parent, fit a ridge map on shared texts, map: the concept crosses whole (CI covers 1),
+    while a random direction of the same norm carries nothing (CI covers 0)."""
+    from xsteer.core.activations import last_token_resid
+    from xsteer.extraction.extract import extract
+    from xsteer.extraction.pairs import concept_pairs
+    from xsteer.transfer.maps import fit_transfer
+
+    child, parent, _ = child_and_widened_parent
+    concept = _concept()
+    pairs = concept_pairs(concept)
+    v_parent = extract(parent, pairs, method="mean_diff", progress=False)
+    v_native = extract(child, pairs, method="mean_diff", progress=False)
+    texts = [f"{a} {b} {c}" for a in ("we", "they", "the cat", "a man") for b in ("saw", "met", "took", "liked", "lost")
+             for c in ("a dog", "the sea", "two hats", "my book", "it")]
+    tmap = fit_transfer(parent, child, texts, layer_map="greedy", width_map="ridge", alpha=1e-6)
+    norms = last_token_resid(child, texts).norm(dim=-1).mean(0)
+    native = v_native.scaled_to(norms, "resid_mean")
+    mapped = tmap.apply(v_parent, norm="resid_mean")
+    res = fidelity(child, concept, {"mapped": mapped, "random": native.random_like(0)}, native=native, lambdas=LAMS,
+                   n_boot=1000, progress=False)
+    if res.native_effect.estimate < 0:  # a random model's " x" vs " z" has no preferred side: orient the concept
+        native, mapped = -native, -mapped
+        res = fidelity(child, concept, {"mapped": mapped, "random": native.random_like(0)}, native=native, lambdas=LAMS,
+                       n_boot=1000, progress=False)
+    assert res.native_steers, res.native_effect
+    f, r = res.fidelity["mapped"], res.fidelity["random"]
+    # The map is exact up to float32 and a 1e-6 ridge penalty, so the interval is tight around 1.
+    assert f.low - 1e-3 <= 1.0 <= f.high + 1e-3 and abs(f.estimate - 1.0) < 1e-2, f
+    assert r.low <= 0.0 <= r.high or abs(r.estimate) < 0.2, r
+
+
+def test_fidelity_refuses_mixed_norms_and_a_native_condition(child_and_widened_parent):
+    child = child_and_widened_parent[0]
+    v = SteeringVectors(torch.randn(LAYERS, CHILD_D), "tiny-child", "x", tuple(range(LAYERS)))
+    with pytest.raises(NormConventionError, match="different norm conventions"):
+        fidelity(child, _concept(), {"m": v.scaled_to(torch.ones(LAYERS) * 3, "resid_mean")}, native=v, lambdas=LAMS, progress=False)
+    with pytest.raises(InputError, match="reference condition"):
+        fidelity(child, _concept(), {"native": v}, native=v, lambdas=LAMS, progress=False)
+    with pytest.raises(InputError, match="non-zero"):
+        fidelity(child, _concept(), {"m": v}, native=v, lambdas=[0.0, 0.1], progress=False)

@@ -1,0 +1,265 @@
+"""The transfer-fidelity study: parents × children × concepts × (layer map × width map), with nulls.
+
+For one (parent, child) pair both models read every concept's pair texts once (last token, every layer).
+For each concept:
+
+* the parent's and the child's own vectors come from the concept's pairs (the same texts, each model's
+  activations);
+* every map is fitted on texts that never carry that concept — the OTHER concepts' pair texts plus
+  built-in generic texts — so a map cannot learn the concept by fitting its own examples; ``cka_diff`` layer
+  matching uses the concept's pair differences, which is the point of that method;
+* every condition is brought to the child's ``resid_mean`` norm, so λ is a share of the child's residual;
+* :func:`xsteer.evaluation.fidelity.fidelity` measures the dose-response on the concept's held-out probes.
+
+Conditions per map ``L×W``: the mapped parent vector and a random parent direction through the same map
+(``L×W/mapped-random``); plus one ``random`` direction of equal norm. ``truncate_pad`` is one of the width
+maps (the paper's literal reading, a control). Each (parent, child, concept) result is one JSON file, so a
+killed study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import einops
+import torch
+
+from xsteer.app.grid import _slug
+from xsteer.core.activations import last_token_resid
+from xsteer.core.io import atomic_path, write_json_atomic
+from xsteer.core.models import load_model, model_id, parse_spec, runtime
+from xsteer.core.vectors import SteeringVectors
+from xsteer.errors import InputError, TransferError
+from xsteer.evaluation.evaluate import check_lambdas
+from xsteer.evaluation.fidelity import (
+    DEFAULT_LAMBDAS,
+    AnswerConcept,
+    FidelityResult,
+    answer_concept,
+    fidelity,
+)
+from xsteer.extraction.extract import fit_directions
+from xsteer.extraction.methods import get_method
+from xsteer.extraction.pairs import ContrastivePair, pairs_hash
+from xsteer.tasks import get_task
+from xsteer.tasks.concepts import BUILTIN, Concept, load_concept
+from xsteer.transfer.layermap import LAYER_MAPS
+from xsteer.transfer.maps import TransferMap, fit_texts, fit_transfer_from_activations
+from xsteer.transfer.widthmap import WIDTH_MAPS
+
+ANSWER = "corrupted_answer"
+
+
+@dataclass(frozen=True)
+class FidelitySpec:
+    """What a fidelity study measures (every field is a CLI option of ``xsteer fidelity``)."""
+
+    parents: tuple[str, ...]
+    children: tuple[str, ...]
+    concepts: tuple[str, ...] = BUILTIN
+    layer_maps: tuple[str, ...] = ("proportional",)
+    width_maps: tuple[str, ...] = ("ridge",)
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    layers: str = "middle"  # which child layers are steered: "all", "middle" (the central third) or "a-b"
+    method: str = "mean_diff"
+    generic_texts: int = 128  # built-in synthetic texts added to every map's fit set
+    generation_probes: int = 3
+    max_new_tokens: int = 32
+    n_boot: int = 2000
+    batch_size: int = 32
+    seed: int = 0
+    data_dir: str | None = None
+    device: str | None = None
+    maps: tuple[str, ...] = ()  # fitted TransferMap files used as they are (beside the fitted grid)
+
+    def __post_init__(self) -> None:
+        lams = check_lambdas(list(self.lambdas), where="the dose-response λ grid")
+        if 0.0 in lams:
+            raise InputError("the dose-response λ grid must not contain 0 (the unsteered baseline is always measured)")
+        for name in self.layer_maps:
+            if name not in LAYER_MAPS or LAYER_MAPS[name].needs == "mapping":
+                raise InputError(f"layer map {name!r} cannot be used here; options: "
+                                 f"{', '.join(k for k, v in LAYER_MAPS.items() if v.needs != 'mapping')}")
+        for name in self.width_maps:
+            if name not in WIDTH_MAPS or name == "identity":
+                raise InputError(f"width map {name!r} cannot be used here; options: {', '.join(k for k in WIDTH_MAPS if k != 'identity')}")
+        get_method(self.method)
+        for c in self.concepts:
+            if c != ANSWER:
+                load_concept(c)
+        if not self.parents or not self.children:
+            raise InputError("a fidelity study needs at least one parent and one child")
+        if ANSWER in self.concepts:
+            get_task("gsm8k").load("validation", data_dir=self.data_dir, limit=1)
+        ids = {parse_spec(p).model_id for p in self.parents}, {parse_spec(c).model_id for c in self.children}
+        for path in self.maps:
+            tmap = TransferMap.load(path)
+            if tmap.parent_id not in ids[0] or tmap.child_id not in ids[1]:
+                raise TransferError(f"{path} maps {tmap.parent_id!r} -> {tmap.child_id!r}, but this study's parents are "
+                                    f"{sorted(ids[0])} and its children {sorted(ids[1])}; fit a map for them")
+
+
+def steered_layers(spec: str, n_layers: int) -> list[int]:
+    """``all``, ``middle`` (the central third, where concepts are usually most steerable) or ``a-b``."""
+    if spec == "all":
+        return list(range(n_layers))
+    if spec == "middle":
+        return list(range(n_layers // 3, max(n_layers // 3 + 1, 2 * n_layers // 3)))
+    lo, sep, hi = spec.partition("-")
+    try:
+        a, b = int(lo), int(hi) if sep else int(lo)
+    except ValueError:
+        raise InputError(f"layers must be 'all', 'middle' or 'a-b', got {spec!r}") from None
+    if not 0 <= a <= b < n_layers:
+        raise InputError(f"layers {spec!r} are outside 0..{n_layers - 1}")
+    return list(range(a, b + 1))
+
+
+def _concepts(spec: FidelitySpec) -> list[Concept | AnswerConcept]:
+    return [answer_concept(data_dir=spec.data_dir, seed=spec.seed) if c == ANSWER else load_concept(c, min_pairs=8, min_probes=8)
+            for c in spec.concepts]
+
+
+@dataclass
+class _PairActs:
+    """Both models' last-token activations of every concept's pair texts and of the generic texts."""
+
+    pos: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # concept -> (parent, child) [n, L, d]
+    neg: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    generic: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def _read_acts(parent: Any, child: Any, concepts: Sequence[Any], generic: Sequence[str], batch_size: int) -> _PairActs:
+    acts = _PairActs()
+    for c in concepts:
+        pos, neg = [p for p, _ in c.pairs], [n for _, n in c.pairs]
+        acts.pos[c.name] = (last_token_resid(parent, pos, batch_size=batch_size), last_token_resid(child, pos, batch_size=batch_size))
+        acts.neg[c.name] = (last_token_resid(parent, neg, batch_size=batch_size), last_token_resid(child, neg, batch_size=batch_size))
+    if generic:
+        acts.generic = (last_token_resid(parent, generic, batch_size=batch_size), last_token_resid(child, generic, batch_size=batch_size))
+    return acts
+
+
+def _vectors(pos: torch.Tensor, neg: torch.Tensor, model: Any, method: str, seed: int, pairs: Sequence[Any]) -> SteeringVectors:
+    directions, stats = fit_directions(pos, neg, method=method, seed=seed)
+    return SteeringVectors(directions, model_id(model), method, tuple(range(directions.shape[0])),
+                           centring=get_method(method).centring, layer_stats=tuple(stats),
+                           pairs_hash=pairs_hash([ContrastivePair(p, n) for p, n in pairs]),
+                           extra={"n_pairs": len(pairs), **runtime(model)})
+
+
+def run_pair(spec: FidelitySpec, parent_spec: str, child_spec: str, out: Path, *, log: Any = print) -> list[Path]:
+    """Every concept for one (parent, child); returns the result files (existing ones are kept)."""
+    concepts = _concepts(spec)
+    files = {c.name: out / "results" / f"{_slug(parent_spec)}__{_slug(child_spec)}__{c.name}.json" for c in concepts}
+    todo = [c for c in concepts if not files[c.name].exists()]
+    if not todo:
+        return list(files.values())
+    t0 = time.time()
+    parent, child = load_model(parent_spec, device=spec.device), load_model(child_spec, device=spec.device)
+    generic = fit_texts(get_task("synthetic").load("train", seed=spec.seed)[: spec.generic_texts], seed=spec.seed) if spec.generic_texts else []
+    # Every built-in concept's texts serve as fit texts for the maps of the others, measured or not.
+    readers = [*concepts, *(load_concept(n) for n in BUILTIN if n not in spec.concepts)]
+    cache = out / "acts" / f"{_slug(parent_spec)}__{_slug(child_spec)}.pt"
+    key = [c.name for c in readers] + [len(c.pairs) for c in readers] + [len(generic), spec.seed]
+    acts = None
+    if cache.exists():
+        saved = torch.load(cache, weights_only=False)
+        acts = saved["acts"] if saved.get("key") == key else None
+    if acts is None:
+        log(f"{parent_spec} -> {child_spec}: reading {sum(len(c.pairs) for c in readers)} pairs and {len(generic)} generic texts")
+        acts = _read_acts(parent, child, readers, generic, spec.batch_size)
+        with atomic_path(cache) as tmp:  # activations are the slow part: a resumed study reuses them
+            torch.save({"key": key, "acts": acts}, tmp)
+    layers = steered_layers(spec.layers, child.cfg.n_layers)
+    for concept in todo:
+        log(f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}")
+        result = _one_concept(spec, parent, child, concept, readers, acts, layers)
+        result.meta.update(parent=parent_spec, child=child_spec, steered_layers=layers, seconds=round(time.time() - t0, 1),
+                           spec={k: v for k, v in asdict(spec).items() if k not in ("parents", "children")})
+        write_json_atomic(files[concept.name], result.to_json())
+        log(result.table())
+    return list(files.values())
+
+
+def _one_concept(spec: FidelitySpec, parent: Any, child: Any, concept: Any, concepts: Sequence[Any], acts: _PairActs,
+                 layers: list[int]) -> FidelityResult:
+    pp, pc = acts.pos[concept.name]
+    np_, nc = acts.neg[concept.name]
+    v_parent = _vectors(pp, np_, parent, spec.method, spec.seed, concept.pairs)
+    v_native = _vectors(pc, nc, child, spec.method, spec.seed, concept.pairs)
+    # Fit texts without this concept: the other concepts' pair texts, and the generic texts.
+    others = [c.name for c in concepts if c.name != concept.name]
+    xs = [t for name in others for t in (acts.pos[name][0], acts.neg[name][0])]
+    ys = [t for name in others for t in (acts.pos[name][1], acts.neg[name][1])]
+    if acts.generic is not None:
+        xs.append(acts.generic[0])
+        ys.append(acts.generic[1])
+    if not xs:
+        raise InputError("a map needs fit texts without the concept: add concepts or generic texts")
+    xp = einops.rearrange(torch.cat(xs), "n l d -> l n d")
+    yc = einops.rearrange(torch.cat(ys), "n l d -> l n d")
+    norms = yc.norm(dim=-1).mean(dim=-1)
+    diffs = (einops.rearrange(pp - np_, "n l d -> l n d"), einops.rearrange(pc - nc, "n l d -> l n d"))
+    native = v_native.replace(layers=tuple(layers)).scaled_to(norms, "resid_mean")
+    random_parent = v_parent.random_like(spec.seed + 1)
+    conditions: dict[str, SteeringVectors] = {"random": native.random_like(spec.seed)}
+    fits: dict[str, Any] = {}
+    cache: dict[tuple[str, int, int], Any] = {}
+    def maps() -> Iterator[tuple[str, TransferMap]]:
+        for path in spec.maps:  # given maps first, as they are
+            tmap = TransferMap.load(path)
+            if (tmap.parent_id, tmap.child_id) == (model_id(parent), model_id(child)):
+                yield f"{Path(path).stem}×given", tmap
+        for lm in spec.layer_maps:
+            for wm in spec.width_maps:
+                yield f"{lm}×{wm}", fit_transfer_from_activations(
+                    xp, yc, parent_id=model_id(parent), child_id=model_id(child), layer_map=lm, width_map=wm,
+                    diffs=diffs, seed=spec.seed, width_cache=cache)
+
+    for name, tmap in maps():
+        fits[name] = {"layer_map": tmap.info.get("layer_map"),
+                      "heldout_r2": {str(c): r["r2"] for c, r in tmap.report.items()},
+                      "heldout_cos_centred": {str(c): r["cosine_centred"] for c, r in tmap.report.items()}}
+        for label, v in ((name, v_parent), (f"{name}/mapped-random", random_parent)):
+            try:
+                mapped = tmap.apply(v, norm="unit")
+            except InputError:  # e.g. truncation dropped every coordinate the direction lived in
+                continue
+            steer = tuple(layer for layer in layers if layer in mapped.layers)
+            if steer:
+                conditions[label] = mapped.replace(layers=steer).scaled_to(norms, "resid_mean")
+    result = fidelity(child, concept, conditions, native=native, lambdas=spec.lambdas, n_boot=spec.n_boot, seed=spec.seed,
+                      batch_size=spec.batch_size, generation_probes=spec.generation_probes,
+                      max_new_tokens=spec.max_new_tokens, progress=False)
+    result.meta["maps"] = fits
+    result.meta["vectors"] = {"parent_separation": [s.get("separation") for s in v_parent.layer_stats],
+                              "native_separation": [s.get("separation") for s in v_native.layer_stats]}
+    return result
+
+
+def run_study(spec: FidelitySpec, out: str | Path, *, log: Any = print) -> list[Path]:
+    """Every (parent, child) pair of the spec, skipping a child that is its own parent."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "spec.json", asdict(spec))
+    files: list[Path] = []
+    for p in spec.parents:
+        for c in spec.children:
+            if p == c:
+                continue
+            files += run_pair(spec, p, c, out, log=log)
+    return files
+
+
+def load_results(folder: str | Path) -> list[dict[str, Any]]:
+    """Every result JSON of a study folder."""
+    paths = sorted(Path(folder).glob("results/*.json"))
+    if not paths:
+        raise InputError(f"{folder} holds no fidelity results (results/*.json)")
+    return [json.loads(p.read_text()) for p in paths]

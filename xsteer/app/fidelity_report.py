@@ -1,0 +1,177 @@
+"""Tables, figures and an HTML page for a fidelity study (:mod:`xsteer.app.fidelity`).
+
+The page opens with a plain reading — which maps carried which concepts, and whether any beat its nulls —
+then the fidelity table with CIs and nulls side by side, a heatmap of fidelity over layer maps × width maps,
+dose-response curves with 95% bands, and example generations per condition.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xsteer.app.report import embed_png, heatmap, save_figure
+from xsteer.core.io import write_text_atomic
+from xsteer.evaluation.fidelity import NATIVE, effect_ci
+
+NULLS = ("random",)
+
+
+def _f(x: Sequence[float] | None) -> str:
+    return "—" if x is None else f"{x[0]:+.2f} [{x[1]:+.2f}, {x[2]:+.2f}]"
+
+
+def map_names(result: Mapping[str, Any]) -> list[str]:
+    return [c for c in result["conditions"] if "×" in c and not c.endswith("/mapped-random")]
+
+
+def verdict(result: Mapping[str, Any], name: str) -> str:
+    """``beats nulls`` when the map's fidelity CI lies above its mapped-random null's and the random
+    direction's point estimates; ``null`` when its CI covers 0; else ``weak``."""
+    fid = result["fidelity"]
+    f = fid.get(name)
+    if f is None:
+        return "undefined"
+    nulls = [fid.get(f"{name}/mapped-random"), fid.get("random")]
+    top = max((n[0] for n in nulls if n is not None), default=0.0)
+    if f[1] > max(top, 0.0):
+        return "beats nulls"
+    if f[1] <= 0.0 <= f[2]:
+        return "null"
+    return "weak"
+
+
+def best_map(result: Mapping[str, Any]) -> str | None:
+    names = [n for n in map_names(result) if result["fidelity"].get(n) is not None]
+    return max(names, key=lambda n: result["fidelity"][n][0]) if names else None
+
+
+def study_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """One row per (pair, concept, map): fidelity [CI] beside its nulls, and the native effect."""
+    lines = ["| parent → child | concept | map | fidelity [95% CI] | mapped-random | random | native effect | reading |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        pair = f"{r['meta']['parent']} → {r['meta']['child']}"
+        native = _f(r["native_effect"]) + ("" if r["native_steers"] else " (does not steer)")
+        for name in map_names(r):
+            lines.append(f"| {pair} | {r['concept']} | {name} | {_f(r['fidelity'].get(name))} | "
+                         f"{_f(r['fidelity'].get(f'{name}/mapped-random'))} | {_f(r['fidelity'].get('random'))} | {native} | "
+                         f"{verdict(r, name)} |")
+    return "\n".join(lines)
+
+
+def plain_reading(results: Sequence[Mapping[str, Any]]) -> str:
+    """A few sentences a reader can check against the table."""
+    steer = [r for r in results if r["native_steers"]]
+    lines = [f"{len(results)} (pair, concept) measurements; in {len(steer)} the child's own vector moves the readout "
+             "(its effect's 95% CI excludes 0), so fidelity is defined there."]
+    wins = [(r, n) for r in steer for n in map_names(r) if verdict(r, n) == "beats nulls"]
+    if not steer:
+        return lines[0]
+    total = sum(len(map_names(r)) for r in steer)
+    lines.append(f"{len(wins)} of {total} (measurement, map) cells beat both nulls (fidelity CI above the mapped-random "
+                 "and random directions' estimates).")
+    by_concept: dict[str, list[float]] = {}
+    for r in steer:
+        b = best_map(r)
+        if b:
+            by_concept.setdefault(r["concept"], []).append(r["fidelity"][b][0])
+    for concept, fs in sorted(by_concept.items()):
+        lines.append(f"{concept}: best map's fidelity {min(fs):+.2f} … {max(fs):+.2f} across pairs.")
+    return " ".join(lines)
+
+
+def fidelity_heatmap(result: Mapping[str, Any], out: Path) -> Path | None:
+    """Fidelity over layer maps (rows) × width maps (columns) for one measurement."""
+    names = map_names(result)
+    if not names or not result["native_steers"]:
+        return None
+    lms = list(dict.fromkeys(n.split("×")[0] for n in names))
+    wms = list(dict.fromkeys(n.split("×")[1] for n in names))
+    m = torch.full((len(lms), len(wms)), float("nan"))
+    for n in names:
+        f = result["fidelity"].get(n)
+        if f is not None:
+            lm, wm = n.split("×")
+            m[lms.index(lm), wms.index(wm)] = f[0]
+    title = f"fidelity: {result['meta']['parent']} → {result['meta']['child']}, {result['concept']}"
+    return heatmap(m, out, xlabel="width map", ylabel="layer map", title=title, center=0.0,
+                   xticklabels=wms, yticklabels=lms, annotate=True, cmap="RdBu_r")
+
+
+def dose_response(result: Mapping[str, Any], out: Path, *, conditions: Sequence[str] | None = None) -> Path:
+    """Mean effect Δ(λ) over probes with 95% bootstrap bands, for native, the best map and the nulls."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    best = best_map(result)
+    conditions = conditions or [c for c in (NATIVE, best, f"{best}/mapped-random" if best else None, "random") if c]
+    lams = result["lambdas"]
+    base = torch.tensor(result["baseline"])
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for c in conditions:
+        delta = torch.tensor(result["readouts"][c]) - base[None, :]
+        ests = [effect_ci(delta[i], n_boot=1000, seed=i) for i in range(len(lams))]
+        ax.plot(lams, [e.estimate for e in ests], marker="o", label=c)
+        ax.fill_between(lams, [e.low for e in ests], [e.high for e in ests], alpha=0.2)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("λ (share of the child's residual norm per steered layer)")
+    ax.set_ylabel("Δ readout vs unsteered (log-odds)")
+    ax.set_title(f"{result['concept']}: {result['meta']['parent']} → {result['meta']['child']}")
+    ax.legend(fontsize=8)
+    return save_figure(fig, out)
+
+
+def examples_html(result: Mapping[str, Any], *, per_condition: int = 3) -> str:
+    gens = result.get("generations") or []
+    if not gens:
+        return ""
+    best = best_map(result)
+    keep = ["unsteered", NATIVE, best, "random"]
+    rows = []
+    for cond in [c for c in keep if c]:
+        chosen = [g for g in gens if g["condition"] == cond and g["lam"] >= 0][:per_condition]
+        for g in chosen:
+            rows.append(f"<tr><td>{html.escape(cond)}</td><td>{g['lam']:+g}</td><td>{html.escape(g['probe'])}"
+                        f"<b>{html.escape(g['text'])}</b></td><td>{g['score']:+d}</td></tr>")
+    return ("<table><tr><th>condition</th><th>λ</th><th>probe + <b>continuation</b></th><th>lexicon score</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def write_fidelity_report(results: Sequence[Mapping[str, Any]], folder: str | Path, *, title: str = "Transfer fidelity") -> Path:
+    """``folder/report.html`` (figures in ``folder/figures``) for a list of result documents."""
+    from xsteer.app.report import _md_table_to_html
+
+    folder = Path(folder)
+    figs = folder / "figures"
+    parts = [f"<h1>{html.escape(title)}</h1>", "<h2>What this shows</h2>", f"<p>{html.escape(plain_reading(results))}</p>",
+             "<p>Fidelity = the mapped parent vector's mean signed effect on the concept's held-out probes ÷ the child's "
+             "own vector's, at the same λ grid and norm; 1 = the whole effect crossed, 0 = none. Nulls: a random parent "
+             "direction through the same map (mapped-random) and a random child direction of equal norm.</p>",
+             "<h2>Fidelity table</h2>", _md_table_to_html(study_table(results))]
+    for r in results:
+        stem = f"{r['meta']['parent']}__{r['meta']['child']}__{r['concept']}".replace("/", "_")
+        parts.append(f"<h2>{html.escape(r['meta']['parent'])} → {html.escape(r['meta']['child'])}: "
+                     f"{html.escape(r['concept'])}</h2>")
+        parts.append(embed_png(dose_response(r, figs / f"dose_{stem}")))
+        hm = fidelity_heatmap(r, figs / f"heatmap_{stem}")
+        if hm is not None:
+            parts.append(embed_png(hm))
+        parts.append(examples_html(r))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:85%}"
+             "th{background:#f3f3f3}")
+    out = folder / "report.html"
+    write_text_atomic(out, f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    return out
+
+
+def finite(x: float) -> bool:
+    return x is not None and math.isfinite(x)

@@ -1,0 +1,339 @@
+"""Transfer fidelity: how much of a concept's effect on the child survives the parent -> child map.
+
+A concept (:mod:`xsteer.tasks.concepts`) is read out on held-out probes, cheaply and with low variance:
+
+* **log-odds** of the concept's two word sets at the next token after each probe (lexicon concepts), or of
+  the gold vs a corrupted final answer (``corrupted_answer``, the paper's concept);
+* **generation**: the share of short continuations whose lexicon score moves the concept's way, with the
+  texts kept for a reader.
+
+The effect of steering vectors ``v`` at λ on probe ``p`` is ``Δ(λ, p) = readout_λ(p) - readout_0(p)``, over a
+grid of λ of both signs (a dose-response). **Fidelity** of a mapped parent vector is its mean signed effect
+divided by the child-native vector's, at the same λ grid and norm convention::
+
+    F = Σ_λ Σ_p sign(λ) Δ_mapped(λ, p)  /  Σ_λ Σ_p sign(λ) Δ_native(λ, p)
+
+with a paired bootstrap CI over probes (the same resampled probes in numerator and denominator). F = 1: the
+map carried the whole effect; 0: none; negative: the concept came out reversed. Beside it the nulls that
+make a number honest — a random direction of equal norm, a random parent direction through the same map
+(any fitted map pulls vectors toward the child's activation subspace), and the coordinate-copying
+``truncate_pad`` map — each get the same F. When the native vector itself does not move the readout (its
+effect's CI covers 0), fidelity is undefined and reported so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from xsteer.core.activations import next_token_logprobs
+from xsteer.core.generate import Steering, generate
+from xsteer.core.likelihood import continuation_logprobs
+from xsteer.core.progress import Progress
+from xsteer.core.vectors import SteeringVectors
+from xsteer.errors import InputError
+from xsteer.evaluation.evaluate import check_norms
+from xsteer.tasks.concepts import Concept, lexicon_score, pole_token_ids
+
+#: λ grid of the dose-response, relative to the child's residual norm per steered layer (``resid_mean``).
+DEFAULT_LAMBDAS: tuple[float, ...] = (-0.08, -0.04, -0.02, 0.02, 0.04, 0.08)
+NATIVE = "native"
+
+
+@dataclass(frozen=True)
+class AnswerProbe:
+    """A probe of the ``corrupted_answer`` concept: a context ending where the final answer goes, the gold
+    continuation and a wrong one (the concept's positive pole is the gold answer)."""
+
+    context: str
+    gold: str
+    wrong: str
+
+
+# ---------------------------------------------------------------------------------------------- readouts
+class Readout:
+    """``readout(model, vectors, lams)`` -> one value per (λ, probe): the concept's position on its axis."""
+
+    name = "readout"
+    probes: Sequence[Any] = ()
+
+    def __call__(self, model: Any, vectors: SteeringVectors | None, lambdas: Sequence[float], *,
+                 layers: Sequence[int] | None = None, batch_size: int = 32) -> Float[Tensor, "lam probe"]:
+        raise NotImplementedError
+
+
+class WordLogOdds(Readout):
+    """log Σ p(+ pole word) - log Σ p(- pole word) at the next token after each probe."""
+
+    name = "next-token log-odds of the pole words"
+
+    def __init__(self, concept: Concept, tokenizer: Any):
+        self.concept, self.probes = concept, list(concept.probes)
+        self.pos, self.neg = pole_token_ids(tokenizer, concept)
+
+    def __call__(self, model: Any, vectors: SteeringVectors | None, lambdas: Sequence[float], *,
+                 layers: Sequence[int] | None = None, batch_size: int = 32) -> Float[Tensor, "lam probe"]:
+        texts = [p for _ in lambdas for p in self.probes]
+        lam = [float(x) for x in lambdas for _ in self.probes]
+        lp = next_token_logprobs(model, texts, self.pos + self.neg, vectors=vectors, lam=lam if vectors is not None else None,
+                                 layers=layers, batch_size=batch_size)
+        k = len(self.pos)
+        odds = torch.logsumexp(lp[:, :k], dim=-1) - torch.logsumexp(lp[:, k:], dim=-1)
+        return odds.reshape(len(lambdas), len(self.probes))
+
+
+class AnswerLogOdds(Readout):
+    """log p(gold answer) - log p(corrupted answer) after each probe's context (summed over tokens)."""
+
+    name = "log-odds of the gold vs a corrupted final answer"
+
+    def __init__(self, probes: Sequence[AnswerProbe]):
+        self.probes = list(probes)
+
+    def __call__(self, model: Any, vectors: SteeringVectors | None, lambdas: Sequence[float], *,
+                 layers: Sequence[int] | None = None, batch_size: int = 32) -> Float[Tensor, "lam probe"]:
+        ctx = [p.context for _ in lambdas for p in self.probes for _ in (0, 1)]
+        cont = [c for _ in lambdas for p in self.probes for c in (p.gold, p.wrong)]
+        lam = [float(x) for x in lambdas for _ in self.probes for _ in (0, 1)]
+        steering = Steering(vectors, lam, layers) if vectors is not None else None
+        lp = torch.tensor(continuation_logprobs(model, ctx, cont, steering=steering, batch_size=batch_size))
+        return (lp[0::2] - lp[1::2]).reshape(len(lambdas), len(self.probes))
+
+
+def readout_for(concept: Any, tokenizer: Any) -> Readout:
+    """The log-odds readout of a lexicon concept, or of ``corrupted_answer`` probes."""
+    if isinstance(concept, Concept):
+        return WordLogOdds(concept, tokenizer)
+    if isinstance(concept, AnswerConcept):
+        return AnswerLogOdds(concept.probes)
+    raise InputError(f"no readout for {type(concept).__name__}")
+
+
+@dataclass(frozen=True)
+class AnswerConcept:
+    """The paper's concept: "this reasoning ends in the right answer" (pairs: gold vs corrupted answer)."""
+
+    name: str
+    pairs: tuple[tuple[str, str], ...]
+    probes: tuple[AnswerProbe, ...]
+    description: str = "correct vs corrupted final answer after the same reasoning (GSM8K)"
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def signed_effect(delta: Float[Tensor, "lam probe"], lambdas: Sequence[float]) -> Float[Tensor, " probe"]:
+    """Per probe, the effect averaged over the λ grid with each λ's sign (both directions count)."""
+    sign = torch.tensor([math.copysign(1.0, float(x)) for x in lambdas], dtype=delta.dtype)
+    return (delta * sign[:, None]).mean(dim=0)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    estimate: float
+    low: float
+    high: float
+
+    @property
+    def covers_zero(self) -> bool:
+        return self.low <= 0.0 <= self.high
+
+    def as_list(self) -> list[float]:
+        return [self.estimate, self.low, self.high]
+
+
+def effect_ci(effect: Float[Tensor, " probe"], *, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> Estimate:
+    """Mean effect over probes with a percentile bootstrap CI."""
+    g = torch.Generator().manual_seed(seed)
+    n = effect.shape[0]
+    idx = torch.randint(0, n, (n_boot, n), generator=g)
+    boots = effect.double()[idx].mean(dim=1)
+    lo, hi = torch.quantile(boots, torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64)).tolist()
+    return Estimate(float(effect.double().mean()), lo, hi)
+
+
+def fidelity_ci(mapped: Float[Tensor, " probe"], native: Float[Tensor, " probe"], *, n_boot: int = 2000, seed: int = 0,
+                alpha: float = 0.05) -> Estimate:
+    """mean(mapped) / mean(native) over probes, with a paired percentile bootstrap CI (the same probes are
+    resampled for both), so probe-to-probe variation common to both cancels."""
+    if mapped.shape != native.shape:
+        raise InputError(f"effects over different probes: {tuple(mapped.shape)} vs {tuple(native.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    n = native.shape[0]
+    idx = torch.randint(0, n, (n_boot, n), generator=g)
+    num, den = mapped.double()[idx].mean(dim=1), native.double()[idx].mean(dim=1)
+    ratio = num / den
+    ratio = ratio[torch.isfinite(ratio)]
+    lo, hi = torch.quantile(ratio, torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64)).tolist()
+    return Estimate(float(mapped.double().mean() / native.double().mean()), lo, hi)
+
+
+# ---------------------------------------------------------------------------------------------- the measurement
+@dataclass
+class FidelityResult:
+    """A concept's dose-response for every condition on one child, and what it says about transfer."""
+
+    concept: str
+    readout: str
+    lambdas: list[float]
+    conditions: list[str]
+    baseline: list[float]  # readout at λ = 0, per probe
+    readouts: dict[str, list[list[float]]]  # condition -> [λ][probe]
+    native_effect: Estimate
+    effects: dict[str, Estimate]  # condition -> mean signed effect over probes [CI]
+    fidelity: dict[str, Estimate | None]  # condition -> F [CI]; None when the native effect is not there
+    generations: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def native_steers(self) -> bool:
+        """Whether the child's own vector moves the readout at all (its effect's CI excludes 0)."""
+        return self.native_effect.low > 0
+
+    def delta(self, condition: str) -> Float[Tensor, "lam probe"]:
+        return torch.tensor(self.readouts[condition]) - torch.tensor(self.baseline)[None, :]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "concept": self.concept, "readout": self.readout, "lambdas": self.lambdas, "conditions": self.conditions,
+            "baseline": self.baseline, "readouts": self.readouts, "native_effect": self.native_effect.as_list(),
+            "native_steers": self.native_steers,
+            "effects": {k: v.as_list() for k, v in self.effects.items()},
+            "fidelity": {k: (v.as_list() if v is not None else None) for k, v in self.fidelity.items()},
+            "generations": self.generations, "meta": self.meta,
+        }
+
+    def table(self) -> str:
+        lines = [f"concept: {self.concept} ({self.readout}); native effect {_fmt(self.native_effect)}"
+                 + ("" if self.native_steers else " — the native vector does not steer: fidelity undefined"),
+                 "", "| condition | effect [95% CI] | fidelity [95% CI] |", "|---|---|---|"]
+        for c in self.conditions:
+            f = self.fidelity.get(c)
+            lines.append(f"| {c} | {_fmt(self.effects[c])} | {_fmt(f) if f is not None else '—'} |")
+        return "\n".join(lines)
+
+
+def _fmt(e: Estimate) -> str:
+    return f"{e.estimate:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+
+
+def fidelity(child: Any, concept: Concept | AnswerConcept, conditions: Mapping[str, SteeringVectors], *,
+             native: SteeringVectors, lambdas: Sequence[float] = DEFAULT_LAMBDAS, layers: Sequence[int] | None = None,
+             generation_lam: float | None = None, generation_probes: int = 0, max_new_tokens: int = 32,
+             n_boot: int = 2000, seed: int = 0, batch_size: int = 32, progress: bool = True) -> FidelityResult:
+    """Measure how much of ``concept``'s effect each of ``conditions`` (child-space vectors: mapped parents,
+    nulls) carries, relative to the child's own ``native`` vector, on one λ grid and norm convention.
+
+    ``generation_probes`` > 0 also generates ``max_new_tokens``-token continuations of that many probes at
+    ``+generation_lam`` and ``-generation_lam`` (lexicon concepts), unsteered and for every condition.
+    """
+    lambdas = [float(x) for x in lambdas]
+    if not lambdas or any(x == 0 or not math.isfinite(x) for x in lambdas):
+        raise InputError(f"the dose-response grid must be finite non-zero λ values (0 is the baseline), got {lambdas}")
+    if NATIVE in conditions:
+        raise InputError(f"{NATIVE!r} is the reference condition; pass it as native=")
+    all_vectors = {NATIVE: native, **conditions}
+    check_norms(all_vectors)
+    for v in all_vectors.values():
+        v.check_compatible(child.cfg.n_layers, child.cfg.d_model, child.cfg.model_name)
+    readout = readout_for(concept, child.tokenizer)
+    if len(readout.probes) < 2:
+        raise InputError(f"concept {concept.name!r} has {len(readout.probes)} probes; a CI needs at least 2")
+    base = readout(child, None, [0.0], batch_size=batch_size)[0]
+    readouts: dict[str, Tensor] = {}
+    with Progress(len(all_vectors), f"dose-response {concept.name}", unit="conditions", enabled=progress) as bar:
+        for name, v in all_vectors.items():
+            readouts[name] = readout(child, v, lambdas, layers=layers, batch_size=batch_size)
+            bar.update()
+    effects = {name: signed_effect(r - base[None, :], lambdas) for name, r in readouts.items()}
+    native_est = effect_ci(effects[NATIVE], n_boot=n_boot, seed=seed)
+    steers = native_est.low > 0
+    result = FidelityResult(
+        concept=concept.name, readout=readout.name, lambdas=lambdas, conditions=list(all_vectors),
+        baseline=base.tolist(), readouts={k: v.tolist() for k, v in readouts.items()}, native_effect=native_est,
+        effects={k: effect_ci(e, n_boot=n_boot, seed=seed) for k, e in effects.items()},
+        fidelity={k: (fidelity_ci(e, effects[NATIVE], n_boot=n_boot, seed=seed) if steers else None) for k, e in effects.items()},
+        meta={"n_probes": len(readout.probes), "norm": native.norm, "layers": list(layers) if layers else "all mapped",
+              "n_boot": n_boot, "seed": seed},
+    )
+    if generation_probes and isinstance(concept, Concept):
+        lam = generation_lam if generation_lam is not None else max(abs(x) for x in lambdas)
+        result.generations = generation_readout(child, concept, all_vectors, lam, n_probes=generation_probes,
+                                                max_new_tokens=max_new_tokens, layers=layers, batch_size=batch_size)
+    return result
+
+
+def generation_readout(child: Any, concept: Concept, conditions: Mapping[str, SteeringVectors], lam: float, *,
+                       n_probes: int, max_new_tokens: int = 32, layers: Sequence[int] | None = None,
+                       batch_size: int = 32) -> list[dict[str, Any]]:
+    """Greedy continuations of the first ``n_probes`` probes, unsteered and at ±``lam`` per condition, each
+    with its lexicon score and whether it moved the concept's way relative to the unsteered text."""
+    probes = list(concept.probes[:n_probes])
+    plain = generate(child, probes, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    out = [{"condition": "unsteered", "lam": 0.0, "probe": p, "text": g.text, "score": lexicon_score(g.text, concept),
+            "moved": None} for p, g in zip(probes, plain, strict=True)]
+    base = {p: lexicon_score(g.text, concept) for p, g in zip(probes, plain, strict=True)}
+    for name, v in conditions.items():
+        lams = [s * lam for s in (1.0, -1.0) for _ in probes]
+        gens = generate(child, probes * 2, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                        steering=Steering(v, lams, layers, "all"))
+        for p, lm, g in zip(probes * 2, lams, gens, strict=True):
+            score = lexicon_score(g.text, concept)
+            out.append({"condition": name, "lam": lm, "probe": p, "text": g.text, "score": score,
+                        "moved": (score - base[p]) * math.copysign(1.0, lm) > 0})
+    return out
+
+
+def moved_share(generations: Sequence[Mapping[str, Any]], condition: str) -> float | None:
+    """Share of a condition's continuations whose lexicon score moved the concept's way."""
+    moved = [g["moved"] for g in generations if g["condition"] == condition and g["moved"] is not None]
+    return sum(moved) / len(moved) if moved else None
+
+
+__all__ = [
+    "DEFAULT_LAMBDAS",
+    "NATIVE",
+    "AnswerConcept",
+    "AnswerLogOdds",
+    "AnswerProbe",
+    "Estimate",
+    "FidelityResult",
+    "WordLogOdds",
+    "effect_ci",
+    "fidelity",
+    "fidelity_ci",
+    "generation_readout",
+    "moved_share",
+    "readout_for",
+    "signed_effect",
+]
+
+
+def answer_concept(*, data_dir: Any = None, n_pairs: int = 64, n_probes: int = 32, seed: int = 0,
+                   task: str = "gsm8k") -> AnswerConcept:
+    """The paper's concept as a fidelity concept: ``corrupted_answer`` pairs from the task's train split, in
+    the plain ``Question:/Answer:`` form both models read alike, and held-out probes from its validation
+    split, each read out on its gold vs a corrupted final answer."""
+    import random
+
+    from xsteer.extraction.pairs import build_pairs, strip_final, wrong_answer
+    from xsteer.tasks import get_task
+
+    t = get_task(task)
+    pairs = build_pairs("corrupted_answer", t.pair_examples("train", n_pairs, data_dir=data_dir, seed=seed), None,
+                        task=t, seed=seed)
+    rng = random.Random(seed)
+    items = t.load("validation", data_dir=data_dir, limit=n_probes, seed=seed)
+    answers = [e.answer for e in items]
+    probes = []
+    for ex in items:
+        if not ex.solution:
+            continue
+        marker = t.final_line("\x00").split("\x00")[0].rstrip()  # "#### The final answer is:" for GSM8K
+        context = f"Question: {ex.question}\nAnswer: {strip_final(ex.solution)}\n{marker}"
+        probes.append(AnswerProbe(context, f" {ex.answer}", f" {wrong_answer(ex.answer, rng, answers)}"))
+    return AnswerConcept("corrupted_answer", tuple((p.positive, p.negative) for p in pairs), tuple(probes))
