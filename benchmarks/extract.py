@@ -26,8 +26,11 @@ from pathlib import Path
 
 import torch
 from _common import setup
+from roofline import ModelShape, prefill, versus_floor
+from roofline import measure as measure_peak
 
 from xsteer.core.models import encode
+from xsteer.core.models.backend import hf_config
 from xsteer.extraction.extract import extract
 from xsteer.extraction.pairs import build_pairs
 from xsteer.tasks.data import load_examples
@@ -80,8 +83,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     args, model = setup(ap)
+    peak = measure_peak(args.device, next(model.parameters()).dtype)
+    print(peak.describe())
     examples = load_examples("gsm8k", "train", data_dir=args.data_dir, limit=args.n_pairs)
-    pairs = build_pairs("corrupted_answer", examples, model.tokenizer, dataset="gsm8k")
+    pairs = build_pairs("corrupted_answer", examples, model.tokenizer, task="gsm8k")
     texts = [p.positive for p in pairs] + [p.negative for p in pairs]
     bs = args.batch_size
     # Tokenized once up front for the two baselines; extract() tokenizes inside (milliseconds).
@@ -124,10 +129,18 @@ def main() -> None:
     print(f"\n{len(pairs)} pairs = {n_texts} texts in {len(batches)} batches of <= {bs}; "
           f"padded length {min(seq_lens)}..{max(seq_lens)}, {tokens} padded tokens")
     # CPU seconds (all threads) as well as wall: on a shared machine wall time mostly measures the neighbours.
-    print(f"{'phase':<9}{'wall s':>9}{'cpu s':>9}{'texts/s':>9}{'pairs/s':>9}{'vs forward':>12}{'peak extra MiB':>16}")
+    # Floors (benchmarks/roofline.py): every padded token through every layer; extraction needs no logits,
+    # the forward and the cache phases compute them at every position.
+    shape = ModelShape.from_config(hf_config(model), next(model.parameters()).dtype)
+    blocks = [(enc.input_ids.shape[1], 0) for enc in batches for _ in range(enc.input_ids.shape[0])]
+    work = {name: prefill(shape, blocks, logits_rows=0 if name == "extract" else tokens, forwards=len(batches))
+            for name in results}
+    print(f"{'phase':<9}{'wall s':>9}{'cpu s':>9}{'texts/s':>9}{'pairs/s':>9}{'vs forward':>12}{'peak extra MiB':>16}"
+          "   achieved ÷ roofline floor")
     t_fwd, _, m_fwd = results["forward"]
     for name, (t, c, mem) in results.items():
-        print(f"{name:<9}{t:>9.3f}{c:>9.3f}{n_texts / t:>9.2f}{len(pairs) / t:>9.2f}{t / t_fwd:>11.2f}x{mem / MiB:>16.1f}")
+        print(f"{name:<9}{t:>9.3f}{c:>9.3f}{n_texts / t:>9.2f}{len(pairs) / t:>9.2f}{t / t_fwd:>11.2f}x{mem / MiB:>16.1f}"
+              f"   {versus_floor(t, work[name], peak)}")
 
     m_ext = results["extract"][2]
     print(f"\nmodel weights (parameter bytes): {weights / MiB:.1f} MiB; post-load baseline (after warm-up): {baseline / MiB:.1f} MiB")

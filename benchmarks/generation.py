@@ -24,7 +24,8 @@ whatever the direction), rescaled to that layer's mean last-token ‖h_l‖ over
 
 Reports the median wall time of --repeats runs (the modes interleaved, their order rotated each repeat,
 so background load hits all of them; each mode warmed up once on the first batch, untimed), generated
-tokens, tok/s, every run, then a summary with the ratios against the targets:
+tokens, tok/s, achieved ÷ the roofline floor of the mode's own schedule (benchmarks/roofline.py), every
+run, then a summary with the ratios against the targets:
   P2  xsteer steered / unsteered tok/s >= 0.95
   P3  xsteer steered / HF-hook steered tok/s >= 1.0
 and how many texts agree between xsteer and HF (identical rows, mean common prefix in tokens). Small
@@ -51,10 +52,12 @@ from typing import Any
 
 import torch
 from _common import gsm8k_prompts, setup
+from roofline import ModelShape, Work, measure, sweep_work, versus_floor
 
 from xsteer.core.activations import last_token_resid
-from xsteer.core.generate import Steering, generate
+from xsteer.core.generate import Steering, generate, shared_prefix_len
 from xsteer.core.models import encode, eos_ids, load_hf, model_id
+from xsteer.core.models.backend import hf_config
 from xsteer.core.vectors import SteeringVectors
 
 Output = dict[int, tuple[str, int]]  # prompt index -> (completion text, generated tokens)
@@ -139,6 +142,8 @@ def main() -> int:
     cuda = args.device.startswith("cuda")
     tok = model.tokenizer
     dtype = next(model.parameters()).dtype
+    peak = measure(args.device, dtype)
+    print(peak.describe())
 
     items, prompts = gsm8k_prompts(tok, args.data_dir, args.items, args.shots)
     n, bs = len(prompts), args.batch_size
@@ -234,10 +239,28 @@ def main() -> int:
     tokens = {name: sum(t for _, t in out.values()) for name, out in first.items()}
     tps = {name: tokens[name] / statistics.median(wall[name]) for name in names}
     tpc = {name: tokens[name] / statistics.median(cpu[name]) for name in names}
-    print(f"\n{'mode':<18}{'wall s':>9}{'cpu s':>9}{'tokens':>8}{'tok/s':>9}{'tok/cpu-s':>11}   wall per run (s)")
+    # The floor of each mode's own schedule (benchmarks/roofline.py): xsteer shares the few-shot prefix of a
+    # batch (and at "generated" the rest of each prompt is prefilled once); HF runs every padded prompt.
+    shape = ModelShape.from_config(hf_config(model), dtype)
+    ids = [encode(tok, [p]).input_ids[0] for p in prompts]
+    work = {}
     for name in names:
-        print(f"{name:<18}{statistics.median(wall[name]):>9.2f}{statistics.median(cpu[name]):>9.2f}{tokens[name]:>8}"
-              f"{tps[name]:>9.1f}{tpc[name]:>11.1f}   {', '.join(f'{x:.2f}' for x in wall[name])}")
+        w = Work()
+        for batch in batches:
+            lens = [len(ids[i]) for i in batch]
+            new = [first[name][i][1] + 1 for i in batch]
+            schedule = "per_lambda" if name.startswith("hf") else "shared"
+            positions = "all" if name == "xsteer+steer" else "generated"
+            w += sweep_work(shape, prompt_tokens=lens, lambdas=1, new_tokens=new, positions=positions,
+                            shared_prefix=shared_prefix_len([ids[i] for i in batch]), schedule=schedule)
+        work[name] = w
+    print(f"\n{'mode':<18}{'wall s':>9}{'cpu s':>9}{'tokens':>8}{'tok/s':>9}{'tok/cpu-s':>11}   achieved ÷ roofline floor"
+          f"{'':<37}wall per run (s)")
+    for name in names:
+        t = statistics.median(wall[name])
+        print(f"{name:<18}{t:>9.2f}{statistics.median(cpu[name]):>9.2f}{tokens[name]:>8}"
+              f"{tps[name]:>9.1f}{tpc[name]:>11.1f}   {versus_floor(t, work[name], peak):<62}"
+              f"{', '.join(f'{x:.2f}' for x in wall[name])}")
 
     changed = sum(first["xsteer"][i][0] != first["xsteer+steer"][i][0] for i in everything)
     print(f"\nsteering changed {changed}/{n} xsteer texts (λ = {args.lam:g}); item 0:")

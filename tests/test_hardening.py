@@ -275,7 +275,7 @@ def test_grid_check_rejects_what_the_run_would(tiny_dir, tmp_path, change, key):
 def test_layer_specs_name_the_real_problem(spec, message):
     import click
 
-    from xsteer.app.cli import parse_layers
+    from xsteer.app.cli_common import parse_layers
 
     with pytest.raises(click.BadParameter, match=message):
         parse_layers(spec, 30 if spec != "7" else 4)

@@ -1,7 +1,9 @@
 import json
 
 from xsteer.app.report import write_report
-from xsteer.evaluation.evaluate import EvalConfig, RecordStore, summarize
+from xsteer.evaluation.evaluate import EvalConfig
+from xsteer.evaluation.records import RecordStore
+from xsteer.evaluation.summary import summarize
 
 
 def fake_records(n_items=12):

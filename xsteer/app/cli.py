@@ -19,6 +19,7 @@ from xsteer.app.cli_common import (
     NonNegative,
     Positive,
     check_output,
+    check_spec,
     friendly_errors,
     parse_lambdas,
 )
@@ -156,12 +157,12 @@ def extract_cmd(model_spec: str, dataset: str | None, split: str, data_dir: str 
     if (dataset is None) == (pairs_file is None):
         raise click.UsageError("give exactly one of --dataset or --pairs")
     out_path = check_output(out, inputs=[pairs_file])
-    _spec(model_spec)
+    check_spec(model_spec)
     resolve_device(device)
     spec = PairsSpec(builder=builder, n=n_pairs, split=split, method=method)
     if pairs_file is not None:
         pairs = steps.read_pairs(pairs_file)  # everything that can fail cheaply fails before the model loads
-    else:
+    elif dataset is not None:
         from xsteer.tasks import get_task
 
         get_task(dataset).pair_examples(split, 1, data_dir=data_dir, seed=seed, shots=shots)
@@ -332,7 +333,7 @@ def evaluate_cmd(child_spec: str, vector_specs: Sequence[str], norm: str, map_pa
     cfg = _eval_config(dataset, mode, lambdas, positions, shots, max_new_tokens, seed)
     out_path = check_output(out, folder=True)
     vectors = _named_vectors(vector_specs)
-    _spec(child_spec)
+    check_spec(child_spec)
     resolve_device(device)
     child_id = parse_spec(child_spec).model_id
     tmap = TransferMap.load(map_path) if map_path else None
@@ -392,7 +393,7 @@ def tune_cmd(child_spec: str, vector_spec: str, val_items: int, baseline: bool, 
     if "=" not in vector_spec or Path(vector_spec).is_file():
         vector_spec = f"steered={vector_spec}"
     vectors = _named_vectors([vector_spec])
-    _spec(child_spec)
+    check_spec(child_spec)
     resolve_device(device)
     val = get_task(dataset).load("validation", data_dir=data_dir, limit=val_items, seed=seed)
     if not val:
@@ -453,7 +454,7 @@ def ablate_cmd(child_spec: str, vectors_path: str, study: str, split: str, n_ite
     if study == "leave_one_out" and len(vectors.layers) < 2:
         raise click.BadParameter(f"leave_one_out needs at least 2 steered layers; {vectors_path} steers {list(vectors.layers)}",
                                  param_hint="--study")
-    _spec(child_spec)
+    check_spec(child_spec)
     resolve_device(device)
     items = get_task(dataset).load(split, data_dir=data_dir, limit=n_items, seed=seed)
     if not items:
@@ -612,7 +613,7 @@ def fidelity_cmd(parents: Sequence[str], children: Sequence[str], concepts: Sequ
 
     out_path = check_output(out, folder=True, inputs=list(maps))
     for spec in (*parents, *children):
-        _spec(spec)
+        check_spec(spec)
     resolve_device(device)
     fspec = FidelitySpec(parents=tuple(parents), children=tuple(children), concepts=tuple(concepts) or BUILTIN,
                          layer_maps=tuple(layer_maps) or ("proportional",), width_maps=tuple(width_maps) or ("ridge",),

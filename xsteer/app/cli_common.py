@@ -86,7 +86,7 @@ def parse_lambdas(text: str) -> tuple[float, ...]:
         raise click.BadParameter(str(e), param_hint="--lambdas") from None
 
 
-def _spec(spec: str) -> str:
+def check_spec(spec: str) -> str:
     """A model spec checked without loading anything (a bad one fails before any data is read)."""
     from xsteer.core.models import parse_spec
 

@@ -19,6 +19,7 @@ killed study resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -29,10 +30,10 @@ from typing import Any
 import einops
 import torch
 
-from xsteer.app.grid import _slug
+from xsteer.app.grid import slug
 from xsteer.core.activations import last_token_resid
 from xsteer.core.io import atomic_path, write_json_atomic
-from xsteer.core.models import load_model, model_id, parse_spec, runtime
+from xsteer.core.models import load_model, model_id, parse_spec
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import InputError, TransferError
 from xsteer.evaluation.evaluate import check_lambdas
@@ -126,60 +127,67 @@ def _concepts(spec: FidelitySpec) -> list[Concept | AnswerConcept]:
 
 
 @dataclass
-class _PairActs:
-    """Both models' last-token activations of every concept's pair texts and of the generic texts."""
+class _Acts:
+    """One model's last-token activations of every concept's pair texts and of the generic texts, [n, L, d]."""
 
-    pos: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # concept -> (parent, child) [n, L, d]
-    neg: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    generic: tuple[torch.Tensor, torch.Tensor] | None = None
+    pos: dict[str, torch.Tensor] = field(default_factory=dict)
+    neg: dict[str, torch.Tensor] = field(default_factory=dict)
+    generic: torch.Tensor | None = None
 
 
-def _read_acts(parent: Any, child: Any, concepts: Sequence[Any], generic: Sequence[str], batch_size: int) -> _PairActs:
-    acts = _PairActs()
+def _texts_key(concepts: Sequence[Any], generic: Sequence[str]) -> str:
+    blob = json.dumps([[c.name, list(c.pairs)] for c in concepts] + [list(generic)], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def model_acts(spec_name: str, load: Any, concepts: Sequence[Any], generic: Sequence[str], out: Path, batch_size: int,
+               log: Any) -> _Acts:
+    """A model's activations of the study's texts, read once per model and cached in ``out/acts`` (they do not
+    depend on the other model of a pair, and reading them is the slow part of a study)."""
+    key = _texts_key(concepts, generic)
+    cache = out / "acts" / f"{slug(spec_name)}__{key}.pt"
+    if cache.exists():
+        return torch.load(cache, weights_only=False)
+    model = load()
+    log(f"{spec_name}: reading {sum(2 * len(c.pairs) for c in concepts)} pair texts and {len(generic)} generic texts")
+    acts = _Acts()
     for c in concepts:
-        pos, neg = [p for p, _ in c.pairs], [n for _, n in c.pairs]
-        acts.pos[c.name] = (last_token_resid(parent, pos, batch_size=batch_size), last_token_resid(child, pos, batch_size=batch_size))
-        acts.neg[c.name] = (last_token_resid(parent, neg, batch_size=batch_size), last_token_resid(child, neg, batch_size=batch_size))
+        acts.pos[c.name] = last_token_resid(model, [p for p, _ in c.pairs], batch_size=batch_size)
+        acts.neg[c.name] = last_token_resid(model, [n for _, n in c.pairs], batch_size=batch_size)
     if generic:
-        acts.generic = (last_token_resid(parent, generic, batch_size=batch_size), last_token_resid(child, generic, batch_size=batch_size))
+        acts.generic = last_token_resid(model, list(generic), batch_size=batch_size)
+    with atomic_path(cache) as tmp:
+        torch.save(acts, tmp)
     return acts
 
 
-def _vectors(pos: torch.Tensor, neg: torch.Tensor, model: Any, method: str, seed: int, pairs: Sequence[Any]) -> SteeringVectors:
+def _vectors(pos: torch.Tensor, neg: torch.Tensor, model: str, method: str, seed: int, pairs: Sequence[Any]) -> SteeringVectors:
     directions, stats = fit_directions(pos, neg, method=method, seed=seed)
-    return SteeringVectors(directions, model_id(model), method, tuple(range(directions.shape[0])),
+    return SteeringVectors(directions, model, method, tuple(range(directions.shape[0])),
                            centring=get_method(method).centring, layer_stats=tuple(stats),
-                           pairs_hash=pairs_hash([ContrastivePair(p, n) for p, n in pairs]),
-                           extra={"n_pairs": len(pairs), **runtime(model)})
+                           pairs_hash=pairs_hash([ContrastivePair(p, n) for p, n in pairs]), extra={"n_pairs": len(pairs)})
 
 
 def run_pair(spec: FidelitySpec, parent_spec: str, child_spec: str, out: Path, *, log: Any = print) -> list[Path]:
     """Every concept for one (parent, child); returns the result files (existing ones are kept)."""
     concepts = _concepts(spec)
-    files = {c.name: out / "results" / f"{_slug(parent_spec)}__{_slug(child_spec)}__{c.name}.json" for c in concepts}
+    files = {c.name: out / "results" / f"{slug(parent_spec)}__{slug(child_spec)}__{c.name}.json" for c in concepts}
     todo = [c for c in concepts if not files[c.name].exists()]
     if not todo:
         return list(files.values())
     t0 = time.time()
-    parent, child = load_model(parent_spec, device=spec.device), load_model(child_spec, device=spec.device)
     generic = fit_texts(get_task("synthetic").load("train", seed=spec.seed)[: spec.generic_texts], seed=spec.seed) if spec.generic_texts else []
     # Every built-in concept's texts serve as fit texts for the maps of the others, measured or not.
     readers = [*concepts, *(load_concept(n) for n in BUILTIN if n not in spec.concepts)]
-    cache = out / "acts" / f"{_slug(parent_spec)}__{_slug(child_spec)}.pt"
-    key = [c.name for c in readers] + [len(c.pairs) for c in readers] + [len(generic), spec.seed]
-    acts = None
-    if cache.exists():
-        saved = torch.load(cache, weights_only=False)
-        acts = saved["acts"] if saved.get("key") == key else None
-    if acts is None:
-        log(f"{parent_spec} -> {child_spec}: reading {sum(len(c.pairs) for c in readers)} pairs and {len(generic)} generic texts")
-        acts = _read_acts(parent, child, readers, generic, spec.batch_size)
-        with atomic_path(cache) as tmp:  # activations are the slow part: a resumed study reuses them
-            torch.save({"key": key, "acts": acts}, tmp)
+    child = load_model(child_spec, device=spec.device)
+    acts_p = model_acts(parent_spec, lambda: load_model(parent_spec, device=spec.device), readers, generic, out,
+                        spec.batch_size, log)
+    acts_c = model_acts(child_spec, lambda: child, readers, generic, out, spec.batch_size, log)
+    ids = (parse_spec(parent_spec).model_id, model_id(child))
     layers = steered_layers(spec.layers, child.cfg.n_layers)
     for concept in todo:
         log(f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}")
-        result = _one_concept(spec, parent, child, concept, readers, acts, layers)
+        result = _one_concept(spec, ids, child, concept, readers, acts_p, acts_c, layers)
         result.meta.update(parent=parent_spec, child=child_spec, steered_layers=layers, seconds=round(time.time() - t0, 1),
                            spec={k: v for k, v in asdict(spec).items() if k not in ("parents", "children")})
         write_json_atomic(files[concept.name], result.to_json())
@@ -187,19 +195,20 @@ def run_pair(spec: FidelitySpec, parent_spec: str, child_spec: str, out: Path, *
     return list(files.values())
 
 
-def _one_concept(spec: FidelitySpec, parent: Any, child: Any, concept: Any, concepts: Sequence[Any], acts: _PairActs,
-                 layers: list[int]) -> FidelityResult:
-    pp, pc = acts.pos[concept.name]
-    np_, nc = acts.neg[concept.name]
-    v_parent = _vectors(pp, np_, parent, spec.method, spec.seed, concept.pairs)
-    v_native = _vectors(pc, nc, child, spec.method, spec.seed, concept.pairs)
+def _one_concept(spec: FidelitySpec, ids: tuple[str, str], child: Any, concept: Any, concepts: Sequence[Any],
+                 acts_p: _Acts, acts_c: _Acts, layers: list[int]) -> FidelityResult:
+    parent_id, child_id = ids
+    pp, np_ = acts_p.pos[concept.name], acts_p.neg[concept.name]
+    pc, nc = acts_c.pos[concept.name], acts_c.neg[concept.name]
+    v_parent = _vectors(pp, np_, parent_id, spec.method, spec.seed, concept.pairs)
+    v_native = _vectors(pc, nc, child_id, spec.method, spec.seed, concept.pairs)
     # Fit texts without this concept: the other concepts' pair texts, and the generic texts.
     others = [c.name for c in concepts if c.name != concept.name]
-    xs = [t for name in others for t in (acts.pos[name][0], acts.neg[name][0])]
-    ys = [t for name in others for t in (acts.pos[name][1], acts.neg[name][1])]
-    if acts.generic is not None:
-        xs.append(acts.generic[0])
-        ys.append(acts.generic[1])
+    xs = [t for name in others for t in (acts_p.pos[name], acts_p.neg[name])]
+    ys = [t for name in others for t in (acts_c.pos[name], acts_c.neg[name])]
+    if acts_p.generic is not None and acts_c.generic is not None:
+        xs.append(acts_p.generic)
+        ys.append(acts_c.generic)
     if not xs:
         raise InputError("a map needs fit texts without the concept: add concepts or generic texts")
     xp = einops.rearrange(torch.cat(xs), "n l d -> l n d")
@@ -214,12 +223,12 @@ def _one_concept(spec: FidelitySpec, parent: Any, child: Any, concept: Any, conc
     def maps() -> Iterator[tuple[str, TransferMap]]:
         for path in spec.maps:  # given maps first, as they are
             tmap = TransferMap.load(path)
-            if (tmap.parent_id, tmap.child_id) == (model_id(parent), model_id(child)):
+            if (tmap.parent_id, tmap.child_id) == ids:
                 yield f"{Path(path).stem}×given", tmap
         for lm in spec.layer_maps:
             for wm in spec.width_maps:
                 yield f"{lm}×{wm}", fit_transfer_from_activations(
-                    xp, yc, parent_id=model_id(parent), child_id=model_id(child), layer_map=lm, width_map=wm,
+                    xp, yc, parent_id=parent_id, child_id=child_id, layer_map=lm, width_map=wm,
                     diffs=diffs, seed=spec.seed, width_cache=cache)
 
     for name, tmap in maps():

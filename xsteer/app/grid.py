@@ -26,21 +26,21 @@ from xsteer.app.config import ExperimentConfig
 DONE = "done.json"
 
 
-def _slug(spec: str) -> str:
+def slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec).name if "/" in spec and Path(spec).exists() else spec)
 
 
 def vectors_path(out: Path, model: str, dataset: str) -> Path:
-    return out / "vectors" / f"{_slug(model)}__{dataset}.safetensors"
+    return out / "vectors" / f"{slug(model)}__{dataset}.safetensors"
 
 
 def map_path(out: Path, parent: str, child: str, cfg: ExperimentConfig) -> Path:
     t = cfg.transfer
-    return out / "maps" / f"{_slug(parent)}__{_slug(child)}__{t.layer_map}-{t.width_map}.map.safetensors"
+    return out / "maps" / f"{slug(parent)}__{slug(child)}__{t.layer_map}-{t.width_map}.map.safetensors"
 
 
 def job_dir(out: Path, parent: str, child: str, dataset: str) -> Path:
-    return out / "jobs" / f"{_slug(parent)}__{_slug(child)}__{dataset}"
+    return out / "jobs" / f"{slug(parent)}__{slug(child)}__{dataset}"
 
 
 def make_vectors(cfg: ExperimentConfig, model_spec: str, dataset: str, out: str) -> str:

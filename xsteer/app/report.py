@@ -22,7 +22,8 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from xsteer.core.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic  # noqa: E402
-from xsteer.evaluation.evaluate import BASELINE, SELF_CONSISTENCY, accuracy_by_lambda  # noqa: E402
+from xsteer.errors import InputError
+from xsteer.evaluation.summary import BASELINE, SELF_CONSISTENCY, accuracy_by_lambda  # noqa: E402
 
 
 def save_figure(fig: Any, path_stem: Path) -> Path:
@@ -111,7 +112,8 @@ def write_report(folder: str | Path, *, title: str = "xsteer report", sections: 
     figs = folder / "figures"
     if summary_path.exists():
         doc = json.loads(summary_path.read_text())
-        from xsteer.evaluation.evaluate import RecordStore, summary_markdown
+        from xsteer.evaluation.records import RecordStore
+        from xsteer.evaluation.summary import summary_markdown
 
         records = RecordStore(folder / "records.jsonl").load(doc.get("config_hash"))
         for metric, summ in doc["summaries"].items():
@@ -231,9 +233,9 @@ def similarity_report(out: str | Path, *, reference: tuple[str, Any] | None = No
     from xsteer.transfer.similarity import best_matches, cka_matrix, compare_vectors
 
     if vectors and reference is None:
-        raise ValueError("comparing vectors needs a reference vector set (e.g. the child-native vectors)")
+        raise InputError("comparing vectors needs a reference vector set (e.g. the child-native vectors)")
     if not vectors and not activations:
-        raise ValueError("nothing to compare: give vectors with a reference, or paired activations")
+        raise InputError("nothing to compare: give vectors with a reference, or paired activations")
     out = Path(out)
     figs = out / "figures"
     doc: dict[str, Any] = {"reference": reference[0] if reference else None, "null_q": q, "comparisons": [], "cka": []}

@@ -19,6 +19,7 @@ from torch import Tensor
 from xsteer.app.config import ExperimentConfig, PairsSpec, TextSpec, TransferSpec
 from xsteer.core.activations import last_token_resid
 from xsteer.core.models import model_id
+from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import TransferError
 from xsteer.evaluation.conditions import Conditions, build_conditions
@@ -31,7 +32,7 @@ from xsteer.transfer.maps import TransferMap, fit_texts, fit_transfer
 
 
 # ---------------------------------------------------------------------------------------------- pairs, vectors
-def make_pairs(model: Any, task: str, spec: PairsSpec, *, data_dir: str | Path | None = None, seed: int = 0,
+def make_pairs(model: HookedModel, task: str, spec: PairsSpec, *, data_dir: str | Path | None = None, seed: int = 0,
                shots: int = 5) -> list[ContrastivePair]:
     """Contrastive pairs from a task split, rendered for ``model``'s tokenizer; the task's ``shots``
     few-shot exemplars are kept out whatever the split."""
@@ -44,7 +45,7 @@ def read_pairs(path: str | Path) -> list[ContrastivePair]:
     return load_pairs_jsonl(path)
 
 
-def make_vectors(model: Any, pairs: Sequence[ContrastivePair], *, method: str = "pca", seed: int = 0,
+def make_vectors(model: HookedModel, pairs: Sequence[ContrastivePair], *, method: str = "pca", seed: int = 0,
                  batch_size: int = 16, progress: bool = True, source: Mapping[str, Any] | None = None) -> SteeringVectors:
     """Algorithm 1 on ``model`` (``source`` records where the pairs came from)."""
     return extract(model, pairs, method=method, seed=seed, batch_size=batch_size, progress=progress, extra=dict(source or {}))
@@ -58,7 +59,7 @@ def shared_texts(spec: str | TextSpec, *, data_dir: str | Path | None = None, se
     return fit_texts(examples, seed=seed)
 
 
-def make_map(parent: Any, child: Any, spec: TransferSpec, *, data_dir: str | Path | None = None, seed: int = 0,
+def make_map(parent: HookedModel, child: HookedModel, spec: TransferSpec, *, data_dir: str | Path | None = None, seed: int = 0,
              batch_size: int = 16, progress: bool = False, pairs: Sequence[ContrastivePair] | None = None,
              heldout: float = 0.2) -> TransferMap:
     """Fit the parent -> child map ``spec`` names on its shared texts (and, for ``cka_diff``, on pairs)."""
@@ -84,7 +85,7 @@ def check_map(tmap: TransferMap, *, vectors: SteeringVectors | None = None, chil
         tmap.check_child(child_id or tmap.child_id, child_shape)
 
 
-def resid_norms(child: Any, texts: Sequence[str], *, batch_size: int = 16) -> Float[Tensor, " layer"]:
+def resid_norms(child: HookedModel, texts: Sequence[str], *, batch_size: int = 16) -> Float[Tensor, " layer"]:
     """The child's mean ‖h_l‖ per layer on ``texts``: what ``resid_mean`` scales λ by."""
     return last_token_resid(child, texts, batch_size=batch_size).norm(dim=-1).mean(dim=0)
 
@@ -103,7 +104,7 @@ def job_conditions(cfg: ExperimentConfig, tmap: TransferMap, parent_vectors: Ste
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def evaluate_child(child: Any, conditions: Conditions, ecfg: EvalConfig, *, validation: Sequence[Example],
+def evaluate_child(child: HookedModel, conditions: Conditions, ecfg: EvalConfig, *, validation: Sequence[Example],
                    test: Sequence[Example], out: str | Path, batch_size: int = 32, self_consistency: bool = True,
                    data_dir: str | Path | None = None, progress: bool = True, extra: Mapping[str, Any] | None = None,
                    ) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from xsteer.core.models import encode, native_attention
 from xsteer.core.progress import Progress
+from xsteer.core.types import HookedModel
 from xsteer.errors import InputError
 
 
@@ -26,7 +27,7 @@ class _StopForward(Exception):
 
 
 def last_token_resid(
-    model: Any,
+    model: HookedModel,
     texts: Sequence[str],
     *,
     layers: Sequence[int] | None = None,
@@ -87,7 +88,7 @@ def last_token_resid(
 
 @torch.inference_mode()
 def next_token_logprobs(
-    model: Any,
+    model: HookedModel,
     texts: Sequence[str],
     token_ids: Sequence[int],
     *,

@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from xsteer.core.models import model_id
+from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors, VectorFileError
 from xsteer.errors import InputError
 
@@ -87,7 +88,7 @@ def resolve_layers(vectors: SteeringVectors, layers: Sequence[int] | None) -> li
 
 @contextmanager
 def steer(
-    model: Any,
+    model: HookedModel,
     vectors: SteeringVectors,
     *,
     lam: Lambda = 1.0,

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from xsteer.core.progress import Progress
+from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import InputError
 from xsteer.evaluation.evaluate import EvalConfig, Evaluator
@@ -58,7 +59,7 @@ def leave_one_out_profiles(vectors: SteeringVectors) -> dict[str, Profile]:
     return {f"all but {layer}": {k: 1.0 for k in vectors.layers if k != layer} for layer in vectors.layers}
 
 
-def gold_logprob_signal(model: Any, prompts: Sequence[str], golds: Sequence[str], *, batch_size: int = 16) -> Callable[[SteeringVectors | None, float], float]:
+def gold_logprob_signal(model: HookedModel, prompts: Sequence[str], golds: Sequence[str], *, batch_size: int = 16) -> Callable[[SteeringVectors | None, float], float]:
     """A signal function: mean per-token log p(gold answer | prompt) under steering (higher is better).
 
     Scoring the reference answer needs one forward pass per item (no decoding), so it is cheap enough to
@@ -159,7 +160,7 @@ def study_profiles(vectors: SteeringVectors, study: str) -> dict[int, tuple[str,
     return dict(zip(vectors.layers, profiles.items(), strict=True))
 
 
-def profile_accuracy(model: Any, cfg: EvalConfig, records: str | Path, vectors: SteeringVectors, profiles: Mapping[str, Profile],
+def profile_accuracy(model: HookedModel, cfg: EvalConfig, records: str | Path, vectors: SteeringVectors, profiles: Mapping[str, Profile],
                      examples: Sequence[Example], lambdas: Sequence[float], *, split: str = "validation", batch_size: int = 16,
                      progress: bool = True, data_dir: str | Path | None = None) -> dict[str, dict[float, float]]:
     """Task accuracy of each profile at each λ (and of the unsteered ``"baseline"`` at λ = 0), through the
@@ -173,7 +174,7 @@ def profile_accuracy(model: Any, cfg: EvalConfig, records: str | Path, vectors: 
     return {name: accuracy_by_lambda(recs, split, name) for name in conditions}
 
 
-def ablation_study(model: Any, vectors: SteeringVectors, examples: Sequence[Example], cfg: EvalConfig, study: str, *,
+def ablation_study(model: HookedModel, vectors: SteeringVectors, examples: Sequence[Example], cfg: EvalConfig, study: str, *,
                    sweeps: int = 2, batch_size: int = 16, records: str | Path | None = None, split: str = "validation",
                    progress: bool = True, data_dir: str | Path | None = None) -> dict[str, Any]:
     """One per-layer study on benchmark items, scored with :func:`gold_logprob_signal` (and with task
@@ -200,14 +201,14 @@ def ablation_study(model: Any, vectors: SteeringVectors, examples: Sequence[Exam
                    best_delta=best - base, trace=trace)
         doc["rows"] = [{"profile": "coordinate", "layer": layer, "lam": profile.get(layer, 0.0)} for layer in vectors.layers]
         if records is not None and profile:
-            acc = profile_accuracy(model, cfg, records, vectors, {"coordinate": profile}, examples, [1.0], split=split,
-                                   batch_size=batch_size, progress=progress, data_dir=data_dir)
-            doc["accuracy"] = {"baseline": acc["baseline"].get(0.0), "coordinate": acc["coordinate"].get(1.0)}
+            found = profile_accuracy(model, cfg, records, vectors, {"coordinate": profile}, examples, [1.0], split=split,
+                                     batch_size=batch_size, progress=progress, data_dir=data_dir)
+            doc["accuracy"] = {"baseline": found["baseline"].get(0.0), "coordinate": found["coordinate"].get(1.0)}
         return doc
     by_layer = study_profiles(vectors, study)
     values = run_profiles(signal, vectors, dict(by_layer.values()), lambdas, progress=progress)
     base = values["baseline"][0.0]
-    acc = None
+    acc: dict[str, dict[float, float]] | None = None
     if records is not None:
         acc = profile_accuracy(model, cfg, records, vectors, dict(by_layer.values()), examples, lambdas, split=split,
                                batch_size=batch_size, progress=progress, data_dir=data_dir)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 from xsteer.evaluation.conditions import build_conditions
 from xsteer.evaluation.evaluate import PAPER_GRID, EvalConfig, Evaluator
@@ -54,7 +55,7 @@ class EvalSummary:
         return self.table()
 
 
-def evaluate(child: Any, vectors: Mapping[str, SteeringVectors], *, task: str | Task, lambdas: Sequence[float] = PAPER_GRID,
+def evaluate(child: HookedModel, vectors: Mapping[str, SteeringVectors], *, task: str | Task, lambdas: Sequence[float] = PAPER_GRID,
              val_items: int = 16, test_items: int | None = 64, mode: str = "generate", shots: int = 5,
              positions: str = "generated", max_new_tokens: int = 256, random: bool = True, self_consistency: bool = True,
              norm: str | None = None, norms: Any = None, data_dir: str | Path | None = None, out: str | Path | None = None,

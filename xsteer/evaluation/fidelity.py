@@ -36,6 +36,7 @@ from xsteer.core.activations import next_token_logprobs
 from xsteer.core.generate import Steering, generate
 from xsteer.core.likelihood import continuation_logprobs
 from xsteer.core.progress import Progress
+from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import InputError
 from xsteer.evaluation.evaluate import check_norms
@@ -63,7 +64,7 @@ class Readout:
     name = "readout"
     probes: Sequence[Any] = ()
 
-    def __call__(self, model: Any, vectors: SteeringVectors | None, lambdas: Sequence[float], *,
+    def __call__(self, model: HookedModel, vectors: SteeringVectors | None, lambdas: Sequence[float], *,
                  layers: Sequence[int] | None = None, batch_size: int = 32) -> Float[Tensor, "lam probe"]:
         raise NotImplementedError
 
@@ -77,7 +78,7 @@ class WordLogOdds(Readout):
         self.concept, self.probes = concept, list(concept.probes)
         self.pos, self.neg = pole_token_ids(tokenizer, concept)
 
-    def __call__(self, model: Any, vectors: SteeringVectors | None, lambdas: Sequence[float], *,
+    def __call__(self, model: HookedModel, vectors: SteeringVectors | None, lambdas: Sequence[float], *,
                  layers: Sequence[int] | None = None, batch_size: int = 32) -> Float[Tensor, "lam probe"]:
         texts = [p for _ in lambdas for p in self.probes]
         lam = [float(x) for x in lambdas for _ in self.probes]
@@ -96,7 +97,7 @@ class AnswerLogOdds(Readout):
     def __init__(self, probes: Sequence[AnswerProbe]):
         self.probes = list(probes)
 
-    def __call__(self, model: Any, vectors: SteeringVectors | None, lambdas: Sequence[float], *,
+    def __call__(self, model: HookedModel, vectors: SteeringVectors | None, lambdas: Sequence[float], *,
                  layers: Sequence[int] | None = None, batch_size: int = 32) -> Float[Tensor, "lam probe"]:
         ctx = [p.context for _ in lambdas for p in self.probes for _ in (0, 1)]
         cont = [c for _ in lambdas for p in self.probes for c in (p.gold, p.wrong)]
@@ -221,7 +222,7 @@ def _fmt(e: Estimate) -> str:
     return f"{e.estimate:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
 
 
-def fidelity(child: Any, concept: Concept | AnswerConcept, conditions: Mapping[str, SteeringVectors], *,
+def fidelity(child: HookedModel, concept: Concept | AnswerConcept, conditions: Mapping[str, SteeringVectors], *,
              native: SteeringVectors, lambdas: Sequence[float] = DEFAULT_LAMBDAS, layers: Sequence[int] | None = None,
              generation_lam: float | None = None, generation_probes: int = 0, max_new_tokens: int = 32,
              n_boot: int = 2000, seed: int = 0, batch_size: int = 32, progress: bool = True) -> FidelityResult:
@@ -229,7 +230,8 @@ def fidelity(child: Any, concept: Concept | AnswerConcept, conditions: Mapping[s
     nulls) carries, relative to the child's own ``native`` vector, on one λ grid and norm convention.
 
     ``generation_probes`` > 0 also generates ``max_new_tokens``-token continuations of that many probes at
-    ``+generation_lam`` and ``-generation_lam`` (lexicon concepts), unsteered and for every condition.
+    ``+generation_lam`` and ``-generation_lam`` (lexicon concepts): unsteered, with the native vector, the
+    ``random`` null and the condition of highest fidelity.
     """
     lambdas = [float(x) for x in lambdas]
     if not lambdas or any(x == 0 or not math.isfinite(x) for x in lambdas):
@@ -262,12 +264,18 @@ def fidelity(child: Any, concept: Concept | AnswerConcept, conditions: Mapping[s
     )
     if generation_probes and isinstance(concept, Concept):
         lam = generation_lam if generation_lam is not None else max(abs(x) for x in lambdas)
-        result.generations = generation_readout(child, concept, all_vectors, lam, n_probes=generation_probes,
-                                                max_new_tokens=max_new_tokens, layers=layers, batch_size=batch_size)
+        # Texts for a reader: the reference, the null, and the condition that carried the most of the concept.
+        shown = [NATIVE, *(c for c in ("random",) if c in all_vectors)]
+        defined = {k: v for k, v in result.fidelity.items() if v is not None and k not in shown}
+        if defined:
+            shown.append(max(defined, key=lambda k: defined[k].estimate))
+        result.generations = generation_readout(child, concept, {k: all_vectors[k] for k in shown}, lam,
+                                                n_probes=generation_probes, max_new_tokens=max_new_tokens, layers=layers,
+                                                batch_size=batch_size)
     return result
 
 
-def generation_readout(child: Any, concept: Concept, conditions: Mapping[str, SteeringVectors], lam: float, *,
+def generation_readout(child: HookedModel, concept: Concept, conditions: Mapping[str, SteeringVectors], lam: float, *,
                        n_probes: int, max_new_tokens: int = 32, layers: Sequence[int] | None = None,
                        batch_size: int = 32) -> list[dict[str, Any]]:
     """Greedy continuations of the first ``n_probes`` probes, unsteered and at ±``lam`` per condition, each
@@ -333,7 +341,6 @@ def answer_concept(*, data_dir: Any = None, n_pairs: int = 64, n_probes: int = 3
     for ex in items:
         if not ex.solution:
             continue
-        marker = t.final_line("\x00").split("\x00")[0].rstrip()  # "#### The final answer is:" for GSM8K
-        context = f"Question: {ex.question}\nAnswer: {strip_final(ex.solution)}\n{marker}"
+        context = f"Question: {ex.question}\nAnswer: {strip_final(ex.solution)}\n{t.answer_prefix()}"
         probes.append(AnswerProbe(context, f" {ex.answer}", f" {wrong_answer(ex.answer, rng, answers)}"))
     return AnswerConcept("corrupted_answer", tuple((p.positive, p.negative) for p in pairs), tuple(probes))

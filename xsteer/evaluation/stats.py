@@ -14,6 +14,8 @@ from statistics import NormalDist
 import numpy as np
 from numpy.typing import ArrayLike
 
+from xsteer.errors import InputError
+
 __all__ = [
     "CI",
     "McNemar",
@@ -51,19 +53,19 @@ def _as_bool(x: ArrayLike, name: str) -> np.ndarray:
     """1-D boolean view of a correctness vector; rejects values other than 0/1."""
     a = np.asarray(x)
     if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+        raise InputError(f"{name} must be 1-D, got shape {a.shape}")
     if a.dtype != np.bool_:
         if a.size and not np.all((a == 0) | (a == 1)):
-            raise ValueError(f"{name} must contain only booleans or 0/1")
+            raise InputError(f"{name} must contain only booleans or 0/1")
         a = a.astype(bool)
     return a
 
 
 def _check_boot_args(n_boot: int, alpha: float) -> None:
     if n_boot < 1:
-        raise ValueError("n_boot must be >= 1")
+        raise InputError("n_boot must be >= 1")
     if not 0.0 < alpha < 1.0:
-        raise ValueError("alpha must be in (0, 1)")
+        raise InputError("alpha must be in (0, 1)")
 
 
 def bootstrap_ci(
@@ -81,7 +83,7 @@ def bootstrap_ci(
     a = _as_bool(correct, "correct")
     n = int(a.size)
     if n == 0:
-        raise ValueError("bootstrap_ci needs at least one item")
+        raise InputError("bootstrap_ci needs at least one item")
     k = int(a.sum())
     rng = np.random.default_rng(seed)
     boot = rng.binomial(n, k / n, size=n_boot) / n
@@ -109,10 +111,10 @@ def paired_bootstrap_diff(
     a = _as_bool(a_correct, "a_correct")
     b = _as_bool(b_correct, "b_correct")
     if a.shape != b.shape:
-        raise ValueError(f"paired inputs differ in length: {a.size} vs {b.size}")
+        raise InputError(f"paired inputs differ in length: {a.size} vs {b.size}")
     n = int(a.size)
     if n == 0:
-        raise ValueError("paired_bootstrap_diff needs at least one item")
+        raise InputError("paired_bootstrap_diff needs at least one item")
     n01 = int(np.sum(~a & b))
     n10 = int(np.sum(a & ~b))
     rest = n - n01 - n10
@@ -169,7 +171,7 @@ def mcnemar_exact(a_correct: ArrayLike, b_correct: ArrayLike) -> McNemar:
     a = _as_bool(a_correct, "a_correct")
     b = _as_bool(b_correct, "b_correct")
     if a.shape != b.shape:
-        raise ValueError(f"paired inputs differ in length: {a.size} vs {b.size}")
+        raise InputError(f"paired inputs differ in length: {a.size} vs {b.size}")
     b01 = int(np.sum(~a & b))
     b10 = int(np.sum(a & ~b))
     n = b01 + b10
@@ -186,11 +188,11 @@ def wilson_ci(k: int, n: int, alpha: float = 0.05) -> CI:
     ``statistics.NormalDist`` so no scipy is needed.
     """
     if n <= 0:
-        raise ValueError("n must be positive")
+        raise InputError("n must be positive")
     if not 0 <= k <= n:
-        raise ValueError("k must be in [0, n]")
+        raise InputError("k must be in [0, n]")
     if not 0.0 < alpha < 1.0:
-        raise ValueError("alpha must be in (0, 1)")
+        raise InputError("alpha must be in (0, 1)")
     z = NormalDist().inv_cdf(1 - alpha / 2)
     p = k / n
     denom = 1 + z * z / n

@@ -86,8 +86,9 @@ def summarize(records: Sequence[Mapping], lambda_star: Mapping[str, float], *, m
             continue  # incomplete run: summarize only what covers every item
         if cond in lambda_star:
             lam = lambda_star[cond]
-            at = [next((bool(r[metric]) for r in by[i] if float(r["lam"]) == lam), None) for i in items]
-            if None not in at:
+            found = [next((bool(r[metric]) for r in by[i] if float(r["lam"]) == lam), None) for i in items]
+            at = [x for x in found if x is not None]
+            if len(at) == len(items):
                 rows.append(entry(at, f"{cond}@λ*", lam=lam))
         if len({float(r["lam"]) for r in by[items[0]]}) > 1:
             vote_rows[f"{cond}+ITS"] = [vote_correct(by[i], metric) for i in items]

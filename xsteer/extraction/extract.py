@@ -20,6 +20,7 @@ from torch import Tensor
 
 from xsteer.core.activations import last_token_resid
 from xsteer.core.models import model_id, runtime
+from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import InputError
 from xsteer.extraction.methods import MethodFn, get_method
@@ -81,7 +82,7 @@ def identical_token_pairs(tokenizer: Any, pairs: Sequence[ContrastivePair]) -> l
 
 
 def extract(
-    model: Any,
+    model: HookedModel,
     pairs: Sequence[ContrastivePair],
     *,
     method: str | MethodFn = "pca",

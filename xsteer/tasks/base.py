@@ -111,6 +111,10 @@ class Task:
         """How a reference response states its final answer (few-shot exemplars, contrastive pairs)."""
         raise NotImplementedError
 
+    def answer_prefix(self) -> str:
+        """What a response says right before its final answer (``#### The final answer is:`` for GSM8K)."""
+        return self.final_line("\x00").split("\x00")[0].rstrip()
+
     def format_question(self, example: Example) -> str:
         """The user-turn text of an item."""
         return example.question

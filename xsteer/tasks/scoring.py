@@ -689,10 +689,10 @@ class _ChoiceMatcher:
         if found:
             s, e = found[max(found)]  # the last explicit statement wins
         else:
-            m = self.leading.match(text)
-            if m is None or not self._acceptable(text, *m.span("lab")):
+            lead = self.leading.match(text)
+            if lead is None or not self._acceptable(text, *lead.span("lab")):
                 return None
-            s, e = m.span("lab")
+            s, e = lead.span("lab")
         if self._ambiguous(text, s, e):
             return None
         return self.canon[text[s:e].lower()]

@@ -32,6 +32,7 @@ from torch import Tensor
 from xsteer.core.activations import last_token_resid
 from xsteer.core.io import save_safetensors
 from xsteer.core.models import model_id, runtime
+from xsteer.core.types import HookedModel
 from xsteer.core.vectors import NORMS, SteeringVectors
 from xsteer.errors import InputError, TransferError, VectorFileError
 from xsteer.transfer.layermap import LAYER_MAPS, describe, make_layer_map
@@ -58,7 +59,7 @@ def fit_texts(examples: Sequence[Any], *, seed: int = 0) -> list[str]:
 
 
 def paired_activations(
-    parent: Any, child: Any, texts: Sequence[str], *, batch_size: int = 16, progress: bool = False
+    parent: HookedModel, child: HookedModel, texts: Sequence[str], *, batch_size: int = 16, progress: bool = False
 ) -> tuple[Float[Tensor, "parent_layer n d_parent"], Float[Tensor, "child_layer n d_child"]]:
     """Last-token ``resid_post`` of every layer of both models on the same texts (layer-major)."""
     xp = last_token_resid(parent, texts, batch_size=batch_size, progress=progress)
@@ -78,7 +79,7 @@ class TransferMap:
     width_map_name: str
     layer_map: dict[int, int]  # child layer -> parent layer
     width_maps: dict[int, WidthMap]  # child layer -> map from the parent layer feeding it
-    child_resid_norm: Float[Tensor, child_layer]  # mean ‖h_l‖ of the child on the fit texts
+    child_resid_norm: Float[Tensor, " child_layer"]  # mean ‖h_l‖ of the child on the fit texts
     report: dict[int, dict[str, float]] = field(default_factory=dict)  # child layer -> held-out fit
     info: dict[str, Any] = field(default_factory=dict)  # fit text spec, sizes, seed, CKA matrix ...
 
@@ -293,8 +294,8 @@ def fit_transfer_from_activations(
 
 
 def fit_transfer(
-    parent: Any,
-    child: Any,
+    parent: HookedModel,
+    child: HookedModel,
     texts: Sequence[str],
     *,
     pairs: Sequence[tuple[str, str]] | None = None,

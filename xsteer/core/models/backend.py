@@ -97,3 +97,21 @@ def native_attention(model: Any, implementation: str = "sdpa") -> Iterator[Any]:
         cfg._attn_implementation = old
         for layer, name, attn in swapped:
             setattr(layer, name, attn)
+
+
+def register_attention(name: str, fn: Any) -> None:
+    """Make ``fn`` an attention implementation the model's own attention modules dispatch to by ``name``
+    (transformers' ``AttentionInterface``; with no mask function registered under the name, the model
+    builds no attention mask: ``fn`` brings its own)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(name, fn)
+
+
+def kv_layout(model: Any) -> tuple[int, int, int]:
+    """(layers, key/value heads, head dimension) of the model's attention, from the HF config."""
+    cfg = hf_config(model)
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    return int(cfg.num_hidden_layers), int(kv_heads), int(head_dim)

@@ -135,6 +135,9 @@ def _first_line(e: BaseException) -> str:
 
 def _load_hf_dir(path: str | Path, dtype: torch.dtype, **kwargs: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-load weight bar floods the log files of long studies
 
     tok = AutoTokenizer.from_pretrained(str(path), **kwargs)
     hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
