@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The transfer-fidelity study on the offline zoo (XSTEER_ZOO=full), resumable: rerun the same command and
-# finished (pair, concept) results are kept, activations are reused.
+# finished (pair, concept) results are kept (whatever grid they were run with), activations are reused.
 #   bash analysis/fidelity_study.sh runs/fidelity ../shared/data      # then: analysis/results/fidelity.md
-# Two pairs get the full grid (4 layer maps x 4 width maps): the cheapest cross-family pair and (last,
-# extending its reduced grid) the same-family pair. The other pairs get the maps that matter most for the reading (proportional and
-# CKA-on-differences layer maps x ridge, anchor and the truncate_pad control): on 2 CPU cores the full grid
-# for every pair is ~10x the compute of this study.
+# Ordered so that a partial run answers the main questions first: one cross-family pair (Gemma-3-270M ->
+# SmolLM2-135M, the cheapest) with the full grid on sentiment, then the reduced grid (proportional and
+# CKA-on-differences layer maps x ridge, anchor and the truncate_pad control) for the same-family pair
+# (Qwen2.5-Coder-1.5B -> 0.5B) and the paper's own concept, then everything else. On 2 CPU cores one
+# (pair, concept) takes ~10-35 min (full grid, SmolLM2 child) and the whole plan below ~10 h.
 set -euo pipefail
 OUT=${1:-runs/fidelity}
 DATA=${2:-../shared/data}
@@ -13,18 +14,19 @@ XS=${XSTEER:-.venv/bin/xsteer}
 FULL=(--layer-map proportional --layer-map greedy --layer-map cka --layer-map cka_diff
       --width-map ridge --width-map procrustes --width-map anchor --width-map truncate_pad)
 SMALL=(--layer-map proportional --layer-map cka_diff --width-map ridge --width-map anchor --width-map truncate_pad)
-CONCEPTS=(--concept sentiment --concept topic --concept formality --concept certainty --concept corrupted_answer)
-run() {  # parent child grid...
-  local parent=$1 child=$2; shift 2
-  echo "== $parent -> $child ($(date +%H:%M:%S))"
-  "$XS" fidelity --parent "$parent" --child "$child" "${CONCEPTS[@]}" "$@" --data-dir "$DATA" --out "$OUT"
+run() {  # parent child concept grid...
+  local parent=$1 child=$2 concept=$3; shift 3
+  echo "== $parent -> $child: $concept ($(date +%H:%M:%S))"
+  "$XS" fidelity --parent "$parent" --child "$child" --concept "$concept" "$@" --data-dir "$DATA" --out "$OUT"
 }
-# Cheapest first, so a partial run still answers the main question; rerun to extend.
-run gemma3-270m smollm2-135m "${FULL[@]}"
-run smollm2-135m gemma3-270m "${SMALL[@]}"
-run qwen2.5-coder-1.5b qwen2.5-coder-0.5b "${SMALL[@]}"
-run qwen2.5-coder-1.5b smollm2-135m "${SMALL[@]}"
-run gemma3-270m qwen2.5-coder-0.5b "${SMALL[@]}"
-run smollm2-135m qwen2.5-coder-0.5b "${SMALL[@]}"
-run qwen2.5-coder-1.5b gemma3-270m "${SMALL[@]}"
-run qwen2.5-coder-1.5b qwen2.5-coder-0.5b "${FULL[@]}"
+G=gemma3-270m S=smollm2-135m Q1=qwen2.5-coder-1.5b Q0=qwen2.5-coder-0.5b
+run $G $S sentiment "${FULL[@]}"
+run $Q1 $Q0 sentiment "${SMALL[@]}"
+run $G $S corrupted_answer "${SMALL[@]}"
+run $Q1 $Q0 certainty "${SMALL[@]}"
+run $G $S certainty "${SMALL[@]}"
+for c in topic formality corrupted_answer; do run $Q1 $Q0 $c "${SMALL[@]}"; done
+for c in topic formality; do run $G $S $c "${SMALL[@]}"; done
+for pair in "$Q1 $S" "$S $G" "$G $Q0" "$S $Q0" "$Q1 $G"; do
+  for c in sentiment certainty topic formality corrupted_answer; do run $pair $c "${SMALL[@]}"; done
+done

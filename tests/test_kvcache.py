@@ -137,4 +137,4 @@ def test_attention_outside_a_cache_is_refused():
         layer_idx = 0
 
     with pytest.raises(RuntimeError, match="attending"):
-        kvcache.attention(M(), torch.randn(1, 2, 1, 4), None, None, None)
+        kvcache.attention(M(), torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4), None)

@@ -8,12 +8,14 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from xsteer.errors import InputError
 from xsteer.evaluation.stats import (
     CI,
     McNemar,
     bootstrap_ci,
     format_ci,
     mcnemar_exact,
+    min_detectable_effect,
     paired_bootstrap_diff,
     wilson_ci,
 )
@@ -194,3 +196,17 @@ def test_format_ci() -> None:
     assert format_ci(ci) == "41.2 [38.5, 44.0]"
     assert format_ci(ci, pct=False) == "0.412 [0.385, 0.440]"
     assert format_ci(CI(-0.015, -0.03, 0.0, 10)) == "-1.5 [-3.0, 0.0]"
+
+
+def test_min_detectable_effect() -> None:
+    # (z_0.975 + z_0.8) * sqrt(2p(1-p) / n): 2.80158 * sqrt(0.5 / 100)
+    assert min_detectable_effect(0.5, 100) == pytest.approx(0.198102, abs=1e-6)
+    # A 300-item run at 30% detects ~10 points, the "CI half-width <= 5 points" is about the CI
+    assert min_detectable_effect(0.3, 300) == pytest.approx(0.104826, abs=1e-6)
+    # At the floor the discordance is floored at one pair, so nothing reads as infinitely sensitive
+    assert min_detectable_effect(0.0, 50) == pytest.approx(2.80158 * math.sqrt(1 / 50 / 50), abs=1e-5)
+    assert min_detectable_effect(0.5, 100, power=0.9) > min_detectable_effect(0.5, 100)
+    with pytest.raises(InputError):
+        min_detectable_effect(0.5, 0)
+    with pytest.raises(InputError):
+        min_detectable_effect(1.5, 10)

@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from xsteer.core.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 from xsteer.errors import InputError
+from xsteer.evaluation.stats import min_detectable_effect, wilson_ci  # noqa: E402
 from xsteer.evaluation.summary import BASELINE, SELF_CONSISTENCY, accuracy_by_lambda  # noqa: E402
 
 
@@ -38,7 +39,8 @@ def save_figure(fig: Any, path_stem: Path) -> Path:
 
 
 def lambda_curves(records: Sequence[Mapping], split: str, out: Path, metric: str = "correct", title: str = "") -> Path | None:
-    """Accuracy vs λ per vector condition (the paper's Fig. 3), with the baseline as a line."""
+    """Accuracy vs λ per vector condition (the paper's Fig. 3) with 95% Wilson bands, and the baseline as a
+    line in its own band: at the n of a CPU study most of a curve's wiggle is inside the band."""
     conds = sorted({r["condition"] for r in records if r["split"] == split} - {BASELINE, SELF_CONSISTENCY})
     curves = {c: accuracy_by_lambda(records, split, c, metric) for c in conds}
     curves = {c: v for c, v in curves.items() if len(v) > 1}
@@ -46,12 +48,17 @@ def lambda_curves(records: Sequence[Mapping], split: str, out: Path, metric: str
         return None
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(6.4, 4))
+    counts = _counts_by_lambda(records, split, metric)
     for c, acc in curves.items():
-        ax.plot(list(acc), [100 * a for a in acc.values()], marker="o", label=c)
+        line, = ax.plot(list(acc), [100 * a for a in acc.values()], marker="o", label=c)
+        band = [wilson_ci(*counts[c, lam]) for lam in acc]
+        ax.fill_between(list(acc), [100 * b.low for b in band], [100 * b.high for b in band], color=line.get_color(), alpha=0.15, lw=0)
+    lams = sorted({lam for acc in curves.values() for lam in acc})
     base = accuracy_by_lambda(records, split, BASELINE, metric)
     if base:
-        ax.axhline(100 * next(iter(base.values())), color="black", ls="--", lw=1, label="baseline")
-    lams = sorted({lam for acc in curves.values() for lam in acc})
+        b = wilson_ci(*counts[BASELINE, next(iter(base))])
+        ax.axhline(100 * b.estimate, color="black", ls="--", lw=1, label="baseline")
+        ax.axhspan(100 * b.low, 100 * b.high, color="black", alpha=0.06, lw=0)
     # λ grids are geometric-ish (the paper's spans 0.01..1): log scale, labelled at the λ values used.
     ax.set_xscale("log" if lams[0] > 0 else "symlog", **({} if lams[0] > 0 else {"linthresh": min(x for x in lams if x > 0)}))
     ax.set_xticks(lams, [f"{x:g}" for x in lams], rotation=45 if len(lams) > 8 else 0)
@@ -61,6 +68,67 @@ def lambda_curves(records: Sequence[Mapping], split: str, out: Path, metric: str
     ax.set_title(title or f"accuracy vs λ ({split})")
     ax.legend(fontsize=8)
     return save_figure(fig, out)
+
+
+def _counts_by_lambda(records: Sequence[Mapping], split: str, metric: str) -> dict[tuple[str, float], tuple[int, int]]:
+    """(condition, λ) -> (correct, n) over the first sample of each item."""
+    out: dict[tuple[str, float], list[int]] = {}
+    for r in records:
+        if r["split"] == split and int(r.get("sample", 0)) == 0:
+            k = out.setdefault((r["condition"], float(r["lam"])), [0, 0])
+            k[0] += bool(r[metric])
+            k[1] += 1
+    return {key: (v[0], v[1]) for key, v in out.items()}
+
+
+def plain_summary(summary: Mapping[str, Any]) -> str:
+    """What the table shows, in words: which conditions differ from baseline (95% CI of the paired
+    difference excluding 0), and the smallest effect this n could have detected."""
+    rows = summary["rows"]
+    base = next(r for r in rows if r["condition"] == BASELINE)
+    n = int(summary["n_items"])
+    differ = [r for r in rows if "delta_ci" in r and (r["delta_ci"][0] > 0 or r["delta_ci"][1] < 0)]
+    if differ:
+        said = "; ".join(f"{r['condition']} {100 * r['delta']:+.1f} points [{100 * r['delta_ci'][0]:+.1f}, "
+                         f"{100 * r['delta_ci'][1]:+.1f}] (McNemar p = {r['mcnemar_p']:.3g})" for r in differ)
+        lead = f"Differs from baseline ({100 * base['acc']:.1f}%): {said}."
+        if len(rows) > 2:
+            lead += (f" With {len(rows) - 1} comparisons, one interval excluding 0 by chance is expected about "
+                     f"{5 * (len(rows) - 1)}% of the time.")
+    else:
+        lead = (f"No condition differs from baseline ({100 * base['acc']:.1f}%): every paired 95% interval of "
+                f"the difference includes 0.")
+    mde = min_detectable_effect(base["acc"], n)
+    return (f"{lead} With n = {n} test items, the smallest difference this run could detect at 80% power "
+            f"(two-sided α = 0.05, answers as independent as coin flips) is ±{100 * mde:.1f} points; "
+            f"smaller effects are neither shown nor ruled out.")
+
+
+def example_generations(records: Sequence[Mapping], lambda_star: Mapping[str, float], *, items: int = 3,
+                        chars: int = 400) -> str:
+    """HTML: the first test items' completions under the baseline and each condition at its λ*."""
+    test = [r for r in records if r["split"] == "test" and "completion" in r and int(r.get("sample", 0)) == 0]
+    if not test:
+        return ""
+    chosen = list(dict.fromkeys(r["item"] for r in test))[:items]
+    conds = [BASELINE] + sorted({r["condition"] for r in test} - {BASELINE, SELF_CONSISTENCY})
+    parts = []
+    for item in chosen:
+        gold = next(r["gold"] for r in test if r["item"] == item)
+        rows = []
+        for c in conds:
+            lam = 0.0 if c == BASELINE else lambda_star.get(c)
+            r = next((r for r in test if r["item"] == item and r["condition"] == c
+                      and (lam is None or float(r["lam"]) == float(lam))), None)
+            if r is None:
+                continue
+            mark = "✓" if r.get("correct") else "✗"
+            text = r["completion"] if len(r["completion"]) <= chars else r["completion"][:chars] + " …"
+            rows.append(f"<tr><td>{html.escape(c)}</td><td>{float(r['lam']):g}</td><td>{mark} {html.escape(str(r.get('answer')))}</td>"
+                        f"<td><pre style='white-space:pre-wrap;margin:0'>{html.escape(text)}</pre></td></tr>")
+        parts.append(f"<h3>item {html.escape(str(item))} (gold: {html.escape(str(gold))})</h3><table>"
+                     "<tr><th>condition</th><th>λ</th><th>answer</th><th>completion</th></tr>" + "".join(rows) + "</table>")
+    return "".join(parts)
 
 
 def condition_bars(summary: Mapping[str, Any], out: Path, title: str = "") -> Path:
@@ -105,26 +173,51 @@ def _md_table_to_html(md: str) -> str:
 
 
 def write_report(folder: str | Path, *, title: str = "xsteer report", sections: Sequence[tuple[str, str]] = ()) -> Path:
-    """Build ``report.html`` in ``folder`` from its records and summary, plus extra (heading, markdown) sections."""
+    """Build ``report.html`` in ``folder`` from its records and summary, plus extra (heading, markdown) sections.
+
+    It opens with what it shows in words (:func:`plain_summary`), then the tables and bars, λ curves with
+    bands, example generations and the run's configuration and versions. A folder with nothing to report
+    is an error, not an empty page.
+    """
     folder = Path(folder)
     parts = [f"<h1>{html.escape(title)}</h1>"]
     summary_path = folder / "summary.json"
     figs = folder / "figures"
+    if not summary_path.exists() and not sections:
+        raise InputError(f"{folder}: no summary.json, so nothing to report; point `xsteer report` at the --out "
+                         f"folder of `xsteer evaluate` (or of a grid job)")
     if summary_path.exists():
-        doc = json.loads(summary_path.read_text())
+        try:
+            doc = json.loads(summary_path.read_text(encoding="utf-8"))
+            summaries = doc["summaries"]
+            if not isinstance(summaries, dict):
+                raise TypeError("'summaries' is not a mapping")
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{summary_path}: not a summary xsteer wrote ({type(e).__name__}: {e}); rerun "
+                             f"`xsteer evaluate` into this folder to rebuild it") from e
         from xsteer.evaluation.records import RecordStore
         from xsteer.evaluation.summary import summary_markdown
 
         records = RecordStore(folder / "records.jsonl").load(doc.get("config_hash"))
-        for metric, summ in doc["summaries"].items():
+        first = True
+        for metric, summ in summaries.items():
+            if first:
+                parts.append(f"<h2>Summary</h2><p>{html.escape(plain_summary(summ))}</p>")
+                first = False
             parts.append(f"<h2>Test results ({html.escape(metric)})</h2>")
             parts.append(_md_table_to_html(summary_markdown(summ)))
             parts.append(embed_png(condition_bars(summ, figs / f"conditions_{metric}")))
         for split in ("validation", "test"):
             p = lambda_curves(records, split, figs / f"lambda_{split}")
             if p:
-                parts.append(f"<h2>Accuracy vs λ ({split})</h2>" + embed_png(p))
+                parts.append(f"<h2>Accuracy vs λ ({split}), 95% bands</h2>" + embed_png(p))
+        first_summary: Mapping[str, Any] = next(iter(summaries.values()), {})
+        examples = example_generations(records, first_summary.get("lambda_star", {}))
+        if examples:
+            parts.append("<h2>Example generations (test, each condition at its λ*)</h2>" + examples)
         parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(doc.get("config"), indent=2, default=str)) + "</pre>")
+        if doc.get("runtime"):
+            parts.append("<h2>Runtime and versions</h2><pre>" + html.escape(json.dumps(doc["runtime"], indent=2)) + "</pre>")
     for heading, body in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         parts.append(body if body.lstrip().startswith("<") else _md_table_to_html(body))
@@ -137,7 +230,7 @@ def write_report(folder: str | Path, *, title: str = "xsteer report", sections: 
     return out
 
 
-def heatmap(matrix: Any, out: Path, *, xlabel: str, ylabel: str, title: str, center: float | None = None,
+def heatmap(matrix: Any, out: Path, *, xlabel: str, ylabel: str, title: str, center: float | int | None = None,
             cmap: str = "viridis", annotate: bool = False, xticklabels: Any = "auto", yticklabels: Any = "auto") -> Path:
     """A layer × layer heatmap (CKA, cosine or correlation between two models' layers or vectors)."""
     import numpy as np
@@ -246,6 +339,7 @@ def similarity_report(out: str | Path, *, reference: tuple[str, Any] | None = No
     cka_rows: list[dict[str, Any]] = []
     null = None
     for name, sv, tmap in vectors:
+        assert reference is not None  # checked above
         ref_name, ref = reference
         res = compare_vectors(sv, ref, tmap=tmap, q=q)
         null = res["null"]
@@ -271,7 +365,7 @@ def similarity_report(out: str | Path, *, reference: tuple[str, Any] | None = No
                 row.update(mapped_null=mn, above_mapped_null=abs(c) > mn if c == c and mn == mn else None)
             cos_rows.append(row)
         doc["comparisons"].append({"name": name, **{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in res.items()}})
-    if series:
+    if series and reference is not None and null is not None:
         figures.append(layer_lines(series, figs / "cosine_per_layer", ylabel="cosine",
                                    title=f"per-layer cosine with {reference[0]}", bands={f"random null {q:.0%}": null}))
     for tag, xp, yc in activations:

@@ -54,7 +54,7 @@ import os
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -148,6 +148,7 @@ def generate(
     order = sorted(range(n), key=lambda i: -lengths[i])
     results: list[Generation | None] = [None] * n
     bar = tqdm(total=n, desc="generate", disable=not progress, leave=False)
+    run: Any
     if cache == "static":
         register_attention(kvcache.ATTENTION, kvcache.attention)
         kvcache.set_compiled(compile)
@@ -238,7 +239,7 @@ def _prefill(model: Any, seqs: list[Tensor], device: Any, *, lam: Tensor | None 
     past = None
     if p:
         steered = handle is not None and handle.active and lam is not None
-        keys = lam.tolist() if steered else [0.0] * n
+        keys = lam.tolist() if steered and lam is not None else [0.0] * n
         groups = list(dict.fromkeys(keys))
         if steered:
             handle.set_lambda(torch.tensor(groups))
@@ -288,7 +289,8 @@ def _generate_batch_dynamic(
     slot = {p: i for i, p in enumerate(units)}
     row_of = torch.tensor([slot[p] for p in prompts], device=device)
 
-    ctx = steer(model, steering.vectors, lam=lam, layers=steering.layers) if steering is not None else nullcontext()
+    # lam is set whenever steering is (lambda_rows in generate)
+    ctx = steer(model, steering.vectors, lam=cast(Tensor, lam), layers=steering.layers) if steering is not None else nullcontext()
     with ctx as handle:
         if share_prefill:
             if handle is not None:
@@ -315,6 +317,7 @@ def _generate_batch_dynamic(
             last = logits[:, -1, :].float()
             if temperature > 0:
                 # Gumbel-max with each row's own generator: the draw is independent of the batch.
+                assert gens is not None
                 noise = torch.stack([torch.rand(last.shape[-1], generator=gens[r]) for r in alive]).to(last.device)
                 nxt = (last / temperature - torch.log(-torch.log(noise.clamp_min(1e-20)))).argmax(-1)
             else:
@@ -440,7 +443,8 @@ def _generate_batch_static(
     slot = {p: i for i, p in enumerate(units)}
     unit_of_row = [slot[p] for p in prompts]
 
-    ctx = steer(model, steering.vectors, lam=lam, layers=steering.layers) if steering is not None else nullcontext()
+    # lam is set whenever steering is (lambda_rows in generate)
+    ctx = steer(model, steering.vectors, lam=cast(Tensor, lam), layers=steering.layers) if steering is not None else nullcontext()
     with ctx as handle:
         if share_prefill:
             # The prompt minus its last token is unsteered, hence the same for every row that repeats it.

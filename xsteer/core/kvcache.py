@@ -150,7 +150,7 @@ class SharedKVCache(Cache):
 
     def _refresh_tables(self) -> None:
         """Per level, which live rows read which group, as padded [G, R] gather tables (host work, no sync)."""
-        self._tables = []
+        self._tables: list[tuple[int, Tensor | None, Tensor | None]] = []
         for lv in self.levels:
             members: list[list[int]] = [[] for _ in range(lv.n_groups)]
             for i, row in enumerate(self.live):
@@ -279,7 +279,7 @@ class SharedKVCache(Cache):
         assert own is not None
         return own[: self.n_live, :, : self.length] if self._compact else own[: self._allocated, :, : self.length]
 
-    def _memo(self, key: Any, make: Any) -> Tensor:
+    def _memo(self, key: Any, make: Any) -> Any:  # a tensor, or None where nothing needs masking
         """A tensor that depends only on the current forward (masks, gather indices): made once, not per layer."""
         if key not in self._masks:
             self._masks[key] = make()
@@ -370,7 +370,7 @@ class SharedKVCache(Cache):
         return out.transpose(1, 2).contiguous()
 
 
-def _merged_core(query: Tensor, levels: list[tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, int]],
+def _merged_core(query: Tensor, levels: list[tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, int]],
                  own: tuple[Tensor, Tensor, Tensor | None, Tensor | None], scale: float) -> Tensor:
     """Decode attention: each level and the own part attended separately, merged by log-sum-exp.
 

@@ -87,11 +87,12 @@ def _score_groups(model: Any, tok: Any, device: Any, contexts: Sequence[str], co
     ids, mask = ids.to(device), mask.to(device)
 
     ctx_lam = lam[[s for s, _ in groups]] if lam is not None else None
-    manager = steer(model, steering.vectors, lam=ctx_lam, layers=steering.layers) if steering is not None else nullcontext()
+    manager = (steer(model, steering.vectors, lam=ctx_lam, layers=steering.layers)
+               if steering is not None and ctx_lam is not None else nullcontext())
     with manager as handle:
         first, past = model(ctx_ids, attention_mask=ctx_mask, use_cache=True, return_type="logits_and_cache", logits_to_keep=1)
         past.batch_select_indices(row_of)
-        if handle is not None:
+        if handle is not None and lam is not None:
             handle.set_lambda(lam[rows])
         logits = model(ids, attention_mask=torch.cat([ctx_mask[row_of], mask], dim=1), past_key_values=past)
     # Token j of a continuation is predicted at position j-1; token 0 by the context's last position.

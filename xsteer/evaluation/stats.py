@@ -210,3 +210,20 @@ def format_ci(ci: CI, pct: bool = True, digits: int = 1) -> str:
     scale = 100.0 if pct else 1.0
     d = digits if pct else digits + 2  # fractions need two more decimals for the same precision
     return f"{ci.estimate * scale:.{d}f} [{ci.low * scale:.{d}f}, {ci.high * scale:.{d}f}]"
+
+
+def min_detectable_effect(p: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest accuracy difference (a share, not points) a paired comparison of ``n`` items detects with
+    probability ``power`` at two-sided level ``alpha``, when the baseline is right on a share ``p``.
+
+    Normal approximation of McNemar's test with pairs discordant at ``2p(1 - p)`` (a condition whose
+    answers are as independent of the baseline's as two coin flips; steering that changes few answers is
+    more correlated and detects smaller effects, so this is the conservative figure a reader should see).
+    """
+    if n < 1:
+        raise InputError(f"n must be at least 1, got {n}")
+    if not 0.0 <= p <= 1.0:
+        raise InputError(f"p must be in [0, 1], got {p}")
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    discordant = max(2 * p * (1 - p), 1 / n)  # at least one discordant pair, or nothing is detectable
+    return z * math.sqrt(discordant / n)

@@ -124,7 +124,7 @@ def _parse_mapping(spec: str) -> list[tuple[int, int]]:
     return pairs
 
 
-def _resolve(role: str, layer: int, n: int) -> int:
+def _resolve(role: str, layer: Any, n: int) -> int:  # Any: it is what checks user input
     try:
         # operator.index admits numpy/torch integer scalars but not floats like 2.0.
         if isinstance(layer, bool):

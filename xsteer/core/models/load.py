@@ -184,9 +184,17 @@ def check_placement(model: Any, device: str | torch.device) -> None:
 
 
 def runtime(model: Any) -> dict[str, str]:
-    """Where a model actually runs, for every output's metadata."""
+    """Where a model actually runs, and with which library versions, for every output's metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
     p = next(model.parameters())
-    return {"device": str(p.device), "dtype": str(p.dtype).removeprefix("torch.")}
+    out = {"device": str(p.device), "dtype": str(p.dtype).removeprefix("torch.")}
+    for pkg in ("xsteer", "torch", "transformers", "transformer-lens"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
 
 
 def load_hf(spec: str, *, dtype: torch.dtype = torch.float32) -> tuple[Any, Any, ModelSource]:
