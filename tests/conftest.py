@@ -94,6 +94,16 @@ def zoo_model(name: str):
 
 
 @pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny Llama saved as a Hugging Face folder: a model spec the CLI loads like any local model."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    hf, tok = tiny_hf("llama", d_model=32, n_layers=3)
+    hf.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def smollm2():
     return zoo_model("smollm2-135m")
 

@@ -8,17 +8,6 @@ from xsteer.app.cli import main
 from xsteer.core.vectors import SteeringVectors
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from conftest import tiny_hf
-
-    path = tmp_path_factory.mktemp("tiny-llama")
-    hf, tok = tiny_hf("llama", d_model=32, n_layers=3)
-    hf.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def test_extract_from_user_pairs(tiny_dir, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("\n".join(json.dumps({"positive": f"yes {i}", "negative": f"no {i}"}) for i in range(5)))

@@ -17,17 +17,6 @@ from xsteer.app.cli import main
 from xsteer.core.vectors import SteeringVectors
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from conftest import tiny_hf
-
-    path = tmp_path_factory.mktemp("tiny-llama")
-    hf, tok = tiny_hf("llama", d_model=32, n_layers=3)
-    hf.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 

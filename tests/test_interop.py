@@ -40,23 +40,18 @@ def vectors(n_layers=6, d=16, layers=(1, 3, 4), model_id="smollm2-135m", seed=0,
 
 def repeng_gguf(path, directions, hint="llama"):
     """What repeng's ControlVector.export_gguf writes: HF model_type as hint, uint32 layer_count."""
-    w = GGUFWriter(str(path), "controlvector")
-    w.add_string("controlvector.model_hint", hint)
-    w.add_uint32("controlvector.layer_count", len(directions))
-    for layer, v in directions.items():
-        w.add_tensor(f"direction.{layer}", np.asarray(v, dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return Path(path)
+    return _control_gguf(path, directions, hint, "add_uint32")
 
 
 def llamacpp_gguf(path, directions, hint="llama"):
     """What llama.cpp's cvector-generator writes: llama.cpp architecture as hint, int32 layer_count."""
+    return _control_gguf(path, directions, hint, "add_int32")
+
+
+def _control_gguf(path, directions, hint, add_count):
     w = GGUFWriter(str(path), "controlvector")
     w.add_string("controlvector.model_hint", hint)
-    w.add_int32("controlvector.layer_count", len(directions))
+    getattr(w, add_count)("controlvector.layer_count", len(directions))
     for layer, v in directions.items():
         w.add_tensor(f"direction.{layer}", np.asarray(v, dtype=np.float32))
     w.write_header_to_file()

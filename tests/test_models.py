@@ -80,3 +80,20 @@ def test_native_attention_matches_bridge_and_restores(tiny):
     torch.testing.assert_close(again, bridge)
     assert fired == ["pattern", "resid", "resid", "pattern", "resid"]  # residual hooks fire either way
     assert tiny.original_model.config._attn_implementation == "eager"
+
+
+def test_zoo_files_are_checked_by_their_whole_sha256(tmp_path):
+    """#15.0: a hash that matches at both ends but not in the middle is refused (the old check compared a
+    prefix and a suffix), and a verified file is remembered, not rehashed."""
+    import hashlib
+
+    from xsteer.core.models.zoo import verified
+
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    real = hashlib.sha256(f.read_bytes()).hexdigest()
+    middle = real[:32] + ("0" if real[32] != "0" else "1") + real[33:]
+    with pytest.raises(ModelSpecError, match="expected " + middle):
+        verified(f, middle, tmp_path / "cache")
+    assert verified(f, real, tmp_path / "cache") == f
+    assert (tmp_path / "cache" / "verified").is_dir() and len(list((tmp_path / "cache" / "verified").iterdir())) == 1

@@ -314,14 +314,7 @@ def _generate_batch_dynamic(
         finish: list[str] = ["length"] * b
         texts: list[str] = [""] * b
         for step in range(max_new_tokens):
-            last = logits[:, -1, :].float()
-            if temperature > 0:
-                # Gumbel-max with each row's own generator: the draw is independent of the batch.
-                assert gens is not None
-                noise = torch.stack([torch.rand(last.shape[-1], generator=gens[r]) for r in alive]).to(last.device)
-                nxt = (last / temperature - torch.log(-torch.log(noise.clamp_min(1e-20)))).argmax(-1)
-            else:
-                nxt = last.argmax(-1)
+            nxt = _sample(logits[:, -1, :], temperature, gens, alive)
             keep = []
             for j, (r, t) in enumerate(zip(alive, nxt.tolist(), strict=True)):  # one device sync per step
                 if t in eos:
