@@ -34,9 +34,16 @@ def votes_figure(curves: dict[str, dict[int, dict[str, float]]], base: float, ou
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for name, curve in curves.items():
         ks = sorted(curve)
-        ax.plot(ks, [100 * curve[k]["acc"] for k in ks], marker="o", label=name,
-                ls="--" if name == SELF_CONSISTENCY else "-")
-        ax.fill_between(ks, [100 * curve[k]["low"] for k in ks], [100 * curve[k]["high"] for k in ks], alpha=0.12)
+        ax.plot(
+            ks,
+            [100 * curve[k]["acc"] for k in ks],
+            marker="o",
+            label=name,
+            ls="--" if name == SELF_CONSISTENCY else "-",
+        )
+        ax.fill_between(
+            ks, [100 * curve[k]["low"] for k in ks], [100 * curve[k]["high"] for k in ks], alpha=0.12
+        )
     ax.axhline(100 * base, color="black", lw=1, ls=":", label="baseline (greedy, unsteered)")
     ax.set_xlabel("votes (λ values, or samples at T = 0.7)")
     ax.set_ylabel("accuracy (%)")
@@ -59,44 +66,78 @@ def main() -> None:
     records = RecordStore(folder / "eval" / "records.jsonl").load(summary["config_hash"])
     out = Path(args.out) if args.out else folder / "its_vs_sc.md"
     lambda_star = summary["lambda_star"]
-    lines = [f"# λ-vote (ITS) vs self-consistency: {study['child']} on {study['task']}", "",
-             f"Test items: {summary['summaries'][args.metric]['n_items']}; λ grid ({len(study['lambdas'])} values, share of the "
-             f"child's residual norm at steered layers {study['steered_layers'][0]}–{study['steered_layers'][-1]}): "
-             f"{', '.join(f'{x:g}' for x in study['lambdas'])}. Positions: generated (greedy; one shared prefill per item). "
-             f"Self-consistency: {len(study['lambdas'])} samples at T = 0.7. λ* from {study['val_items']} validation items: "
-             f"{lambda_star}.", ""]
+    lines = [
+        f"# λ-vote (ITS) vs self-consistency: {study['child']} on {study['task']}",
+        "",
+        f"Test items: {summary['summaries'][args.metric]['n_items']}; λ grid ({len(study['lambdas'])} values, share of the "
+        f"child's residual norm at steered layers {study['steered_layers'][0]}–{study['steered_layers'][-1]}): "
+        f"{', '.join(f'{x:g}' for x in study['lambdas'])}. Positions: generated (greedy; one shared prefill per item). "
+        f"Self-consistency: {len(study['lambdas'])} samples at T = 0.7. λ* from {study['val_items']} validation items: "
+        f"{lambda_star}.",
+        "",
+    ]
     for metric, s in summary["summaries"].items():
         lines += [f"## {metric}", "", summary_markdown(s), ""]
     conds = [c for c in study["conditions"] if c != "baseline"]
     sizes = [k for k in range(1, len(study["lambdas"]) + 1, 2)]
     curves = {c: vote_curve(records, c, sizes, metric=args.metric) for c in conds}
     curves[SELF_CONSISTENCY] = vote_curve(records, SELF_CONSISTENCY, sizes, metric=args.metric)
-    base = next(r for r in summarize(records, lambda_star, metric=args.metric, n_boot=200)["rows"] if r["condition"] == "baseline")["acc"]
-    fig = votes_figure(curves, base, out.with_suffix(".png"), f"{study['child']} on {study['task']}: accuracy vs votes")
-    lines += ["## Accuracy vs number of votes", "", f"![votes]({fig.name})", "",
-              "Mean accuracy over 200 random subsets of k λ values (or k samples); [2.5%, 97.5%] across subsets.", "",
-              "| k | " + " | ".join(curves) + " |", "|---|" + "---|" * len(curves)]
+    base = next(
+        r
+        for r in summarize(records, lambda_star, metric=args.metric, n_boot=200)["rows"]
+        if r["condition"] == "baseline"
+    )["acc"]
+    fig = votes_figure(
+        curves, base, out.with_suffix(".png"), f"{study['child']} on {study['task']}: accuracy vs votes"
+    )
+    lines += [
+        "## Accuracy vs number of votes",
+        "",
+        f"![votes]({fig.name})",
+        "",
+        "Mean accuracy over 200 random subsets of k λ values (or k samples); [2.5%, 97.5%] across subsets.",
+        "",
+        "| k | " + " | ".join(curves) + " |",
+        "|---|" + "---|" * len(curves),
+    ]
     for k in sizes:
-        lines.append(f"| {k} | " + " | ".join(f"{100 * curves[c][k]['acc']:.1f} [{100 * curves[c][k]['low']:.1f}, "
-                                                 f"{100 * curves[c][k]['high']:.1f}]" for c in curves) + " |")
+        lines.append(
+            f"| {k} | "
+            + " | ".join(
+                f"{100 * curves[c][k]['acc']:.1f} [{100 * curves[c][k]['low']:.1f}, "
+                f"{100 * curves[c][k]['high']:.1f}]"
+                for c in curves
+            )
+            + " |"
+        )
     lines += ["", "## Where the vote and the baseline disagree", ""]
     for c in conds:
         diag = its_diagnostics(records, c, metric=args.metric)
         wins = [d for d in diag if d["vote_correct"]]
         losses = [d for d in diag if not d["vote_correct"]]
+
         def describe(ds: list[dict]) -> str:
             if not ds:
                 return "none"
             distinct = sorted(d["n_distinct"] for d in ds)
             first = Counter(min(d["winner_lambdas"]) if d["winner_lambdas"] else None for d in ds)
             share = sum(d["winner_share"] for d in ds) / len(ds)
-            return (f"{len(ds)} items; distinct answers per item median {distinct[len(distinct) // 2]} (range {distinct[0]}–"
-                    f"{distinct[-1]}); the winner held {100 * share:.0f}% of valid votes on average; smallest λ where the winner "
-                    f"appeared: {', '.join(f'{k:g}×{v}' if k is not None else f'none×{v}' for k, v in sorted(first.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))}")
-        lines += [f"- **{c}** — vote right, baseline wrong: {describe(wins)}.", f"  Vote wrong, baseline right: {describe(losses)}."]
+            return (
+                f"{len(ds)} items; distinct answers per item median {distinct[len(distinct) // 2]} (range {distinct[0]}–"
+                f"{distinct[-1]}); the winner held {100 * share:.0f}% of valid votes on average; smallest λ where the winner "
+                f"appeared: {', '.join(f'{k:g}×{v}' if k is not None else f'none×{v}' for k, v in sorted(first.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))}"
+            )
+
+        lines += [
+            f"- **{c}** — vote right, baseline wrong: {describe(wins)}.",
+            f"  Vote wrong, baseline right: {describe(losses)}.",
+        ]
     wall = folder / "eval" / "wall.json"
     if wall.exists():
-        lines += ["", f"Wall time of the study: {json.loads(wall.read_text())['seconds'] / 3600:.2f} h ({study['runtime']})."]
+        lines += [
+            "",
+            f"Wall time of the study: {json.loads(wall.read_text())['seconds'] / 3600:.2f} h ({study['runtime']}).",
+        ]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(out.read_text())
 

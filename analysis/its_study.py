@@ -55,7 +55,9 @@ def main() -> None:
     ap.add_argument("--val-items", type=int, default=48)
     ap.add_argument("--test-items", type=int, default=384)
     ap.add_argument("--n-pairs", type=int, default=64)
-    ap.add_argument("--fit-text", default=None, help="TASK:SPLIT:N (default: the task's train split, 384 texts)")
+    ap.add_argument(
+        "--fit-text", default=None, help="TASK:SPLIT:N (default: the task's train split, 384 texts)"
+    )
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
@@ -69,8 +71,12 @@ def main() -> None:
     lambdas = geometric_grid(args.lam_lo, args.lam_hi, args.n_lambdas)
     task = get_task(args.task)
     pairs_spec = PairsSpec(builder="corrupted_answer", n=args.n_pairs, split="train", method="pca")
-    transfer = TransferSpec(layer_map="proportional", width_map="ridge", fit_text=args.fit_text or f"{args.task}:train:384",
-                            norm="resid_mean")
+    transfer = TransferSpec(
+        layer_map="proportional",
+        width_map="ridge",
+        fit_text=args.fit_text or f"{args.task}:train:384",
+        norm="resid_mean",
+    )
 
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:7.0f} s] {msg}", flush=True)
@@ -79,7 +85,9 @@ def main() -> None:
     vecs_dir = out / "vectors"
     native_path = vecs_dir / "native.safetensors"
     if not native_path.exists():
-        pairs = steps.make_pairs(child, args.task, pairs_spec, data_dir=args.data_dir, seed=args.seed, shots=args.shots)
+        pairs = steps.make_pairs(
+            child, args.task, pairs_spec, data_dir=args.data_dir, seed=args.seed, shots=args.shots
+        )
         steps.make_vectors(child, pairs, seed=args.seed, progress=False).save(native_path)
         log(f"native vectors: {native_path}")
     vectors: dict[str, SteeringVectors] = {}
@@ -89,7 +97,9 @@ def main() -> None:
         vpath, mpath = vecs_dir / f"{name}.safetensors", vecs_dir / f"{name}.map.safetensors"
         if not (vpath.exists() and mpath.exists()):
             parent = load_model(parent_spec)
-            pairs = steps.make_pairs(parent, args.task, pairs_spec, data_dir=args.data_dir, seed=args.seed, shots=args.shots)
+            pairs = steps.make_pairs(
+                parent, args.task, pairs_spec, data_dir=args.data_dir, seed=args.seed, shots=args.shots
+            )
             steps.make_vectors(parent, pairs, seed=args.seed, progress=False).save(vpath)
             steps.make_map(parent, child, transfer, data_dir=args.data_dir, seed=args.seed).save(mpath)
             del parent
@@ -101,19 +111,47 @@ def main() -> None:
     vectors["native"] = SteeringVectors.load(native_path)
     vectors = {k: v.replace(layers=tuple(x for x in layers if x in v.layers)) for k, v in vectors.items()}
     conditions = build_conditions(vectors, random=True, seed=args.seed, norm="resid_mean", norms=norms)
-    cfg = EvalConfig(dataset=args.task, shots=args.shots, lambdas=lambdas, positions="generated",
-                     max_new_tokens=args.max_new_tokens, seed=args.seed)
-    val = task.load("validation", data_dir=args.data_dir, limit=args.val_items, seed=args.seed) if args.val_items else []
+    cfg = EvalConfig(
+        dataset=args.task,
+        shots=args.shots,
+        lambdas=lambdas,
+        positions="generated",
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+    val = (
+        task.load("validation", data_dir=args.data_dir, limit=args.val_items, seed=args.seed)
+        if args.val_items
+        else []
+    )
     test = task.load("test", data_dir=args.data_dir, limit=args.test_items, seed=args.seed)
     n_gen = len(val) * len(lambdas) * (len(conditions) - 1) + len(test) * (1 + len(lambdas) * len(conditions))
-    write_json_atomic(out / "study.json", {**vars(args), "lambdas": lambdas, "steered_layers": layers,
-                                            "conditions": list(conditions), "planned_generations": n_gen,
-                                            "runtime": runtime(child)})
-    log(f"{len(val)} validation and {len(test)} test items, {len(lambdas)} λ from {lambdas[0]} to {lambdas[-1]}, "
-        f"conditions {list(conditions)} + self_consistency: {n_gen} generations")
-    doc = steps.evaluate_child(child, conditions, cfg, validation=val, test=test, out=out / "eval",
-                               batch_size=args.batch_size, data_dir=args.data_dir,
-                               extra={"child": args.child, "parents": args.parents})
+    write_json_atomic(
+        out / "study.json",
+        {
+            **vars(args),
+            "lambdas": lambdas,
+            "steered_layers": layers,
+            "conditions": list(conditions),
+            "planned_generations": n_gen,
+            "runtime": runtime(child),
+        },
+    )
+    log(
+        f"{len(val)} validation and {len(test)} test items, {len(lambdas)} λ from {lambdas[0]} to {lambdas[-1]}, "
+        f"conditions {list(conditions)} + self_consistency: {n_gen} generations"
+    )
+    doc = steps.evaluate_child(
+        child,
+        conditions,
+        cfg,
+        validation=val,
+        test=test,
+        out=out / "eval",
+        batch_size=args.batch_size,
+        data_dir=args.data_dir,
+        extra={"child": args.child, "parents": args.parents},
+    )
     (out / "eval" / "wall.json").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
     log(f"done: λ* = {doc['lambda_star']}")
     print((out / "eval" / "summary.md").read_text())

@@ -27,10 +27,19 @@ from xsteer.transfer.maps import TransferMap
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mapped", nargs="*", default=[], help="Vector files in the child's space (parents mapped in).")
+    ap.add_argument(
+        "--mapped", nargs="*", default=[], help="Vector files in the child's space (parents mapped in)."
+    )
     ap.add_argument("--native", required=True, help="The child's own vectors.")
-    ap.add_argument("--maps", nargs="*", default=[], help="Transfer maps of the --mapped files (same order): adds the mapped-random null.")
-    ap.add_argument("--acts", nargs="*", default=[], help="Activation caches (parent, child) from transfer_fit.py.")
+    ap.add_argument(
+        "--maps",
+        nargs="*",
+        default=[],
+        help="Transfer maps of the --mapped files (same order): adds the mapped-random null.",
+    )
+    ap.add_argument(
+        "--acts", nargs="*", default=[], help="Activation caches (parent, child) from transfer_fit.py."
+    )
     ap.add_argument("--out", default="runs/similarity")
     args = ap.parse_args()
     if len(args.maps) > len(args.mapped):

@@ -53,23 +53,41 @@ def main() -> None:
         print(f"activations: {len(texts)} texts through both models in {time.time() - t0:.0f} s")
 
     rows = []
-    summary = [f"# {args.parent} -> {args.child}: held-out fit ({xp.shape[1]} texts, 20% held out)\n",
-               "| layer map | width map | mapped child layers | mean R² | min R² | max R² | mean cos | mean cos (centred) |",
-               "|---|---|---|---|---|---|---|---|"]
+    summary = [
+        f"# {args.parent} -> {args.child}: held-out fit ({xp.shape[1]} texts, 20% held out)\n",
+        "| layer map | width map | mapped child layers | mean R² | min R² | max R² | mean cos | mean cos (centred) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for lmap in [m for m in LAYER_MAPS if m != "explicit"]:
         for wmap in WIDTHS:
-            tm = fit_transfer_from_activations(xp, yc, parent_id=args.parent, child_id=args.child, layer_map=lmap, width_map=wmap)
+            tm = fit_transfer_from_activations(
+                xp, yc, parent_id=args.parent, child_id=args.child, layer_map=lmap, width_map=wmap
+            )
             r2 = [r["r2"] for r in tm.report.values()]
             cos = [r["cosine"] for r in tm.report.values()]
             cosc = [r["cosine_centred"] for r in tm.report.values()]
             for c, r in sorted(tm.report.items()):
-                rows.append({"pair": tag, "layer_map": lmap, "width_map": wmap, "child_layer": c, "parent_layer": tm.layer_map[c], **r})
+                rows.append(
+                    {
+                        "pair": tag,
+                        "layer_map": lmap,
+                        "width_map": wmap,
+                        "child_layer": c,
+                        "parent_layer": tm.layer_map[c],
+                        **r,
+                    }
+                )
             summary.append(
                 f"| {lmap} | {wmap} | {len(r2)} | {sum(r2) / len(r2):.3f} | {min(r2):.3f} | {max(r2):.3f} | "
                 f"{sum(cos) / len(cos):.3f} | {sum(cosc) / len(cosc):.3f} |"
             )
             print(f"\n== {lmap} / {wmap}  (child <- parent: R2, cos, cos centred)")
-            print("  ".join(f"{c}<-{tm.layer_map[c]}: {r['r2']:.2f},{r['cosine']:.2f},{r['cosine_centred']:.2f}" for c, r in sorted(tm.report.items())))
+            print(
+                "  ".join(
+                    f"{c}<-{tm.layer_map[c]}: {r['r2']:.2f},{r['cosine']:.2f},{r['cosine_centred']:.2f}"
+                    for c, r in sorted(tm.report.items())
+                )
+            )
     with open(out / f"{tag}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

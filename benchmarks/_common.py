@@ -14,11 +14,17 @@ from xsteer.tasks.prompts import render
 
 
 def setup(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, Any]:
-    ap.add_argument("--data-dir", default=None, help="offline data tree (default: $XSTEER_DATA_DIR, else the hub)")
+    ap.add_argument(
+        "--data-dir", default=None, help="offline data tree (default: $XSTEER_DATA_DIR, else the hub)"
+    )
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: torch's). On a shared CPU, 1 thread per free core: an OpenMP "
-                         "team that loses a core to another process waits at every barrier (2-3x slower here)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's). On a shared CPU, 1 thread per free core: an OpenMP "
+        "team that loses a core to another process waits at every barrier (2-3x slower here)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -29,7 +35,9 @@ def setup(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, Any]:
     return args, load_model(args.model, device=args.device, dtype=dtype)
 
 
-def gsm8k_prompts(tokenizer: Any, data_dir: str | None, n_items: int, shots: int = 5) -> tuple[list[Example], list[str]]:
+def gsm8k_prompts(
+    tokenizer: Any, data_dir: str | None, n_items: int, shots: int = 5
+) -> tuple[list[Example], list[str]]:
     """The first ``n_items`` GSM8K test items and their few-shot prompts, rendered for ``tokenizer`` as the
     evaluator renders them (``Evaluator.prompt``: system prompt, exemplars, the item)."""
     task = get_task("gsm8k")

@@ -115,8 +115,10 @@ def main() -> None:
         model(batches[0].input_ids.to(args.device), attention_mask=batches[0].attention_mask.to(args.device))
     release_freed_memory(args.device)
     baseline = torch.cuda.memory_allocated() if args.device.startswith("cuda") else status_bytes("VmRSS")
-    results = {name: measure(fn, args.repeats, args.device)
-               for name, fn in [("extract", run_extract), ("forward", run_forward), ("cache", run_cache)]}
+    results = {
+        name: measure(fn, args.repeats, args.device)
+        for name, fn in [("extract", run_extract), ("forward", run_forward), ("cache", run_cache)]
+    }
 
     cfg = model.cfg
     n_texts = len(texts)
@@ -126,34 +128,52 @@ def main() -> None:
     widest = max(batches, key=lambda enc: enc.input_ids.numel()).input_ids.shape
     f32 = 4  # activations are read out as float32
 
-    print(f"\n{len(pairs)} pairs = {n_texts} texts in {len(batches)} batches of <= {bs}; "
-          f"padded length {min(seq_lens)}..{max(seq_lens)}, {tokens} padded tokens")
+    print(
+        f"\n{len(pairs)} pairs = {n_texts} texts in {len(batches)} batches of <= {bs}; "
+        f"padded length {min(seq_lens)}..{max(seq_lens)}, {tokens} padded tokens"
+    )
     # CPU seconds (all threads) as well as wall: on a shared machine wall time mostly measures the neighbours.
     # Floors (benchmarks/roofline.py): every padded token through every layer; extraction needs no logits,
     # the forward and the cache phases compute them at every position.
     shape = ModelShape.from_config(hf_config(model), next(model.parameters()).dtype)
     blocks = [(enc.input_ids.shape[1], 0) for enc in batches for _ in range(enc.input_ids.shape[0])]
-    work = {name: prefill(shape, blocks, logits_rows=0 if name == "extract" else tokens, forwards=len(batches))
-            for name in results}
-    print(f"{'phase':<9}{'wall s':>9}{'cpu s':>9}{'texts/s':>9}{'pairs/s':>9}{'vs forward':>12}{'peak extra MiB':>16}"
-          "   achieved ÷ roofline floor")
+    work = {
+        name: prefill(shape, blocks, logits_rows=0 if name == "extract" else tokens, forwards=len(batches))
+        for name in results
+    }
+    print(
+        f"{'phase':<9}{'wall s':>9}{'cpu s':>9}{'texts/s':>9}{'pairs/s':>9}{'vs forward':>12}{'peak extra MiB':>16}"
+        "   achieved ÷ roofline floor"
+    )
     t_fwd, _, m_fwd = results["forward"]
     for name, (t, c, mem) in results.items():
-        print(f"{name:<9}{t:>9.3f}{c:>9.3f}{n_texts / t:>9.2f}{len(pairs) / t:>9.2f}{t / t_fwd:>11.2f}x{mem / MiB:>16.1f}"
-              f"   {versus_floor(t, work[name], peak)}")
+        print(
+            f"{name:<9}{t:>9.3f}{c:>9.3f}{n_texts / t:>9.2f}{len(pairs) / t:>9.2f}{t / t_fwd:>11.2f}x{mem / MiB:>16.1f}"
+            f"   {versus_floor(t, work[name], peak)}"
+        )
 
     m_ext = results["extract"][2]
-    print(f"\nmodel weights (parameter bytes): {weights / MiB:.1f} MiB; post-load baseline (after warm-up): {baseline / MiB:.1f} MiB")
-    print(f"extraction / forward peak extra: {m_ext / MiB:.1f} / {m_fwd / MiB:.1f} MiB = {m_ext / max(m_fwd, 1):.2f}")
+    print(
+        f"\nmodel weights (parameter bytes): {weights / MiB:.1f} MiB; post-load baseline (after warm-up): {baseline / MiB:.1f} MiB"
+    )
+    print(
+        f"extraction / forward peak extra: {m_ext / MiB:.1f} / {m_fwd / MiB:.1f} MiB = {m_ext / max(m_fwd, 1):.2f}"
+    )
     ok = m_ext <= 1.2 * m_fwd
     print(f"extraction_peak_extra <= 1.2 * forward_peak_extra: {'PASS' if ok else 'FAIL'}")
 
     b, s = widest
     print(f"\ntheoretical sizes (float32), widest batch {b} x {s}:")
-    print(f"  full resid_post cache, one batch  b*seq*layers*d   {b * s * cfg.n_layers * cfg.d_model * f32 / MiB:10.1f} MiB")
-    print(f"  full resid_post cache, all texts                   {tokens * cfg.n_layers * cfg.d_model * f32 / MiB:10.1f} MiB")
+    print(
+        f"  full resid_post cache, one batch  b*seq*layers*d   {b * s * cfg.n_layers * cfg.d_model * f32 / MiB:10.1f} MiB"
+    )
+    print(
+        f"  full resid_post cache, all texts                   {tokens * cfg.n_layers * cfg.d_model * f32 / MiB:10.1f} MiB"
+    )
     print(f"  full logits, one batch            b*seq*vocab      {b * s * cfg.d_vocab * f32 / MiB:10.1f} MiB")
-    print(f"  kept by extraction                n*layers*d       {n_texts * cfg.n_layers * cfg.d_model * f32 / MiB:10.1f} MiB")
+    print(
+        f"  kept by extraction                n*layers*d       {n_texts * cfg.n_layers * cfg.d_model * f32 / MiB:10.1f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -69,7 +69,9 @@ def random_vectors(model: Any, prompts: list[str], seed: int, batch_size: int) -
     """A seeded random direction per layer, scaled to the layer's mean last-token residual norm."""
     n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
     v = torch.randn(n_layers, d_model, generator=torch.Generator().manual_seed(seed))
-    sv = SteeringVectors(vectors=v, model_id=model_id(model), method=f"random(seed={seed})", layers=tuple(range(n_layers)))
+    sv = SteeringVectors(
+        vectors=v, model_id=model_id(model), method=f"random(seed={seed})", layers=tuple(range(n_layers))
+    )
     norms = last_token_resid(model, prompts, batch_size=batch_size).norm(dim=-1).mean(dim=0)
     return sv.scaled_to(norms, "resid_mean")
 
@@ -87,7 +89,9 @@ def hf_hooks(hf: Any, vectors: SteeringVectors, lam: float) -> Iterator[None]:
     handles = []
     for layer in vectors.layers:
         # The displacement rounded exactly as xsteer.core.inject rounds it: λ and v_l cast to the model's dtype, then multiplied.
-        delta = torch.tensor(lam).to(param.device, param.dtype) * vectors.vectors[layer].to(param.device, param.dtype)
+        delta = torch.tensor(lam).to(param.device, param.dtype) * vectors.vectors[layer].to(
+            param.device, param.dtype
+        )
 
         def add(module: Any, inputs: Any, output: Any, delta: torch.Tensor = delta) -> Any:
             if isinstance(output, tuple):  # older transformers: (hidden_states, ...)
@@ -134,10 +138,16 @@ def main() -> int:
     ap.add_argument("--shots", type=int, default=5, help="few-shot exemplars (the paper: 5)")
     ap.add_argument("--lam", type=float, default=0.05, help="λ; vectors have each layer's mean residual norm")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random directions")
-    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="bfloat16: the GPU option")
+    ap.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="bfloat16: the GPU option"
+    )
     ap.add_argument("--skip-generated", action="store_true", help="leave out xsteer at positions='generated'")
-    ap.add_argument("--min-agreement", type=float, default=0.5,
-                    help="exit 1 if unsteered xsteer and HF texts share less than this fraction of their tokens")
+    ap.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.5,
+        help="exit 1 if unsteered xsteer and HF texts share less than this fraction of their tokens",
+    )
     args, model = setup(ap)
     cuda = args.device.startswith("cuda")
     tok = model.tokenizer
@@ -160,18 +170,30 @@ def main() -> int:
     order = sorted(range(n), key=lambda i: -lengths[i])
     batches = [order[s : s + bs] for s in range(0, n, bs)]
 
-    print(f"{n} items in {len(batches)} batches of <= {bs}; prompt tokens {min(lengths)}..{max(lengths)}; "
-          f"greedy, max_new_tokens {args.max_new_tokens}, stop at EOS {sorted(eos)} only; dtype {dtype}")
-    print(f"attention: sdpa on both sides (xsteer attention='native'; HF attn_implementation="
-          f"{hf.config._attn_implementation!r})")
-    print(f"vectors: random unit direction per layer (seed {args.seed}) x layer mean last-token ‖h_l‖, all "
-          f"{len(sv.layers)} layers; λ = {args.lam:g} -> ‖λ·v_l‖ = {min(delta_norms):.2f}..{max(delta_norms):.2f}")
+    print(
+        f"{n} items in {len(batches)} batches of <= {bs}; prompt tokens {min(lengths)}..{max(lengths)}; "
+        f"greedy, max_new_tokens {args.max_new_tokens}, stop at EOS {sorted(eos)} only; dtype {dtype}"
+    )
+    print(
+        f"attention: sdpa on both sides (xsteer attention='native'; HF attn_implementation="
+        f"{hf.config._attn_implementation!r})"
+    )
+    print(
+        f"vectors: random unit direction per layer (seed {args.seed}) x layer mean last-token ‖h_l‖, all "
+        f"{len(sv.layers)} layers; λ = {args.lam:g} -> ‖λ·v_l‖ = {min(delta_norms):.2f}..{max(delta_norms):.2f}"
+    )
 
     def xsteer_mode(steering: Steering | None) -> Callable[[list[int]], Output]:
         def run(idx: list[int]) -> Output:
-            gens = generate(model, [prompts[i] for i in idx], max_new_tokens=args.max_new_tokens,
-                            steering=steering, batch_size=bs)
+            gens = generate(
+                model,
+                [prompts[i] for i in idx],
+                max_new_tokens=args.max_new_tokens,
+                steering=steering,
+                batch_size=bs,
+            )
             return {i: (g.text, g.n_tokens) for i, g in zip(idx, gens, strict=True)}
+
         return run
 
     def hf_mode(steered: bool) -> Callable[[list[int]], Output]:
@@ -185,12 +207,19 @@ def main() -> int:
                         continue
                     enc = encode(tok, [prompts[i] for i in batch])
                     ids, mask = enc.input_ids.to(args.device), enc.attention_mask.to(args.device)
-                    seqs = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.max_new_tokens,
-                                       do_sample=False, eos_token_id=sorted(eos), pad_token_id=tok.pad_token_id)
-                    for i, row in zip(batch, seqs[:, ids.shape[1]:].tolist(), strict=True):
+                    seqs = hf.generate(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        max_new_tokens=args.max_new_tokens,
+                        do_sample=False,
+                        eos_token_id=sorted(eos),
+                        pad_token_id=tok.pad_token_id,
+                    )
+                    for i, row in zip(batch, seqs[:, ids.shape[1] :].tolist(), strict=True):
                         k = next((j for j, t in enumerate(row) if t in eos), len(row))
                         out[i] = (tok.decode(row[:k], skip_special_tokens=True), k)
             return out
+
         return run
 
     modes: dict[str, Callable[[list[int]], Output]] = {
@@ -228,8 +257,10 @@ def main() -> int:
             wall[name].append(w)
             cpu[name].append(c)
 
-    unstable = {name: sum(run[i][0] != runs[0][i][0] for run in runs[1:] for i in everything)
-                for name, runs in outputs.items()}
+    unstable = {
+        name: sum(run[i][0] != runs[0][i][0] for run in runs[1:] for i in everything)
+        for name, runs in outputs.items()
+    }
     for name, count in unstable.items():
         if count:
             print(f"WARNING: {name} is not reproducible: {count} texts changed between repeats")
@@ -251,16 +282,27 @@ def main() -> int:
             new = [first[name][i][1] + 1 for i in batch]
             schedule = "per_lambda" if name.startswith("hf") else "shared"
             positions = "all" if name == "xsteer+steer" else "generated"
-            w += sweep_work(shape, prompt_tokens=lens, lambdas=1, new_tokens=new, positions=positions,
-                            shared_prefix=shared_prefix_len([ids[i] for i in batch]), schedule=schedule)
+            w += sweep_work(
+                shape,
+                prompt_tokens=lens,
+                lambdas=1,
+                new_tokens=new,
+                positions=positions,
+                shared_prefix=shared_prefix_len([ids[i] for i in batch]),
+                schedule=schedule,
+            )
         work[name] = w
-    print(f"\n{'mode':<18}{'wall s':>9}{'cpu s':>9}{'tokens':>8}{'tok/s':>9}{'tok/cpu-s':>11}   achieved ÷ roofline floor"
-          f"{'':<37}wall per run (s)")
+    print(
+        f"\n{'mode':<18}{'wall s':>9}{'cpu s':>9}{'tokens':>8}{'tok/s':>9}{'tok/cpu-s':>11}   achieved ÷ roofline floor"
+        f"{'':<37}wall per run (s)"
+    )
     for name in names:
         t = statistics.median(wall[name])
-        print(f"{name:<18}{t:>9.2f}{statistics.median(cpu[name]):>9.2f}{tokens[name]:>8}"
-              f"{tps[name]:>9.1f}{tpc[name]:>11.1f}   {versus_floor(t, work[name], peak):<62}"
-              f"{', '.join(f'{x:.2f}' for x in wall[name])}")
+        print(
+            f"{name:<18}{t:>9.2f}{statistics.median(cpu[name]):>9.2f}{tokens[name]:>8}"
+            f"{tps[name]:>9.1f}{tpc[name]:>11.1f}   {versus_floor(t, work[name], peak):<62}"
+            f"{', '.join(f'{x:.2f}' for x in wall[name])}"
+        )
 
     changed = sum(first["xsteer"][i][0] != first["xsteer+steer"][i][0] for i in everything)
     print(f"\nsteering changed {changed}/{n} xsteer texts (λ = {args.lam:g}); item 0:")
@@ -274,31 +316,47 @@ def main() -> int:
         print(f"  {label:<20}{same:>5}/{n:<5}{prefix:>24.1f} / {longest:<14.1f}{share:>12.2f}")
     for i in everything:
         if first["xsteer"][i][0] != first["hf"][i][0]:
-            print(f"  first unsteered difference, item {i}:\n    xsteer: {first['xsteer'][i][0]!r}\n"
-                  f"    hf:     {first['hf'][i][0]!r}")
+            print(
+                f"  first unsteered difference, item {i}:\n    xsteer: {first['xsteer'][i][0]!r}\n"
+                f"    hf:     {first['hf'][i][0]!r}"
+            )
             break
 
     def verdict(ratio: float, target: float) -> str:
         return f"{ratio:.3f}x wall ({'PASS' if ratio >= target else 'FAIL'} vs target >= {target:g})"
 
     print("\n== summary ==")
-    p2 = [("xsteer+steer", "all")] + ([("xsteer+steer@gen", "generated")] if "xsteer+steer@gen" in modes else [])
+    p2 = [("xsteer+steer", "all")] + (
+        [("xsteer+steer@gen", "generated")] if "xsteer+steer@gen" in modes else []
+    )
     for name, pos in p2:
-        print(f"P2 xsteer steered ({pos}) / unsteered tok/s:  {verdict(tps[name] / tps['xsteer'], TARGET_P2)}; "
-              f"{tpc[name] / tpc['xsteer']:.3f}x cpu")
-    print(f"P3 xsteer steered / HF-hook steered tok/s:   {verdict(tps['xsteer+steer'] / tps['hf+hook'], TARGET_P3)}; "
-          f"{tpc['xsteer+steer'] / tpc['hf+hook']:.3f}x cpu")
-    print(f"   (unsteered: xsteer / HF tok/s {tps['xsteer'] / tps['hf']:.3f}x wall; "
-          f"HF hook cost: hf+hook / hf {tps['hf+hook'] / tps['hf']:.3f}x wall)")
+        print(
+            f"P2 xsteer steered ({pos}) / unsteered tok/s:  {verdict(tps[name] / tps['xsteer'], TARGET_P2)}; "
+            f"{tpc[name] / tpc['xsteer']:.3f}x cpu"
+        )
+    print(
+        f"P3 xsteer steered / HF-hook steered tok/s:   {verdict(tps['xsteer+steer'] / tps['hf+hook'], TARGET_P3)}; "
+        f"{tpc['xsteer+steer'] / tpc['hf+hook']:.3f}x cpu"
+    )
+    print(
+        f"   (unsteered: xsteer / HF tok/s {tps['xsteer'] / tps['hf']:.3f}x wall; "
+        f"HF hook cost: hf+hook / hf {tps['hf+hook'] / tps['hf']:.3f}x wall)"
+    )
     bad_agreement = agree["unsteered"][3] < args.min_agreement
     for label, (same, prefix, longest, share) in agree.items():
-        print(f"agreement xsteer vs HF, {label}: {same}/{n} identical, mean common prefix {prefix:.1f} of "
-              f"{longest:.1f} tokens ({share:.2f})")
+        print(
+            f"agreement xsteer vs HF, {label}: {same}/{n} identical, mean common prefix {prefix:.1f} of "
+            f"{longest:.1f} tokens ({share:.2f})"
+        )
     if bad_agreement:
-        print(f"FAIL: unsteered xsteer and HF texts share {agree['unsteered'][3]:.2f} < {args.min_agreement:g} "
-              "of their tokens: the two sides do not compute the same thing")
+        print(
+            f"FAIL: unsteered xsteer and HF texts share {agree['unsteered'][3]:.2f} < {args.min_agreement:g} "
+            "of their tokens: the two sides do not compute the same thing"
+        )
     elif agree["steered (all)"][3] < args.min_agreement:
-        print(f"WARNING: steered xsteer and HF texts share only {agree['steered (all)'][3]:.2f} of their tokens")
+        print(
+            f"WARNING: steered xsteer and HF texts share only {agree['steered (all)'][3]:.2f} of their tokens"
+        )
     return 1 if bad_agreement or any(unstable.values()) else 0
 
 

@@ -79,8 +79,10 @@ def steering_vectors(model: Any, args: argparse.Namespace) -> SteeringVectors:
     sv = extract(model, pairs, progress=False)
     texts = [p.positive for p in pairs] + [p.negative for p in pairs]
     norms = last_token_resid(model, texts).norm(dim=-1).mean(dim=0)
-    print(f"vectors: extracted from {len(pairs)} GSM8K train pairs; rescaled to the mean last-token ‖h_l‖ "
-          f"({norms.min():.1f}..{norms.max():.1f}) of their texts (resid_mean)")
+    print(
+        f"vectors: extracted from {len(pairs)} GSM8K train pairs; rescaled to the mean last-token ‖h_l‖ "
+        f"({norms.min():.1f}..{norms.max():.1f}) of their texts (resid_mean)"
+    )
     return sv.scaled_to(norms, "resid_mean")
 
 
@@ -90,13 +92,17 @@ def decoder_layers(hf: Any) -> Sequence[Any]:
 
 
 @contextmanager
-def hf_hooks(hf: Any, vectors: SteeringVectors, layers: Sequence[int], lam: float, positions: str) -> Iterator[None]:
+def hf_hooks(
+    hf: Any, vectors: SteeringVectors, layers: Sequence[int], lam: float, positions: str
+) -> Iterator[None]:
     """The repeng / steering-vectors way: a forward hook per decoder layer adding λ·v_l to its output."""
     param = next(hf.parameters())
     handles = []
     for layer in layers:
         # λ and v_l cast to the model's dtype, then multiplied: as xsteer.core.inject rounds the displacement
-        delta = torch.tensor(lam).to(param.device, param.dtype) * vectors.vectors[layer].to(param.device, param.dtype)
+        delta = torch.tensor(lam).to(param.device, param.dtype) * vectors.vectors[layer].to(
+            param.device, param.dtype
+        )
 
         def add(module: Any, inputs: Any, output: Any, delta: torch.Tensor = delta) -> Any:
             hidden = output[0] if isinstance(output, tuple) else output
@@ -124,7 +130,7 @@ class StopOnText(StoppingCriteria):
         self.tok, self.start, self.stop, self.tail = tok, start, list(stop), tail
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        new = input_ids[:, self.start:][:, -self.tail:]
+        new = input_ids[:, self.start :][:, -self.tail :]
         texts = self.tok.batch_decode(new.tolist(), skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
 
@@ -148,10 +154,18 @@ def main() -> int:
     ap.add_argument("--vectors", default=None, help="a steering-vector file instead of extracting one")
     ap.add_argument("--batch-size", default=None, help="xsteer rows per batch (default: all rows; or 'auto')")
     ap.add_argument("--cache", choices=["static", "dynamic"], default="static", help="xsteer's KV cache")
-    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: fp32 CPU, bf16 CUDA")
-    ap.add_argument("--max-answer-diff", type=float, default=0.05,
-                    help="exit 1 if more than this share of the (item, λ) answers differ between the sides")
-    ap.add_argument("--skip-roofline", action="store_true", help="use --peak-gflops/--peak-gbs instead of measuring")
+    ap.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default=None, help="default: fp32 CPU, bf16 CUDA"
+    )
+    ap.add_argument(
+        "--max-answer-diff",
+        type=float,
+        default=0.05,
+        help="exit 1 if more than this share of the (item, λ) answers differ between the sides",
+    )
+    ap.add_argument(
+        "--skip-roofline", action="store_true", help="use --peak-gflops/--peak-gbs instead of measuring"
+    )
     ap.add_argument("--peak-gflops", type=float, default=None)
     ap.add_argument("--peak-gbs", type=float, default=None)
     args, model = setup(ap)
@@ -160,15 +174,23 @@ def main() -> int:
     dtype = next(model.parameters()).dtype
 
     if args.skip_roofline:
-        peak = Peak(flops=args.peak_gflops * 1e9, bandwidth=args.peak_gbs * 1e9, dtype=str(dtype), device=args.device)
+        peak = Peak(
+            flops=args.peak_gflops * 1e9, bandwidth=args.peak_gbs * 1e9, dtype=str(dtype), device=args.device
+        )
     else:
         peak = measure(args.device, dtype)
     print(peak.describe())
 
     task = get_task("gsm8k")
     with tempfile.TemporaryDirectory() as tmp:
-        ev = Evaluator(model, EvalConfig(dataset="gsm8k", shots=args.shots), RecordStore(f"{tmp}/r.jsonl"),
-                       {"baseline": None}, progress=False, data_dir=args.data_dir)
+        ev = Evaluator(
+            model,
+            EvalConfig(dataset="gsm8k", shots=args.shots),
+            RecordStore(f"{tmp}/r.jsonl"),
+            {"baseline": None},
+            progress=False,
+            data_dir=args.data_dir,
+        )
         items = task.load("test", data_dir=args.data_dir, limit=args.items)
         prompts = [ev.prompt(ex) for ex in items]
     sv = steering_vectors(model, args)
@@ -179,21 +201,33 @@ def main() -> int:
     prompt_tokens = [len(x) for x in ids]
     shared = shared_prefix_len(ids)
     delta = [lams[-1] * float(sv.vectors[layer].norm()) for layer in layers]
-    print(f"{len(items)} items x {len(lams)} λ = {len(rows)} rows; λ = {lams[0]:g}..{lams[-1]:g}; layers {layers} "
-          f"(‖λ_max·v‖ = {min(delta):.1f}..{max(delta):.1f}); positions={args.positions}; prompt tokens "
-          f"{prompt_tokens} ({shared} shared); greedy, max_new_tokens {args.max_new_tokens}, stop {STOP} and EOS")
+    print(
+        f"{len(items)} items x {len(lams)} λ = {len(rows)} rows; λ = {lams[0]:g}..{lams[-1]:g}; layers {layers} "
+        f"(‖λ_max·v‖ = {min(delta):.1f}..{max(delta):.1f}); positions={args.positions}; prompt tokens "
+        f"{prompt_tokens} ({shared} shared); greedy, max_new_tokens {args.max_new_tokens}, stop {STOP} and EOS"
+    )
 
     hf, _, _ = load_hf(args.model, dtype=dtype)
     hf.set_attn_implementation("sdpa")
     hf.to(args.device).eval()
     eos = sorted(eos_ids(model))
-    bs: int | str = len(rows) if args.batch_size is None else (args.batch_size if args.batch_size == "auto"
-                                                                 else int(args.batch_size))
+    bs: int | str = (
+        len(rows)
+        if args.batch_size is None
+        else (args.batch_size if args.batch_size == "auto" else int(args.batch_size))
+    )
 
     def run_xsteer(sub: Rows, new: int) -> dict[tuple[int, int], Generation]:
         steering = Steering(sv, [lams[j] for _, j in sub], layers=layers, positions=args.positions)
-        gens = generate(model, [prompts[i] for i, _ in sub], max_new_tokens=new, stop=STOP, steering=steering,
-                        batch_size=bs if isinstance(bs, str) else min(bs, len(sub)), cache=args.cache)
+        gens = generate(
+            model,
+            [prompts[i] for i, _ in sub],
+            max_new_tokens=new,
+            stop=STOP,
+            steering=steering,
+            batch_size=bs if isinstance(bs, str) else min(bs, len(sub)),
+            cache=args.cache,
+        )
         return dict(zip(sub, gens, strict=True))
 
     def run_alternative(sub: Rows, new: int) -> dict[tuple[int, int], Generation]:
@@ -206,10 +240,17 @@ def main() -> int:
             x, mask = enc.input_ids.to(args.device), enc.attention_mask.to(args.device)
             criteria = StoppingCriteriaList([StopOnText(tok, x.shape[1], STOP)])
             with hf_hooks(hf, sv, layers, lams[j], args.positions), torch.inference_mode():
-                seqs = hf.generate(input_ids=x, attention_mask=mask, max_new_tokens=new, do_sample=False,
-                                   eos_token_id=eos, pad_token_id=tok.pad_token_id, stopping_criteria=criteria)
+                seqs = hf.generate(
+                    input_ids=x,
+                    attention_mask=mask,
+                    max_new_tokens=new,
+                    do_sample=False,
+                    eos_token_id=eos,
+                    pad_token_id=tok.pad_token_id,
+                    stopping_criteria=criteria,
+                )
             ends = set(eos) | {tok.pad_token_id}  # a row stopped by its stop string is padded from there on
-            for i, row in zip(its, seqs[:, x.shape[1]:].tolist(), strict=True):
+            for i, row in zip(its, seqs[:, x.shape[1] :].tolist(), strict=True):
                 k = next((n for n, t in enumerate(row) if t in ends), len(row))
                 text = tok.decode(row[:k], skip_special_tokens=True)
                 cut_text = cut(text)
@@ -225,7 +266,7 @@ def main() -> int:
     cpu: dict[str, list[float]] = {k: [] for k in sides}
     outs: dict[str, list[dict]] = {k: [] for k in sides}
     for r in range(args.repeats):
-        for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+        for name in list(sides) if r % 2 == 0 else list(sides)[::-1]:
             if cuda:
                 torch.cuda.synchronize()
             t0, c0 = time.perf_counter(), time.process_time()
@@ -242,35 +283,67 @@ def main() -> int:
             print(f"WARNING: {name} is not reproducible: {unstable} texts changed between repeats")
     xs, alt = outs["xsteer"][0], outs["alternative"][0]
     same_text = sum(xs[k].text == alt[k].text for k in rows)
-    answers = {name: {k: task.score(out[k].text, items[k[0]]).answer for k in rows} for name, out in (("xsteer", xs),
-                                                                                                        ("alternative", alt))}
+    answers = {
+        name: {k: task.score(out[k].text, items[k[0]]).answer for k in rows}
+        for name, out in (("xsteer", xs), ("alternative", alt))
+    }
     differ = [k for k in rows if answers["xsteer"][k] != answers["alternative"][k]]
 
     # Work: xsteer's floor is the least work of the sweep (its own schedule); the alternative's, its schedule.
     shape = ModelShape.from_config(hf_config(model), dtype)
-    new_tokens = {name: [out[(i, j)].n_tokens + (out[(i, j)].finish == "eos") for j in range(len(lams))
-                         for i in range(len(items))] for name, out in (("xsteer", xs), ("alternative", alt))}
-    work = {"xsteer": sweep_work(shape, prompt_tokens=prompt_tokens, lambdas=len(lams), new_tokens=new_tokens["xsteer"],
-                                 shared_prefix=shared, positions=args.positions),
-            "alternative": sweep_work(shape, prompt_tokens=prompt_tokens, lambdas=len(lams),
-                                      new_tokens=new_tokens["alternative"], shared_prefix=shared,
-                                      positions=args.positions, schedule="per_lambda")}
+    new_tokens = {
+        name: [
+            out[(i, j)].n_tokens + (out[(i, j)].finish == "eos")
+            for j in range(len(lams))
+            for i in range(len(items))
+        ]
+        for name, out in (("xsteer", xs), ("alternative", alt))
+    }
+    work = {
+        "xsteer": sweep_work(
+            shape,
+            prompt_tokens=prompt_tokens,
+            lambdas=len(lams),
+            new_tokens=new_tokens["xsteer"],
+            shared_prefix=shared,
+            positions=args.positions,
+        ),
+        "alternative": sweep_work(
+            shape,
+            prompt_tokens=prompt_tokens,
+            lambdas=len(lams),
+            new_tokens=new_tokens["alternative"],
+            shared_prefix=shared,
+            positions=args.positions,
+            schedule="per_lambda",
+        ),
+    }
 
-    print(f"\n{'side':<13}{'wall s':>9}{'cpu s':>9}{'tokens':>8}{'tok/s':>8}   achieved ÷ roofline floor"
-          "                                   wall per run (s)")
+    print(
+        f"\n{'side':<13}{'wall s':>9}{'cpu s':>9}{'tokens':>8}{'tok/s':>8}   achieved ÷ roofline floor"
+        "                                   wall per run (s)"
+    )
     for name, out in (("xsteer", xs), ("alternative", alt)):
         t = statistics.median(wall[name])
         n_tok = sum(g.n_tokens for g in out.values())
-        print(f"{name:<13}{t:>9.1f}{statistics.median(cpu[name]):>9.1f}{n_tok:>8}{n_tok / t:>8.1f}   "
-              f"{versus_floor(t, work[name], peak):<62}{', '.join(f'{x:.1f}' for x in wall[name])}")
+        print(
+            f"{name:<13}{t:>9.1f}{statistics.median(cpu[name]):>9.1f}{n_tok:>8}{n_tok / t:>8.1f}   "
+            f"{versus_floor(t, work[name], peak):<62}{', '.join(f'{x:.1f}' for x in wall[name])}"
+        )
     for name, w in work.items():
         print(f"  work ({name}): " + ", ".join(f"{k} {v:.3g}" for k, v in w.summary().items()))
 
-    print(f"\ncompletions identical: {same_text}/{len(rows)}; extracted answers differing: {len(differ)}/{len(rows)}")
+    print(
+        f"\ncompletions identical: {same_text}/{len(rows)}; extracted answers differing: {len(differ)}/{len(rows)}"
+    )
     for i, j in differ[:3]:
-        print(f"  item {i} λ={lams[j]:g}:\n    xsteer:      {xs[i, j].text[-160:]!r}\n"
-              f"    alternative: {alt[i, j].text[-160:]!r}")
-    print(f"\n{'item':<6}{'gold':>8}{'vote':>8}{'ok':>4}{'texts':>7}{'answers':>9}   answer per λ (small to large)")
+        print(
+            f"  item {i} λ={lams[j]:g}:\n    xsteer:      {xs[i, j].text[-160:]!r}\n"
+            f"    alternative: {alt[i, j].text[-160:]!r}"
+        )
+    print(
+        f"\n{'item':<6}{'gold':>8}{'vote':>8}{'ok':>4}{'texts':>7}{'answers':>9}   answer per λ (small to large)"
+    )
     n_correct = 0
     for i, ex in enumerate(items):
         per_lam = [answers["xsteer"][i, j] for j in range(len(lams))]
@@ -278,19 +351,27 @@ def main() -> int:
         vote = max(votes, key=votes.count) if votes else None  # mode; ties to the smallest λ (first seen)
         ok = vote is not None and task.score(vote, ex).correct
         n_correct += ok
-        print(f"{i:<6}{ex.answer:>8}{vote or '-':>8}{'y' if ok else 'n':>4}{len({xs[i, j].text for j in range(len(lams))}):>7}"
-              f"{len(set(per_lam)):>9}   {' '.join(a or '-' for a in per_lam)}")
-    print(f"ITS majority vote correct: {n_correct}/{len(items)} (texts/answers: distinct across the {len(lams)} λ)")
+        print(
+            f"{i:<6}{ex.answer:>8}{vote or '-':>8}{'y' if ok else 'n':>4}{len({xs[i, j].text for j in range(len(lams))}):>7}"
+            f"{len(set(per_lam)):>9}   {' '.join(a or '-' for a in per_lam)}"
+        )
+    print(
+        f"ITS majority vote correct: {n_correct}/{len(items)} (texts/answers: distinct across the {len(lams)} λ)"
+    )
 
     speedup = statistics.median(wall["alternative"]) / statistics.median(wall["xsteer"])
     t_x = statistics.median(wall["xsteer"])
     print("\n== summary ==")
     print(f"speed-up vs the user's alternative: {speedup:.2f}x (positions={args.positions})")
     print(f"xsteer achieved ÷ roofline floor: {versus_floor(t_x, work['xsteer'], peak)}")
-    print(f"answers: {len(rows) - len(differ)}/{len(rows)} identical, {same_text}/{len(rows)} completions identical")
+    print(
+        f"answers: {len(rows) - len(differ)}/{len(rows)} identical, {same_text}/{len(rows)} completions identical"
+    )
     if len(differ) > args.max_answer_diff * len(rows):
-        print(f"FAIL: {len(differ)} of {len(rows)} extracted answers differ between xsteer and the alternative "
-              f"(more than {args.max_answer_diff:.0%}): beyond float noise, the two sides do not compute the same thing")
+        print(
+            f"FAIL: {len(differ)} of {len(rows)} extracted answers differ between xsteer and the alternative "
+            f"(more than {args.max_answer_diff:.0%}): beyond float noise, the two sides do not compute the same thing"
+        )
         return 1
     return 0
 

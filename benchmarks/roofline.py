@@ -46,11 +46,20 @@ class Peak:
 
     def describe(self) -> str:
         d = self.detail
-        parts = [f"{k.removeprefix('matmul_').removesuffix('_flops')} matmul {v / 1e9:.1f} GFLOP/s"
-                 for k, v in d.items() if k.startswith("matmul_")]
-        parts += [f"{k.removesuffix('_bandwidth')} {v / 1e9:.1f} GB/s" for k, v in d.items() if k.endswith("_bandwidth")]
-        return (f"roofline ({self.device}): {', '.join(parts)}; floors use {self.dtype} "
-                f"{self.flops / 1e9:.1f} GFLOP/s and {self.bandwidth / 1e9:.1f} GB/s")
+        parts = [
+            f"{k.removeprefix('matmul_').removesuffix('_flops')} matmul {v / 1e9:.1f} GFLOP/s"
+            for k, v in d.items()
+            if k.startswith("matmul_")
+        ]
+        parts += [
+            f"{k.removesuffix('_bandwidth')} {v / 1e9:.1f} GB/s"
+            for k, v in d.items()
+            if k.endswith("_bandwidth")
+        ]
+        return (
+            f"roofline ({self.device}): {', '.join(parts)}; floors use {self.dtype} "
+            f"{self.flops / 1e9:.1f} GFLOP/s and {self.bandwidth / 1e9:.1f} GB/s"
+        )
 
 
 def _sync(device: str) -> None:
@@ -82,8 +91,10 @@ def bandwidth(*, mib: int = 512, repeats: int = 5, device: str = "cpu") -> dict[
     x = torch.ones(mib << 18, device=device)  # mib MiB of fp32
     y = torch.empty_like(x)
     nbytes = x.numel() * x.element_size()
-    return {"copy_bandwidth": 2 * nbytes / _best(lambda: y.copy_(x), repeats, device),
-            "sum_bandwidth": nbytes / _best(lambda: x.sum(), repeats, device)}
+    return {
+        "copy_bandwidth": 2 * nbytes / _best(lambda: y.copy_(x), repeats, device),
+        "sum_bandwidth": nbytes / _best(lambda: x.sum(), repeats, device),
+    }
 
 
 def bf16_is_fast(device: str) -> bool:
@@ -97,8 +108,14 @@ def bf16_is_fast(device: str) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def measure(device: str = "cpu", dtype: torch.dtype = torch.float32, *, repeats: int = 5, n: int = 2048,
-            mib: int = 512) -> Peak:
+def measure(
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    repeats: int = 5,
+    n: int = 2048,
+    mib: int = 512,
+) -> Peak:
     """The machine's peak FLOP/s (of ``dtype``) and bandwidth (the larger of copy and sum)."""
     detail = {"matmul_fp32_flops": matmul_flops(torch.float32, n=n, repeats=repeats, device=device)}
     if bf16_is_fast(device):
@@ -106,9 +123,15 @@ def measure(device: str = "cpu", dtype: torch.dtype = torch.float32, *, repeats:
     else:  # emulated: a small size, just to show why it is not used
         detail["matmul_bf16(emulated)_flops"] = matmul_flops(torch.bfloat16, n=256, repeats=2, device=device)
     detail.update(bandwidth(mib=mib, repeats=repeats, device=device))
-    key = "matmul_bf16_flops" if dtype == torch.bfloat16 and "matmul_bf16_flops" in detail else "matmul_fp32_flops"
+    key = (
+        "matmul_bf16_flops"
+        if dtype == torch.bfloat16 and "matmul_bf16_flops" in detail
+        else "matmul_fp32_flops"
+    )
     bw = max(detail["copy_bandwidth"], detail["sum_bandwidth"])
-    return Peak(flops=detail[key], bandwidth=bw, dtype=str(dtype).removeprefix("torch."), device=device, detail=detail)
+    return Peak(
+        flops=detail[key], bandwidth=bw, dtype=str(dtype).removeprefix("torch."), device=device, detail=detail
+    )
 
 
 # ---------------------------------------------------------------------------------------------- workload
@@ -131,16 +154,24 @@ class ModelShape:
     def from_config(cls, cfg: Any, dtype: torch.dtype = torch.float32) -> ModelShape:
         cfg = getattr(cfg, "text_config", cfg)
         heads = cfg.num_attention_heads
-        return cls(n_layers=cfg.num_hidden_layers, d_model=cfg.hidden_size, n_heads=heads,
-                   n_kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
-                   head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
-                   d_ff=getattr(cfg, "intermediate_size", 4 * cfg.hidden_size), vocab=cfg.vocab_size,
-                   bytes_per_param=torch.empty((), dtype=dtype).element_size())
+        return cls(
+            n_layers=cfg.num_hidden_layers,
+            d_model=cfg.hidden_size,
+            n_heads=heads,
+            n_kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
+            head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
+            d_ff=getattr(cfg, "intermediate_size", 4 * cfg.hidden_size),
+            vocab=cfg.vocab_size,
+            bytes_per_param=torch.empty((), dtype=dtype).element_size(),
+        )
 
     @property
     def non_embedding_params(self) -> int:
         """Per layer: Q and O (d x heads*hd each), K and V (d x kv*hd each), a gated MLP (3 x d x d_ff)."""
-        attn = 2 * self.d_model * self.n_heads * self.head_dim + 2 * self.d_model * self.n_kv_heads * self.head_dim
+        attn = (
+            2 * self.d_model * self.n_heads * self.head_dim
+            + 2 * self.d_model * self.n_kv_heads * self.head_dim
+        )
         return self.n_layers * (attn + 3 * self.d_model * self.d_ff)
 
     @property
@@ -172,15 +203,25 @@ class Work:
     decode_bytes: list[float] = field(default_factory=list)
 
     def __add__(self, other: Work) -> Work:
-        return Work(self.prefill_flops + other.prefill_flops, self.prefill_bytes + other.prefill_bytes,
-                    self.decode_flops + other.decode_flops, self.decode_bytes + other.decode_bytes)
+        return Work(
+            self.prefill_flops + other.prefill_flops,
+            self.prefill_bytes + other.prefill_bytes,
+            self.decode_flops + other.decode_flops,
+            self.decode_bytes + other.decode_bytes,
+        )
 
     def summary(self) -> dict[str, float]:
-        return {"prefill_TFLOP": self.prefill_flops / 1e12, "decode_TFLOP": sum(self.decode_flops) / 1e12,
-                "decode_GB": sum(self.decode_bytes) / 1e9, "decode_steps": len(self.decode_flops)}
+        return {
+            "prefill_TFLOP": self.prefill_flops / 1e12,
+            "decode_TFLOP": sum(self.decode_flops) / 1e12,
+            "decode_GB": sum(self.decode_bytes) / 1e9,
+            "decode_steps": len(self.decode_flops),
+        }
 
 
-def prefill(shape: ModelShape, blocks: Sequence[tuple[int, int]], *, logits_rows: int, forwards: int = 1) -> Work:
+def prefill(
+    shape: ModelShape, blocks: Sequence[tuple[int, int]], *, logits_rows: int, forwards: int = 1
+) -> Work:
     """Prefill of ``blocks`` = [(new tokens, cached tokens before them)] in ``forwards`` forward passes,
     keeping ``logits_rows`` logits."""
     tokens = sum(n for n, _ in blocks)
@@ -200,8 +241,16 @@ def decode_step(shape: ModelShape, contexts: Sequence[int], kv_read_tokens: int)
     return flops, shape.weight_bytes + shape.kv_bytes_per_token * (kv_read_tokens + rows)
 
 
-def sweep_work(shape: ModelShape, *, prompt_tokens: Sequence[int], lambdas: int, new_tokens: Sequence[int],
-               shared_prefix: int, positions: str, schedule: str = "shared") -> Work:
+def sweep_work(
+    shape: ModelShape,
+    *,
+    prompt_tokens: Sequence[int],
+    lambdas: int,
+    new_tokens: Sequence[int],
+    shared_prefix: int,
+    positions: str,
+    schedule: str = "shared",
+) -> Work:
     """FLOPs and bytes of a λ sweep: every prompt (``prompt_tokens`` per item) generated at every λ.
 
     ``new_tokens``: the forwards each row runs after prefill (one per (item, λ) row, item-major within λ:
@@ -220,7 +269,7 @@ def sweep_work(shape: ModelShape, *, prompt_tokens: Sequence[int], lambdas: int,
     work = Work()
     if schedule == "per_lambda":
         for j in range(lambdas):
-            steps = max(new_tokens[j * items:(j + 1) * items])
+            steps = max(new_tokens[j * items : (j + 1) * items])
             width = max(prompt_tokens)  # left-padded: every row runs the longest prompt
             work += prefill(shape, [(width, 0)] * items, logits_rows=items)  # one padded forward
             for s in range(steps):
@@ -234,7 +283,9 @@ def sweep_work(shape: ModelShape, *, prompt_tokens: Sequence[int], lambdas: int,
     rows = [(i, j) for j in range(lambdas) for i in range(items)]
     p = shared_prefix
     if positions == "generated":
-        blocks = [(p, 0)] + [(n - 1 - p, p) for n in prompt_tokens] + [(1, n - 1) for n in prompt_tokens] * lambdas
+        blocks = (
+            [(p, 0)] + [(n - 1 - p, p) for n in prompt_tokens] + [(1, n - 1) for n in prompt_tokens] * lambdas
+        )
         work += prefill(shape, blocks, logits_rows=len(rows), forwards=3)  # prefix, rests, last tokens
         shared_read = p + sum(n - 1 - p for n in prompt_tokens)
         own0 = {r: 1 for r in rows}
@@ -263,7 +314,10 @@ def floor_seconds(prefill_flops: float, decode_bytes: float, peak: Peak) -> floa
 def floor_seconds_full(work: Work, peak: Peak) -> float:
     """Per phase (and per decode step) the slower of compute and memory: decode FLOPs count too."""
     t = max(work.prefill_flops / peak.flops, work.prefill_bytes / peak.bandwidth)
-    return t + sum(max(f / peak.flops, b / peak.bandwidth) for f, b in zip(work.decode_flops, work.decode_bytes, strict=True))
+    return t + sum(
+        max(f / peak.flops, b / peak.bandwidth)
+        for f, b in zip(work.decode_flops, work.decode_bytes, strict=True)
+    )
 
 
 def floors(work: Work, peak: Peak) -> tuple[float, float]:
@@ -284,7 +338,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--size", type=int, default=2048, help="matmul n (n x n x n)")
     ap.add_argument("--mib", type=int, default=512, help="bandwidth buffer size")
-    ap.add_argument("--model", default=None, help="also print the floor of a sweep on this model (config only)")
+    ap.add_argument(
+        "--model", default=None, help="also print the floor of a sweep on this model (config only)"
+    )
     ap.add_argument("--items", type=int, default=8)
     ap.add_argument("--lambdas", type=int, default=19)
     ap.add_argument("--prompt", type=int, default=900, help="prompt tokens per item")
@@ -303,12 +359,20 @@ def main() -> None:
         print(f"model {args.model}: {shape}; non-embedding params {shape.non_embedding_params / 1e6:.1f}M")
         for positions in ("generated", "all"):
             for schedule in ("shared", "per_lambda"):
-                work = sweep_work(shape, prompt_tokens=[args.prompt] * args.items, lambdas=args.lambdas,
-                                  new_tokens=[args.new] * (args.items * args.lambdas), shared_prefix=args.shared,
-                                  positions=positions, schedule=schedule)
+                work = sweep_work(
+                    shape,
+                    prompt_tokens=[args.prompt] * args.items,
+                    lambdas=args.lambdas,
+                    new_tokens=[args.new] * (args.items * args.lambdas),
+                    shared_prefix=args.shared,
+                    positions=positions,
+                    schedule=schedule,
+                )
                 f, full = floors(work, peak)
                 summ = ", ".join(f"{k} {v:.3g}" for k, v in work.summary().items())
-                print(f"  positions={positions:<9} {schedule:<10} floor {f:7.1f} s   full floor {full:7.1f} s   ({summ})")
+                print(
+                    f"  positions={positions:<9} {schedule:<10} floor {f:7.1f} s   full floor {full:7.1f} s   ({summ})"
+                )
 
 
 if __name__ == "__main__":

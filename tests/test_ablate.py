@@ -28,6 +28,7 @@ def test_one_layer_ablation_steers_exactly_that_layer(tiny):
         def f(x, hook):
             seen[layer] = x[0].clone()
             return x
+
         return f
 
     spies = [(f"blocks.{i}.hook_resid_post", spy(i)) for i in range(tiny.cfg.n_layers)]
@@ -38,7 +39,9 @@ def test_one_layer_ablation_steers_exactly_that_layer(tiny):
         tiny(ids)
     for layer in (0, 1):
         torch.testing.assert_close(seen[layer], base[layer])
-    torch.testing.assert_close(seen[2] - base[2], (3.0 * sv.vectors[2]).expand_as(base[2]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        seen[2] - base[2], (3.0 * sv.vectors[2]).expand_as(base[2]), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_profiles_and_reweight_errors():
@@ -56,18 +59,22 @@ def test_profiles_and_reweight_errors():
 
 def fake_signal(sv, target):
     """A signal peaked at a known per-layer λ profile: -Σ (λ_l - target_l)², read off the vectors' norms."""
+
     def signal(vectors, lam):
         got = torch.zeros(sv.n_layers)
         if vectors is not None:
             got = vectors.vectors.norm(dim=-1) * lam
         return -float(((got - target) ** 2).sum())
+
     return signal
 
 
 def test_coordinate_search_finds_a_planted_profile():
     sv = unit_vectors(4, 8)
     target = torch.tensor([0.0, 0.5, 0.0, 1.0])
-    profile, best, trace = coordinate_search(fake_signal(sv, target), sv, grid=[0.25, 0.5, 1.0], progress=False)
+    profile, best, trace = coordinate_search(
+        fake_signal(sv, target), sv, grid=[0.25, 0.5, 1.0], progress=False
+    )
     assert profile == {1: 0.5, 3: 1.0} and best == pytest.approx(0.0)
     assert trace[0]["signal"] < trace[-1]["signal"]
 

@@ -25,7 +25,13 @@ ALLOWED = {
     "app": {"app", "core", "tasks", "extraction", "transfer", "evaluation", "interop"},
 }
 APP_ONLY = {"click", "yaml", "ray"}
-INTERNALS = ("original_model", "original_component", "_attn_implementation", "hf_quantizer", "boot_transformers")
+INTERNALS = (
+    "original_model",
+    "original_component",
+    "_attn_implementation",
+    "hf_quantizer",
+    "boot_transformers",
+)
 BACKEND = ROOT / "core" / "models" / "backend.py"
 
 

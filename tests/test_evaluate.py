@@ -19,7 +19,9 @@ from xsteer.tasks.data import Example, load_examples
 def vectors_for(model, seed=0):
     g = torch.Generator().manual_seed(seed)
     v = torch.randn(model.cfg.n_layers, model.cfg.d_model, generator=g)
-    return SteeringVectors(v / v.norm(dim=-1, keepdim=True), model.cfg.model_name, "random", tuple(range(model.cfg.n_layers)))
+    return SteeringVectors(
+        v / v.norm(dim=-1, keepdim=True), model.cfg.model_name, "random", tuple(range(model.cfg.n_layers))
+    )
 
 
 def test_paper_grid():
@@ -33,16 +35,20 @@ def test_bad_grids_rejected(bad):
 
 
 def test_best_lambda_ties_go_to_smallest():
-    recs = [{"split": "validation", "item": str(i), "condition": "p", "lam": lam, "sample": 0, "correct": c}
-            for i, (lam, c) in enumerate([(0.5, True), (0.1, True), (0.3, False)])]
+    recs = [
+        {"split": "validation", "item": str(i), "condition": "p", "lam": lam, "sample": 0, "correct": c}
+        for i, (lam, c) in enumerate([(0.5, True), (0.1, True), (0.3, False)])
+    ]
     assert best_lambda(recs, "validation", "p") == 0.1
 
 
 def test_vote_correct_ignores_invalid_and_breaks_ties_by_lambda():
-    rows = [{"lam": 0.2, "sample": 0, "answer": "5", "correct": False},
-            {"lam": 0.1, "sample": 0, "answer": "7", "correct": True},
-            {"lam": 0.3, "sample": 0, "answer": None, "correct": False},
-            {"lam": 0.4, "sample": 0, "answer": None, "correct": False}]
+    rows = [
+        {"lam": 0.2, "sample": 0, "answer": "5", "correct": False},
+        {"lam": 0.1, "sample": 0, "answer": "7", "correct": True},
+        {"lam": 0.3, "sample": 0, "answer": None, "correct": False},
+        {"lam": 0.4, "sample": 0, "answer": None, "correct": False},
+    ]
     assert vote_correct(rows)  # "7" and "5" tie 1:1; 7 came at the smaller λ; None never wins
     assert not vote_correct([{"lam": 0.1, "sample": 0, "answer": None, "correct": False}])
 
@@ -72,10 +78,16 @@ def test_tune_test_summarize_on_tiny_model(tiny, tmp_path):
     assert len([r for r in recs if r["split"] == "validation"]) == 12
     # λ = 0 is the unsteered model: its completions equal the baseline's.
     base = {r["item"]: r["completion"] for r in recs if r["condition"] == BASELINE}
-    assert all(r["completion"] == base[r["item"]] for r in recs if r["split"] == "test" and r["condition"] == "parent" and r["lam"] == 0.0)
+    assert all(
+        r["completion"] == base[r["item"]]
+        for r in recs
+        if r["split"] == "test" and r["condition"] == "parent" and r["lam"] == 0.0
+    )
     s = summarize(recs, lam_star, n_boot=200)
     names = [r["condition"] for r in s["rows"]]
-    assert names[0] == BASELINE and "parent@λ*" in names and "parent+ITS" in names and SELF_CONSISTENCY in names
+    assert (
+        names[0] == BASELINE and "parent@λ*" in names and "parent+ITS" in names and SELF_CONSISTENCY in names
+    )
     assert all(0 <= r["acc"] <= 1 and r["ci"][0] <= r["acc"] <= r["ci"][1] for r in s["rows"])
     n_before = len(recs)
     ev.test(test, ["parent", "random"], lambda_star=lam_star)  # a rerun finds everything done
@@ -83,10 +95,21 @@ def test_tune_test_summarize_on_tiny_model(tiny, tmp_path):
 
 
 def test_loglik_mode(tiny, tmp_path):
-    items = [Example(id=f"q{i}", question=f"Which is {i}?", answer="B", choices=("one", "two", "three"), labels=("A", "B", "C")) for i in range(3)]
+    items = [
+        Example(
+            id=f"q{i}",
+            question=f"Which is {i}?",
+            answer="B",
+            choices=("one", "two", "three"),
+            labels=("A", "B", "C"),
+        )
+        for i in range(3)
+    ]
     cfg = EvalConfig(dataset="arc_challenge", mode="loglik", lambdas=(0.0, 2.0))
     sv = vectors_for(tiny)
-    ev = Evaluator(tiny, cfg, RecordStore(tmp_path / "r.jsonl"), {BASELINE: None, "p": sv}, batch_size=4, progress=False)
+    ev = Evaluator(
+        tiny, cfg, RecordStore(tmp_path / "r.jsonl"), {BASELINE: None, "p": sv}, batch_size=4, progress=False
+    )
     ev.test(items, ["p"], self_consistency=False)
     recs = ev.store.load()
     assert len(recs) == 3 + 6 and all(len(r["logprobs"]) == 3 for r in recs)
@@ -113,7 +136,7 @@ def test_loglik_matches_a_direct_computation(tiny):
     assert lps[0] == pytest.approx(lp, abs=1e-4)
 
 
-RUN = textwrap.dedent('''
+RUN = textwrap.dedent("""
     import sys, torch
     from xsteer.tasks.data import load_examples
     from xsteer.evaluation.evaluate import EvalConfig, Evaluator
@@ -127,7 +150,7 @@ RUN = textwrap.dedent('''
     cfg = EvalConfig(dataset="synthetic", shots=1, lambdas=(0.0, 1.0, 3.0), max_new_tokens=8)
     ev = Evaluator(model, cfg, RecordStore(sys.argv[2]), {"baseline": None, "p": sv}, batch_size=3, progress=False)
     ev.test(load_examples("synthetic", "test", limit=12), ["p"], self_consistency=False)
-''')
+""")
 
 
 def test_killed_run_resumes_to_the_same_records(tmp_path):
@@ -168,14 +191,26 @@ def test_shared_context_loglik_equals_row_by_row(tiny):
     conts = [" yes", " no", " maybe not", " 12", " 3", " x"]
     lams = [0.0, 0.0, 0.0, 2.0, 2.0, 1.0]
     grouped = continuation_logprobs(tiny, ctxs, conts, steering=Steering(sv, lams), batch_size=4)
-    alone = [continuation_logprobs(tiny, [c], [k], steering=Steering(sv, lam))[0] for c, k, lam in zip(ctxs, conts, lams, strict=True)]
+    alone = [
+        continuation_logprobs(tiny, [c], [k], steering=Steering(sv, lam))[0]
+        for c, k, lam in zip(ctxs, conts, lams, strict=True)
+    ]
     assert grouped == pytest.approx(alone, abs=1e-3)
 
 
 def test_each_metric_votes_over_its_own_answer():
     """acc and acc_norm pick different choices: the acc_norm vote must count acc_norm's answers."""
-    rows = [{"lam": lam, "sample": 0, "answer": "A", "correct": False, "answer_norm": norm, "correct_norm": norm == "B"}
-            for lam, norm in [(0.1, "C"), (0.2, "C"), (0.3, "B")]]
+    rows = [
+        {
+            "lam": lam,
+            "sample": 0,
+            "answer": "A",
+            "correct": False,
+            "answer_norm": norm,
+            "correct_norm": norm == "B",
+        }
+        for lam, norm in [(0.1, "C"), (0.2, "C"), (0.3, "B")]
+    ]
     assert not vote_correct(rows, "correct")
     assert not vote_correct(rows, "correct_norm")  # C wins the acc_norm vote, and C is wrong
     rows[0]["answer_norm"], rows[0]["correct_norm"] = "B", True

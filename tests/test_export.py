@@ -62,8 +62,14 @@ def test_round_trip(tmp_path):
     assert torch.equal(back.vectors[idx], sv.vectors[idx])
     assert not back.vectors[[0, 2, 5]].any()  # unsteered rows stay zero
     assert back.meta == {
-        "model_id": "smollm2-135m", "method": "pca", "norm": "resid_mean", "hook": "hook_resid_post",
-        "position": "last_token", "n_layers": 6, "scale": 1.0, "pairs_hash": "abc123",
+        "model_id": "smollm2-135m",
+        "method": "pca",
+        "norm": "resid_mean",
+        "hook": "hook_resid_post",
+        "position": "last_token",
+        "n_layers": 6,
+        "scale": 1.0,
+        "pairs_hash": "abc123",
     }
     assert read_gguf_control_vector(tmp_path / "v.gguf", n_layers=30).vectors.shape == (30, 16)
 
@@ -117,7 +123,10 @@ def test_model_hint_override_and_unknown(tmp_path):
     back = read_gguf_control_vector(export_gguf(sv, tmp_path / "v.gguf", model_hint="qwen2"))
     assert back.model_hint == "qwen2"
     # The override wins over inference too.
-    assert read_gguf_control_vector(export_gguf(make(), tmp_path / "w.gguf", model_hint="gemma3")).model_hint == "gemma3"
+    assert (
+        read_gguf_control_vector(export_gguf(make(), tmp_path / "w.gguf", model_hint="gemma3")).model_hint
+        == "gemma3"
+    )
 
 
 def test_other_hooks_refused(tmp_path):
@@ -162,7 +171,11 @@ def test_reads_foreign_files(tmp_path):
         ({"dir.1": np.ones(4, np.float32)}, "controlvector", "N >= 1"),
         ({"direction.1": np.ones(4, np.float16)}, "controlvector", "float32"),
         ({"direction.1": np.ones((2, 4), np.float32)}, "controlvector", "1-D"),
-        ({"direction.1": np.ones(4, np.float32), "direction.2": np.ones(5, np.float32)}, "controlvector", "lengths"),
+        (
+            {"direction.1": np.ones(4, np.float32), "direction.2": np.ones(5, np.float32)},
+            "controlvector",
+            "lengths",
+        ),
         ({"direction.1": np.ones(4, np.float32)}, "llama", "not a 'controlvector'"),
     ],
 )

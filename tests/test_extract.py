@@ -53,7 +53,9 @@ def test_last_token_matches_full_cache(tiny):
     _, cache = tiny.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_resid_post"))
     for layer in range(tiny.cfg.n_layers):
         # Extraction runs the model's own SDPA kernel, the cache the bridge's eager attention: float tolerance.
-        torch.testing.assert_close(acts[0, layer], cache[f"blocks.{layer}.hook_resid_post"][0, -1], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            acts[0, layer], cache[f"blocks.{layer}.hook_resid_post"][0, -1], atol=1e-4, rtol=1e-4
+        )
 
 
 def test_last_token_is_padding_invariant(tiny):

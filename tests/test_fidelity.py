@@ -62,7 +62,13 @@ def _widened_copy(hf, q: torch.Tensor):
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(**{**hf.config.to_dict(), "hidden_size": PARENT_D, "head_dim": hf.config.hidden_size // hf.config.num_attention_heads})
+    cfg = LlamaConfig(
+        **{
+            **hf.config.to_dict(),
+            "hidden_size": PARENT_D,
+            "head_dim": hf.config.hidden_size // hf.config.num_attention_heads,
+        }
+    )
     wide = LlamaForCausalLM(cfg).eval()
     src = copy.deepcopy(hf.state_dict())
     r = math.sqrt(CHILD_D / PARENT_D)  # the RMS of x q over D dims is r times that of x over d dims
@@ -96,19 +102,42 @@ def child_and_widened_parent():
         for i in range(LAYERS):
             hf.model.layers[i].input_layernorm.weight.uniform_(0.5, 1.5)
     g = torch.Generator().manual_seed(7)
-    q = torch.linalg.qr(torch.randn(PARENT_D, CHILD_D, generator=g, dtype=torch.float64))[0].T.float()  # [d, D]
+    q = torch.linalg.qr(torch.randn(PARENT_D, CHILD_D, generator=g, dtype=torch.float64))[
+        0
+    ].T.float()  # [d, D]
     wide = _widened_copy(hf, q)
-    child, parent = wrap(hf, tok, model_id="tiny-child", device="cpu"), wrap(wide, tok, model_id="tiny-wide-parent", device="cpu")
+    child, parent = (
+        wrap(hf, tok, model_id="tiny-child", device="cpu"),
+        wrap(wide, tok, model_id="tiny-wide-parent", device="cpu"),
+    )
     return child, parent, q
 
 
 def _concept() -> AnswerConcept:
     """A toy concept read out on log p(" x") - log p(" z") after each probe (a character-level model has no
     words for a lexicon readout)."""
-    pos = [f"the day was {w} and we {v}" for w in ("sunny", "bright", "warm", "lovely", "fine", "clear") for v in ("sang", "ran")]
+    pos = [
+        f"the day was {w} and we {v}"
+        for w in ("sunny", "bright", "warm", "lovely", "fine", "clear")
+        for v in ("sang", "ran")
+    ]
     neg = [t.replace("sang", "wept").replace("ran", "hid") for t in pos]
-    probes = [f"{s} it was" for s in ("on monday", "at noon", "by the sea", "in june", "at home", "on the hill", "after tea", "at dawn")]
-    return AnswerConcept("toy", tuple(zip(pos, neg, strict=True)), tuple(AnswerProbe(p, " x", " z") for p in probes))
+    probes = [
+        f"{s} it was"
+        for s in (
+            "on monday",
+            "at noon",
+            "by the sea",
+            "in june",
+            "at home",
+            "on the hill",
+            "after tea",
+            "at dawn",
+        )
+    ]
+    return AnswerConcept(
+        "toy", tuple(zip(pos, neg, strict=True)), tuple(AnswerProbe(p, " x", " z") for p in probes)
+    )
 
 
 def test_widened_parent_computes_the_same_function(child_and_widened_parent):
@@ -131,18 +160,38 @@ def test_mapped_parent_vector_has_fidelity_one_and_random_zero(child_and_widened
     pairs = concept_pairs(concept)
     v_parent = extract(parent, pairs, method="mean_diff", progress=False)
     v_native = extract(child, pairs, method="mean_diff", progress=False)
-    texts = [f"{a} {b} {c}" for a in ("we", "they", "the cat", "a man") for b in ("saw", "met", "took", "liked", "lost")
-             for c in ("a dog", "the sea", "two hats", "my book", "it")]
+    texts = [
+        f"{a} {b} {c}"
+        for a in ("we", "they", "the cat", "a man")
+        for b in ("saw", "met", "took", "liked", "lost")
+        for c in ("a dog", "the sea", "two hats", "my book", "it")
+    ]
     tmap = fit_transfer(parent, child, texts, layer_map="greedy", width_map="ridge", alpha=1e-6)
     norms = last_token_resid(child, texts).norm(dim=-1).mean(0)
     native = v_native.scaled_to(norms, "resid_mean")
     mapped = tmap.apply(v_parent, norm="resid_mean")
-    res = fidelity(child, concept, {"mapped": mapped, "random": native.random_like(0)}, native=native, lambdas=LAMS,
-                   n_boot=1000, progress=False)
-    if res.native_effect.estimate < 0:  # a random model's " x" vs " z" has no preferred side: orient the concept
+    res = fidelity(
+        child,
+        concept,
+        {"mapped": mapped, "random": native.random_like(0)},
+        native=native,
+        lambdas=LAMS,
+        n_boot=1000,
+        progress=False,
+    )
+    if (
+        res.native_effect.estimate < 0
+    ):  # a random model's " x" vs " z" has no preferred side: orient the concept
         native, mapped = -native, -mapped
-        res = fidelity(child, concept, {"mapped": mapped, "random": native.random_like(0)}, native=native, lambdas=LAMS,
-                       n_boot=1000, progress=False)
+        res = fidelity(
+            child,
+            concept,
+            {"mapped": mapped, "random": native.random_like(0)},
+            native=native,
+            lambdas=LAMS,
+            n_boot=1000,
+            progress=False,
+        )
     assert res.native_steers, res.native_effect
     f, r = res.fidelity["mapped"], res.fidelity["random"]
     # The map is exact up to float32 and a 1e-6 ridge penalty, so the interval is tight around 1.
@@ -154,7 +203,14 @@ def test_fidelity_refuses_mixed_norms_and_a_native_condition(child_and_widened_p
     child = child_and_widened_parent[0]
     v = SteeringVectors(torch.randn(LAYERS, CHILD_D), "tiny-child", "x", tuple(range(LAYERS)))
     with pytest.raises(NormConventionError, match="different norm conventions"):
-        fidelity(child, _concept(), {"m": v.scaled_to(torch.ones(LAYERS) * 3, "resid_mean")}, native=v, lambdas=LAMS, progress=False)
+        fidelity(
+            child,
+            _concept(),
+            {"m": v.scaled_to(torch.ones(LAYERS) * 3, "resid_mean")},
+            native=v,
+            lambdas=LAMS,
+            progress=False,
+        )
     with pytest.raises(InputError, match="reference condition"):
         fidelity(child, _concept(), {"native": v}, native=v, lambdas=LAMS, progress=False)
     with pytest.raises(InputError, match="non-zero"):

@@ -58,7 +58,9 @@ def frequent_eos(tiny, monkeypatch):
     chars = [c for text, _, _ in free for c in text[3:6]]
     ends = sorted(set(chars), key=chars.count)[-2:]
     ids = [tiny.tokenizer.convert_tokens_to_ids(c) for c in ends]
-    monkeypatch.setattr(tiny.original_model.generation_config, "eos_token_id", [tiny.tokenizer.eos_token_id, *ids])
+    monkeypatch.setattr(
+        tiny.original_model.generation_config, "eos_token_id", [tiny.tokenizer.eos_token_id, *ids]
+    )
     return ends
 
 
@@ -67,7 +69,9 @@ def frequent_eos(tiny, monkeypatch):
 def test_rows_finishing_at_different_steps(tiny, frequent_eos, monkeypatch, compact_at, positions):
     monkeypatch.setattr(kvcache, "COMPACT_AT", compact_at)
     rows, lams = grid([FEW_SHOT + q for q in QUESTIONS] + PROMPTS[:2])
-    out = both(tiny, rows, Steering(random_vectors(tiny), lams, positions=positions), max_new_tokens=16, stop=["Q"])
+    out = both(
+        tiny, rows, Steering(random_vectors(tiny), lams, positions=positions), max_new_tokens=16, stop=["Q"]
+    )
     steps = {n for _, n, finish in out if finish != "length"}
     assert len(steps) >= 3 and any(f == "eos" for _, _, f in out)  # rows really left at different steps
 
@@ -84,7 +88,13 @@ def test_sampling_with_seeds(tiny):
     rows, lams = grid([FEW_SHOT + q for q in QUESTIONS])
     steering = Steering(random_vectors(tiny), lams, positions="generated")
     out = both(tiny, rows, steering, temperature=1.0, seeds=list(range(100, 100 + len(rows))))
-    alone = run(tiny, [rows[4]], Steering(steering.vectors, lams[4], positions="generated"), temperature=1.0, seeds=[104])
+    alone = run(
+        tiny,
+        [rows[4]],
+        Steering(steering.vectors, lams[4], positions="generated"),
+        temperature=1.0,
+        seeds=[104],
+    )
     assert alone[0] == out[4]
 
 
@@ -130,7 +140,9 @@ def test_auto_batch_size(tiny):
 
 
 def test_cache_choices(tiny):
-    with pytest.raises((ValueError, TypeError), match="cache must be|cache"):  # TypeError: the jaxtyping checker
+    with pytest.raises(
+        (ValueError, TypeError), match="cache must be|cache"
+    ):  # TypeError: the jaxtyping checker
         generate(tiny, ["Hi"], max_new_tokens=2, cache="paged")
     with pytest.raises(TypeError):
         generate(tiny, ["Hi"], max_new_tokens=2, attention="bridge")  # removed: it ignored the KV cache
@@ -148,10 +160,19 @@ def tiny_gemma():
 
     tok = char_tokenizer()
     cfg = Gemma3TextConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, max_position_embeddings=512, sliding_window=8,
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        sliding_window=8,
         layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
         tie_word_embeddings=False,
     )
     torch.manual_seed(0)
@@ -185,8 +206,14 @@ def test_smollm2_static_equals_dynamic(smollm2):
     from xsteer.core.vectors import SteeringVectors
     from xsteer.tasks.prompts import render
 
-    system = {"role": "system", "content": "You are a careful assistant. Answer briefly and show your arithmetic."}
-    shot = [{"role": "user", "content": "What is 3 + 4?"}, {"role": "assistant", "content": "3 + 4 = 7. The answer is 7."}]
+    system = {
+        "role": "system",
+        "content": "You are a careful assistant. Answer briefly and show your arithmetic.",
+    }
+    shot = [
+        {"role": "user", "content": "What is 3 + 4?"},
+        {"role": "assistant", "content": "3 + 4 = 7. The answer is 7."},
+    ]
     questions = ["Tom has 3 apples and buys 5 more. How many apples does he have?", "What is 12 times 3?"]
     prompts = [render(smollm2.tokenizer, [system, *shot, {"role": "user", "content": q}]) for q in questions]
     g = torch.Generator().manual_seed(0)

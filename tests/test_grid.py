@@ -38,8 +38,10 @@ def tiny_config(parent, child, **over):
 
 
 def records(folder):
-    return sorted((r["split"], r["item"], r["condition"], r["lam"], r["completion"])
-                  for r in map(json.loads, (folder / "records.jsonl").read_text().splitlines()))
+    return sorted(
+        (r["split"], r["item"], r["condition"], r["lam"], r["completion"])
+        for r in map(json.loads, (folder / "records.jsonl").read_text().splitlines())
+    )
 
 
 def test_grid_runs_and_resumes_without_redoing(tiny_dirs, tmp_path):
@@ -62,7 +64,9 @@ def test_killed_job_resumes_from_its_records(tiny_dirs, tmp_path):
     # Simulate a kill part-way through the job: no done-marker, half the records (and a torn line).
     (folder / DONE).unlink()
     lines = (folder / "records.jsonl").read_text().splitlines()
-    (folder / "records.jsonl").write_text("\n".join(lines[: len(lines) // 2]) + "\n" + lines[len(lines) // 2][:20])
+    (folder / "records.jsonl").write_text(
+        "\n".join(lines[: len(lines) // 2]) + "\n" + lines[len(lines) // 2][:20]
+    )
     run_grid(cfg, tmp_path)
     assert records(folder) == full
 
@@ -72,8 +76,13 @@ def test_ray_grid_equals_sequential(tiny_dirs, shared_data, tmp_path):
     pytest.importorskip("ray")
     import ray
 
-    raw = tiny_config(*tiny_dirs, datasets=[{"name": "synthetic", "val_items": 2, "test_items": 3},
-                                            {"name": "gsm8k", "val_items": 0, "test_items": 2}])
+    raw = tiny_config(
+        *tiny_dirs,
+        datasets=[
+            {"name": "synthetic", "val_items": 2, "test_items": 3},
+            {"name": "gsm8k", "val_items": 0, "test_items": 2},
+        ],
+    )
     raw["data_dir"] = str(shared_data)
     cfg = parse_config(raw)
     seq = run_grid(cfg, tmp_path / "seq")
@@ -113,8 +122,13 @@ def test_bad_configs_rejected_before_any_model_loads(tiny_dirs, change, key, mon
 
 def test_missing_dataset_split_is_named(shared_data, tmp_path):
     # Offline there is no MATH train split (only MATH-500's PRM800K split): the key and split are named.
-    cfg = {"name": "x", "parents": ["smollm2-135m"], "children": ["smollm2-135m"],
-           "datasets": [{"name": "math", "val_items": 0}], "data_dir": str(shared_data)}
+    cfg = {
+        "name": "x",
+        "parents": ["smollm2-135m"],
+        "children": ["smollm2-135m"],
+        "datasets": [{"name": "math", "val_items": 0}],
+        "data_dir": str(shared_data),
+    }
     with pytest.raises(ConfigError, match="datasets: dataset 'math' split 'train' is not available"):
         parse_config(cfg)
     cfg["data_dir"] = str(tmp_path)

@@ -32,7 +32,9 @@ def assert_clean_error(res, message: str) -> None:
 def vectors(n_layers=3, d=32, model_id="tiny-llama0", layers=None, seed=0) -> SteeringVectors:
     g = torch.Generator().manual_seed(seed)
     v = torch.randn(n_layers, d, generator=g)
-    return SteeringVectors(v / v.norm(dim=-1, keepdim=True), model_id, "random", tuple(layers or range(n_layers)))
+    return SteeringVectors(
+        v / v.norm(dim=-1, keepdim=True), model_id, "random", tuple(layers or range(n_layers))
+    )
 
 
 # ------------------------------------------------------------------ 5: an output equal to an input
@@ -41,11 +43,19 @@ def test_output_equal_to_an_input_is_refused(tiny_dir, tmp_path):
     vectors(model_id=tiny_dir.name).save(v)
     before = v.read_bytes()
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(json.dumps({"positive": "yes a", "negative": "no b"}) + "\n" + json.dumps({"positive": "yes c", "negative": "no d"}))
+    pairs.write_text(
+        json.dumps({"positive": "yes a", "negative": "no b"})
+        + "\n"
+        + json.dumps({"positive": "yes c", "negative": "no d"})
+    )
     link = tmp_path / "link.jsonl"
     link.symlink_to(pairs)
-    assert_clean_error(run("extract", "--parent", tiny_dir, "--pairs", pairs, "--out", link), "would destroy the input")
-    assert_clean_error(run("transfer", "--vectors", v, "--child", tiny_dir, "--out", v), "would destroy the input")
+    assert_clean_error(
+        run("extract", "--parent", tiny_dir, "--pairs", pairs, "--out", link), "would destroy the input"
+    )
+    assert_clean_error(
+        run("transfer", "--vectors", v, "--child", tiny_dir, "--out", v), "would destroy the input"
+    )
     assert v.read_bytes() == before and json.loads(pairs.read_text().splitlines()[0])["positive"] == "yes a"
 
 
@@ -73,12 +83,26 @@ def test_map_for_another_child_is_refused(tmp_path):
     from xsteer.transfer.maps import fit_transfer_from_activations
 
     g = torch.Generator().manual_seed(0)
-    tmap = fit_transfer_from_activations(torch.randn(4, 40, 24, generator=g), torch.randn(3, 40, 32, generator=g),
-                                         parent_id="tiny-parent", child_id="smollm2-135m", width_map="ridge")
+    tmap = fit_transfer_from_activations(
+        torch.randn(4, 40, 24, generator=g),
+        torch.randn(3, 40, 32, generator=g),
+        parent_id="tiny-parent",
+        child_id="smollm2-135m",
+        width_map="ridge",
+    )
     tmap.save(tmp_path / "p2c.map.safetensors")
     vectors(4, 24, model_id="tiny-parent").save(tmp_path / "p.safetensors")
-    res = run("transfer", "--vectors", tmp_path / "p.safetensors", "--child", "gemma3-270m",
-              "--map", tmp_path / "p2c.map.safetensors", "--out", tmp_path / "out.safetensors")
+    res = run(
+        "transfer",
+        "--vectors",
+        tmp_path / "p.safetensors",
+        "--child",
+        "gemma3-270m",
+        "--map",
+        tmp_path / "p2c.map.safetensors",
+        "--out",
+        tmp_path / "out.safetensors",
+    )
     assert_clean_error(res, "fitted for child 'smollm2-135m', not 'gemma3-270m'")
     assert not (tmp_path / "out.safetensors").exists()
 
@@ -86,13 +110,20 @@ def test_map_for_another_child_is_refused(tmp_path):
 # ------------------------------------------------------------------ 8: pairs without contrast
 def test_identical_pairs_are_refused_by_name(tiny_dir, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
-    rows = [{"positive": "same text", "negative": "same text", "id": "twins"}, {"positive": "yes", "negative": "no"}]
+    rows = [
+        {"positive": "same text", "negative": "same text", "id": "twins"},
+        {"positive": "yes", "negative": "no"},
+    ]
     pairs.write_text("\n".join(json.dumps(r) for r in rows))
-    assert_clean_error(run("extract", "--parent", tiny_dir, "--pairs", pairs, "--out", tmp_path / "v.safetensors"), "twins")
+    assert_clean_error(
+        run("extract", "--parent", tiny_dir, "--pairs", pairs, "--out", tmp_path / "v.safetensors"), "twins"
+    )
     # Texts that differ only in surrounding whitespace carry no contrast either.
     rows = [{"positive": "hello ", "negative": "hello", "id": "ws"}, {"positive": "yes", "negative": "no"}]
     pairs.write_text("\n".join(json.dumps(r) for r in rows))
-    assert_clean_error(run("extract", "--parent", tiny_dir, "--pairs", pairs, "--out", tmp_path / "v.safetensors"), "ws")
+    assert_clean_error(
+        run("extract", "--parent", tiny_dir, "--pairs", pairs, "--out", tmp_path / "v.safetensors"), "ws"
+    )
     assert not (tmp_path / "v.safetensors").exists()
 
 
@@ -117,7 +148,17 @@ def test_device_that_does_not_exist_fails_before_loading(monkeypatch, tiny_dir, 
         models.load_model(str(tiny_dir), device="cuda")
     with pytest.raises(DeviceError, match="unknown device .tpu."):
         models.resolve_device("tpu")
-    res = run("extract", "--parent", tiny_dir, "--dataset", "synthetic", "--device", "cuda", "--out", tmp_path / "v.safetensors")
+    res = run(
+        "extract",
+        "--parent",
+        tiny_dir,
+        "--dataset",
+        "synthetic",
+        "--device",
+        "cuda",
+        "--out",
+        tmp_path / "v.safetensors",
+    )
     assert_clean_error(res, "no usable CUDA GPU")
 
 
@@ -138,19 +179,32 @@ def test_model_is_moved_to_the_device_and_checked(tiny_dir):
 
 
 def test_device_and_dtype_are_recorded_in_outputs(tiny_dir, tmp_path):
-    res = run("extract", "--parent", tiny_dir, "--dataset", "synthetic", "--n-pairs", 4, "--out", tmp_path / "v.safetensors")
+    res = run(
+        "extract",
+        "--parent",
+        tiny_dir,
+        "--dataset",
+        "synthetic",
+        "--n-pairs",
+        4,
+        "--out",
+        tmp_path / "v.safetensors",
+    )
     assert res.exit_code == 0, res.output
     extra = SteeringVectors.load(tmp_path / "v.safetensors").extra
     assert extra["device"] == "cpu" and extra["dtype"] == "float32"
 
 
 # ------------------------------------------------------------------ 10: reserved names, duplicate λ, cheap checks first
-@pytest.mark.parametrize("args, message", [
-    (["--vectors", "random=V"], "reserved"),
-    (["--vectors", "baseline=V"], "reserved"),
-    (["--vectors", "parent=V", "--lambdas", "0.1,0.1"], "repeats [0.1]"),
-    (["--vectors", "parent=V", "--test-items", "0"], "is not in the range"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--vectors", "random=V"], "reserved"),
+        (["--vectors", "baseline=V"], "reserved"),
+        (["--vectors", "parent=V", "--lambdas", "0.1,0.1"], "repeats [0.1]"),
+        (["--vectors", "parent=V", "--test-items", "0"], "is not in the range"),
+    ],
+)
 def test_evaluate_refuses_before_loading(tiny_dir, tmp_path, monkeypatch, args, message):
     from xsteer.core import models
 
@@ -165,35 +219,65 @@ def test_evaluate_refuses_before_loading(tiny_dir, tmp_path, monkeypatch, args, 
 
 def test_huge_pair_texts_are_refused(tiny_dir, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(json.dumps({"positive": "a" * 100_000, "negative": "b"}) + "\n" + json.dumps({"positive": "x", "negative": "y"}))
-    assert_clean_error(run("extract", "--parent", tiny_dir, "--pairs", pairs, "--out", tmp_path / "v.safetensors"), "characters")
+    pairs.write_text(
+        json.dumps({"positive": "a" * 100_000, "negative": "b"})
+        + "\n"
+        + json.dumps({"positive": "x", "negative": "y"})
+    )
+    assert_clean_error(
+        run("extract", "--parent", tiny_dir, "--pairs", pairs, "--out", tmp_path / "v.safetensors"),
+        "characters",
+    )
 
 
 # ------------------------------------------------------------------ 11: tracebacks
 def test_output_under_a_regular_file_is_one_line(tiny_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    for args in (["extract", "--parent", tiny_dir, "--dataset", "synthetic", "--out", blocker / "v.safetensors"],
-                 ["evaluate", "--child", tiny_dir, "--dataset", "synthetic", "--out", blocker / "run"]):
+    for args in (
+        ["extract", "--parent", tiny_dir, "--dataset", "synthetic", "--out", blocker / "v.safetensors"],
+        ["evaluate", "--child", tiny_dir, "--dataset", "synthetic", "--out", blocker / "run"],
+    ):
         assert_clean_error(run(*args), "is a file")
 
 
 def test_offline_hub_ids_and_datasets_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("XSTEER_DATA_DIR", raising=False)
-    assert_clean_error(run("extract", "--parent", "nosuchorg/nosuchmodel", "--dataset", "synthetic", "--out",
-                           tmp_path / "v.safetensors"), "could not load 'nosuchorg/nosuchmodel'")
-    res = run("extract", "--parent", "smollm2-135m", "--dataset", "gsm8k", "--out", tmp_path / "v.safetensors")
+    assert_clean_error(
+        run(
+            "extract",
+            "--parent",
+            "nosuchorg/nosuchmodel",
+            "--dataset",
+            "synthetic",
+            "--out",
+            tmp_path / "v.safetensors",
+        ),
+        "could not load 'nosuchorg/nosuchmodel'",
+    )
+    res = run(
+        "extract", "--parent", "smollm2-135m", "--dataset", "gsm8k", "--out", tmp_path / "v.safetensors"
+    )
     assert_clean_error(res, "--data-dir")
 
 
-@pytest.mark.parametrize("content", [b"", b"junk junk junk", b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\""])
+@pytest.mark.parametrize("content", [b"", b"junk junk junk", b'\x08\x00\x00\x00\x00\x00\x00\x00{"a"'])
 def test_junk_or_truncated_map_is_one_line(tmp_path, content):
     bad = tmp_path / "bad.map.safetensors"
     bad.write_bytes(content)
     vectors(4, 24, model_id="p").save(tmp_path / "p.safetensors")
-    res = run("transfer", "--vectors", tmp_path / "p.safetensors", "--child", "smollm2-135m", "--map", bad,
-              "--out", tmp_path / "o.safetensors")
+    res = run(
+        "transfer",
+        "--vectors",
+        tmp_path / "p.safetensors",
+        "--child",
+        "smollm2-135m",
+        "--map",
+        bad,
+        "--out",
+        tmp_path / "o.safetensors",
+    )
     assert_clean_error(res, "transfer map")
 
 
@@ -205,11 +289,14 @@ def _vector_file_with_meta(path: Path, meta: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("meta, message", [
-    ('{"model_id": "m", "method": "x"}', "lacks layers"),
-    ('{"model_id": "m", "method": "x", "layers": [0], "colour": 1}', "unknown key(s) colour"),
-    ('{"model_id": "m", "method": ', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        ('{"model_id": "m", "method": "x"}', "lacks layers"),
+        ('{"model_id": "m", "method": "x", "layers": [0], "colour": 1}', "unknown key(s) colour"),
+        ('{"model_id": "m", "method": ', "not valid JSON"),
+    ],
+)
 def test_bad_vector_metadata_is_named(tmp_path, meta, message):
     path = _vector_file_with_meta(tmp_path / "v.safetensors", meta)
     assert_clean_error(run("info", path), message)
@@ -220,7 +307,9 @@ def test_data_row_without_its_answer_names_file_and_line(tmp_path):
     from xsteer.tasks import get_task
 
     (tmp_path / "gsm8k").mkdir()
-    (tmp_path / "gsm8k" / "test.jsonl").write_text('{"question": "q", "answer": "x #### 1"}\n{"question": "q2"}\n')
+    (tmp_path / "gsm8k" / "test.jsonl").write_text(
+        '{"question": "q", "answer": "x #### 1"}\n{"question": "q2"}\n'
+    )
     with pytest.raises(InputError, match=r"test\.jsonl:2: the row has no 'answer' field"):
         get_task("gsm8k").load("test", data_dir=tmp_path)
 
@@ -228,30 +317,41 @@ def test_data_row_without_its_answer_names_file_and_line(tmp_path):
 def test_non_utf8_files_are_named(tiny_dir, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_bytes('{"positive": "caf\u00e9", "negative": "tea"}\n'.encode("latin-1"))
-    assert_clean_error(run("extract", "--parent", tiny_dir, "--pairs", pairs, "--out", tmp_path / "v.safetensors"), "not UTF-8")
+    assert_clean_error(
+        run("extract", "--parent", tiny_dir, "--pairs", pairs, "--out", tmp_path / "v.safetensors"),
+        "not UTF-8",
+    )
     cfg = tmp_path / "c.yaml"
     cfg.write_bytes("name: caf\u00e9\n".encode("latin-1"))
     assert_clean_error(run("grid", cfg, "--check"), "not UTF-8")
 
 
 # ------------------------------------------------------------------ 13: grid --check catches what the run would reject
-@pytest.mark.parametrize("change, key", [
-    ({"pairs": {"n": "ten"}}, "pairs.n"),
-    ({"datasets": [{"name": "synthetic", "val_items": -1}]}, "val_items"),
-    ({"datasets": [{"name": "synthetic", "test_items": -5}]}, "test_items"),
-    ({"eval": {"max_new_tokens": "64"}}, "eval.max_new_tokens"),
-    ({"eval": {"lambdas": 0.1}}, "eval.lambdas"),
-    ({"eval": {"batch_size": 0}}, "eval.batch_size"),
-    ({"seed": "abc"}, "seed"),
-    ({"device": "tpu"}, "device"),
-    ({"transfer": {"layer_map": "explicit"}}, "transfer.mapping"),
-    ({"controls": {"random": "yes"}}, "controls.random"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"pairs": {"n": "ten"}}, "pairs.n"),
+        ({"datasets": [{"name": "synthetic", "val_items": -1}]}, "val_items"),
+        ({"datasets": [{"name": "synthetic", "test_items": -5}]}, "test_items"),
+        ({"eval": {"max_new_tokens": "64"}}, "eval.max_new_tokens"),
+        ({"eval": {"lambdas": 0.1}}, "eval.lambdas"),
+        ({"eval": {"batch_size": 0}}, "eval.batch_size"),
+        ({"seed": "abc"}, "seed"),
+        ({"device": "tpu"}, "device"),
+        ({"transfer": {"layer_map": "explicit"}}, "transfer.mapping"),
+        ({"controls": {"random": "yes"}}, "controls.random"),
+    ],
+)
 def test_grid_check_rejects_what_the_run_would(tiny_dir, tmp_path, change, key):
     import yaml
 
-    cfg = {"name": "t", "parents": [str(tiny_dir)], "children": [str(tiny_dir)], "datasets": [{"name": "synthetic"}],
-           "transfer": {"fit_text": "synthetic:train:24"}}
+    cfg = {
+        "name": "t",
+        "parents": [str(tiny_dir)],
+        "children": [str(tiny_dir)],
+        "datasets": [{"name": "synthetic"}],
+        "transfer": {"fit_text": "synthetic:train:24"},
+    }
     cfg.update(change)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -260,7 +360,9 @@ def test_grid_check_rejects_what_the_run_would(tiny_dir, tmp_path, change, key):
 
 
 # ------------------------------------------------------------------ 15: messages that say what is wrong
-@pytest.mark.parametrize("spec, message", [("-40", "layer -40 is outside"), ("5-3", "runs backwards"), ("7", "layer 7 is outside")])
+@pytest.mark.parametrize(
+    "spec, message", [("-40", "layer -40 is outside"), ("5-3", "runs backwards"), ("7", "layer 7 is outside")]
+)
 def test_layer_specs_name_the_real_problem(spec, message):
     import click
 

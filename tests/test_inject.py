@@ -55,6 +55,7 @@ def test_only_chosen_layers_are_steered(tiny):
         def f(x, hook):
             seen[layer] = x[0, -1].clone()
             return x
+
         return f
 
     ids = tiny.tokenizer(["xy"], return_tensors="pt").input_ids
@@ -117,7 +118,9 @@ def test_steered_generation_per_row_equals_separate(tiny, positions):
     grid = generate(tiny, rows, max_new_tokens=10, steering=Steering(sv, lams * 2, positions=positions))
     for k, prompt in enumerate(PROMPTS[:2]):
         for j, lam in enumerate(lams):
-            alone = generate(tiny, [prompt], max_new_tokens=10, steering=Steering(sv, lam, positions=positions))[0]
+            alone = generate(
+                tiny, [prompt], max_new_tokens=10, steering=Steering(sv, lam, positions=positions)
+            )[0]
             assert grid[k * 3 + j].text == alone.text
     plain = generate(tiny, PROMPTS[:2], max_new_tokens=10)
     assert [grid[0].text, grid[3].text] == [g.text for g in plain]  # λ = 0 is the unsteered model
@@ -158,7 +161,9 @@ def test_shared_prefix_prefill_equals_full_prefill(tiny, monkeypatch, positions)
 
     prompts = [FEW_SHOT + q for q in ["Q: 1+1\nA:", "Q: what is a much longer one\nA:", "Q: x\nA:"]]
     rows = [p for p in prompts for _ in range(2)]
-    steering = None if positions is None else Steering(random_vectors(tiny), [0.5, 3.0] * 3, positions=positions)
+    steering = (
+        None if positions is None else Steering(random_vectors(tiny), [0.5, 3.0] * 3, positions=positions)
+    )
 
     def run():
         return [g.text for g in generate(tiny, rows, max_new_tokens=10, steering=steering)]

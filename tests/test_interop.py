@@ -117,7 +117,12 @@ def test_load_gguf_round_trips_xsteer_files(tmp_path):
     assert torch.equal(back.vectors, sv.vectors * (back.vectors.any(dim=-1, keepdim=True)))
     assert back.layers == sv.layers and back.n_layers == 6
     assert (back.model_id, back.method, back.norm, back.pairs_hash, back.position) == (
-        "smollm2-135m", "pca", "resid_mean", "abc", "last_token")
+        "smollm2-135m",
+        "pca",
+        "resid_mean",
+        "abc",
+        "last_token",
+    )
     assert "notes" not in back.extra
 
     scaled = load_gguf(export_gguf(sv, tmp_path / "s.gguf", scale=2.0))
@@ -127,14 +132,21 @@ def test_load_gguf_round_trips_xsteer_files(tmp_path):
 
 @pytest.mark.parametrize(
     ("hint", "target"),
-    [("llama", "smollm2-135m"), ("mistral", "smollm2-135m"), ("gemma3_text", "gemma3-270m"),
-     ("gemma3", "gemma3-270m"), ("qwen2", "qwen2.5-coder-0.5b")],
+    [
+        ("llama", "smollm2-135m"),
+        ("mistral", "smollm2-135m"),
+        ("gemma3_text", "gemma3-270m"),
+        ("gemma3", "gemma3-270m"),
+        ("qwen2", "qwen2.5-coder-0.5b"),
+    ],
 )
 def test_model_hints_of_both_tools_match_their_targets(tmp_path, hint, target):
     from xsteer.core.models import ZOO
 
     d, n = ZOO[target].d_model, ZOO[target].n_layers
-    sv = load_gguf(repeng_gguf(tmp_path / "cv.gguf", {1: np.ones(d), n - 1: np.ones(d)}, hint=hint), model=target)
+    sv = load_gguf(
+        repeng_gguf(tmp_path / "cv.gguf", {1: np.ones(d), n - 1: np.ones(d)}, hint=hint), model=target
+    )
     assert sv.vectors.shape == (n, d) and sv.layers == (1, n - 1) and sv.model_id == target
 
 
@@ -162,14 +174,18 @@ def test_load_gguf_against_loaded_models_and_model_files(tmp_path, tiny, tiny_di
         load_gguf(repeng_gguf(tmp_path / "b.gguf", {2: np.ones(64)}, hint="qwen2"), model=tiny)
     with pytest.raises(VectorFileError, match=r"width 64.*d_model 32"):
         load_gguf(tmp_path / "a.gguf", model=str(tiny_dir))
-    assert load_gguf(repeng_gguf(tmp_path / "c.gguf", {2: np.ones(32)}), model=str(tiny_dir)).vectors.shape == (3, 32)
+    assert load_gguf(
+        repeng_gguf(tmp_path / "c.gguf", {2: np.ones(32)}), model=str(tiny_dir)
+    ).vectors.shape == (3, 32)
     target = model_gguf(tmp_path / "m.gguf", "gemma3", n_layers=8, d=16)
     assert model_shape(str(target)).n_layers == 8
     with pytest.raises(VectorFileError, match=r"'llama'.*'m' is a 'gemma3' model"):
         load_gguf(repeng_gguf(tmp_path / "d.gguf", {2: np.ones(16)}), model=str(target))
     # An xsteer file records its depth: a model of another depth is refused even where layers fit.
     with pytest.raises(VectorFileError, match=r"made for a model of 6 layers.*8 layers"):
-        load_gguf(export_gguf(vectors(layers=(1,)), tmp_path / "x.gguf", model_hint="gemma3"), model=str(target))
+        load_gguf(
+            export_gguf(vectors(layers=(1,)), tmp_path / "x.gguf", model_hint="gemma3"), model=str(target)
+        )
 
 
 def test_load_gguf_notes_and_zero_directions(tmp_path):
@@ -224,16 +240,26 @@ def test_lmeval_round_trip_keeps_vectors_and_lam(tmp_path):
 def test_load_lmeval_reads_files_as_lm_eval_documents_them(tmp_path):
     # lm-eval's README example (minus "bias": its own 'add' asserts bias is None), [1, d] vectors.
     v3, v5 = torch.randn(1, 768), torch.randn(768)
-    torch.save({"layers.3": {"steering_vector": v3, "steering_coefficient": 1, "action": "add"},
-                "layers.5": {"steering_vector": v5, "steering_coefficient": 1, "action": "add"}}, tmp_path / "s.pt")
+    torch.save(
+        {
+            "layers.3": {"steering_vector": v3, "steering_coefficient": 1, "action": "add"},
+            "layers.5": {"steering_vector": v5, "steering_coefficient": 1, "action": "add"},
+        },
+        tmp_path / "s.pt",
+    )
     sv = load_lmeval(tmp_path / "s.pt", model_id="EleutherAI/pythia-160m", n_layers=12)
     assert sv.layers == (3, 5) and sv.vectors.shape == (12, 768) and sv.model_id == "EleutherAI/pythia-160m"
     assert torch.equal(sv.vectors[3], v3[0]) and torch.equal(sv.vectors[5], v5) and sv.extra["lam"] == 1.0
 
     # No coefficient: lm-eval's default 1.0. Coefficients that differ by layer are folded in (λ = 1).
-    torch.save({"layers.1": {"steering_vector": v5, "action": "add"},
-                "layers.2": {"steering_vector": v5, "steering_coefficient": -3.0, "action": "add"},
-                "layers.4": {"steering_vector": v5, "steering_coefficient": 0.0, "action": "add"}}, tmp_path / "f.pt")
+    torch.save(
+        {
+            "layers.1": {"steering_vector": v5, "action": "add"},
+            "layers.2": {"steering_vector": v5, "steering_coefficient": -3.0, "action": "add"},
+            "layers.4": {"steering_vector": v5, "steering_coefficient": 0.0, "action": "add"},
+        },
+        tmp_path / "f.pt",
+    )
     f = load_lmeval(tmp_path / "f.pt")
     assert f.extra["folded"] is True and f.extra["lam"] == 1.0 and f.layers == (1, 2)
     assert torch.equal(f.vectors[1], v5) and torch.equal(f.vectors[2], -3.0 * v5)
@@ -248,18 +274,43 @@ def test_load_lmeval_reads_files_as_lm_eval_documents_them(tmp_path):
         ({"layers.1": {"steering_vector": torch.ones(4), "action": "clamp"}}, "action 'clamp'"),
         ({"layers.1": {"steering_vector": torch.ones(4), "action": "multiply"}}, "action 'multiply'"),
         ({"layers.1": {"steering_vector": torch.ones(4)}}, "action None"),
-        ({"layers.1.mlp": {"steering_vector": torch.ones(4), "action": "add"}}, "'layers.1.mlp' is not a block output"),
+        (
+            {"layers.1.mlp": {"steering_vector": torch.ones(4), "action": "add"}},
+            "'layers.1.mlp' is not a block output",
+        ),
         ({"model.layers.1": {"steering_vector": torch.ones(4), "action": "add"}}, "not a block output"),
         ({"embed_tokens": {"steering_vector": torch.ones(4), "action": "add"}}, "not a block output"),
-        ({"layers.1": {"steering_vector": torch.ones(4), "action": "add"},
-          "layers.2": {"steering_vector": torch.ones(5), "action": "add"}}, r"different widths \{4: \[1\], 5: \[2\]\}"),
-        ({"layers.1": {"steering_vector": torch.ones(4), "action": "add", "bias": torch.ones(4)}}, "sets 'bias'"),
-        ({"layers.1": {"steering_vector": torch.ones(4), "action": "add", "head_index": 2}}, "sets 'head_index'"),
+        (
+            {
+                "layers.1": {"steering_vector": torch.ones(4), "action": "add"},
+                "layers.2": {"steering_vector": torch.ones(5), "action": "add"},
+            },
+            r"different widths \{4: \[1\], 5: \[2\]\}",
+        ),
+        (
+            {"layers.1": {"steering_vector": torch.ones(4), "action": "add", "bias": torch.ones(4)}},
+            "sets 'bias'",
+        ),
+        (
+            {"layers.1": {"steering_vector": torch.ones(4), "action": "add", "head_index": 2}},
+            "sets 'head_index'",
+        ),
         ({"layers.1": {"steering_vector": torch.ones(2, 4), "action": "add"}}, r"shape \(2, 4\)"),
-        ({"layers.1": {"steering_vector": torch.ones(4, dtype=torch.long), "action": "add"}}, "not a float type"),
+        (
+            {"layers.1": {"steering_vector": torch.ones(4, dtype=torch.long), "action": "add"}},
+            "not a float type",
+        ),
         ({"layers.1": {"steering_vector": [1.0, 2.0], "action": "add"}}, "no 'steering_vector' tensor"),
-        ({"layers.1": {"steering_vector": torch.ones(4), "action": "add", "steering_coefficient": math.inf}},
-         "not a finite number"),
+        (
+            {
+                "layers.1": {
+                    "steering_vector": torch.ones(4),
+                    "action": "add",
+                    "steering_coefficient": math.inf,
+                }
+            },
+            "not a finite number",
+        ),
         ({"layers.1": "add"}, "not a dict"),
         ({"layers.1": {"steering_vector": torch.zeros(4), "action": "add"}}, "steers nothing"),
     ],
@@ -281,8 +332,13 @@ def test_load_lmeval_refuses_files_for_another_model(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(VectorFileError, match="not a readable torch file"):
         load_lmeval(tmp_path / "junk.pt")
-    torch.save({"layers.1": {"steering_vector": torch.ones(4), "action": "add", "x": Path("/")}}, tmp_path / "code.pt")
-    with pytest.raises(VectorFileError, match="not a readable torch file"):  # weights_only: no arbitrary objects
+    torch.save(
+        {"layers.1": {"steering_vector": torch.ones(4), "action": "add", "x": Path("/")}},
+        tmp_path / "code.pt",
+    )
+    with pytest.raises(
+        VectorFileError, match="not a readable torch file"
+    ):  # weights_only: no arbitrary objects
         load_lmeval(tmp_path / "code.pt")
 
 
@@ -311,10 +367,14 @@ def test_lm_eval_steered_hooks_match_xsteer(tmp_path, tiny_dir):
     model = load_model(str(tiny_dir), device="cpu", dtype=torch.float32)
     sv = vectors(n_layers=3, d=32, layers=(0, 1, 2), model_id=model.cfg.model_name, seed=3)
     path = export_lmeval(sv, tmp_path / "s.pt", lam=3.0)
-    lm = SteeredModel(pretrained=str(tiny_dir), steer_path=str(path), device="cpu", dtype="float32", batch_size=1)
+    lm = SteeredModel(
+        pretrained=str(tiny_dir), steer_path=str(path), device="cpu", dtype="float32", batch_size=1
+    )
     zeros = torch.zeros(1, 2, 32)
     for layer in (0, 1, 2):  # lm-eval 0.4.8/0.4.9 returned 3·v_2 for every hook point here
-        torch.testing.assert_close(lm.hook_to_steer[f"layers.{layer}"](zeros)[0, 0], 3.0 * sv.vectors[layer], rtol=0, atol=0)
+        torch.testing.assert_close(
+            lm.hook_to_steer[f"layers.{layer}"](zeros)[0, 0], 3.0 * sv.vectors[layer], rtol=0, atol=0
+        )
 
     ids = torch.tensor([model.tokenizer("Question: why?\nAnswer: because").input_ids])
     with torch.no_grad(), steer(lm.model, lm.hook_to_steer):
@@ -333,7 +393,13 @@ def test_export_model_writes_a_folder_transformers_loads_offline(tmp_path, tiny_
 
     out = export_model(str(tiny_dir), tmp_path / "hf")
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "xsteer_export.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "xsteer_export.json",
+    } <= names
     assert "chat_template.jinja" in names or "chat_template" in (out / "tokenizer_config.json").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
     info = json.loads((out / "xsteer_export.json").read_text())
@@ -346,7 +412,9 @@ def test_export_model_writes_a_folder_transformers_loads_offline(tmp_path, tiny_
     for (name, a), (_, b) in zip(hf.state_dict().items(), src.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
-    assert tok.chat_template and tok("ab").input_ids == AutoTokenizer.from_pretrained(tiny_dir)("ab").input_ids
+    assert (
+        tok.chat_template and tok("ab").input_ids == AutoTokenizer.from_pretrained(tiny_dir)("ab").input_ids
+    )
     assert model_shape(str(out)).n_layers == 3 and model_shape(str(out)).architecture == "LlamaForCausalLM"
 
 
@@ -395,8 +463,20 @@ def test_cli_export_gguf_as_export_gguf_did(tmp_path):
     assert back.model_hint == "llama" and back.layers == (1, 2, 3)
     torch.testing.assert_close(back.vectors[1:], sv.vectors[1:], rtol=0, atol=0)
 
-    res = invoke(export_cmd, src, "--format", "gguf", "--out", tmp_path / "v.gguf", "--layers", "2-3", "--scale", "0.5",
-                 "--model-hint", "qwen2")
+    res = invoke(
+        export_cmd,
+        src,
+        "--format",
+        "gguf",
+        "--out",
+        tmp_path / "v.gguf",
+        "--layers",
+        "2-3",
+        "--scale",
+        "0.5",
+        "--model-hint",
+        "qwen2",
+    )
     assert res.exit_code == 0, res.output
     back = read_gguf_control_vector(tmp_path / "v.gguf", n_layers=4)
     assert back.model_hint == "qwen2" and back.layers == (2, 3)
@@ -446,7 +526,9 @@ def test_cli_export_and_import_lmeval(tmp_path):
     assert list(config) == ["layers.0", "layers.2"] and config["layers.0"]["steering_coefficient"] == 6.0
 
     res = invoke(import_cmd, tmp_path / "s.pt", "--format", "lm-eval", "--out", tmp_path / "back.safetensors")
-    assert res.exit_code == 0 and "λ that reproduces the file: 6" in res.output and "no --model" in res.output, res.output
+    assert (
+        res.exit_code == 0 and "λ that reproduces the file: 6" in res.output and "no --model" in res.output
+    ), res.output
     back = SteeringVectors.load(tmp_path / "back.safetensors")
     assert back.layers == (0, 2) and back.n_layers == 3 and back.extra["lam"] == 6.0
     assert torch.equal(back.vectors, sv.vectors[:3] * torch.tensor([1.0, 0, 1])[:, None])
@@ -454,12 +536,22 @@ def test_cli_export_and_import_lmeval(tmp_path):
 
 def test_cli_import_gguf(tmp_path, tiny_dir):
     path = repeng_gguf(tmp_path / "cv.gguf", {1: np.ones(32), 2: -np.ones(32)})
-    res = invoke(import_cmd, path, "--format", "gguf", "--model", tiny_dir, "--out", tmp_path / "v.safetensors")
-    assert res.exit_code == 0 and "2 vectors (layers 1..2)" in res.output and "[3 layers x d_model 32]" in res.output, res.output
+    res = invoke(
+        import_cmd, path, "--format", "gguf", "--model", tiny_dir, "--out", tmp_path / "v.safetensors"
+    )
+    assert (
+        res.exit_code == 0
+        and "2 vectors (layers 1..2)" in res.output
+        and "[3 layers x d_model 32]" in res.output
+    ), res.output
     sv = SteeringVectors.load(tmp_path / "v.safetensors")
-    assert sv.model_id == tiny_dir.name and sv.layers == (1, 2) and torch.equal(sv.vectors[2], -torch.ones(32))
+    assert (
+        sv.model_id == tiny_dir.name and sv.layers == (1, 2) and torch.equal(sv.vectors[2], -torch.ones(32))
+    )
 
-    res = invoke(import_cmd, path, "--format", "gguf", "--model", "gemma3-270m", "--out", tmp_path / "w.safetensors")
+    res = invoke(
+        import_cmd, path, "--format", "gguf", "--model", "gemma3-270m", "--out", tmp_path / "w.safetensors"
+    )
     assert res.exit_code == 1 and "d_model 640" in res.output and "Traceback" not in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "w.safetensors").exists()
     res = invoke(import_cmd, path, "--format", "lm-eval", "--out", tmp_path / "w.safetensors")
@@ -471,7 +563,9 @@ def test_cli_import_gguf(tmp_path, tiny_dir):
 def test_cli_export_model(tmp_path, tiny_dir):
     out = tmp_path / "hf"
     res = invoke(export_model_cmd, tiny_dir, "--out", out)
-    assert res.exit_code == 0 and "3 layers x d_model 32" in res.output and "add_bos_token=True" in res.output, res.output
+    assert (
+        res.exit_code == 0 and "3 layers x d_model 32" in res.output and "add_bos_token=True" in res.output
+    ), res.output
     assert (out / "model.safetensors").is_file()
     res = invoke(export_model_cmd, tiny_dir, "--out", out)
     assert res.exit_code == 1 and "--overwrite" in res.output and "Traceback" not in res.output, res.output
@@ -541,13 +635,19 @@ def parity(tmp_path_factory, shared_data):
     rows = sorted(read_jsonl(test_file), key=size)[:N_ITEMS]
     # The fields lm-eval's arc YAML reads, in the hub dataset's shape.
     data = root / "arc_challenge_test.jsonl"
-    data.write_text("".join(json.dumps({k: r[k] for k in ("id", "question", "choices", "answerKey")}) + "\n" for r in rows))
+    data.write_text(
+        "".join(
+            json.dumps({k: r[k] for k in ("id", "question", "choices", "answerKey")}) + "\n" for r in rows
+        )
+    )
     (root / "tasks").mkdir()
     (root / "tasks" / "arc_local.yaml").write_text(TASK_YAML.format(data=data, cache=root / "datasets-cache"))
     by_id = {e.id: e for e in load_examples("arc_challenge", "test", data_dir=shared_data)}
     items = [by_id[r["id"]] for r in rows]
 
-    train = sorted(load_examples("arc_challenge", "train", data_dir=shared_data), key=lambda e: len(e.question))[:16]
+    train = sorted(
+        load_examples("arc_challenge", "train", data_dir=shared_data), key=lambda e: len(e.question)
+    )[:16]
     pairs = build_pairs("corrupted_answer", train, model.tokenizer, task="arc_challenge")
     sv = extract(model, pairs, layers=list(LAYERS_MULTI), batch_size=len(pairs) * 2, progress=False)
     # include_defaults=False: indexing lm-eval's thousands of built-in task YAMLs costs ~15 s a run.
@@ -565,9 +665,15 @@ def _lmeval_run(parity, steer_path):
     if steer_path is not None:
         args["steer_path"] = str(steer_path)
     out = lm_eval.simple_evaluate(
-        model="hf" if steer_path is None else "steered", model_args=args, tasks=["arc_challenge_xsteer_local"],
-        task_manager=parity["tasks"], log_samples=True, limit=N_ITEMS,
-        batch_size=32, device="cpu", bootstrap_iters=0,
+        model="hf" if steer_path is None else "steered",
+        model_args=args,
+        tasks=["arc_challenge_xsteer_local"],
+        task_manager=parity["tasks"],
+        log_samples=True,
+        limit=N_ITEMS,
+        batch_size=32,
+        device="cpu",
+        bootstrap_iters=0,
     )
     samples = sorted(out["samples"]["arc_challenge_xsteer_local"], key=lambda s: s["doc_id"])
     assert [s["doc"]["id"] for s in samples] == [e.id for e in parity["items"]]
@@ -596,11 +702,18 @@ def _xsteer_run(parity, steering):
     # One batch: on a CPU, fewer and larger forward passes are much faster (~20 s vs ~45 s at batch 32).
     lps = continuation_logprobs(parity["model"], contexts, conts, steering=steering, batch_size=len(contexts))
     per_item = [[lp for lp, o in zip(lps, owner, strict=True) if o == i] for i in range(len(parity["items"]))]
-    picks = [arc_loglik_choice(lp, list(ex.choices)) for lp, ex in zip(per_item, parity["items"], strict=True)]
+    picks = [
+        arc_loglik_choice(lp, list(ex.choices)) for lp, ex in zip(per_item, parity["items"], strict=True)
+    ]
     acc = [float(a == ex.answer_index) for (a, _), ex in zip(picks, parity["items"], strict=True)]
     acc_norm = [float(n == ex.answer_index) for (_, n), ex in zip(picks, parity["items"], strict=True)]
-    return {"logprobs": per_item, "acc_items": acc, "acc_norm_items": acc_norm,
-            "acc": sum(acc) / len(acc), "acc_norm": sum(acc_norm) / len(acc_norm)}
+    return {
+        "logprobs": per_item,
+        "acc_items": acc,
+        "acc_norm_items": acc_norm,
+        "acc": sum(acc) / len(acc),
+        "acc_norm": sum(acc_norm) / len(acc_norm),
+    }
 
 
 def _max_gap(a, b):
@@ -609,9 +722,14 @@ def _max_gap(a, b):
 
 def _report(name, theirs, ours, **more):
     gap = _max_gap(theirs["logprobs"], ours["logprobs"])
-    line = {"condition": name, "max_abs_dloglik": gap, "n_choices": sum(map(len, ours["logprobs"])),
-            "lm_eval": {"acc": theirs["acc"], "acc_norm": theirs["acc_norm"]},
-            "xsteer": {"acc": ours["acc"], "acc_norm": ours["acc_norm"]}, **more}
+    line = {
+        "condition": name,
+        "max_abs_dloglik": gap,
+        "n_choices": sum(map(len, ours["logprobs"])),
+        "lm_eval": {"acc": theirs["acc"], "acc_norm": theirs["acc_norm"]},
+        "xsteer": {"acc": ours["acc"], "acc_norm": ours["acc_norm"]},
+        **more,
+    }
     print(json.dumps(line))
     return gap
 
@@ -641,8 +759,12 @@ def test_lmeval_parity_steered(parity, layers):
     ours = _xsteer_run(parity, Steering(sv, LAM, list(layers)))
     base = parity.get("unsteered") or _xsteer_run(parity, None)
     effect = _max_gap(ours["logprobs"], base["logprobs"])
-    more = {"layers": list(layers), "lam": LAM, "max_abs_effect_of_steering": effect,
-            "unsteered_xsteer": {"acc": base["acc"], "acc_norm": base["acc_norm"]}}
+    more = {
+        "layers": list(layers),
+        "lam": LAM,
+        "max_abs_effect_of_steering": effect,
+        "unsteered_xsteer": {"acc": base["acc"], "acc_norm": base["acc_norm"]},
+    }
     if len(layers) > 1:
         # What lm-eval 0.4.8/0.4.9 computed (late binding): the last entry's vector at every hook point.
         last = sv.vectors.clone()
@@ -650,7 +772,11 @@ def test_lmeval_parity_steered(parity, layers):
         late = _xsteer_run(parity, Steering(sv.replace(vectors=last), LAM, list(layers)))
         more["max_abs_dloglik_vs_late_binding"] = _max_gap(theirs["logprobs"], late["logprobs"])
     _report(f"steered {len(layers)} layer(s)", theirs, ours, **more)
-    assert effect > 100 * TOL  # the steering moves log-likelihoods far beyond the tolerance: parity is not vacuous
+    assert (
+        effect > 100 * TOL
+    )  # the steering moves log-likelihoods far beyond the tolerance: parity is not vacuous
     _assert_parity(theirs, ours)
     if len(layers) > 1:
-        assert more["max_abs_dloglik_vs_late_binding"] > 100 * TOL  # the late-binding bug would have been caught
+        assert (
+            more["max_abs_dloglik_vs_late_binding"] > 100 * TOL
+        )  # the late-binding bug would have been caught

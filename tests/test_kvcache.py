@@ -29,8 +29,11 @@ class Model:
         self.hist = {}
 
     def row(self, r):
-        return self.hist.setdefault(r, [[torch.empty(KV, 0, D), torch.empty(KV, 0, D)] for _ in range(self.n_layers)]
-                                    + [torch.empty(0, dtype=torch.long)])
+        return self.hist.setdefault(
+            r,
+            [[torch.empty(KV, 0, D), torch.empty(KV, 0, D)] for _ in range(self.n_layers)]
+            + [torch.empty(0, dtype=torch.long)],
+        )
 
 
 def make_level(g, p, n_layers, pad):
@@ -51,7 +54,10 @@ def run(window, drop_plan, compact_at, q_sizes, seed=0):
     b = make_level(3, 4, n_layers, [0, 2, 3])
     b.pos = torch.where(b.valid, b.pos + 5, 0)
     group_b = [0, 0, 1, 1, 2, 2]
-    levels = [Level(a.keys, a.values, a.valid, a.pos, [0] * rows), Level(b.keys, b.values, b.valid, b.pos, group_b)]
+    levels = [
+        Level(a.keys, a.values, a.valid, a.pos, [0] * rows),
+        Level(b.keys, b.values, b.valid, b.pos, group_b),
+    ]
     cache = SharedKVCache(n_layers, rows, capacity=sum(q_sizes), levels=levels, compact_at=compact_at)
     truth = Model(n_layers)
     for r in range(rows):
@@ -74,8 +80,10 @@ def run(window, drop_plan, compact_at, q_sizes, seed=0):
         n_real = [q - (i % 2 if q > 1 else 0) for i in range(n)]
         valid = torch.zeros(n, q, dtype=torch.bool)
         for i, k in enumerate(n_real):
-            valid[i, q - k:] = True
-        pos = torch.stack([next_pos[r] + (valid[i].long().cumsum(0) - 1).clamp_min(0) for i, r in enumerate(live)])
+            valid[i, q - k :] = True
+        pos = torch.stack(
+            [next_pos[r] + (valid[i].long().cumsum(0) - 1).clamp_min(0) for i, r in enumerate(live)]
+        )
         cache.advance(valid, pos)
         for layer in range(n_layers):
             k, v = torch.randn(n, KV, q, D), torch.randn(n, KV, q, D)
@@ -109,7 +117,10 @@ def test_rows_leaving(compact_at, window):
     cache = run(window, {2: {1, 4}, 4: {0, 2, 3}}, compact_at=compact_at, q_sizes=[3, 1, 1, 1, 1, 1, 12, 1])
     assert cache.live == [5]
     if compact_at == 0.0:
-        assert cache._allocated == 1 and [lv.n_groups for lv in cache.levels] == [1, 1]  # empty groups dropped
+        assert cache._allocated == 1 and [lv.n_groups for lv in cache.levels] == [
+            1,
+            1,
+        ]  # empty groups dropped
     else:
         assert cache._allocated == 6 and cache._slots == [5]
 
@@ -137,4 +148,6 @@ def test_attention_outside_a_cache_is_refused():
         layer_idx = 0
 
     with pytest.raises(RuntimeError, match="attending"):
-        kvcache.attention(M(), torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4), None)
+        kvcache.attention(
+            M(), torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4), None
+        )

@@ -103,7 +103,9 @@ def test_explicit_errors(mapping, match):
 
 
 def test_make_layer_map_errors():
-    with pytest.raises(ValueError, match="options: greedy, greedy_from_end, proportional, cka, cka_diff, explicit"):
+    with pytest.raises(
+        ValueError, match="options: greedy, greedy_from_end, proportional, cka, cka_diff, explicit"
+    ):
         make_layer_map("nearest", 18, 30)
     with pytest.raises(ValueError, match="needs cka="):
         make_layer_map("cka", 18, 30)

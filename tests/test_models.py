@@ -68,8 +68,10 @@ def test_native_attention_matches_bridge_and_restores(tiny):
 
     enc = tiny.tokenizer(["hello world, a longer text", "hi"], return_tensors="pt", padding=True)
     fired = []
-    hooks = [("blocks.1.hook_resid_post", lambda x, hook: fired.append("resid") or x),
-             ("blocks.1.attn.hook_pattern", lambda x, hook: fired.append("pattern") or x)]
+    hooks = [
+        ("blocks.1.hook_resid_post", lambda x, hook: fired.append("resid") or x),
+        ("blocks.1.attn.hook_pattern", lambda x, hook: fired.append("pattern") or x),
+    ]
     with torch.inference_mode(), tiny.hooks(fwd_hooks=hooks):
         bridge = tiny(enc.input_ids, attention_mask=enc.attention_mask)
         with native_attention(tiny):
@@ -96,4 +98,6 @@ def test_zoo_files_are_checked_by_their_whole_sha256(tmp_path):
     with pytest.raises(ModelSpecError, match="expected " + middle):
         verified(f, middle, tmp_path / "cache")
     assert verified(f, real, tmp_path / "cache") == f
-    assert (tmp_path / "cache" / "verified").is_dir() and len(list((tmp_path / "cache" / "verified").iterdir())) == 1
+    assert (tmp_path / "cache" / "verified").is_dir() and len(
+        list((tmp_path / "cache" / "verified").iterdir())
+    ) == 1

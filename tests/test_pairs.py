@@ -4,11 +4,23 @@ from xsteer.extraction.pairs import build_pairs, load_pairs_jsonl, pairs_hash
 from xsteer.tasks.data import Example
 
 GSM = [
-    Example(id=f"g{i}", question=f"Tom has {i} apples and buys 2. How many?", answer=str(i + 2),
-            solution=f"Tom has {i} + 2 = {i + 2} apples.")
+    Example(
+        id=f"g{i}",
+        question=f"Tom has {i} apples and buys 2. How many?",
+        answer=str(i + 2),
+        solution=f"Tom has {i} + 2 = {i + 2} apples.",
+    )
     for i in range(5)
 ]
-ARC = [Example(id="a", question="Which is a gas?", answer="B", choices=("rock", "steam", "ice"), labels=("A", "B", "C"))]
+ARC = [
+    Example(
+        id="a",
+        question="Which is a gas?",
+        answer="B",
+        choices=("rock", "steam", "ice"),
+        labels=("A", "B", "C"),
+    )
+]
 
 
 def test_corrupted_answer_differs_only_in_the_final_answer():

@@ -14,7 +14,10 @@ from xsteer.extraction.pairs import build_pairs
 from xsteer.tasks.data import load_examples
 from xsteer.tasks.prompts import render
 
-QUESTIONS = ["What is the capital of France?", "Tom has 3 apples and buys 5 more. How many apples does he have?"]
+QUESTIONS = [
+    "What is the capital of France?",
+    "Tom has 3 apples and buys 5 more. How many apples does he have?",
+]
 
 
 def chat(model, q):
@@ -70,7 +73,9 @@ def test_extract_64_gsm8k_pairs(name, shared_data):
     sv = extract(model, pairs, progress=False)
     assert sv.n_layers == model.cfg.n_layers and sv.extra["n_pairs"] == 64
     # The pairs differ only in their final answer tokens: late layers must separate them on the training pairs.
-    late = [sv.layer_stats[layer]["separation"] for layer in range(model.cfg.n_layers // 2, model.cfg.n_layers)]
+    late = [
+        sv.layer_stats[layer]["separation"] for layer in range(model.cfg.n_layers // 2, model.cfg.n_layers)
+    ]
     assert max(late) >= 0.9
     assert torch.isfinite(sv.vectors).all()
 
@@ -83,13 +88,29 @@ def test_smollm2_evaluate_end_to_end(smollm2, shared_data, tmp_path):
     from xsteer.evaluation.summary import summarize
 
     train = load_examples("gsm8k", "train", data_dir=shared_data)[:16]
-    sv = extract(smollm2, build_pairs("corrupted_answer", train, smollm2.tokenizer, task="gsm8k"), progress=False)
-    norms = last_token_resid(smollm2, [p.positive for p in build_pairs("corrupted_answer", train, smollm2.tokenizer, task="gsm8k")])
+    sv = extract(
+        smollm2, build_pairs("corrupted_answer", train, smollm2.tokenizer, task="gsm8k"), progress=False
+    )
+    norms = last_token_resid(
+        smollm2, [p.positive for p in build_pairs("corrupted_answer", train, smollm2.tokenizer, task="gsm8k")]
+    )
     sv = sv.scaled_to(norms.norm(dim=-1).mean(0), "resid_mean")
     cfg = EvalConfig(dataset="gsm8k", lambdas=(0.0, 0.05, 0.2), max_new_tokens=96, positions="generated")
-    ev = Evaluator(smollm2, cfg, RecordStore(tmp_path / "records.jsonl"), {"baseline": None, "native": sv}, batch_size=24, progress=False)
+    ev = Evaluator(
+        smollm2,
+        cfg,
+        RecordStore(tmp_path / "records.jsonl"),
+        {"baseline": None, "native": sv},
+        batch_size=24,
+        progress=False,
+    )
     lam_star = ev.tune(load_examples("gsm8k", "validation", data_dir=shared_data, limit=8), ["native"])
-    ev.test(load_examples("gsm8k", "test", data_dir=shared_data, limit=8), ["native"], lambda_star=lam_star, self_consistency=False)
+    ev.test(
+        load_examples("gsm8k", "test", data_dir=shared_data, limit=8),
+        ["native"],
+        lambda_star=lam_star,
+        self_consistency=False,
+    )
     recs = ev.store.load(ev.config_hash)
     assert len([r for r in recs if r["split"] == "validation"]) == 24
     assert lam_star["native"] in cfg.lambdas

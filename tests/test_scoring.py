@@ -370,7 +370,10 @@ def test_gold_and_prediction_boxes_use_the_same_rule() -> None:
 
 def test_math_answer_fallbacks() -> None:
     assert math_answer(r"... $\boxed{5}$. Final Answer: The final answer is 6. I hope it is correct.") == "5"
-    assert math_answer(r"Final Answer: The final answer is $\frac{1}{2}$. I hope it is correct.") == r"\frac{1}{2}"
+    assert (
+        math_answer(r"Final Answer: The final answer is $\frac{1}{2}$. I hope it is correct.")
+        == r"\frac{1}{2}"
+    )
     assert math_answer("blah\nThe final answer is: 12.") == "12"
     assert math_answer("I don't know") is None
 

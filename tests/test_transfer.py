@@ -17,7 +17,9 @@ def synthetic(n_p=6, n_c=4, d_p=48, d_c=32, n=400, noise=0.05, seed=0):
 
 def test_ridge_recovers_planted_direction_in_child_space():
     xp, yc, A, src = synthetic()
-    tmap = fit_transfer_from_activations(xp, yc, parent_id="P", child_id="C", layer_map="proportional", width_map="ridge")
+    tmap = fit_transfer_from_activations(
+        xp, yc, parent_id="P", child_id="C", layer_map="proportional", width_map="ridge"
+    )
     assert tmap.layer_map == dict(enumerate(src))
     u = torch.randn(6, 48, generator=torch.Generator().manual_seed(5))
     mapped = tmap.apply(SteeringVectors(u, "P", "pca", tuple(range(6))))
@@ -32,13 +34,17 @@ def test_ridge_recovers_planted_direction_in_child_space():
 
 def test_cka_layer_map_finds_the_source_layers():
     xp, yc, _, src = synthetic(n_p=6, n_c=3, noise=0.01)
-    tmap = fit_transfer_from_activations(xp, yc, parent_id="P", child_id="C", layer_map="cka", width_map="ridge")
+    tmap = fit_transfer_from_activations(
+        xp, yc, parent_id="P", child_id="C", layer_map="cka", width_map="ridge"
+    )
     assert tmap.layer_map == dict(enumerate(src))
 
 
 def test_greedy_leaves_extra_child_layers_unsteered():
     xp, yc, _, _ = synthetic(n_p=3, n_c=5)
-    tmap = fit_transfer_from_activations(xp, yc, parent_id="P", child_id="C", layer_map="greedy", width_map="procrustes")
+    tmap = fit_transfer_from_activations(
+        xp, yc, parent_id="P", child_id="C", layer_map="greedy", width_map="procrustes"
+    )
     v = torch.randn(3, 48)
     mapped = tmap.apply(SteeringVectors(v, "P", "pca", (0, 1, 2)))
     assert mapped.layers == (0, 1, 2)
@@ -55,7 +61,9 @@ def test_resid_mean_norm_convention():
 
 def test_map_round_trip(tmp_path):
     xp, yc, _, _ = synthetic()
-    tmap = fit_transfer_from_activations(xp, yc, parent_id="P", child_id="C", width_map="procrustes", info={"fit_text": "x"})
+    tmap = fit_transfer_from_activations(
+        xp, yc, parent_id="P", child_id="C", width_map="procrustes", info={"fit_text": "x"}
+    )
     back = TransferMap.load(tmap.save(tmp_path / "m.safetensors"))
     v = SteeringVectors(torch.randn(6, 48), "P", "pca", tuple(range(6)))
     torch.testing.assert_close(back.apply(v).vectors, tmap.apply(v).vectors, atol=1e-5, rtol=1e-5)
@@ -69,7 +77,9 @@ def test_clear_errors():
     with pytest.raises(TransferError, match="options: greedy"):
         fit_transfer_from_activations(xp, yc, parent_id="P", child_id="C", layer_map="nearest")
     with pytest.raises(ValueError, match="parent layer 9"):
-        fit_transfer_from_activations(xp, yc, parent_id="P", child_id="C", layer_map="explicit", mapping="0:9")
+        fit_transfer_from_activations(
+            xp, yc, parent_id="P", child_id="C", layer_map="explicit", mapping="0:9"
+        )
     tmap = fit_transfer_from_activations(xp, yc, parent_id="P", child_id="C")
     with pytest.raises(TransferError, match="fit a map for that parent"):
         tmap.apply(SteeringVectors(torch.randn(5, 48), "Q", "pca", (0,)))
@@ -80,7 +90,10 @@ def test_clear_errors():
 def test_fit_between_two_tiny_models():
     from conftest import tiny_model
 
-    parent, child = tiny_model("llama", d_model=64, n_layers=4), tiny_model("qwen2", d_model=32, n_layers=3, seed=1)
+    parent, child = (
+        tiny_model("llama", d_model=64, n_layers=4),
+        tiny_model("qwen2", d_model=32, n_layers=3, seed=1),
+    )
     texts = [f"text number {i} about {'abc'[i % 3]}" * (1 + i % 3) for i in range(40)]
     tmap = fit_transfer(parent, child, texts, layer_map="proportional", width_map="ridge")
     assert tmap.parent_shape == (4, 64) and tmap.child_shape == (3, 32)

@@ -9,7 +9,9 @@ from xsteer.core.vectors import SteeringVectors, VectorFileError
 
 def make(n_layers=4, d=8, layers=(0, 1, 2, 3)):
     v = torch.randn(n_layers, d, generator=torch.Generator().manual_seed(0))
-    return SteeringVectors(v, "m", "pca", layers, layer_stats=tuple({"separation": 0.9} for _ in range(n_layers)))
+    return SteeringVectors(
+        v, "m", "pca", layers, layer_stats=tuple({"separation": 0.9} for _ in range(n_layers))
+    )
 
 
 def test_round_trip_without_pickle(tmp_path):

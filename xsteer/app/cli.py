@@ -27,6 +27,7 @@ from xsteer.app.cli_interop import export_cmd, export_model_cmd, import_cmd
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="xsteer")
 def main() -> None:
@@ -35,8 +36,13 @@ def main() -> None:
 
 # ---------------------------------------------------------------------------------------------- models, info
 @main.command("models")
-@click.option("--prepare", "prepare", multiple=True, metavar="NAME",
-              help="Assemble, verify (sha256) and convert a zoo model once, so later loads take seconds (repeatable; 'installed' = all installed).")
+@click.option(
+    "--prepare",
+    "prepare",
+    multiple=True,
+    metavar="NAME",
+    help="Assemble, verify (sha256) and convert a zoo model once, so later loads take seconds (repeatable; 'installed' = all installed).",
+)
 @friendly_errors
 def models_cmd(prepare: Sequence[str]) -> None:
     """List the offline zoo and whether each model is installed; optionally prepare models for fast loading.
@@ -53,13 +59,17 @@ def models_cmd(prepare: Sequence[str]) -> None:
     names = [e.name for e in ZOO.values() if e.installed()] if "installed" in prepare else list(prepare)
     for name in names:
         if name not in ZOO:
-            raise click.BadParameter(f"{name!r} is not a zoo model; options: {', '.join(ZOO)}, installed", param_hint="--prepare")
+            raise click.BadParameter(
+                f"{name!r} is not a zoo model; options: {', '.join(ZOO)}, installed", param_hint="--prepare"
+            )
         t0 = time.time()
         load_hf(name)
         click.echo(f"prepared {name} in {time.time() - t0:.0f} s")
     click.echo(f"{'name':<20} {'architecture':<20} {'layers':>6} {'d_model':>7}  {'installed':<9} hub id")
     for e in ZOO.values():
-        click.echo(f"{e.name:<20} {e.architecture:<20} {e.n_layers:>6} {e.d_model:>7}  {'yes' if e.installed() else 'no':<9} {e.hub_id}")
+        click.echo(
+            f"{e.name:<20} {e.architecture:<20} {e.n_layers:>6} {e.d_model:>7}  {'yes' if e.installed() else 'no':<9} {e.hub_id}"
+        )
 
 
 def layer_table(stats: Any, layers: Any) -> str:
@@ -87,7 +97,17 @@ def info_cmd(path: str) -> None:
 
     sv = SteeringVectors.load(path)
     meta = sv.metadata()
-    for k in ("model_id", "n_layers", "d_model", "method", "centring", "hook", "position", "norm", "pairs_hash"):
+    for k in (
+        "model_id",
+        "n_layers",
+        "d_model",
+        "method",
+        "centring",
+        "hook",
+        "position",
+        "norm",
+        "pairs_hash",
+    ):
         click.echo(f"{k:>10}: {meta[k]}")
     click.echo(f"{'layers':>10}: {list(sv.layers)}")
     if meta["extra"]:
@@ -116,7 +136,9 @@ def _builders() -> click.Choice:
 def _layer_maps() -> click.Choice:
     from xsteer.transfer.layermap import LAYER_MAPS
 
-    return _choices([k for k in LAYER_MAPS if k != "cka_diff"])  # cka_diff needs a concept's pairs: `fidelity`
+    return _choices(
+        [k for k in LAYER_MAPS if k != "cka_diff"]
+    )  # cka_diff needs a concept's pairs: `fidelity`
 
 
 def _width_maps() -> click.Choice:
@@ -126,22 +148,64 @@ def _width_maps() -> click.Choice:
 
 
 @main.command("extract")
-@click.option("--parent", "model_spec", required=True, help="Model spec: zoo name, .gguf path, local HF dir or hub id.")
-@click.option("--dataset", default=None, help="Build pairs from this task (gsm8k, math500, arc_challenge, synthetic ...).")
+@click.option(
+    "--parent", "model_spec", required=True, help="Model spec: zoo name, .gguf path, local HF dir or hub id."
+)
+@click.option(
+    "--dataset",
+    default=None,
+    help="Build pairs from this task (gsm8k, math500, arc_challenge, synthetic ...).",
+)
 @click.option("--split", default="train", show_default=True, help="Task split the pairs come from.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Local JSON Lines data (default: $XSTEER_DATA_DIR, else the hub).")
-@click.option("--pairs", "pairs_file", type=click.Path(dir_okay=False), default=None, help="User pairs: JSON Lines of {\"positive\", \"negative\"}.")
-@click.option("--builder", type=_builders(), default="corrupted_answer", show_default=True, help="Pair builder.")
-@click.option("--n-pairs", type=Positive, default=64, show_default=True, help="Number of pairs built from the task.")
-@click.option("--shots", type=NonNegative, default=5, show_default=True, help="Few-shot exemplars kept out of the pairs.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Local JSON Lines data (default: $XSTEER_DATA_DIR, else the hub).",
+)
+@click.option(
+    "--pairs",
+    "pairs_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help='User pairs: JSON Lines of {"positive", "negative"}.',
+)
+@click.option(
+    "--builder", type=_builders(), default="corrupted_answer", show_default=True, help="Pair builder."
+)
+@click.option(
+    "--n-pairs", type=Positive, default=64, show_default=True, help="Number of pairs built from the task."
+)
+@click.option(
+    "--shots",
+    type=NonNegative,
+    default=5,
+    show_default=True,
+    help="Few-shot exemplars kept out of the pairs.",
+)
 @click.option("--method", type=_methods(), default="pca", show_default=True)
 @click.option("--batch-size", type=Positive, default=16, show_default=True)
 @click.option("--seed", type=NonNegative, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output vector file (.safetensors).")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Output vector file (.safetensors)."
+)
 @friendly_errors
-def extract_cmd(model_spec: str, dataset: str | None, split: str, data_dir: str | None, pairs_file: str | None, builder: str,
-                n_pairs: int, shots: int, method: str, batch_size: int, seed: int, device: str | None, out: str) -> None:
+def extract_cmd(
+    model_spec: str,
+    dataset: str | None,
+    split: str,
+    data_dir: str | None,
+    pairs_file: str | None,
+    builder: str,
+    n_pairs: int,
+    shots: int,
+    method: str,
+    batch_size: int,
+    seed: int,
+    device: str | None,
+    out: str,
+) -> None:
     """Algorithm 1: extract one steering vector per layer of a model from contrastive pairs.
 
     \b
@@ -169,34 +233,96 @@ def extract_cmd(model_spec: str, dataset: str | None, split: str, data_dir: str 
     model = load_model(model_spec, device=device)
     if dataset is not None:
         pairs = steps.make_pairs(model, dataset, spec, data_dir=data_dir, seed=seed, shots=shots)
-    click.echo(f"{len(pairs)} pairs -> {model_spec} ({model.cfg.n_layers} layers x d_model {model.cfg.d_model}), method {method}")
-    sv = steps.make_vectors(model, pairs, method=method, seed=seed, batch_size=batch_size,
-                            source={"source": pairs_file or f"{dataset}:{split}", "builder": None if pairs_file else builder})
+    click.echo(
+        f"{len(pairs)} pairs -> {model_spec} ({model.cfg.n_layers} layers x d_model {model.cfg.d_model}), method {method}"
+    )
+    sv = steps.make_vectors(
+        model,
+        pairs,
+        method=method,
+        seed=seed,
+        batch_size=batch_size,
+        source={"source": pairs_file or f"{dataset}:{split}", "builder": None if pairs_file else builder},
+    )
     click.echo(layer_table(sv.layer_stats, sv.layers))
     sv.save(out_path)
     click.echo(f"wrote {out_path}")
 
 
 @main.command("transfer")
-@click.option("--vectors", "vectors_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Parent vector file.")
+@click.option(
+    "--vectors",
+    "vectors_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Parent vector file.",
+)
 @click.option("--child", "child_spec", required=True, help="Child model spec.")
-@click.option("--parent", "parent_spec", default=None, help="Parent model spec (default: the vectors' model id).")
+@click.option(
+    "--parent", "parent_spec", default=None, help="Parent model spec (default: the vectors' model id)."
+)
 @click.option("--layer-map", type=_layer_maps(), default="proportional", show_default=True)
-@click.option("--mapping", default=None, help="For --layer-map explicit: 'child:parent,...', negatives count from the end.")
+@click.option(
+    "--mapping",
+    default=None,
+    help="For --layer-map explicit: 'child:parent,...', negatives count from the end.",
+)
 @click.option("--width-map", type=_width_maps(), default="ridge", show_default=True)
-@click.option("--fit-text", default="gsm8k:train:512", show_default=True, help="TASK:SPLIT:N texts the maps are fitted on.")
+@click.option(
+    "--fit-text",
+    default="gsm8k:train:512",
+    show_default=True,
+    help="TASK:SPLIT:N texts the maps are fitted on.",
+)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
-@click.option("--heldout", type=click.FloatRange(0.0, 0.9), default=0.2, show_default=True, help="Share of fit texts held out for the fit report.")
-@click.option("--norm", type=click.Choice(["unit", "resid_mean"]), default="unit", show_default=True, help="Norm convention of the mapped vectors.")
-@click.option("--map", "map_path", type=click.Path(exists=True, dir_okay=False), default=None, help="Reuse a fitted map instead of fitting one.")
+@click.option(
+    "--heldout",
+    type=click.FloatRange(0.0, 0.9),
+    default=0.2,
+    show_default=True,
+    help="Share of fit texts held out for the fit report.",
+)
+@click.option(
+    "--norm",
+    type=click.Choice(["unit", "resid_mean"]),
+    default="unit",
+    show_default=True,
+    help="Norm convention of the mapped vectors.",
+)
+@click.option(
+    "--map",
+    "map_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Reuse a fitted map instead of fitting one.",
+)
 @click.option("--batch-size", type=Positive, default=16, show_default=True)
 @click.option("--seed", type=NonNegative, default=0, show_default=True)
 @click.option("--device", default=None)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Child-space vector file; the map goes to OUT's stem + '.map.safetensors'.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Child-space vector file; the map goes to OUT's stem + '.map.safetensors'.",
+)
 @friendly_errors
-def transfer_cmd(vectors_path: str, child_spec: str, parent_spec: str | None, layer_map: str, mapping: str | None, width_map: str,
-                 fit_text: str, data_dir: str | None, heldout: float, norm: str, map_path: str | None, batch_size: int, seed: int,
-                 device: str | None, out: str) -> None:
+def transfer_cmd(
+    vectors_path: str,
+    child_spec: str,
+    parent_spec: str | None,
+    layer_map: str,
+    mapping: str | None,
+    width_map: str,
+    fit_text: str,
+    data_dir: str | None,
+    heldout: float,
+    norm: str,
+    map_path: str | None,
+    batch_size: int,
+    seed: int,
+    device: str | None,
+    out: str,
+) -> None:
     """Map parent vectors into a child's residual space (layer map x width map) and report the fit.
 
     \b
@@ -224,16 +350,28 @@ def transfer_cmd(vectors_path: str, child_spec: str, parent_spec: str | None, la
     else:
         if layer_map == "explicit" and not mapping:
             raise click.UsageError("--layer-map explicit needs --mapping 'child:parent,...'")
-        spec = TransferSpec(layer_map=layer_map, width_map=width_map, fit_text=fit_text, norm=norm, mapping=mapping)
+        spec = TransferSpec(
+            layer_map=layer_map, width_map=width_map, fit_text=fit_text, norm=norm, mapping=mapping
+        )
         TextSpec.parse(fit_text)
         resolve_device(device)
         steps.shared_texts(fit_text, data_dir=data_dir, seed=seed)  # the data exists before any model loads
         parent = load_model(parent_spec or vectors.model_id, device=device)
         vectors.check_compatible(parent.cfg.n_layers, parent.cfg.d_model, parent.cfg.model_name)
         child = load_model(child_spec, device=device)
-        click.echo(f"fitting {layer_map}/{width_map}: {parent.cfg.model_name} -> {child.cfg.model_name} on {fit_text}")
-        tmap = steps.make_map(parent, child, spec, data_dir=data_dir, seed=seed, batch_size=batch_size, progress=True,
-                              heldout=heldout)
+        click.echo(
+            f"fitting {layer_map}/{width_map}: {parent.cfg.model_name} -> {child.cfg.model_name} on {fit_text}"
+        )
+        tmap = steps.make_map(
+            parent,
+            child,
+            spec,
+            data_dir=data_dir,
+            seed=seed,
+            batch_size=batch_size,
+            progress=True,
+            heldout=heldout,
+        )
         del parent
         tmap.save(map_out)
         click.echo(report_table(tmap))
@@ -244,17 +382,41 @@ def transfer_cmd(vectors_path: str, child_spec: str, parent_spec: str | None, la
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def eval_options(*, lambdas: str = "paper", lambdas_help: str = "'paper' or comma-separated λ values.", batch_size: int = 32) -> Callable[..., Any]:
+def eval_options(
+    *,
+    lambdas: str = "paper",
+    lambdas_help: str = "'paper' or comma-separated λ values.",
+    batch_size: int = 32,
+) -> Callable[..., Any]:
     """The options every command that runs a child on task items shares (evaluate, tune, ablate):
     the child, the data, the prompt, the λ grid and the batch. One definition, so they cannot drift."""
     options = [
-        click.option("--child", "child_spec", required=True, help="Child model spec: zoo name, .gguf path, local HF dir or hub id."),
-        click.option("--dataset", required=True, help="Task: gsm8k, math, math500, arc_challenge or synthetic."),
-        click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Local JSON Lines data (default: $XSTEER_DATA_DIR, else the hub)."),
-        click.option("--mode", type=click.Choice(["generate", "loglik"]), default="generate", show_default=True,
-                     help="Score by generation, or by choice log-likelihood (multiple-choice tasks)."),
+        click.option(
+            "--child",
+            "child_spec",
+            required=True,
+            help="Child model spec: zoo name, .gguf path, local HF dir or hub id.",
+        ),
+        click.option(
+            "--dataset", required=True, help="Task: gsm8k, math, math500, arc_challenge or synthetic."
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Local JSON Lines data (default: $XSTEER_DATA_DIR, else the hub).",
+        ),
+        click.option(
+            "--mode",
+            type=click.Choice(["generate", "loglik"]),
+            default="generate",
+            show_default=True,
+            help="Score by generation, or by choice log-likelihood (multiple-choice tasks).",
+        ),
         click.option("--lambdas", default=lambdas, show_default=True, help=lambdas_help),
-        click.option("--positions", type=click.Choice(["all", "generated"]), default="all", show_default=True),
+        click.option(
+            "--positions", type=click.Choice(["all", "generated"]), default="all", show_default=True
+        ),
         click.option("--shots", type=NonNegative, default=5, show_default=True),
         click.option("--max-new-tokens", type=Positive, default=256, show_default=True),
         click.option("--batch-size", type=Positive, default=batch_size, show_default=True),
@@ -270,11 +432,20 @@ def eval_options(*, lambdas: str = "paper", lambdas_help: str = "'paper' or comm
     return decorate
 
 
-def _eval_config(dataset: str, mode: str, lambdas: str, positions: str, shots: int, max_new_tokens: int, seed: int) -> Any:
+def _eval_config(
+    dataset: str, mode: str, lambdas: str, positions: str, shots: int, max_new_tokens: int, seed: int
+) -> Any:
     from xsteer.evaluation.evaluate import EvalConfig
 
-    return EvalConfig(dataset=dataset, mode=mode, shots=shots, lambdas=parse_lambdas(lambdas), positions=positions,  # type: ignore[arg-type]
-                      max_new_tokens=max_new_tokens, seed=seed)
+    return EvalConfig(
+        dataset=dataset,
+        mode=mode,  # type: ignore[arg-type]
+        shots=shots,
+        lambdas=parse_lambdas(lambdas),
+        positions=positions,  # type: ignore[arg-type]
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
 
 
 def _named_vectors(specs: Sequence[str], option: str = "--vectors") -> dict[str, Any]:
@@ -290,31 +461,86 @@ def _named_vectors(specs: Sequence[str], option: str = "--vectors") -> dict[str,
         if name in out:
             raise click.BadParameter(f"the name {name!r} is given twice", param_hint=option)
         if name in RESERVED:
-            raise click.BadParameter(f"{name!r} is reserved for a control ({', '.join(RESERVED)}); choose another name",
-                                     param_hint=option)
+            raise click.BadParameter(
+                f"{name!r} is reserved for a control ({', '.join(RESERVED)}); choose another name",
+                param_hint=option,
+            )
         out[name] = SteeringVectors.load(path)
     return out
 
 
 @main.command("evaluate")
 @eval_options()
-@click.option("--vectors", "vector_specs", multiple=True, help="NAME=PATH of child-space vectors (repeatable), e.g. parent=g2s.safetensors.")
-@click.option("--norm", type=click.Choice(["keep", "unit", "resid_mean"]), default="keep", show_default=True,
-              help="Bring every vector to one norm convention first (resid_mean: the child's mean residual norm per layer, "
-                   "from --map or measured on --fit-text). 'keep' refuses vectors of different conventions.")
-@click.option("--map", "map_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A transfer map into this child: its residual norms serve --norm resid_mean.")
-@click.option("--fit-text", default=None, help="TASK:SPLIT:N texts the child's residual norms are measured on (default TASK:train:128).")
-@click.option("--random-control/--no-random-control", default=True, show_default=True, help="Add a random direction of equal norm per layer for the first vectors.")
+@click.option(
+    "--vectors",
+    "vector_specs",
+    multiple=True,
+    help="NAME=PATH of child-space vectors (repeatable), e.g. parent=g2s.safetensors.",
+)
+@click.option(
+    "--norm",
+    type=click.Choice(["keep", "unit", "resid_mean"]),
+    default="keep",
+    show_default=True,
+    help="Bring every vector to one norm convention first (resid_mean: the child's mean residual norm per layer, "
+    "from --map or measured on --fit-text). 'keep' refuses vectors of different conventions.",
+)
+@click.option(
+    "--map",
+    "map_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A transfer map into this child: its residual norms serve --norm resid_mean.",
+)
+@click.option(
+    "--fit-text",
+    default=None,
+    help="TASK:SPLIT:N texts the child's residual norms are measured on (default TASK:train:128).",
+)
+@click.option(
+    "--random-control/--no-random-control",
+    default=True,
+    show_default=True,
+    help="Add a random direction of equal norm per layer for the first vectors.",
+)
 @click.option("--self-consistency/--no-self-consistency", default=True, show_default=True)
-@click.option("--val-items", type=NonNegative, default=32, show_default=True, help="Validation items for λ search (0: skip, λ* unknown).")
+@click.option(
+    "--val-items",
+    type=NonNegative,
+    default=32,
+    show_default=True,
+    help="Validation items for λ search (0: skip, λ* unknown).",
+)
 @click.option("--test-items", type=Positive, default=None, help="Test items (default: the whole test split).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: records.jsonl, summary.json, summary.md.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run folder: records.jsonl, summary.json, summary.md.",
+)
 @friendly_errors
-def evaluate_cmd(child_spec: str, vector_specs: Sequence[str], norm: str, map_path: str | None, fit_text: str | None,
-                 random_control: bool, self_consistency: bool, dataset: str, data_dir: str | None, mode: str, val_items: int,
-                 test_items: int | None, lambdas: str, positions: str, shots: int, max_new_tokens: int, batch_size: int,
-                 seed: int, device: str | None, out: str) -> None:
+def evaluate_cmd(
+    child_spec: str,
+    vector_specs: Sequence[str],
+    norm: str,
+    map_path: str | None,
+    fit_text: str | None,
+    random_control: bool,
+    self_consistency: bool,
+    dataset: str,
+    data_dir: str | None,
+    mode: str,
+    val_items: int,
+    test_items: int | None,
+    lambdas: str,
+    positions: str,
+    shots: int,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    device: str | None,
+    out: str,
+) -> None:
     """Algorithms 2 + 3: tune λ on validation, evaluate on test with ITS and controls; resumable.
 
     \b
@@ -350,26 +576,77 @@ def evaluate_cmd(child_spec: str, vector_specs: Sequence[str], norm: str, map_pa
     model = load_model(child_spec, device=device)
     norms = None
     if norm == "resid_mean":
-        norms = tmap.child_resid_norm if tmap is not None else steps.resid_norms(
-            model, steps.shared_texts(text_spec, data_dir=data_dir, seed=seed), batch_size=batch_size)
-    conditions = steps.build_conditions(vectors, random=random_control, seed=seed, norm=None if norm == "keep" else norm,
-                                        norms=norms)
-    doc = steps.evaluate_child(model, conditions, cfg, validation=val, test=test, out=out_path, batch_size=batch_size,
-                               self_consistency=self_consistency, data_dir=data_dir, extra={"child": child_spec})
+        norms = (
+            tmap.child_resid_norm
+            if tmap is not None
+            else steps.resid_norms(
+                model, steps.shared_texts(text_spec, data_dir=data_dir, seed=seed), batch_size=batch_size
+            )
+        )
+    conditions = steps.build_conditions(
+        vectors, random=random_control, seed=seed, norm=None if norm == "keep" else norm, norms=norms
+    )
+    doc = steps.evaluate_child(
+        model,
+        conditions,
+        cfg,
+        validation=val,
+        test=test,
+        out=out_path,
+        batch_size=batch_size,
+        self_consistency=self_consistency,
+        data_dir=data_dir,
+        extra={"child": child_spec},
+    )
     click.echo(f"λ* on {len(val)} validation items: {doc['lambda_star']}")
     click.echo((out_path / "summary.md").read_text())
 
 
 @main.command("tune")
 @eval_options()
-@click.option("--vectors", "vector_spec", required=True, help="Child-space vector file, PATH or NAME=PATH (NAME labels the condition; default 'steered').")
-@click.option("--val-items", type=Positive, default=32, show_default=True, help="Validation items the λ search runs on (the first N).")
-@click.option("--baseline/--no-baseline", default=True, show_default=True, help="Also score the unsteered child on the same items.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: records.jsonl (resumable) and tune.json.")
+@click.option(
+    "--vectors",
+    "vector_spec",
+    required=True,
+    help="Child-space vector file, PATH or NAME=PATH (NAME labels the condition; default 'steered').",
+)
+@click.option(
+    "--val-items",
+    type=Positive,
+    default=32,
+    show_default=True,
+    help="Validation items the λ search runs on (the first N).",
+)
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    show_default=True,
+    help="Also score the unsteered child on the same items.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run folder: records.jsonl (resumable) and tune.json.",
+)
 @friendly_errors
-def tune_cmd(child_spec: str, vector_spec: str, val_items: int, baseline: bool, dataset: str, data_dir: str | None, mode: str,
-             lambdas: str, positions: str, shots: int, max_new_tokens: int, batch_size: int, seed: int, device: str | None,
-             out: str) -> None:
+def tune_cmd(
+    child_spec: str,
+    vector_spec: str,
+    val_items: int,
+    baseline: bool,
+    dataset: str,
+    data_dir: str | None,
+    mode: str,
+    lambdas: str,
+    positions: str,
+    shots: int,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    device: str | None,
+    out: str,
+) -> None:
     """Algorithm 2 only: search λ on the validation split for one child and one vector file.
 
     Prints accuracy by λ (λ* starred: the best, ties to the smallest λ) and writes it with λ* to
@@ -400,34 +677,96 @@ def tune_cmd(child_spec: str, vector_spec: str, val_items: int, baseline: bool, 
         raise click.UsageError(f"{dataset} has no validation items")
     model = load_model(child_spec, device=device)
     [(name, sv)] = vectors.items()
-    ev = Evaluator(model, cfg, RecordStore(out_path / "records.jsonl"), {BASELINE: None, name: sv}, batch_size=batch_size,
-                   data_dir=data_dir)
+    ev = Evaluator(
+        model,
+        cfg,
+        RecordStore(out_path / "records.jsonl"),
+        {BASELINE: None, name: sv},
+        batch_size=batch_size,
+        data_dir=data_dir,
+    )
     click.echo(f"λ search: {len(cfg.lambdas)} λ x {len(val)} validation items ({mode}) -> {out_path}")
-    doc = ev.tune_and_summarize(val, [name], baseline=baseline, extra={"child": child_spec, "vectors": vector_spec.partition("=")[2]})
+    doc = ev.tune_and_summarize(
+        val, [name], baseline=baseline, extra={"child": child_spec, "vectors": vector_spec.partition("=")[2]}
+    )
     click.echo(tune_markdown(doc))
     click.echo(f"λ* ({name}): {doc['lambda_star'][name]:g}")
     click.echo(f"wrote {out_path / 'tune.json'} and {out_path / 'records.jsonl'}")
 
 
 @main.command("ablate")
-@eval_options(lambdas="0.1", batch_size=16,
-              lambdas_help="λ every profile is scored at (single, leave_one_out), or the per-layer λ grid of the "
-                           "coordinate search (0 is always in it).")
-@click.option("--vectors", "vectors_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Child-space vector file.")
-@click.option("--study", type=click.Choice(["single", "leave_one_out", "coordinate"]), default="single", show_default=True,
-              help="Steer one layer at a time, all but one, or search a per-layer λ by coordinate ascent.")
-@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="validation", show_default=True,
-              help="Split the items come from.")
-@click.option("--items", "n_items", type=Positive, default=16, show_default=True, help="Items scored (the first N of the split).")
-@click.option("--sweeps", type=Positive, default=2, show_default=True, help="Coordinate search: sweeps over the layers.")
-@click.option("--accuracy/--no-accuracy", default=False, show_default=True,
-              help="Also measure task accuracy of every profile through the evaluator (records in OUT/records.jsonl; "
-                   "cheap in loglik mode, slow with generation).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder: ablate_STUDY.json, ablate_STUDY.csv, figures/.")
+@eval_options(
+    lambdas="0.1",
+    batch_size=16,
+    lambdas_help="λ every profile is scored at (single, leave_one_out), or the per-layer λ grid of the "
+    "coordinate search (0 is always in it).",
+)
+@click.option(
+    "--vectors",
+    "vectors_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Child-space vector file.",
+)
+@click.option(
+    "--study",
+    type=click.Choice(["single", "leave_one_out", "coordinate"]),
+    default="single",
+    show_default=True,
+    help="Steer one layer at a time, all but one, or search a per-layer λ by coordinate ascent.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "validation", "test"]),
+    default="validation",
+    show_default=True,
+    help="Split the items come from.",
+)
+@click.option(
+    "--items",
+    "n_items",
+    type=Positive,
+    default=16,
+    show_default=True,
+    help="Items scored (the first N of the split).",
+)
+@click.option(
+    "--sweeps", type=Positive, default=2, show_default=True, help="Coordinate search: sweeps over the layers."
+)
+@click.option(
+    "--accuracy/--no-accuracy",
+    default=False,
+    show_default=True,
+    help="Also measure task accuracy of every profile through the evaluator (records in OUT/records.jsonl; "
+    "cheap in loglik mode, slow with generation).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder: ablate_STUDY.json, ablate_STUDY.csv, figures/.",
+)
 @friendly_errors
-def ablate_cmd(child_spec: str, vectors_path: str, study: str, split: str, n_items: int, sweeps: int, accuracy: bool, dataset: str,
-               data_dir: str | None, mode: str, lambdas: str, positions: str, shots: int, max_new_tokens: int, batch_size: int,
-               seed: int, device: str | None, out: str) -> None:
+def ablate_cmd(
+    child_spec: str,
+    vectors_path: str,
+    study: str,
+    split: str,
+    n_items: int,
+    sweeps: int,
+    accuracy: bool,
+    dataset: str,
+    data_dir: str | None,
+    mode: str,
+    lambdas: str,
+    positions: str,
+    shots: int,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    device: str | None,
+    out: str,
+) -> None:
     """Per-layer λ ablations on the gold-answer log-probability (cheap, one forward pass per item).
 
     The signal is the mean per-token log p(reference answer | the evaluator's prompt), with the vectors
@@ -452,48 +791,118 @@ def ablate_cmd(child_spec: str, vectors_path: str, study: str, split: str, n_ite
     out_path = check_output(out, folder=True)
     vectors = SteeringVectors.load(vectors_path)
     if study == "leave_one_out" and len(vectors.layers) < 2:
-        raise click.BadParameter(f"leave_one_out needs at least 2 steered layers; {vectors_path} steers {list(vectors.layers)}",
-                                 param_hint="--study")
+        raise click.BadParameter(
+            f"leave_one_out needs at least 2 steered layers; {vectors_path} steers {list(vectors.layers)}",
+            param_hint="--study",
+        )
     check_spec(child_spec)
     resolve_device(device)
     items = get_task(dataset).load(split, data_dir=data_dir, limit=n_items, seed=seed)
     if not items:
         raise click.UsageError(f"{dataset}:{split} has no items")
     model = load_model(child_spec, device=device)
-    click.echo(f"{study} study: {len(vectors.layers)} steered layers, λ {list(cfg.lambdas)}, {len(items)} {split} items")
-    doc = ablation_study(model, vectors, items, cfg, study, sweeps=sweeps, batch_size=batch_size, split=split,
-                         records=out_path / "records.jsonl" if accuracy else None, data_dir=data_dir)
+    click.echo(
+        f"{study} study: {len(vectors.layers)} steered layers, λ {list(cfg.lambdas)}, {len(items)} {split} items"
+    )
+    doc = ablation_study(
+        model,
+        vectors,
+        items,
+        cfg,
+        study,
+        sweeps=sweeps,
+        batch_size=batch_size,
+        split=split,
+        records=out_path / "records.jsonl" if accuracy else None,
+        data_dir=data_dir,
+    )
     doc.update(child=child_spec, vectors_file=str(vectors_path), dataset=dataset, mode=mode)
-    files = [write_json_atomic(out_path / f"ablate_{study}.json", doc),
-             write_csv_atomic(out_path / f"ablate_{study}.csv", doc["rows"]), *ablation_figures(doc, out_path)]
+    files = [
+        write_json_atomic(out_path / f"ablate_{study}.json", doc),
+        write_csv_atomic(out_path / f"ablate_{study}.csv", doc["rows"]),
+        *ablation_figures(doc, out_path),
+    ]
     click.echo(ablation_table(doc))
     click.echo("wrote " + ", ".join(str(f) for f in files) + " (figures also as .svg)")
 
 
 # ---------------------------------------------------------------------------------------------- analysis
 @main.command("similarity")
-@click.option("--vectors", "vector_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Vector file compared with --reference, layer by layer (repeatable), e.g. a parent's mapped vectors.")
-@click.option("--reference", "reference_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The vectors every --vectors file is compared with, in the same space (e.g. the child-native ones).")
-@click.option("--map", "map_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Transfer map that produced the --vectors file in the same position (repeatable): adds the mapped-random null.")
-@click.option("--acts", "acts_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Paired activations (parent, child) saved by --models or analysis/transfer_fit.py (repeatable): a CKA heatmap.")
-@click.option("--models", "model_specs", nargs=2, default=None, metavar="PARENT CHILD",
-              help="Run two models on the --text texts and compare their layers by linear CKA.")
-@click.option("--text", "text_spec", default="gsm8k:train:256", show_default=True, help="TASK:SPLIT:N shared texts for --models.")
+@click.option(
+    "--vectors",
+    "vector_paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Vector file compared with --reference, layer by layer (repeatable), e.g. a parent's mapped vectors.",
+)
+@click.option(
+    "--reference",
+    "reference_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The vectors every --vectors file is compared with, in the same space (e.g. the child-native ones).",
+)
+@click.option(
+    "--map",
+    "map_paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Transfer map that produced the --vectors file in the same position (repeatable): adds the mapped-random null.",
+)
+@click.option(
+    "--acts",
+    "acts_paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Paired activations (parent, child) saved by --models or analysis/transfer_fit.py (repeatable): a CKA heatmap.",
+)
+@click.option(
+    "--models",
+    "model_specs",
+    nargs=2,
+    default=None,
+    metavar="PARENT CHILD",
+    help="Run two models on the --text texts and compare their layers by linear CKA.",
+)
+@click.option(
+    "--text",
+    "text_spec",
+    default="gsm8k:train:256",
+    show_default=True,
+    help="TASK:SPLIT:N shared texts for --models.",
+)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
-@click.option("--quantile", type=float, default=0.95, show_default=True, help="Quantile of |cos| under the random nulls.")
+@click.option(
+    "--quantile",
+    type=float,
+    default=0.95,
+    show_default=True,
+    help="Quantile of |cos| under the random nulls.",
+)
 @click.option("--batch-size", type=Positive, default=16, show_default=True)
 @click.option("--seed", type=NonNegative, default=0, show_default=True)
 @click.option("--device", default=None)
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder: similarity.json, similarity.csv, cka.csv, figures/ (PNG + SVG), report.html.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder: similarity.json, similarity.csv, cka.csv, figures/ (PNG + SVG), report.html.",
+)
 @friendly_errors
-def similarity_cmd(vector_paths: Sequence[str], reference_path: str | None, map_paths: Sequence[str], acts_paths: Sequence[str],
-                   model_specs: Sequence[str] | None, text_spec: str, data_dir: str | None, quantile: float, batch_size: int,
-                   seed: int, device: str | None, out: str) -> None:
+def similarity_cmd(
+    vector_paths: Sequence[str],
+    reference_path: str | None,
+    map_paths: Sequence[str],
+    acts_paths: Sequence[str],
+    model_specs: Sequence[str] | None,
+    text_spec: str,
+    data_dir: str | None,
+    quantile: float,
+    batch_size: int,
+    seed: int,
+    device: str | None,
+    out: str,
+) -> None:
     """Compare concepts across models: vectors in one space (cosine per layer against a random null) and
     two models' layers on shared text (linear CKA), with figures and a table.
 
@@ -518,13 +927,17 @@ def similarity_cmd(vector_paths: Sequence[str], reference_path: str | None, map_
     from xsteer.transfer.maps import TransferMap, paired_activations
 
     if not (vector_paths or acts_paths or model_specs):
-        raise click.UsageError("nothing to compare: give --vectors with --reference, --acts, or --models PARENT CHILD")
+        raise click.UsageError(
+            "nothing to compare: give --vectors with --reference, --acts, or --models PARENT CHILD"
+        )
     if vector_paths and reference_path is None:
         raise click.UsageError("--vectors are compared with a --reference vector file")
     if len(map_paths) > len(vector_paths):
         raise click.UsageError(f"{len(map_paths)} --map files for {len(vector_paths)} --vectors files")
     if not 0.0 < quantile < 1.0:
-        raise click.BadParameter(f"must lie strictly between 0 and 1, got {quantile}", param_hint="--quantile")
+        raise click.BadParameter(
+            f"must lie strictly between 0 and 1, got {quantile}", param_hint="--quantile"
+        )
     out_path = check_output(out, folder=True)
     reference = None
     if reference_path:
@@ -538,8 +951,14 @@ def similarity_cmd(vector_paths: Sequence[str], reference_path: str | None, map_
         try:
             pair = torch.load(p, weights_only=True)
         except Exception:  # a pickle error, a truncated file, ...: one line, not a traceback
-            raise InputError(f"{p} is not a readable activation file (a (parent, child) pair of tensors)") from None
-        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(getattr(t, "ndim", 0) == 3 for t in pair)):
+            raise InputError(
+                f"{p} is not a readable activation file (a (parent, child) pair of tensors)"
+            ) from None
+        if not (
+            isinstance(pair, (tuple, list))
+            and len(pair) == 2
+            and all(getattr(t, "ndim", 0) == 3 for t in pair)
+        ):
             raise InputError(f"{p} does not hold a (parent, child) pair of [layer, n, d] activation tensors")
         acts.append((Path(p).name.removesuffix(".acts.pt"), *pair))
     if model_specs:
@@ -564,34 +983,93 @@ def _float_list(text: str, option: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=option) from None
+        raise click.BadParameter(
+            f"expected comma-separated numbers, got {text!r}", param_hint=option
+        ) from None
 
 
 @main.command("fidelity")
 @click.option("--parent", "parents", multiple=True, required=True, help="Parent model spec (repeatable).")
 @click.option("--child", "children", multiple=True, required=True, help="Child model spec (repeatable).")
-@click.option("--concept", "concepts", multiple=True,
-              help="Built-in concept (sentiment, topic, formality, certainty), 'corrupted_answer' (GSM8K; needs data), "
-                   "or a concept .jsonl file (repeatable; default: the four built-ins).")
-@click.option("--layer-map", "layer_maps", multiple=True, help="Layer map(s) to compare (default: proportional).")
+@click.option(
+    "--concept",
+    "concepts",
+    multiple=True,
+    help="Built-in concept (sentiment, topic, formality, certainty), 'corrupted_answer' (GSM8K; needs data), "
+    "or a concept .jsonl file (repeatable; default: the four built-ins).",
+)
+@click.option(
+    "--layer-map", "layer_maps", multiple=True, help="Layer map(s) to compare (default: proportional)."
+)
 @click.option("--width-map", "width_maps", multiple=True, help="Width map(s) to compare (default: ridge).")
-@click.option("--map", "maps", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="A fitted transfer map (.map.safetensors) to measure as it is (repeatable).")
-@click.option("--lambdas", default="-0.08,-0.04,-0.02,0.02,0.04,0.08", show_default=True,
-              help="Dose-response λ grid (non-zero, both signs), relative to the child's residual norm.")
-@click.option("--layers", default="middle", show_default=True, help="Steered child layers: all, middle (central third) or a-b.")
-@click.option("--method", type=_methods(), default="mean_diff", show_default=True, help="Direction method for both models.")
-@click.option("--generation-probes", type=NonNegative, default=3, show_default=True, help="Probes continued as text per condition.")
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A fitted transfer map (.map.safetensors) to measure as it is (repeatable).",
+)
+@click.option(
+    "--lambdas",
+    default="-0.08,-0.04,-0.02,0.02,0.04,0.08",
+    show_default=True,
+    help="Dose-response λ grid (non-zero, both signs), relative to the child's residual norm.",
+)
+@click.option(
+    "--layers",
+    default="middle",
+    show_default=True,
+    help="Steered child layers: all, middle (central third) or a-b.",
+)
+@click.option(
+    "--method",
+    type=_methods(),
+    default="mean_diff",
+    show_default=True,
+    help="Direction method for both models.",
+)
+@click.option(
+    "--generation-probes",
+    type=NonNegative,
+    default=3,
+    show_default=True,
+    help="Probes continued as text per condition.",
+)
 @click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Benchmark data (for corrupted_answer).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Benchmark data (for corrupted_answer).",
+)
 @click.option("--batch-size", type=Positive, default=32, show_default=True)
 @click.option("--seed", type=NonNegative, default=0, show_default=True)
 @click.option("--device", default=None)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder: results/*.json, fidelity.md, figures/, report.html.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder: results/*.json, fidelity.md, figures/, report.html.",
+)
 @friendly_errors
-def fidelity_cmd(parents: Sequence[str], children: Sequence[str], concepts: Sequence[str], layer_maps: Sequence[str],
-                 width_maps: Sequence[str], maps: Sequence[str], lambdas: str, layers: str, method: str, generation_probes: int,
-                 n_boot: int, data_dir: str | None, batch_size: int, seed: int, device: str | None, out: str) -> None:
+def fidelity_cmd(
+    parents: Sequence[str],
+    children: Sequence[str],
+    concepts: Sequence[str],
+    layer_maps: Sequence[str],
+    width_maps: Sequence[str],
+    maps: Sequence[str],
+    lambdas: str,
+    layers: str,
+    method: str,
+    generation_probes: int,
+    n_boot: int,
+    data_dir: str | None,
+    batch_size: int,
+    seed: int,
+    device: str | None,
+    out: str,
+) -> None:
     """Transfer fidelity: how much of a concept's effect on the child survives the parent -> child map.
 
     For every parent, child and concept: both models' own vectors from the concept's pairs, maps fitted on
@@ -615,11 +1093,23 @@ def fidelity_cmd(parents: Sequence[str], children: Sequence[str], concepts: Sequ
     for spec in (*parents, *children):
         check_spec(spec)
     resolve_device(device)
-    fspec = FidelitySpec(parents=tuple(parents), children=tuple(children), concepts=tuple(concepts) or BUILTIN,
-                         layer_maps=tuple(layer_maps) or ("proportional",), width_maps=tuple(width_maps) or ("ridge",),
-                         lambdas=_float_list(lambdas, "--lambdas"), layers=layers, method=method,
-                         generation_probes=generation_probes, n_boot=n_boot, batch_size=batch_size, seed=seed,
-                         data_dir=data_dir, device=device, maps=tuple(maps))
+    fspec = FidelitySpec(
+        parents=tuple(parents),
+        children=tuple(children),
+        concepts=tuple(concepts) or BUILTIN,
+        layer_maps=tuple(layer_maps) or ("proportional",),
+        width_maps=tuple(width_maps) or ("ridge",),
+        lambdas=_float_list(lambdas, "--lambdas"),
+        layers=layers,
+        method=method,
+        generation_probes=generation_probes,
+        n_boot=n_boot,
+        batch_size=batch_size,
+        seed=seed,
+        data_dir=data_dir,
+        device=device,
+        maps=tuple(maps),
+    )
     run_study(fspec, out_path, log=click.echo)
     results = load_results(out_path)
     write_text_atomic(out_path / "fidelity.md", study_table(results) + "\n")
@@ -629,8 +1119,18 @@ def fidelity_cmd(parents: Sequence[str], children: Sequence[str], concepts: Sequ
 
 # ---------------------------------------------------------------------------------------------- runs
 @main.command("demo")
-@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False), help="Run folder (reused on rerun).")
-@click.option("--benchmark", is_flag=True, help="Run the benchmark pipeline (Algorithms 1-3 with ITS and controls) instead.")
+@click.option(
+    "--out",
+    default="runs/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Run folder (reused on rerun).",
+)
+@click.option(
+    "--benchmark",
+    is_flag=True,
+    help="Run the benchmark pipeline (Algorithms 1-3 with ITS and controls) instead.",
+)
 @click.option("--device", default=None)
 @friendly_errors
 def demo_cmd(out: str, benchmark: bool, device: str | None) -> None:
@@ -665,8 +1165,20 @@ def report_cmd(folder: str, title: str | None) -> None:
 
 @main.command("grid")
 @click.argument("config_path", metavar="CONFIG", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default: runs/<config name>).")
-@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, help="Run each job as a Ray task; optional ADDRESS of a cluster.")
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Output folder (default: runs/<config name>).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    help="Run each job as a Ray task; optional ADDRESS of a cluster.",
+)
 @click.option("--check", is_flag=True, help="Only validate the config (no model loads).")
 @friendly_errors
 def grid_cmd(config_path: str, out: str | None, ray_address: str | None, check: bool) -> None:
@@ -690,8 +1202,13 @@ def grid_cmd(config_path: str, out: str | None, ray_address: str | None, check: 
         click.echo("config is valid")
         return
     use_ray = ray_address is not None
-    run_grid(cfg, out, use_ray=use_ray, ray_address=None if ray_address in (None, "local") else ray_address,
-             on_done=lambda p: click.echo(f"done: {p}"))
+    run_grid(
+        cfg,
+        out,
+        use_ray=use_ray,
+        ray_address=None if ray_address in (None, "local") else ray_address,
+        on_done=lambda p: click.echo(f"done: {p}"),
+    )
 
 
 for _command in (export_cmd, export_model_cmd, import_cmd):

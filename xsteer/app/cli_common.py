@@ -28,20 +28,25 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def check_output(path: str | Path, *, inputs: Sequence[str | Path | None] = (), option: str = "--out",
-                 folder: bool = False) -> Path:
+def check_output(
+    path: str | Path, *, inputs: Sequence[str | Path | None] = (), option: str = "--out", folder: bool = False
+) -> Path:
     """An output path that can be created and overwrites no input (resolved, symlinks included)."""
     out = Path(path)
     target = out.resolve()
     for src in inputs:
         if src is not None and Path(src).exists() and Path(src).resolve() == target:
-            raise click.BadParameter(f"{path} is also an input of this command; writing it would destroy the input",
-                                     param_hint=option)
+            raise click.BadParameter(
+                f"{path} is also an input of this command; writing it would destroy the input",
+                param_hint=option,
+            )
     parent = target if folder else target.parent
     for p in [parent, *parent.parents]:
         if p.exists():
             if not p.is_dir():
-                raise click.BadParameter(f"{p} is a file, so {path} cannot be created under it", param_hint=option)
+                raise click.BadParameter(
+                    f"{p} is a file, so {path} cannot be created under it", param_hint=option
+                )
             break
     if folder and target.exists() and not target.is_dir():
         raise click.BadParameter(f"{path} is a file, not a folder", param_hint=option)
@@ -60,12 +65,18 @@ def parse_layers(spec: str, n_layers: int, option: str = "--layers") -> list[int
             a = -int(lo) if neg else int(lo)
             b = int(hi) if sep else a
         except ValueError:
-            raise click.BadParameter(f"cannot read layers {spec!r}; e.g. '10-20', '3,5,7' or '-1'", param_hint=option) from None
+            raise click.BadParameter(
+                f"cannot read layers {spec!r}; e.g. '10-20', '3,5,7' or '-1'", param_hint=option
+            ) from None
         if sep and b < a:
-            raise click.BadParameter(f"range {part!r} runs backwards; write it low-high, e.g. '{b}-{a}'", param_hint=option)
+            raise click.BadParameter(
+                f"range {part!r} runs backwards; write it low-high, e.g. '{b}-{a}'", param_hint=option
+            )
         for i in range(a, b + 1):
             if not -n_layers <= i < n_layers:
-                raise click.BadParameter(f"layer {i} is outside 0..{n_layers - 1} (or -{n_layers}..-1)", param_hint=option)
+                raise click.BadParameter(
+                    f"layer {i} is outside 0..{n_layers - 1} (or -{n_layers}..-1)", param_hint=option
+                )
             out.add(i % n_layers)
     return sorted(out)
 
@@ -79,7 +90,9 @@ def parse_lambdas(text: str) -> tuple[float, ...]:
     try:
         grid = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected 'paper' or comma-separated numbers, got {text!r}", param_hint="--lambdas") from None
+        raise click.BadParameter(
+            f"expected 'paper' or comma-separated numbers, got {text!r}", param_hint="--lambdas"
+        ) from None
     try:
         return check_lambdas(grid)
     except XsteerError as e:

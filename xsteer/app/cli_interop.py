@@ -21,18 +21,48 @@ def _layer_span(layers: list[int] | tuple[int, ...]) -> str:
 
 @click.command("export")
 @click.argument("vectors_path", metavar="VECTORS", type=click.Path(exists=True, dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True,
-              help="gguf: llama.cpp / repeng control vector; lm-eval: lm-evaluation-harness `steered` file (.pt).")
-@click.option("--lam", type=float, default=None, help="λ, written as lm-eval's steering_coefficient (lm-eval only; required there).")
-@click.option("--layers", default=None,
-              help="Layers to export, e.g. '10-20' or '3,5,7' (default: every steered layer; for gguf every one but 0).")
-@click.option("--model-hint", default=None,
-              help="gguf: llama.cpp architecture of the target model (default: inferred from the vectors' model id).")
-@click.option("--scale", type=float, default=None, help="gguf: bake a strength into the file (llama.cpp's own λ still multiplies it).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file (.gguf, or .pt for lm-eval).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    required=True,
+    help="gguf: llama.cpp / repeng control vector; lm-eval: lm-evaluation-harness `steered` file (.pt).",
+)
+@click.option(
+    "--lam",
+    type=float,
+    default=None,
+    help="λ, written as lm-eval's steering_coefficient (lm-eval only; required there).",
+)
+@click.option(
+    "--layers",
+    default=None,
+    help="Layers to export, e.g. '10-20' or '3,5,7' (default: every steered layer; for gguf every one but 0).",
+)
+@click.option(
+    "--model-hint",
+    default=None,
+    help="gguf: llama.cpp architecture of the target model (default: inferred from the vectors' model id).",
+)
+@click.option(
+    "--scale",
+    type=float,
+    default=None,
+    help="gguf: bake a strength into the file (llama.cpp's own λ still multiplies it).",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Output file (.gguf, or .pt for lm-eval)."
+)
 @friendly_errors
-def export_cmd(vectors_path: str, fmt: str, lam: float | None, layers: str | None, model_hint: str | None,
-               scale: float | None, out: str) -> None:
+def export_cmd(
+    vectors_path: str,
+    fmt: str,
+    lam: float | None,
+    layers: str | None,
+    model_hint: str | None,
+    scale: float | None,
+    out: str,
+) -> None:
     """Write VECTORS for another tool: a llama.cpp control vector or an lm-eval steering file.
 
     xsteer layer L is added to block L's output; it becomes llama.cpp's ``direction.L`` and lm-eval's hook
@@ -51,15 +81,20 @@ def export_cmd(vectors_path: str, fmt: str, lam: float | None, layers: str | Non
 
     check_output(out, inputs=[vectors_path])
     if fmt == "gguf" and lam is not None:
-        raise click.BadParameter("llama.cpp takes λ at run time (--control-vector-scaled FILE λ); "
-                                 "use --scale to bake a strength into the file", param_hint="--lam")
+        raise click.BadParameter(
+            "llama.cpp takes λ at run time (--control-vector-scaled FILE λ); "
+            "use --scale to bake a strength into the file",
+            param_hint="--lam",
+        )
     if fmt == "lm-eval":
         if lam is None:
             raise click.BadParameter("lm-eval reads λ from the file: give --lam", param_hint="--lam")
         for name, value in (("--model-hint", model_hint), ("--scale", scale)):
             if value is not None:
-                raise click.BadParameter("is for --format gguf only (lm-eval files carry no model hint; "
-                                         "their strength is --lam)", param_hint=name)
+                raise click.BadParameter(
+                    "is for --format gguf only (lm-eval files carry no model hint; their strength is --lam)",
+                    param_hint=name,
+                )
     sv = SteeringVectors.load(vectors_path)
     chosen = resolve_layers(sv, parse_layers(layers, sv.n_layers)) if layers else list(sv.layers)
 
@@ -68,9 +103,11 @@ def export_cmd(vectors_path: str, fmt: str, lam: float | None, layers: str | Non
 
         assert lam is not None  # checked above
         path = export_lmeval(sv, out, lam=lam, layers=chosen)
-        click.echo(f"wrote {path}: {len(chosen)} vectors ({_layer_span(chosen)} as lm-eval hook points layers.N), "
-                   f"d_model {sv.d_model}, norm {sv.norm}, steering_coefficient λ={lam:g}; use with lm_eval --model "
-                   f"steered --model_args pretrained=DIR,steer_path={path} (DIR from `xsteer export-model`)")
+        click.echo(
+            f"wrote {path}: {len(chosen)} vectors ({_layer_span(chosen)} as lm-eval hook points layers.N), "
+            f"d_model {sv.d_model}, norm {sv.norm}, steering_coefficient λ={lam:g}; use with lm_eval --model "
+            f"steered --model_args pretrained=DIR,steer_path={path} (DIR from `xsteer export-model`)"
+        )
         return
 
     from xsteer.interop.gguf import export_gguf
@@ -78,17 +115,27 @@ def export_cmd(vectors_path: str, fmt: str, lam: float | None, layers: str | Non
     if not layers:
         chosen = [layer for layer in chosen if layer != 0]
         if not chosen:
-            raise click.BadParameter("no layer left to export (layer 0 cannot be exported)", param_hint="--layers")
+            raise click.BadParameter(
+                "no layer left to export (layer 0 cannot be exported)", param_hint="--layers"
+            )
         if 0 in sv.layers:
-            click.echo("note: layer 0 left out (llama.cpp cannot add a control vector to the first block's output)")
-    path = export_gguf(sv.replace(layers=tuple(chosen)), out, model_hint=model_hint, scale=1.0 if scale is None else scale)
-    click.echo(f"wrote {path}: {len(chosen)} directions ({_layer_span(chosen)}), d_model {sv.d_model}, "
-               f"norm {sv.norm}; use with llama.cpp --control-vector-scaled {path} <λ>")
+            click.echo(
+                "note: layer 0 left out (llama.cpp cannot add a control vector to the first block's output)"
+            )
+    path = export_gguf(
+        sv.replace(layers=tuple(chosen)), out, model_hint=model_hint, scale=1.0 if scale is None else scale
+    )
+    click.echo(
+        f"wrote {path}: {len(chosen)} directions ({_layer_span(chosen)}), d_model {sv.d_model}, "
+        f"norm {sv.norm}; use with llama.cpp --control-vector-scaled {path} <λ>"
+    )
 
 
 @click.command("export-model")
 @click.argument("spec")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (must be new or empty).")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Output folder (must be new or empty)."
+)
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out folder.")
 @friendly_errors
 def export_model_cmd(spec: str, out: str, overwrite: bool) -> None:
@@ -106,19 +153,32 @@ def export_model_cmd(spec: str, out: str, overwrite: bool) -> None:
     path = export_model(spec, out, overwrite=overwrite)
     info = json.loads((path / PROVENANCE).read_text(encoding="utf-8"))
     files = sorted(p.name for p in path.iterdir())
-    click.echo(f"wrote {path}: {info['architecture']}, {info['n_layers']} layers x d_model {info['d_model']}, float32 "
-               f"({', '.join(files)})")
+    click.echo(
+        f"wrote {path}: {info['architecture']}, {info['n_layers']} layers x d_model {info['d_model']}, float32 "
+        f"({', '.join(files)})"
+    )
     click.echo(f"lm-eval: --model steered --model_args {info['lm_eval_model_args']},steer_path=FILE.pt")
 
 
 @click.command("import")
 @click.argument("file_path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True,
-              help="gguf: llama.cpp / repeng control vector; lm-eval: lm-evaluation-harness `steered` file (.pt).")
-@click.option("--model", "model", default=None,
-              help="Target model: zoo name, .gguf path or HF folder (read without loading weights), or just an id. "
-                   "Sizes the vectors to its depth and checks width, depth and architecture.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output xsteer vector file (.safetensors).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    required=True,
+    help="gguf: llama.cpp / repeng control vector; lm-eval: lm-evaluation-harness `steered` file (.pt).",
+)
+@click.option(
+    "--model",
+    "model",
+    default=None,
+    help="Target model: zoo name, .gguf path or HF folder (read without loading weights), or just an id. "
+    "Sizes the vectors to its depth and checks width, depth and architecture.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Output xsteer vector file (.safetensors)."
+)
 @friendly_errors
 def import_cmd(file_path: str, fmt: str, model: str | None, out: str) -> None:
     """Convert a control vector or lm-eval steering FILE from another tool into an xsteer vector file.
@@ -144,14 +204,18 @@ def import_cmd(file_path: str, fmt: str, model: str | None, out: str) -> None:
         sv = load_lmeval(file_path, model=model)
     path = sv.save(out)
     layers = list(sv.layers)
-    click.echo(f"wrote {path}: {len(layers)} vectors ({_layer_span(layers)}) for {sv.model_id!r}, "
-               f"[{sv.n_layers} layers x d_model {sv.d_model}]")
+    click.echo(
+        f"wrote {path}: {len(layers)} vectors ({_layer_span(layers)}) for {sv.model_id!r}, "
+        f"[{sv.n_layers} layers x d_model {sv.d_model}]"
+    )
     if fmt == "lm-eval":
         how = "folded into the vectors (coefficients differ by layer)" if sv.extra.get("folded") else "kept"
         click.echo(f"λ that reproduces the file: {sv.extra['lam']:g} (coefficient {how})")
     if model is None:
-        click.echo("note: no --model given, so the depth is a guess (the file's own record, else one past the last "
-                   "layer) and nothing was checked against a model")
+        click.echo(
+            "note: no --model given, so the depth is a guess (the file's own record, else one past the last "
+            "layer) and nothing was checked against a model"
+        )
     for note in sv.extra.get("notes", []):
         click.echo(f"note: {note}")
 

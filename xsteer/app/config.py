@@ -130,7 +130,9 @@ def _type_ok(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
-    return str(hint).replace("typing.", "").replace("NoneType", "null").replace("<class '", "").replace("'>", "")
+    return (
+        str(hint).replace("typing.", "").replace("NoneType", "null").replace("<class '", "").replace("'>", "")
+    )
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
@@ -141,13 +143,21 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; known: {', '.join(sorted(names))}")
-    missing = [f.name for f in fields(cls) if f.name not in raw and f.default is MISSING and f.default_factory is MISSING]
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; known: {', '.join(sorted(names))}"
+        )
+    missing = [
+        f.name
+        for f in fields(cls)
+        if f.name not in raw and f.default is MISSING and f.default_factory is MISSING
+    ]
     if missing:
         raise ConfigError(f"{where}: missing required key(s) {', '.join(repr(k) for k in missing)}")
     for key, value in raw.items():
         if not _type_ok(value, hints[key]):
-            raise ConfigError(f"{where}.{key}: expected {_describe(hints[key])}, got {type(value).__name__} {value!r}")
+            raise ConfigError(
+                f"{where}.{key}: expected {_describe(hints[key])}, got {type(value).__name__} {value!r}"
+            )
     # YAML gives lists; the specs are frozen and hashable, so sequences become tuples.
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
@@ -168,7 +178,9 @@ def load_config(path: str | Path, *, check_data: bool = True) -> ExperimentConfi
     return parse_config(raw, where=str(path), base=path.parent, check_data=check_data)
 
 
-def parse_config(raw: Any, *, where: str = "config", base: Path | None = None, check_data: bool = True) -> ExperimentConfig:
+def parse_config(
+    raw: Any, *, where: str = "config", base: Path | None = None, check_data: bool = True
+) -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
     raw = dict(raw)
@@ -186,7 +198,8 @@ def parse_config(raw: Any, *, where: str = "config", base: Path | None = None, c
     if not isinstance(raw["datasets"], list) or not raw["datasets"]:
         raise ConfigError(f"{where}: datasets must be a non-empty list")
     raw["datasets"] = tuple(
-        _build(DatasetSpec, {"name": d} if isinstance(d, str) else d, f"{where}: datasets[{i}]") for i, d in enumerate(raw["datasets"])
+        _build(DatasetSpec, {"name": d} if isinstance(d, str) else d, f"{where}: datasets[{i}]")
+        for i, d in enumerate(raw["datasets"])
     )
     if "eval" in raw:
         raw["eval"] = EvalSpec(**{**raw["eval"].__dict__, "lambdas": tuple(raw["eval"].lambdas)})
@@ -238,9 +251,13 @@ def validate(cfg: ExperimentConfig, *, where: str = "config", check_data: bool =
     _choice(f"{where}: transfer.norm", cfg.transfer.norm, NORMS)
     needs = LAYER_MAPS[cfg.transfer.layer_map].needs
     if needs == "mapping" and not cfg.transfer.mapping:
-        raise ConfigError(f"{where}: transfer.mapping: layer map 'explicit' needs a mapping such as '0:0,1:2,-1:-1'")
+        raise ConfigError(
+            f"{where}: transfer.mapping: layer map 'explicit' needs a mapping such as '0:0,1:2,-1:-1'"
+        )
     if needs == "cka_diff":
-        raise ConfigError(f"{where}: transfer.layer_map: 'cka_diff' needs a concept's pairs; use it in `xsteer fidelity`")
+        raise ConfigError(
+            f"{where}: transfer.layer_map: 'cka_diff' needs a concept's pairs; use it in `xsteer fidelity`"
+        )
     try:
         fit = TextSpec.parse(cfg.transfer.fit_text)
     except InputError as e:
@@ -249,7 +266,9 @@ def validate(cfg: ExperimentConfig, *, where: str = "config", check_data: bool =
         _choice(f"{where}: datasets[{i}].name", d.name, task_names())
         modes = get_task(d.name).modes
         if d.mode not in modes:
-            raise ConfigError(f"{where}: datasets[{i}].mode: {d.mode!r} is not available for {d.name!r}; options: {', '.join(modes)}")
+            raise ConfigError(
+                f"{where}: datasets[{i}].mode: {d.mode!r} is not available for {d.name!r}; options: {', '.join(modes)}"
+            )
         _at_least(f"{where}: datasets[{i}].val_items", d.val_items, 0)
         _at_least(f"{where}: datasets[{i}].test_items", d.test_items, 1)
     _at_least(f"{where}: seed", cfg.seed, 0)
@@ -259,11 +278,17 @@ def validate(cfg: ExperimentConfig, *, where: str = "config", check_data: bool =
 
 def _check_splits(cfg: ExperimentConfig, fit: TextSpec, where: str) -> None:
     """Every split a job will read must exist (offline: its file; cheap, nothing is tokenized)."""
-    needed = {(d.name, s) for d in cfg.datasets for s in (cfg.pairs.split, "test") + (("validation",) if d.val_items else ())}
+    needed = {
+        (d.name, s)
+        for d in cfg.datasets
+        for s in (cfg.pairs.split, "test") + (("validation",) if d.val_items else ())
+    }
     needed.add((fit.task, fit.split))
     for name, split in sorted(needed):
         try:
             get_task(name).load(split, data_dir=cfg.data_dir, limit=1, seed=cfg.seed)
         except XsteerError as e:
             key = "transfer.fit_text" if (name, split) == (fit.task, fit.split) else "datasets"
-            raise ConfigError(f"{where}: {key}: dataset {name!r} split {split!r} is not available: {e}") from None
+            raise ConfigError(
+                f"{where}: {key}: dataset {name!r} split {split!r} is not available: {e}"
+            ) from None

@@ -35,9 +35,20 @@ BENCHMARK = {
     "children": ["smollm2-135m"],
     "datasets": [{"name": "synthetic", "val_items": 8, "test_items": 16}],
     "pairs": {"builder": "corrupted_answer", "n": 32, "split": "train", "method": "pca"},
-    "transfer": {"layer_map": "proportional", "width_map": "ridge", "fit_text": "synthetic:train:128", "norm": "resid_mean"},
+    "transfer": {
+        "layer_map": "proportional",
+        "width_map": "ridge",
+        "fit_text": "synthetic:train:128",
+        "norm": "resid_mean",
+    },
     # λ relative to the child's residual norm at every layer: 0.003 is subtle, 0.03 already derails SmolLM2.
-    "eval": {"lambdas": [0.003, 0.01, 0.03], "positions": "generated", "shots": 2, "max_new_tokens": 64, "batch_size": 36},
+    "eval": {
+        "lambdas": [0.003, 0.01, 0.03],
+        "positions": "generated",
+        "shots": 2,
+        "max_new_tokens": 64,
+        "batch_size": 36,
+    },
     "controls": {"native": True, "random": True, "self_consistency": True},
 }
 
@@ -64,6 +75,8 @@ def run_demo(out: str | Path, *, device: str | None = None, benchmark: bool = Fa
         run_study(replace(FIDELITY, device=device), out, log=log)
         results = load_results(out)
         click.echo(study_table(results))
-        report = write_fidelity_report(results, out, title="xsteer demo: does Gemma-3-270M's sentiment cross into SmolLM2-135M?")
+        report = write_fidelity_report(
+            results, out, title="xsteer demo: does Gemma-3-270M's sentiment cross into SmolLM2-135M?"
+        )
     log(f"report: {report}")
     return report

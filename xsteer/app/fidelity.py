@@ -81,14 +81,20 @@ class FidelitySpec:
     def __post_init__(self) -> None:
         lams = check_lambdas(list(self.lambdas), where="the dose-response λ grid")
         if 0.0 in lams:
-            raise InputError("the dose-response λ grid must not contain 0 (the unsteered baseline is always measured)")
+            raise InputError(
+                "the dose-response λ grid must not contain 0 (the unsteered baseline is always measured)"
+            )
         for name in self.layer_maps:
             if name not in LAYER_MAPS or LAYER_MAPS[name].needs == "mapping":
-                raise InputError(f"layer map {name!r} cannot be used here; options: "
-                                 f"{', '.join(k for k, v in LAYER_MAPS.items() if v.needs != 'mapping')}")
+                raise InputError(
+                    f"layer map {name!r} cannot be used here; options: "
+                    f"{', '.join(k for k, v in LAYER_MAPS.items() if v.needs != 'mapping')}"
+                )
         for name in self.width_maps:
             if name not in WIDTH_MAPS or name == "identity":
-                raise InputError(f"width map {name!r} cannot be used here; options: {', '.join(k for k in WIDTH_MAPS if k != 'identity')}")
+                raise InputError(
+                    f"width map {name!r} cannot be used here; options: {', '.join(k for k in WIDTH_MAPS if k != 'identity')}"
+                )
         get_method(self.method)
         for c in self.concepts:
             if c != ANSWER:
@@ -101,8 +107,10 @@ class FidelitySpec:
         for path in self.maps:
             tmap = TransferMap.load(path)
             if tmap.parent_id not in ids[0] or tmap.child_id not in ids[1]:
-                raise TransferError(f"{path} maps {tmap.parent_id!r} -> {tmap.child_id!r}, but this study's parents are "
-                                    f"{sorted(ids[0])} and its children {sorted(ids[1])}; fit a map for them")
+                raise TransferError(
+                    f"{path} maps {tmap.parent_id!r} -> {tmap.child_id!r}, but this study's parents are "
+                    f"{sorted(ids[0])} and its children {sorted(ids[1])}; fit a map for them"
+                )
 
 
 def steered_layers(spec: str, n_layers: int) -> list[int]:
@@ -122,8 +130,12 @@ def steered_layers(spec: str, n_layers: int) -> list[int]:
 
 
 def _concepts(spec: FidelitySpec) -> list[Concept | AnswerConcept]:
-    return [answer_concept(data_dir=spec.data_dir, seed=spec.seed) if c == ANSWER else load_concept(c, min_pairs=8, min_probes=8)
-            for c in spec.concepts]
+    return [
+        answer_concept(data_dir=spec.data_dir, seed=spec.seed)
+        if c == ANSWER
+        else load_concept(c, min_pairs=8, min_probes=8)
+        for c in spec.concepts
+    ]
 
 
 @dataclass
@@ -140,8 +152,15 @@ def _texts_key(concepts: Sequence[Any], generic: Sequence[str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def model_acts(spec_name: str, load: Any, concepts: Sequence[Any], generic: Sequence[str], out: Path, batch_size: int,
-               log: Any) -> _Acts:
+def model_acts(
+    spec_name: str,
+    load: Any,
+    concepts: Sequence[Any],
+    generic: Sequence[str],
+    out: Path,
+    batch_size: int,
+    log: Any,
+) -> _Acts:
     """A model's activations of the study's texts, read once per model and cached in ``out/acts`` (they do not
     depend on the other model of a pair, and reading them is the slow part of a study)."""
     key = _texts_key(concepts, generic)
@@ -149,7 +168,9 @@ def model_acts(spec_name: str, load: Any, concepts: Sequence[Any], generic: Sequ
     if cache.exists():
         return torch.load(cache, weights_only=False)
     model = load()
-    log(f"{spec_name}: reading {sum(2 * len(c.pairs) for c in concepts)} pair texts and {len(generic)} generic texts")
+    log(
+        f"{spec_name}: reading {sum(2 * len(c.pairs) for c in concepts)} pair texts and {len(generic)} generic texts"
+    )
     acts = _Acts()
     for c in concepts:
         acts.pos[c.name] = last_token_resid(model, [p for p, _ in c.pairs], batch_size=batch_size)
@@ -161,42 +182,79 @@ def model_acts(spec_name: str, load: Any, concepts: Sequence[Any], generic: Sequ
     return acts
 
 
-def _vectors(pos: torch.Tensor, neg: torch.Tensor, model: str, method: str, seed: int, pairs: Sequence[Any]) -> SteeringVectors:
+def _vectors(
+    pos: torch.Tensor, neg: torch.Tensor, model: str, method: str, seed: int, pairs: Sequence[Any]
+) -> SteeringVectors:
     directions, stats = fit_directions(pos, neg, method=method, seed=seed)
-    return SteeringVectors(directions, model, method, tuple(range(directions.shape[0])),
-                           centring=get_method(method).centring, layer_stats=tuple(stats),
-                           pairs_hash=pairs_hash([ContrastivePair(p, n) for p, n in pairs]), extra={"n_pairs": len(pairs)})
+    return SteeringVectors(
+        directions,
+        model,
+        method,
+        tuple(range(directions.shape[0])),
+        centring=get_method(method).centring,
+        layer_stats=tuple(stats),
+        pairs_hash=pairs_hash([ContrastivePair(p, n) for p, n in pairs]),
+        extra={"n_pairs": len(pairs)},
+    )
 
 
-def run_pair(spec: FidelitySpec, parent_spec: str, child_spec: str, out: Path, *, log: Any = print) -> list[Path]:
+def run_pair(
+    spec: FidelitySpec, parent_spec: str, child_spec: str, out: Path, *, log: Any = print
+) -> list[Path]:
     """Every concept for one (parent, child); returns the result files (existing ones are kept)."""
     concepts = _concepts(spec)
-    files = {c.name: out / "results" / f"{slug(parent_spec)}__{slug(child_spec)}__{c.name}.json" for c in concepts}
+    files = {
+        c.name: out / "results" / f"{slug(parent_spec)}__{slug(child_spec)}__{c.name}.json" for c in concepts
+    }
     todo = [c for c in concepts if not files[c.name].exists()]
     if not todo:
         return list(files.values())
     t0 = time.time()
-    generic = fit_texts(get_task("synthetic").load("train", seed=spec.seed)[: spec.generic_texts], seed=spec.seed) if spec.generic_texts else []
+    generic = (
+        fit_texts(get_task("synthetic").load("train", seed=spec.seed)[: spec.generic_texts], seed=spec.seed)
+        if spec.generic_texts
+        else []
+    )
     # Every built-in concept's texts serve as fit texts for the maps of the others, measured or not.
     readers = [*concepts, *(load_concept(n) for n in BUILTIN if n not in spec.concepts)]
     child = load_model(child_spec, device=spec.device)
-    acts_p = model_acts(parent_spec, lambda: load_model(parent_spec, device=spec.device), readers, generic, out,
-                        spec.batch_size, log)
+    acts_p = model_acts(
+        parent_spec,
+        lambda: load_model(parent_spec, device=spec.device),
+        readers,
+        generic,
+        out,
+        spec.batch_size,
+        log,
+    )
     acts_c = model_acts(child_spec, lambda: child, readers, generic, out, spec.batch_size, log)
     ids = (parse_spec(parent_spec).model_id, model_id(child))
     layers = steered_layers(spec.layers, child.cfg.n_layers)
     for concept in todo:
         log(f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}")
         result = _one_concept(spec, ids, child, concept, readers, acts_p, acts_c, layers)
-        result.meta.update(parent=parent_spec, child=child_spec, steered_layers=layers, seconds=round(time.time() - t0, 1),
-                           spec={k: v for k, v in asdict(spec).items() if k not in ("parents", "children")})
+        result.meta.update(
+            parent=parent_spec,
+            child=child_spec,
+            steered_layers=layers,
+            seconds=round(time.time() - t0, 1),
+            spec={k: v for k, v in asdict(spec).items() if k not in ("parents", "children")},
+        )
         write_json_atomic(files[concept.name], result.to_json())
         log(result.table())
     return list(files.values())
 
 
-def _one_concept(spec: FidelitySpec, ids: tuple[str, str], child: Any, concept: Any, concepts: Sequence[Any],
-                 acts_p: _Acts, acts_c: _Acts, layers: list[int]) -> FidelityResult:
+def _one_concept(
+    spec: FidelitySpec,
+    ids: tuple[str, str],
+    child: Any,
+    concept: Any,
+    concepts: Sequence[Any],
+    acts_p: _Acts,
+    acts_c: _Acts,
+    layers: list[int],
+) -> FidelityResult:
     parent_id, child_id = ids
     pp, np_ = acts_p.pos[concept.name], acts_p.neg[concept.name]
     pc, nc = acts_c.pos[concept.name], acts_c.neg[concept.name]
@@ -220,6 +278,7 @@ def _one_concept(spec: FidelitySpec, ids: tuple[str, str], child: Any, concept: 
     conditions: dict[str, SteeringVectors] = {"random": native.random_like(spec.seed)}
     fits: dict[str, Any] = {}
     cache: dict[tuple[str, int, int], Any] = {}
+
     def maps() -> Iterator[tuple[str, TransferMap]]:
         for path in spec.maps:  # given maps first, as they are
             tmap = TransferMap.load(path)
@@ -227,14 +286,27 @@ def _one_concept(spec: FidelitySpec, ids: tuple[str, str], child: Any, concept: 
                 yield f"{Path(path).stem}×given", tmap
         for lm in spec.layer_maps:
             for wm in spec.width_maps:
-                yield f"{lm}×{wm}", fit_transfer_from_activations(
-                    xp, yc, parent_id=parent_id, child_id=child_id, layer_map=lm, width_map=wm,
-                    diffs=diffs, seed=spec.seed, width_cache=cache)
+                yield (
+                    f"{lm}×{wm}",
+                    fit_transfer_from_activations(
+                        xp,
+                        yc,
+                        parent_id=parent_id,
+                        child_id=child_id,
+                        layer_map=lm,
+                        width_map=wm,
+                        diffs=diffs,
+                        seed=spec.seed,
+                        width_cache=cache,
+                    ),
+                )
 
     for name, tmap in maps():
-        fits[name] = {"layer_map": tmap.info.get("layer_map"),
-                      "heldout_r2": {str(c): r["r2"] for c, r in tmap.report.items()},
-                      "heldout_cos_centred": {str(c): r["cosine_centred"] for c, r in tmap.report.items()}}
+        fits[name] = {
+            "layer_map": tmap.info.get("layer_map"),
+            "heldout_r2": {str(c): r["r2"] for c, r in tmap.report.items()},
+            "heldout_cos_centred": {str(c): r["cosine_centred"] for c, r in tmap.report.items()},
+        }
         for label, v in ((name, v_parent), (f"{name}/mapped-random", random_parent)):
             try:
                 mapped = tmap.apply(v, norm="unit")
@@ -243,12 +315,24 @@ def _one_concept(spec: FidelitySpec, ids: tuple[str, str], child: Any, concept: 
             steer = tuple(layer for layer in layers if layer in mapped.layers)
             if steer:
                 conditions[label] = mapped.replace(layers=steer).scaled_to(norms, "resid_mean")
-    result = fidelity(child, concept, conditions, native=native, lambdas=spec.lambdas, n_boot=spec.n_boot, seed=spec.seed,
-                      batch_size=spec.batch_size, generation_probes=spec.generation_probes,
-                      max_new_tokens=spec.max_new_tokens, progress=False)
+    result = fidelity(
+        child,
+        concept,
+        conditions,
+        native=native,
+        lambdas=spec.lambdas,
+        n_boot=spec.n_boot,
+        seed=spec.seed,
+        batch_size=spec.batch_size,
+        generation_probes=spec.generation_probes,
+        max_new_tokens=spec.max_new_tokens,
+        progress=False,
+    )
     result.meta["maps"] = fits
-    result.meta["vectors"] = {"parent_separation": [s.get("separation") for s in v_parent.layer_stats],
-                              "native_separation": [s.get("separation") for s in v_native.layer_stats]}
+    result.meta["vectors"] = {
+        "parent_separation": [s.get("separation") for s in v_parent.layer_stats],
+        "native_separation": [s.get("separation") for s in v_native.layer_stats],
+    }
     return result
 
 

@@ -53,29 +53,37 @@ def best_map(result: Mapping[str, Any]) -> str | None:
 
 def study_table(results: Sequence[Mapping[str, Any]]) -> str:
     """One row per (pair, concept, map): fidelity [CI] beside its nulls, and the native effect."""
-    lines = ["| parent → child | concept | map | fidelity [95% CI] | mapped-random | random | native effect | reading |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| parent → child | concept | map | fidelity [95% CI] | mapped-random | random | native effect | reading |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         pair = f"{r['meta']['parent']} → {r['meta']['child']}"
         native = _f(r["native_effect"]) + ("" if r["native_steers"] else " (does not steer)")
         for name in map_names(r):
-            lines.append(f"| {pair} | {r['concept']} | {name} | {_f(r['fidelity'].get(name))} | "
-                         f"{_f(r['fidelity'].get(f'{name}/mapped-random'))} | {_f(r['fidelity'].get('random'))} | {native} | "
-                         f"{verdict(r, name)} |")
+            lines.append(
+                f"| {pair} | {r['concept']} | {name} | {_f(r['fidelity'].get(name))} | "
+                f"{_f(r['fidelity'].get(f'{name}/mapped-random'))} | {_f(r['fidelity'].get('random'))} | {native} | "
+                f"{verdict(r, name)} |"
+            )
     return "\n".join(lines)
 
 
 def plain_reading(results: Sequence[Mapping[str, Any]]) -> str:
     """A few sentences a reader can check against the table."""
     steer = [r for r in results if r["native_steers"]]
-    lines = [f"{len(results)} (pair, concept) measurements; in {len(steer)} the child's own vector moves the readout "
-             "(its effect's 95% CI excludes 0), so fidelity is defined there."]
+    lines = [
+        f"{len(results)} (pair, concept) measurements; in {len(steer)} the child's own vector moves the readout "
+        "(its effect's 95% CI excludes 0), so fidelity is defined there."
+    ]
     wins = [(r, n) for r in steer for n in map_names(r) if verdict(r, n) == "beats nulls"]
     if not steer:
         return lines[0]
     total = sum(len(map_names(r)) for r in steer)
-    lines.append(f"{len(wins)} of {total} (measurement, map) cells beat both nulls (fidelity CI above the mapped-random "
-                 "and random directions' estimates).")
+    lines.append(
+        f"{len(wins)} of {total} (measurement, map) cells beat both nulls (fidelity CI above the mapped-random "
+        "and random directions' estimates)."
+    )
     by_concept: dict[str, list[float]] = {}
     for r in steer:
         b = best_map(r)
@@ -100,8 +108,18 @@ def fidelity_heatmap(result: Mapping[str, Any], out: Path) -> Path | None:
             lm, wm = n.split("×")
             m[lms.index(lm), wms.index(wm)] = f[0]
     title = f"fidelity: {result['meta']['parent']} → {result['meta']['child']}, {result['concept']}"
-    return heatmap(m, out, xlabel="width map", ylabel="layer map", title=title, center=0.0,
-                   xticklabels=wms, yticklabels=lms, annotate=True, cmap="RdBu_r")
+    return heatmap(
+        m,
+        out,
+        xlabel="width map",
+        ylabel="layer map",
+        title=title,
+        center=0.0,
+        xticklabels=wms,
+        yticklabels=lms,
+        annotate=True,
+        cmap="RdBu_r",
+    )
 
 
 def dose_response(result: Mapping[str, Any], out: Path, *, conditions: Sequence[str] | None = None) -> Path:
@@ -110,7 +128,9 @@ def dose_response(result: Mapping[str, Any], out: Path, *, conditions: Sequence[
     import seaborn as sns
 
     best = best_map(result)
-    conditions = conditions or [c for c in (NATIVE, best, f"{best}/mapped-random" if best else None, "random") if c]
+    conditions = conditions or [
+        c for c in (NATIVE, best, f"{best}/mapped-random" if best else None, "random") if c
+    ]
     lams = result["lambdas"]
     base = torch.tensor(result["baseline"])
     sns.set_theme(style="whitegrid")
@@ -138,38 +158,57 @@ def examples_html(result: Mapping[str, Any], *, per_condition: int = 3) -> str:
     for cond in [c for c in keep if c]:
         chosen = [g for g in gens if g["condition"] == cond and g["lam"] >= 0][:per_condition]
         for g in chosen:
-            rows.append(f"<tr><td>{html.escape(cond)}</td><td>{g['lam']:+g}</td><td>{html.escape(g['probe'])}"
-                        f"<b>{html.escape(g['text'])}</b></td><td>{g['score']:+d}</td></tr>")
-    return ("<table><tr><th>condition</th><th>λ</th><th>probe + <b>continuation</b></th><th>lexicon score</th></tr>"
-            + "".join(rows) + "</table>")
+            rows.append(
+                f"<tr><td>{html.escape(cond)}</td><td>{g['lam']:+g}</td><td>{html.escape(g['probe'])}"
+                f"<b>{html.escape(g['text'])}</b></td><td>{g['score']:+d}</td></tr>"
+            )
+    return (
+        "<table><tr><th>condition</th><th>λ</th><th>probe + <b>continuation</b></th><th>lexicon score</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
-def write_fidelity_report(results: Sequence[Mapping[str, Any]], folder: str | Path, *, title: str = "Transfer fidelity") -> Path:
+def write_fidelity_report(
+    results: Sequence[Mapping[str, Any]], folder: str | Path, *, title: str = "Transfer fidelity"
+) -> Path:
     """``folder/report.html`` (figures in ``folder/figures``) for a list of result documents."""
     from xsteer.app.report import _md_table_to_html
 
     folder = Path(folder)
     figs = folder / "figures"
-    parts = [f"<h1>{html.escape(title)}</h1>", "<h2>What this shows</h2>", f"<p>{html.escape(plain_reading(results))}</p>",
-             "<p>Fidelity = the mapped parent vector's mean signed effect on the concept's held-out probes ÷ the child's "
-             "own vector's, at the same λ grid and norm; 1 = the whole effect crossed, 0 = none. Nulls: a random parent "
-             "direction through the same map (mapped-random) and a random child direction of equal norm.</p>",
-             "<h2>Fidelity table</h2>", _md_table_to_html(study_table(results))]
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>What this shows</h2>",
+        f"<p>{html.escape(plain_reading(results))}</p>",
+        "<p>Fidelity = the mapped parent vector's mean signed effect on the concept's held-out probes ÷ the child's "
+        "own vector's, at the same λ grid and norm; 1 = the whole effect crossed, 0 = none. Nulls: a random parent "
+        "direction through the same map (mapped-random) and a random child direction of equal norm.</p>",
+        "<h2>Fidelity table</h2>",
+        _md_table_to_html(study_table(results)),
+    ]
     for r in results:
         stem = f"{r['meta']['parent']}__{r['meta']['child']}__{r['concept']}".replace("/", "_")
-        parts.append(f"<h2>{html.escape(r['meta']['parent'])} → {html.escape(r['meta']['child'])}: "
-                     f"{html.escape(r['concept'])}</h2>")
+        parts.append(
+            f"<h2>{html.escape(r['meta']['parent'])} → {html.escape(r['meta']['child'])}: "
+            f"{html.escape(r['concept'])}</h2>"
+        )
         parts.append(embed_png(dose_response(r, figs / f"dose_{stem}")))
         hm = fidelity_heatmap(r, figs / f"heatmap_{stem}")
         if hm is not None:
             parts.append(embed_png(hm))
         parts.append(examples_html(r))
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:85%}"
-             "th{background:#f3f3f3}")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:85%}"
+        "th{background:#f3f3f3}"
+    )
     out = folder / "report.html"
-    write_text_atomic(out, f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    write_text_atomic(
+        out,
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>",
+    )
     return out
 
 

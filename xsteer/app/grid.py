@@ -51,9 +51,17 @@ def make_vectors(cfg: ExperimentConfig, model_spec: str, dataset: str, out: str)
     from xsteer.core.models import load_model
 
     model = load_model(model_spec, device=cfg.device)
-    pairs = steps.make_pairs(model, dataset, cfg.pairs, data_dir=cfg.data_dir, seed=cfg.seed, shots=cfg.eval.shots)
-    steps.make_vectors(model, pairs, method=cfg.pairs.method, seed=cfg.seed, progress=False,
-                       source={"source": f"{dataset}:{cfg.pairs.split}", "builder": cfg.pairs.builder}).save(path)
+    pairs = steps.make_pairs(
+        model, dataset, cfg.pairs, data_dir=cfg.data_dir, seed=cfg.seed, shots=cfg.eval.shots
+    )
+    steps.make_vectors(
+        model,
+        pairs,
+        method=cfg.pairs.method,
+        seed=cfg.seed,
+        progress=False,
+        source={"source": f"{dataset}:{cfg.pairs.split}", "builder": cfg.pairs.builder},
+    ).save(path)
     return str(path)
 
 
@@ -84,21 +92,54 @@ def run_job(cfg: ExperimentConfig, parent: str, child: str, dataset: str, out: s
     dspec = next(d for d in cfg.datasets if d.name == dataset)
     tmap = TransferMap.load(map_path(Path(out), parent, child, cfg))
     native = SteeringVectors.load(vectors_path(Path(out), child, dataset)) if cfg.controls.native else None
-    conditions = steps.job_conditions(cfg, tmap, SteeringVectors.load(vectors_path(Path(out), parent, dataset)), native)
-    ecfg = EvalConfig(dataset=dataset, mode=dspec.mode, shots=cfg.eval.shots, lambdas=cfg.eval.lambdas,  # type: ignore[arg-type]
-                      positions=cfg.eval.positions, max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed)  # type: ignore[arg-type]
+    conditions = steps.job_conditions(
+        cfg, tmap, SteeringVectors.load(vectors_path(Path(out), parent, dataset)), native
+    )
+    ecfg = EvalConfig(
+        dataset=dataset,
+        mode=dspec.mode,  # type: ignore[arg-type]
+        shots=cfg.eval.shots,
+        lambdas=cfg.eval.lambdas,  # type: ignore[arg-type]
+        positions=cfg.eval.positions,  # type: ignore[arg-type]
+        max_new_tokens=cfg.eval.max_new_tokens,
+        seed=cfg.seed,
+    )
     task = get_task(dataset)
-    val = task.load("validation", data_dir=cfg.data_dir, limit=dspec.val_items, seed=cfg.seed) if dspec.val_items else []
+    val = (
+        task.load("validation", data_dir=cfg.data_dir, limit=dspec.val_items, seed=cfg.seed)
+        if dspec.val_items
+        else []
+    )
     test = task.load("test", data_dir=cfg.data_dir, limit=dspec.test_items, seed=cfg.seed)
     model = load_model(child, device=cfg.device)
-    print(f"job {parent} -> {child} on {dataset}: {len(val)} validation, {len(test)} test items, "
-          f"conditions {', '.join(conditions)}", flush=True)
-    doc = steps.evaluate_child(model, conditions, ecfg, validation=val, test=test, out=folder, batch_size=cfg.eval.batch_size,
-                               self_consistency=cfg.controls.self_consistency, data_dir=cfg.data_dir, progress=True,
-                               extra={"parent": parent, "child": child, "dataset": dataset})
-    write_report(folder, title=f"{parent} → {child} on {dataset}", sections=[
-        (f"Transfer map {tmap.layer_map_name} × {tmap.width_map_name}: held-out fit per child layer",
-         f"<pre>{html.escape(report_table(tmap))}</pre>")])
+    print(
+        f"job {parent} -> {child} on {dataset}: {len(val)} validation, {len(test)} test items, "
+        f"conditions {', '.join(conditions)}",
+        flush=True,
+    )
+    doc = steps.evaluate_child(
+        model,
+        conditions,
+        ecfg,
+        validation=val,
+        test=test,
+        out=folder,
+        batch_size=cfg.eval.batch_size,
+        self_consistency=cfg.controls.self_consistency,
+        data_dir=cfg.data_dir,
+        progress=True,
+        extra={"parent": parent, "child": child, "dataset": dataset},
+    )
+    write_report(
+        folder,
+        title=f"{parent} → {child} on {dataset}",
+        sections=[
+            (
+                f"Transfer map {tmap.layer_map_name} × {tmap.width_map_name}: held-out fit per child layer",
+                f"<pre>{html.escape(report_table(tmap))}</pre>",
+            )
+        ],
+    )
     (folder / DONE).write_text(json.dumps({"config_hash": doc["config_hash"]}))
     return str(folder)
 
@@ -114,19 +155,31 @@ def plan(cfg: ExperimentConfig) -> list[list[tuple[Callable[..., str], tuple]]]:
     ]
 
 
-def run_grid(cfg: ExperimentConfig, out: str | Path, *, ray_address: str | None = None, use_ray: bool = False,
-             on_done: Callable[[str], None] = print) -> list[str]:
+def run_grid(
+    cfg: ExperimentConfig,
+    out: str | Path,
+    *,
+    ray_address: str | None = None,
+    use_ray: bool = False,
+    on_done: Callable[[str], None] = print,
+) -> list[str]:
     """Run every phase; returns the job folders. Finished tasks are skipped (resume)."""
     out = str(Path(out).resolve())
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
     results: list[str] = []
     for phase in plan(cfg):
-        results = _run_ray(cfg, phase, out, ray_address, on_done) if use_ray else _run_local(cfg, phase, out, on_done)
+        results = (
+            _run_ray(cfg, phase, out, ray_address, on_done)
+            if use_ray
+            else _run_local(cfg, phase, out, on_done)
+        )
     return results
 
 
-def _run_local(cfg: ExperimentConfig, tasks: Sequence[tuple[Callable, tuple]], out: str, on_done: Callable) -> list[str]:
+def _run_local(
+    cfg: ExperimentConfig, tasks: Sequence[tuple[Callable, tuple]], out: str, on_done: Callable
+) -> list[str]:
     res = []
     for fn, args in tasks:
         res.append(fn(cfg, *args, out))
@@ -134,7 +187,13 @@ def _run_local(cfg: ExperimentConfig, tasks: Sequence[tuple[Callable, tuple]], o
     return res
 
 
-def _run_ray(cfg: ExperimentConfig, tasks: Sequence[tuple[Callable, tuple]], out: str, address: str | None, on_done: Callable) -> list[str]:
+def _run_ray(
+    cfg: ExperimentConfig,
+    tasks: Sequence[tuple[Callable, tuple]],
+    out: str,
+    address: str | None,
+    on_done: Callable,
+) -> list[str]:
     import ray
     import torch
 

@@ -38,7 +38,9 @@ def save_figure(fig: Any, path_stem: Path) -> Path:
     return path_stem.with_name(f"{path_stem.name}.png")
 
 
-def lambda_curves(records: Sequence[Mapping], split: str, out: Path, metric: str = "correct", title: str = "") -> Path | None:
+def lambda_curves(
+    records: Sequence[Mapping], split: str, out: Path, metric: str = "correct", title: str = ""
+) -> Path | None:
     """Accuracy vs λ per vector condition (the paper's Fig. 3) with 95% Wilson bands, and the baseline as a
     line in its own band: at the n of a CPU study most of a curve's wiggle is inside the band."""
     conds = sorted({r["condition"] for r in records if r["split"] == split} - {BASELINE, SELF_CONSISTENCY})
@@ -50,9 +52,16 @@ def lambda_curves(records: Sequence[Mapping], split: str, out: Path, metric: str
     fig, ax = plt.subplots(figsize=(6.4, 4))
     counts = _counts_by_lambda(records, split, metric)
     for c, acc in curves.items():
-        line, = ax.plot(list(acc), [100 * a for a in acc.values()], marker="o", label=c)
+        (line,) = ax.plot(list(acc), [100 * a for a in acc.values()], marker="o", label=c)
         band = [wilson_ci(*counts[c, lam]) for lam in acc]
-        ax.fill_between(list(acc), [100 * b.low for b in band], [100 * b.high for b in band], color=line.get_color(), alpha=0.15, lw=0)
+        ax.fill_between(
+            list(acc),
+            [100 * b.low for b in band],
+            [100 * b.high for b in band],
+            color=line.get_color(),
+            alpha=0.15,
+            lw=0,
+        )
     lams = sorted({lam for acc in curves.values() for lam in acc})
     base = accuracy_by_lambda(records, split, BASELINE, metric)
     if base:
@@ -60,7 +69,10 @@ def lambda_curves(records: Sequence[Mapping], split: str, out: Path, metric: str
         ax.axhline(100 * b.estimate, color="black", ls="--", lw=1, label="baseline")
         ax.axhspan(100 * b.low, 100 * b.high, color="black", alpha=0.06, lw=0)
     # λ grids are geometric-ish (the paper's spans 0.01..1): log scale, labelled at the λ values used.
-    ax.set_xscale("log" if lams[0] > 0 else "symlog", **({} if lams[0] > 0 else {"linthresh": min(x for x in lams if x > 0)}))
+    ax.set_xscale(
+        "log" if lams[0] > 0 else "symlog",
+        **({} if lams[0] > 0 else {"linthresh": min(x for x in lams if x > 0)}),
+    )
     ax.set_xticks(lams, [f"{x:g}" for x in lams], rotation=45 if len(lams) > 8 else 0)
     ax.minorticks_off()
     ax.set_xlabel("λ")
@@ -70,7 +82,9 @@ def lambda_curves(records: Sequence[Mapping], split: str, out: Path, metric: str
     return save_figure(fig, out)
 
 
-def _counts_by_lambda(records: Sequence[Mapping], split: str, metric: str) -> dict[tuple[str, float], tuple[int, int]]:
+def _counts_by_lambda(
+    records: Sequence[Mapping], split: str, metric: str
+) -> dict[tuple[str, float], tuple[int, int]]:
     """(condition, λ) -> (correct, n) over the first sample of each item."""
     out: dict[tuple[str, float], list[int]] = {}
     for r in records:
@@ -89,23 +103,33 @@ def plain_summary(summary: Mapping[str, Any]) -> str:
     n = int(summary["n_items"])
     differ = [r for r in rows if "delta_ci" in r and (r["delta_ci"][0] > 0 or r["delta_ci"][1] < 0)]
     if differ:
-        said = "; ".join(f"{r['condition']} {100 * r['delta']:+.1f} points [{100 * r['delta_ci'][0]:+.1f}, "
-                         f"{100 * r['delta_ci'][1]:+.1f}] (McNemar p = {r['mcnemar_p']:.3g})" for r in differ)
+        said = "; ".join(
+            f"{r['condition']} {100 * r['delta']:+.1f} points [{100 * r['delta_ci'][0]:+.1f}, "
+            f"{100 * r['delta_ci'][1]:+.1f}] (McNemar p = {r['mcnemar_p']:.3g})"
+            for r in differ
+        )
         lead = f"Differs from baseline ({100 * base['acc']:.1f}%): {said}."
         if len(rows) > 2:
-            lead += (f" With {len(rows) - 1} comparisons, one interval excluding 0 by chance is expected about "
-                     f"{5 * (len(rows) - 1)}% of the time.")
+            lead += (
+                f" With {len(rows) - 1} comparisons, one interval excluding 0 by chance is expected about "
+                f"{5 * (len(rows) - 1)}% of the time."
+            )
     else:
-        lead = (f"No condition differs from baseline ({100 * base['acc']:.1f}%): every paired 95% interval of "
-                f"the difference includes 0.")
+        lead = (
+            f"No condition differs from baseline ({100 * base['acc']:.1f}%): every paired 95% interval of "
+            f"the difference includes 0."
+        )
     mde = min_detectable_effect(base["acc"], n)
-    return (f"{lead} With n = {n} test items, the smallest difference this run could detect at 80% power "
-            f"(two-sided α = 0.05, answers as independent as coin flips) is ±{100 * mde:.1f} points; "
-            f"smaller effects are neither shown nor ruled out.")
+    return (
+        f"{lead} With n = {n} test items, the smallest difference this run could detect at 80% power "
+        f"(two-sided α = 0.05, answers as independent as coin flips) is ±{100 * mde:.1f} points; "
+        f"smaller effects are neither shown nor ruled out."
+    )
 
 
-def example_generations(records: Sequence[Mapping], lambda_star: Mapping[str, float], *, items: int = 3,
-                        chars: int = 400) -> str:
+def example_generations(
+    records: Sequence[Mapping], lambda_star: Mapping[str, float], *, items: int = 3, chars: int = 400
+) -> str:
     """HTML: the first test items' completions under the baseline and each condition at its λ*."""
     test = [r for r in records if r["split"] == "test" and "completion" in r and int(r.get("sample", 0)) == 0]
     if not test:
@@ -118,16 +142,30 @@ def example_generations(records: Sequence[Mapping], lambda_star: Mapping[str, fl
         rows = []
         for c in conds:
             lam = 0.0 if c == BASELINE else lambda_star.get(c)
-            r = next((r for r in test if r["item"] == item and r["condition"] == c
-                      and (lam is None or float(r["lam"]) == float(lam))), None)
+            r = next(
+                (
+                    r
+                    for r in test
+                    if r["item"] == item
+                    and r["condition"] == c
+                    and (lam is None or float(r["lam"]) == float(lam))
+                ),
+                None,
+            )
             if r is None:
                 continue
             mark = "✓" if r.get("correct") else "✗"
             text = r["completion"] if len(r["completion"]) <= chars else r["completion"][:chars] + " …"
-            rows.append(f"<tr><td>{html.escape(c)}</td><td>{float(r['lam']):g}</td><td>{mark} {html.escape(str(r.get('answer')))}</td>"
-                        f"<td><pre style='white-space:pre-wrap;margin:0'>{html.escape(text)}</pre></td></tr>")
-        parts.append(f"<h3>item {html.escape(str(item))} (gold: {html.escape(str(gold))})</h3><table>"
-                     "<tr><th>condition</th><th>λ</th><th>answer</th><th>completion</th></tr>" + "".join(rows) + "</table>")
+            rows.append(
+                f"<tr><td>{html.escape(c)}</td><td>{float(r['lam']):g}</td><td>{mark} {html.escape(str(r.get('answer')))}</td>"
+                f"<td><pre style='white-space:pre-wrap;margin:0'>{html.escape(text)}</pre></td></tr>"
+            )
+        parts.append(
+            f"<h3>item {html.escape(str(item))} (gold: {html.escape(str(gold))})</h3><table>"
+            "<tr><th>condition</th><th>λ</th><th>answer</th><th>completion</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
     return "".join(parts)
 
 
@@ -164,15 +202,22 @@ def _md_table_to_html(md: str) -> str:
             continue
         if table:
             head, *body = table
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>")
+            out.append(
+                "<table><tr>"
+                + "".join(f"<th>{html.escape(c)}</th>" for c in head)
+                + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+                + "</table>"
+            )
             table = []
         if ln.strip():
             out.append(f"<p>{html.escape(ln)}</p>")
     return "\n".join(out)
 
 
-def write_report(folder: str | Path, *, title: str = "xsteer report", sections: Sequence[tuple[str, str]] = ()) -> Path:
+def write_report(
+    folder: str | Path, *, title: str = "xsteer report", sections: Sequence[tuple[str, str]] = ()
+) -> Path:
     """Build ``report.html`` in ``folder`` from its records and summary, plus extra (heading, markdown) sections.
 
     It opens with what it shows in words (:func:`plain_summary`), then the tables and bars, λ curves with
@@ -184,8 +229,10 @@ def write_report(folder: str | Path, *, title: str = "xsteer report", sections: 
     summary_path = folder / "summary.json"
     figs = folder / "figures"
     if not summary_path.exists() and not sections:
-        raise InputError(f"{folder}: no summary.json, so nothing to report; point `xsteer report` at the --out "
-                         f"folder of `xsteer evaluate` (or of a grid job)")
+        raise InputError(
+            f"{folder}: no summary.json, so nothing to report; point `xsteer report` at the --out "
+            f"folder of `xsteer evaluate` (or of a grid job)"
+        )
     if summary_path.exists():
         try:
             doc = json.loads(summary_path.read_text(encoding="utf-8"))
@@ -193,8 +240,10 @@ def write_report(folder: str | Path, *, title: str = "xsteer report", sections: 
             if not isinstance(summaries, dict):
                 raise TypeError("'summaries' is not a mapping")
         except (ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{summary_path}: not a summary xsteer wrote ({type(e).__name__}: {e}); rerun "
-                             f"`xsteer evaluate` into this folder to rebuild it") from e
+            raise InputError(
+                f"{summary_path}: not a summary xsteer wrote ({type(e).__name__}: {e}); rerun "
+                f"`xsteer evaluate` into this folder to rebuild it"
+            ) from e
         from xsteer.evaluation.records import RecordStore
         from xsteer.evaluation.summary import summary_markdown
 
@@ -215,31 +264,64 @@ def write_report(folder: str | Path, *, title: str = "xsteer report", sections: 
         examples = example_generations(records, first_summary.get("lambda_star", {}))
         if examples:
             parts.append("<h2>Example generations (test, each condition at its λ*)</h2>" + examples)
-        parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(doc.get("config"), indent=2, default=str)) + "</pre>")
+        parts.append(
+            "<h2>Configuration</h2><pre>"
+            + html.escape(json.dumps(doc.get("config"), indent=2, default=str))
+            + "</pre>"
+        )
         if doc.get("runtime"):
-            parts.append("<h2>Runtime and versions</h2><pre>" + html.escape(json.dumps(doc["runtime"], indent=2)) + "</pre>")
+            parts.append(
+                "<h2>Runtime and versions</h2><pre>"
+                + html.escape(json.dumps(doc["runtime"], indent=2))
+                + "</pre>"
+            )
     for heading, body in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         parts.append(body if body.lstrip().startswith("<") else _md_table_to_html(body))
-    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:90%}"
-             "th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto}")
+    style = (
+        "body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:90%}"
+        "th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto}"
+    )
     out = folder / "report.html"
-    write_text_atomic(out, f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    write_text_atomic(
+        out,
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>",
+    )
     return out
 
 
-def heatmap(matrix: Any, out: Path, *, xlabel: str, ylabel: str, title: str, center: float | int | None = None,
-            cmap: str = "viridis", annotate: bool = False, xticklabels: Any = "auto", yticklabels: Any = "auto") -> Path:
+def heatmap(
+    matrix: Any,
+    out: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    center: float | int | None = None,
+    cmap: str = "viridis",
+    annotate: bool = False,
+    xticklabels: Any = "auto",
+    yticklabels: Any = "auto",
+) -> Path:
     """A layer × layer heatmap (CKA, cosine or correlation between two models' layers or vectors)."""
     import numpy as np
 
     m = np.asarray(matrix, dtype=float)
     sns.set_theme(style="white")
     fig, ax = plt.subplots(figsize=(min(12, 2 + 0.28 * m.shape[1]), min(10, 1.5 + 0.25 * m.shape[0])))
-    sns.heatmap(m, ax=ax, cmap=cmap, center=center, annot=annotate, fmt=".2f", cbar_kws={"shrink": 0.8},
-                xticklabels=xticklabels, yticklabels=yticklabels)
+    sns.heatmap(
+        m,
+        ax=ax,
+        cmap=cmap,
+        center=center,
+        annot=annotate,
+        fmt=".2f",
+        cbar_kws={"shrink": 0.8},
+        xticklabels=xticklabels,
+        yticklabels=yticklabels,
+    )
     ax.invert_yaxis()  # layer 0 at the bottom, as depth grows upwards
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -247,8 +329,14 @@ def heatmap(matrix: Any, out: Path, *, xlabel: str, ylabel: str, title: str, cen
     return save_figure(fig, out)
 
 
-def layer_lines(series: Mapping[str, Sequence[float]], out: Path, *, ylabel: str, title: str,
-                bands: Mapping[str, float] | None = None) -> Path:
+def layer_lines(
+    series: Mapping[str, Sequence[float]],
+    out: Path,
+    *,
+    ylabel: str,
+    title: str,
+    bands: Mapping[str, float] | None = None,
+) -> Path:
     """One line per named per-layer series, with optional horizontal reference levels (e.g. a null)."""
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(6.4, 4))
@@ -277,16 +365,38 @@ def ablation_figures(doc: Mapping[str, Any], folder: Path) -> list[Path]:
         lam = [float("nan")] * doc["n_layers"]
         for r in doc["rows"]:
             lam[r["layer"]] = r["lam"]
-        return [layer_lines({"λ per layer": lam}, figs / "ablate_coordinate_profile", ylabel="λ",
-                            title=f"coordinate search: Δ signal {doc['best_delta']:+.4f} over baseline")]
+        return [
+            layer_lines(
+                {"λ per layer": lam},
+                figs / "ablate_coordinate_profile",
+                ylabel="λ",
+                title=f"coordinate search: Δ signal {doc['best_delta']:+.4f} over baseline",
+            )
+        ]
     what = "only this layer steered" if study == "single" else "this layer left out"
     lambdas, delta = study_matrix(doc)
-    paths = [heatmap(delta, figs / f"ablate_{study}_heatmap", xlabel="layer", ylabel="λ",
-                     title=f"Δ gold log-prob vs baseline ({what})", center=0, cmap="RdBu_r",
-                     yticklabels=[f"{lam:g}" for lam in lambdas])]
+    paths = [
+        heatmap(
+            delta,
+            figs / f"ablate_{study}_heatmap",
+            xlabel="layer",
+            ylabel="λ",
+            title=f"Δ gold log-prob vs baseline ({what})",
+            center=0,
+            cmap="RdBu_r",
+            yticklabels=[f"{lam:g}" for lam in lambdas],
+        )
+    ]
     series = {f"λ = {lam:g}": delta[i].tolist() for i, lam in enumerate(lambdas)}
-    paths.append(layer_lines(series, figs / f"ablate_{study}_layers", ylabel="Δ mean log p(gold) per token",
-                             title=f"{study}: {what}", bands={"baseline": 0.0}))
+    paths.append(
+        layer_lines(
+            series,
+            figs / f"ablate_{study}_layers",
+            ylabel="Δ mean log p(gold) per token",
+            title=f"{study}: {what}",
+            bands={"baseline": 0.0},
+        )
+    )
     return paths
 
 
@@ -308,9 +418,15 @@ def vector_labels(items: Sequence[tuple[str, Any]]) -> list[str]:
     return out
 
 
-def similarity_report(out: str | Path, *, reference: tuple[str, Any] | None = None,
-                      vectors: Sequence[tuple[str, Any, Any]] = (), activations: Sequence[tuple[str, Any, Any]] = (),
-                      q: float = 0.95, title: str = "xsteer: similarity of concepts") -> dict[str, Any]:
+def similarity_report(
+    out: str | Path,
+    *,
+    reference: tuple[str, Any] | None = None,
+    vectors: Sequence[tuple[str, Any, Any]] = (),
+    activations: Sequence[tuple[str, Any, Any]] = (),
+    q: float = 0.95,
+    title: str = "xsteer: similarity of concepts",
+) -> dict[str, Any]:
     """Similarity of concepts across models, from saved artifacts; writes into ``out``:
 
     * per ``(name, vectors, transfer map or None)`` against ``reference = (name, vectors)`` (one space):
@@ -331,7 +447,12 @@ def similarity_report(out: str | Path, *, reference: tuple[str, Any] | None = No
         raise InputError("nothing to compare: give vectors with a reference, or paired activations")
     out = Path(out)
     figs = out / "figures"
-    doc: dict[str, Any] = {"reference": reference[0] if reference else None, "null_q": q, "comparisons": [], "cka": []}
+    doc: dict[str, Any] = {
+        "reference": reference[0] if reference else None,
+        "null_q": q,
+        "comparisons": [],
+        "cka": [],
+    }
     series: dict[str, list[float]] = {}
     sections: list[tuple[str, str]] = []
     figures: list[Path] = []
@@ -346,38 +467,86 @@ def similarity_report(out: str | Path, *, reference: tuple[str, Any] | None = No
         series[f"{name} vs {ref_name}"] = res["cosine"]
         for kind, key in (("cosine", "cosine_matrix"), ("corr", "correlation_matrix")):
             what = "cosine" if kind == "cosine" else "Pearson correlation (paper Fig. 2 style)"
-            figures.append(heatmap(res[key], figs / f"{kind}_{_slug(name)}", xlabel=f"{ref_name} layer", ylabel=f"{name} layer",
-                                   title=f"{what}: {name} vs {ref_name}", center=0, cmap="RdBu_r"))
-        text = (f"<p>{res['above_null']} of {len(res['layers'])} layers steered by both exceed the random null's "
-                f"{q:.0%} |cos| quantile ({null:.3f} in d = {sv.d_model}). Max |cos| = {res['max_abs_cosine']:.3f}.</p>")
+            figures.append(
+                heatmap(
+                    res[key],
+                    figs / f"{kind}_{_slug(name)}",
+                    xlabel=f"{ref_name} layer",
+                    ylabel=f"{name} layer",
+                    title=f"{what}: {name} vs {ref_name}",
+                    center=0,
+                    cmap="RdBu_r",
+                )
+            )
+        text = (
+            f"<p>{res['above_null']} of {len(res['layers'])} layers steered by both exceed the random null's "
+            f"{q:.0%} |cos| quantile ({null:.3f} in d = {sv.d_model}). Max |cos| = {res['max_abs_cosine']:.3f}.</p>"
+        )
         if "mapped_null" in res:
             series[f"{name}: mapped-random null, {q:.0%} |cos|"] = res["mapped_null"]
             finite = sorted(x for x in res["mapped_null"] if x == x)
-            text += (f"<p>{res['above_mapped_null']} of {len(res['layers'])} exceed the {q:.0%} |cos| of 500 random parent "
-                     f"directions sent through the same map (median of that quantile over layers: "
-                     f"{finite[len(finite) // 2]:.3f}).</p>")
+            text += (
+                f"<p>{res['above_mapped_null']} of {len(res['layers'])} exceed the {q:.0%} |cos| of 500 random parent "
+                f"directions sent through the same map (median of that quantile over layers: "
+                f"{finite[len(finite) // 2]:.3f}).</p>"
+            )
         sections.append((f"{name} vs {ref_name}: per-layer cosine", text))
         for layer, c in enumerate(res["cosine"]):
-            row = {"comparison": name, "reference": ref_name, "layer": layer, "cosine": c, "null": null,
-                   "above_null": abs(c) > null if c == c else None}
+            row = {
+                "comparison": name,
+                "reference": ref_name,
+                "layer": layer,
+                "cosine": c,
+                "null": null,
+                "above_null": abs(c) > null if c == c else None,
+            }
             if "mapped_null" in res:
                 mn = res["mapped_null"][layer]
                 row.update(mapped_null=mn, above_mapped_null=abs(c) > mn if c == c and mn == mn else None)
             cos_rows.append(row)
-        doc["comparisons"].append({"name": name, **{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in res.items()}})
+        doc["comparisons"].append(
+            {"name": name, **{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in res.items()}}
+        )
     if series and reference is not None and null is not None:
-        figures.append(layer_lines(series, figs / "cosine_per_layer", ylabel="cosine",
-                                   title=f"per-layer cosine with {reference[0]}", bands={f"random null {q:.0%}": null}))
+        figures.append(
+            layer_lines(
+                series,
+                figs / "cosine_per_layer",
+                ylabel="cosine",
+                title=f"per-layer cosine with {reference[0]}",
+                bands={f"random null {q:.0%}": null},
+            )
+        )
     for tag, xp, yc in activations:
         cka = cka_matrix(yc, xp)
-        figures.append(heatmap(cka, figs / f"cka_{_slug(tag)}", xlabel="parent layer", ylabel="child layer",
-                               title=f"linear CKA, {tag}"))
+        figures.append(
+            heatmap(
+                cka,
+                figs / f"cka_{_slug(tag)}",
+                xlabel="parent layer",
+                ylabel="child layer",
+                title=f"linear CKA, {tag}",
+            )
+        )
         best = best_matches(cka)
-        sections.append((f"CKA {tag}", "<p>Per child layer, the best parent layer and its CKA: "
-                         + ", ".join(f"{c}←{p} ({v:.2f})" for c, p, v in best) + "</p>"))
+        sections.append(
+            (
+                f"CKA {tag}",
+                "<p>Per child layer, the best parent layer and its CKA: "
+                + ", ".join(f"{c}←{p} ({v:.2f})" for c, p, v in best)
+                + "</p>",
+            )
+        )
         cka_rows += [{"pair": tag, "child_layer": c, "best_parent_layer": p, "cka": v} for c, p, v in best]
-        doc["cka"].append({"pair": tag, "n_texts": int(xp.shape[1]), "shape": list(cka.shape), "matrix": cka.tolist(),
-                           "best": [{"child_layer": c, "parent_layer": p, "cka": v} for c, p, v in best]})
+        doc["cka"].append(
+            {
+                "pair": tag,
+                "n_texts": int(xp.shape[1]),
+                "shape": list(cka.shape),
+                "matrix": cka.tolist(),
+                "best": [{"child_layer": c, "parent_layer": p, "cka": v} for c, p, v in best],
+            }
+        )
     files = [write_json_atomic(out / "similarity.json", doc)]
     if cos_rows:
         files.append(write_csv_atomic(out / "similarity.csv", cos_rows))
@@ -394,13 +563,20 @@ def similarity_table(doc: Mapping[str, Any]) -> str:
     lines = []
     for c in doc["comparisons"]:
         mapped = "mapped_null" in c
-        lines.append(f"{c['name']} vs {doc['reference']}: {c['above_null']}/{len(c['layers'])} layers above the random "
-                     f"null ({doc['null_q']:.0%} |cos| = {c['null']:.3f})"
-                     + (f", {c['above_mapped_null']} above the mapped-random null" if mapped else ""))
+        lines.append(
+            f"{c['name']} vs {doc['reference']}: {c['above_null']}/{len(c['layers'])} layers above the random "
+            f"null ({doc['null_q']:.0%} |cos| = {c['null']:.3f})"
+            + (f", {c['above_mapped_null']} above the mapped-random null" if mapped else "")
+        )
         lines.append(f"{'layer':>5}  {'cosine':>8}" + (f"  {'mapped null':>11}" if mapped else ""))
         for layer in c["layers"]:
-            lines.append(f"{layer:>5}  {c['cosine'][layer]:>8.3f}" + (f"  {c['mapped_null'][layer]:>11.3f}" if mapped else ""))
+            lines.append(
+                f"{layer:>5}  {c['cosine'][layer]:>8.3f}"
+                + (f"  {c['mapped_null'][layer]:>11.3f}" if mapped else "")
+            )
     for k in doc["cka"]:
         lines.append(f"CKA {k['pair']} ({k['n_texts']} texts): child layer <- best parent layer (CKA)")
-        lines.append("  ".join(f"{b['child_layer']}<-{b['parent_layer']} ({b['cka']:.2f})" for b in k["best"]))
+        lines.append(
+            "  ".join(f"{b['child_layer']}<-{b['parent_layer']} ({b['cka']:.2f})" for b in k["best"])
+        )
     return "\n".join(lines)

@@ -32,8 +32,15 @@ from xsteer.transfer.maps import TransferMap, fit_texts, fit_transfer
 
 
 # ---------------------------------------------------------------------------------------------- pairs, vectors
-def make_pairs(model: HookedModel, task: str, spec: PairsSpec, *, data_dir: str | Path | None = None, seed: int = 0,
-               shots: int = 5) -> list[ContrastivePair]:
+def make_pairs(
+    model: HookedModel,
+    task: str,
+    spec: PairsSpec,
+    *,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    shots: int = 5,
+) -> list[ContrastivePair]:
     """Contrastive pairs from a task split, rendered for ``model``'s tokenizer; the task's ``shots``
     few-shot exemplars are kept out whatever the split."""
     examples = get_task(task).pair_examples(spec.split, spec.n, data_dir=data_dir, seed=seed, shots=shots)
@@ -45,10 +52,26 @@ def read_pairs(path: str | Path) -> list[ContrastivePair]:
     return load_pairs_jsonl(path)
 
 
-def make_vectors(model: HookedModel, pairs: Sequence[ContrastivePair], *, method: str = "pca", seed: int = 0,
-                 batch_size: int = 16, progress: bool = True, source: Mapping[str, Any] | None = None) -> SteeringVectors:
+def make_vectors(
+    model: HookedModel,
+    pairs: Sequence[ContrastivePair],
+    *,
+    method: str = "pca",
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+    source: Mapping[str, Any] | None = None,
+) -> SteeringVectors:
     """Algorithm 1 on ``model`` (``source`` records where the pairs came from)."""
-    return extract(model, pairs, method=method, seed=seed, batch_size=batch_size, progress=progress, extra=dict(source or {}))
+    return extract(
+        model,
+        pairs,
+        method=method,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+        extra=dict(source or {}),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- maps
@@ -59,28 +82,57 @@ def shared_texts(spec: str | TextSpec, *, data_dir: str | Path | None = None, se
     return fit_texts(examples, seed=seed)
 
 
-def make_map(parent: HookedModel, child: HookedModel, spec: TransferSpec, *, data_dir: str | Path | None = None, seed: int = 0,
-             batch_size: int = 16, progress: bool = False, pairs: Sequence[ContrastivePair] | None = None,
-             heldout: float = 0.2) -> TransferMap:
+def make_map(
+    parent: HookedModel,
+    child: HookedModel,
+    spec: TransferSpec,
+    *,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = False,
+    pairs: Sequence[ContrastivePair] | None = None,
+    heldout: float = 0.2,
+) -> TransferMap:
     """Fit the parent -> child map ``spec`` names on its shared texts (and, for ``cka_diff``, on pairs)."""
     texts = shared_texts(spec.fit_text, data_dir=data_dir, seed=seed)
     pair_texts = [(p.positive, p.negative) for p in pairs] if pairs else None
-    return fit_transfer(parent, child, texts, layer_map=spec.layer_map, width_map=spec.width_map, mapping=spec.mapping,
-                        pairs=pair_texts, heldout=heldout, seed=seed, batch_size=batch_size, progress=progress,
-                        info={"fit_text": str(spec.fit_text)})
+    return fit_transfer(
+        parent,
+        child,
+        texts,
+        layer_map=spec.layer_map,
+        width_map=spec.width_map,
+        mapping=spec.mapping,
+        pairs=pair_texts,
+        heldout=heldout,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+        info={"fit_text": str(spec.fit_text)},
+    )
 
 
-def check_map(tmap: TransferMap, *, vectors: SteeringVectors | None = None, child_id: str | None = None,
-              child_shape: tuple[int, int] | None = None) -> None:
+def check_map(
+    tmap: TransferMap,
+    *,
+    vectors: SteeringVectors | None = None,
+    child_id: str | None = None,
+    child_shape: tuple[int, int] | None = None,
+) -> None:
     """Refuse a map used with vectors of another parent, or for another child than it was fitted for."""
     if vectors is not None:
         tmap.check(vectors)
         if vectors.model_id != tmap.parent_id:
-            raise TransferError(f"the map was fitted for parent {tmap.parent_id!r}, but the vectors come from "
-                                f"{vectors.model_id!r}; fit a map for that parent")
+            raise TransferError(
+                f"the map was fitted for parent {tmap.parent_id!r}, but the vectors come from "
+                f"{vectors.model_id!r}; fit a map for that parent"
+            )
     if child_id is not None and child_id != tmap.child_id:
-        raise TransferError(f"the map was fitted for child {tmap.child_id!r}, not {child_id!r}: it would write vectors "
-                            f"labelled for the wrong model; fit a map for {child_id!r}")
+        raise TransferError(
+            f"the map was fitted for child {tmap.child_id!r}, not {child_id!r}: it would write vectors "
+            f"labelled for the wrong model; fit a map for {child_id!r}"
+        )
     if child_shape is not None:
         tmap.check_child(child_id or tmap.child_id, child_shape)
 
@@ -91,29 +143,60 @@ def resid_norms(child: HookedModel, texts: Sequence[str], *, batch_size: int = 1
 
 
 # ---------------------------------------------------------------------------------------------- conditions
-def job_conditions(cfg: ExperimentConfig, tmap: TransferMap, parent_vectors: SteeringVectors,
-                   native_vectors: SteeringVectors | None) -> Conditions:
+def job_conditions(
+    cfg: ExperimentConfig,
+    tmap: TransferMap,
+    parent_vectors: SteeringVectors,
+    native_vectors: SteeringVectors | None,
+) -> Conditions:
     """A grid job's conditions: the mapped parent, the child's own vectors, the random control, all under
     the config's norm convention (the map's residual norms for ``resid_mean``)."""
     check_map(tmap, vectors=parent_vectors)
     vectors = {"parent": tmap.apply(parent_vectors, norm=cfg.transfer.norm)}
     if native_vectors is not None:
         vectors["native"] = native_vectors
-    return build_conditions(vectors, random=cfg.controls.random, seed=cfg.seed, norm=cfg.transfer.norm,
-                            norms=tmap.child_resid_norm)
+    return build_conditions(
+        vectors,
+        random=cfg.controls.random,
+        seed=cfg.seed,
+        norm=cfg.transfer.norm,
+        norms=tmap.child_resid_norm,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def evaluate_child(child: HookedModel, conditions: Conditions, ecfg: EvalConfig, *, validation: Sequence[Example],
-                   test: Sequence[Example], out: str | Path, batch_size: int = 32, self_consistency: bool = True,
-                   data_dir: str | Path | None = None, progress: bool = True, extra: Mapping[str, Any] | None = None,
-                   ) -> dict[str, Any]:
+def evaluate_child(
+    child: HookedModel,
+    conditions: Conditions,
+    ecfg: EvalConfig,
+    *,
+    validation: Sequence[Example],
+    test: Sequence[Example],
+    out: str | Path,
+    batch_size: int = 32,
+    self_consistency: bool = True,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Algorithms 2 + 3 on one child into ``out`` (records, ``summary.json``, ``summary.md``); resumable."""
-    ev = Evaluator(child, ecfg, RecordStore(Path(out) / "records.jsonl"), dict(conditions), batch_size=batch_size,
-                   progress=progress, data_dir=data_dir)
+    ev = Evaluator(
+        child,
+        ecfg,
+        RecordStore(Path(out) / "records.jsonl"),
+        dict(conditions),
+        batch_size=batch_size,
+        progress=progress,
+        data_dir=data_dir,
+    )
     vector_names = [n for n, v in conditions.items() if v is not None]
-    return ev.run_and_summarize(validation, test, vector_names, self_consistency=self_consistency,
-                                extra={"child": model_id(child), **(extra or {})})
+    return ev.run_and_summarize(
+        validation,
+        test,
+        vector_names,
+        self_consistency=self_consistency,
+        extra={"child": model_id(child), **(extra or {})},
+    )
 
 
 __all__ = [

@@ -48,7 +48,9 @@ def last_token_resid(
         raise InputError(f"layers must lie in 0..{n_layers - 1}, got {layers}")
     tok = model.tokenizer
     if tok.padding_side != "left":
-        raise InputError("last_token_resid needs a left-padding tokenizer (xsteer.core.models.prepare_tokenizer)")
+        raise InputError(
+            "last_token_resid needs a left-padding tokenizer (xsteer.core.models.prepare_tokenizer)"
+        )
     device = next(model.parameters()).device
     out = torch.empty(len(texts), len(layers), d_model, dtype=torch.float32)
     last = layers[-1]
@@ -61,8 +63,10 @@ def last_token_resid(
         n_ctx = getattr(model.cfg, "n_ctx", None)
         if n_ctx and enc.input_ids.shape[1] > n_ctx:
             longest = int(enc.attention_mask.sum(dim=1).argmax())
-            raise InputError(f"text {start + longest} is {enc.input_ids.shape[1]} tokens, longer than the model's "
-                             f"context of {n_ctx}: {chunk[longest][:60]!r}...")
+            raise InputError(
+                f"text {start + longest} is {enc.input_ids.shape[1]} tokens, longer than the model's "
+                f"context of {n_ctx}: {chunk[longest][:60]!r}..."
+            )
         rows = slice(start, start + len(chunk))
 
         def capture(resid: Tensor, hook: Any, j: int, layer: int, rows: slice = rows) -> Tensor:
@@ -118,10 +122,15 @@ def next_token_logprobs(
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
             enc = encode(model.tokenizer, chunk)
-            manager = nullcontext() if vectors is None else steer(
-                model, vectors, lam=list(lam[start : start + len(chunk)]), layers=layers)  # type: ignore[index]
+            manager = (
+                nullcontext()
+                if vectors is None
+                else steer(model, vectors, lam=list(lam[start : start + len(chunk)]), layers=layers)  # type: ignore[index]
+            )
             with manager:
-                logits = model(enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device), logits_to_keep=1)
+                logits = model(
+                    enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device), logits_to_keep=1
+                )
             lp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
             out[start : start + len(chunk)] = lp[:, ids.to(lp.device)].cpu()
     return out

@@ -71,6 +71,7 @@ from xsteer.core.vectors import SteeringVectors
 Positions = Literal["all", "generated"]
 CacheKind = Literal["static", "dynamic"]
 
+
 @dataclass(frozen=True)
 class Steering:
     """What to add while generating: vectors, λ (scalar or one per prompt), layers, and where."""
@@ -157,18 +158,48 @@ def generate(
         run, extra = _generate_batch_dynamic, {}
     impl = kvcache.ATTENTION if cache == "static" else "sdpa"
     with native_attention(model, impl):
-        _run_batches(model, prompts, order, results, bar, run, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                     stop=stop, steering=steering, lam=lam, temperature=temperature, seeds=seeds, **extra)
+        _run_batches(
+            model,
+            prompts,
+            order,
+            results,
+            bar,
+            run,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            steering=steering,
+            lam=lam,
+            temperature=temperature,
+            seeds=seeds,
+            **extra,
+        )
     bar.close()
     return results  # type: ignore[return-value]
 
 
-def _run_batches(model: Any, prompts: Sequence[str], order: list[int], results: list, bar: Any, run: Any, *,
-                 batch_size: int, lam: Tensor | None, seeds: list[int], **kw: Any) -> None:
+def _run_batches(
+    model: Any,
+    prompts: Sequence[str],
+    order: list[int],
+    results: list,
+    bar: Any,
+    run: Any,
+    *,
+    batch_size: int,
+    lam: Tensor | None,
+    seeds: list[int],
+    **kw: Any,
+) -> None:
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        outs = run(model, [prompts[i] for i in idx], lam=lam[idx] if lam is not None else None,
-                   seeds=[seeds[i] for i in idx], **kw)
+        outs = run(
+            model,
+            [prompts[i] for i in idx],
+            lam=lam[idx] if lam is not None else None,
+            seeds=[seeds[i] for i in idx],
+            **kw,
+        )
         for i, out in zip(idx, outs, strict=True):
             results[i] = out
         bar.update(len(idx))
@@ -184,8 +215,15 @@ def _available_bytes(device: torch.device) -> int:
         return 4 << 30
 
 
-def auto_batch_size(model: Any, prompt_tokens: int, max_new_tokens: int, n_rows: int, *, fraction: float = 0.6,
-                    available: int | None = None) -> int:
+def auto_batch_size(
+    model: Any,
+    prompt_tokens: int,
+    max_new_tokens: int,
+    n_rows: int,
+    *,
+    fraction: float = 0.6,
+    available: int | None = None,
+) -> int:
     """Rows per batch that fit ``fraction`` of free device memory (at most ``n_rows``).
 
     Per row: its own KV slots (prompt + new tokens, the worst case where no prefix is shared), one
@@ -197,7 +235,9 @@ def auto_batch_size(model: Any, prompt_tokens: int, max_new_tokens: int, n_rows:
     n_layers, kv_heads, head_dim = kv_layout(model)
     per_token = kvcache.kv_bytes_per_token(n_layers, kv_heads, head_dim, param.dtype)
     seq = prompt_tokens + max_new_tokens
-    width = param.element_size() * (4 * cfg.hidden_size + 3 * getattr(cfg, "intermediate_size", 4 * cfg.hidden_size))
+    width = param.element_size() * (
+        4 * cfg.hidden_size + 3 * getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
+    )
     per_row = per_token * seq + 2 * per_token // n_layers * seq + width * prompt_tokens + 12 * cfg.vocab_size
     budget = fraction * (available if available is not None else _available_bytes(param.device))
     return max(1, min(n_rows, int(budget // per_row)))
@@ -219,7 +259,9 @@ def shared_prefix_len(seqs: Sequence[Tensor]) -> int:
     return int(differ[0]) if len(differ) else n
 
 
-def _prefill(model: Any, seqs: list[Tensor], device: Any, *, lam: Tensor | None = None, handle: Any = None) -> tuple:
+def _prefill(
+    model: Any, seqs: list[Tensor], device: Any, *, lam: Tensor | None = None, handle: Any = None
+) -> tuple:
     """Run ``seqs`` (unpadded token ids) through the model, filling a KV cache; returns (cache, mask, last
     position per row, last logits), or Nones when every sequence is empty.
 
@@ -254,13 +296,20 @@ def _prefill(model: Any, seqs: list[Tensor], device: Any, *, lam: Tensor | None 
     own = torch.zeros(n, width, dtype=torch.long)
     for i, s in enumerate(suffix):
         if len(s):
-            ids[i, width - len(s):] = s
-            own[i, width - len(s):] = 1
+            ids[i, width - len(s) :] = s
+            own[i, width - len(s) :] = 1
     ids, own = ids.to(device), own.to(device)
     mask = torch.cat([own.new_ones(n, p), own], dim=1)
     positions = (p + own.cumsum(dim=1) - 1).clamp_min(0)
-    logits, past = model(ids, attention_mask=mask, past_key_values=past, position_ids=positions, use_cache=True,
-                         return_type="logits_and_cache", logits_to_keep=1)
+    logits, past = model(
+        ids,
+        attention_mask=mask,
+        past_key_values=past,
+        position_ids=positions,
+        use_cache=True,
+        return_type="logits_and_cache",
+        logits_to_keep=1,
+    )
     return past, mask, positions[:, -1], logits
 
 
@@ -290,7 +339,11 @@ def _generate_batch_dynamic(
     row_of = torch.tensor([slot[p] for p in prompts], device=device)
 
     # lam is set whenever steering is (lambda_rows in generate)
-    ctx = steer(model, steering.vectors, lam=cast(Tensor, lam), layers=steering.layers) if steering is not None else nullcontext()
+    ctx = (
+        steer(model, steering.vectors, lam=cast(Tensor, lam), layers=steering.layers)
+        if steering is not None
+        else nullcontext()
+    )
     with ctx as handle:
         if share_prefill:
             if handle is not None:
@@ -303,9 +356,19 @@ def _generate_batch_dynamic(
                 mask = mask[row_of]
             last = torch.stack([s[-1] for s in seqs]).to(device)[row_of]
             pos = torch.tensor([len(s) - 1 for s in seqs], device=device)[row_of]
-            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1) if mask is not None else torch.ones(b, 1, dtype=torch.long, device=device)
-            logits, past = model(last[:, None], attention_mask=mask, past_key_values=past, position_ids=pos[:, None],
-                                 use_cache=True, return_type="logits_and_cache")
+            mask = (
+                torch.cat([mask, mask.new_ones(b, 1)], dim=1)
+                if mask is not None
+                else torch.ones(b, 1, dtype=torch.long, device=device)
+            )
+            logits, past = model(
+                last[:, None],
+                attention_mask=mask,
+                past_key_values=past,
+                position_ids=pos[:, None],
+                use_cache=True,
+                return_type="logits_and_cache",
+            )
         else:
             past, mask, pos, logits = _prefill(model, seqs, device, lam=lam, handle=handle)
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds] if temperature > 0 else None
@@ -338,8 +401,13 @@ def _generate_batch_dynamic(
                 alive = [alive[j] for j in keep]
             mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
             pos = pos + 1
-            logits, past = model(nxt[:, None], attention_mask=mask, past_key_values=past, position_ids=pos[:, None],
-                                 return_type="logits_and_cache")
+            logits, past = model(
+                nxt[:, None],
+                attention_mask=mask,
+                past_key_values=past,
+                position_ids=pos[:, None],
+                return_type="logits_and_cache",
+            )
     out = []
     for r in range(b):
         text = texts[r] if stop and finish[r] == "stop" else tok.decode(tokens[r], skip_special_tokens=True)
@@ -347,8 +415,9 @@ def _generate_batch_dynamic(
     return out
 
 
-def _left_pad(seqs: Sequence[Tensor], start: int) -> tuple[Int[Tensor, "row width"], Bool[Tensor, "row width"],
-                                                             Int[Tensor, "row width"]]:
+def _left_pad(
+    seqs: Sequence[Tensor], start: int
+) -> tuple[Int[Tensor, "row width"], Bool[Tensor, "row width"], Int[Tensor, "row width"]]:
     """Left-padded ids, which of them are real, and their positions when the sequences continue from ``start``
     (pads take no position: a row's positions are those of its unpadded sequence)."""
     width = max(len(s) for s in seqs)
@@ -356,21 +425,31 @@ def _left_pad(seqs: Sequence[Tensor], start: int) -> tuple[Int[Tensor, "row widt
     real = torch.zeros(len(seqs), width, dtype=torch.bool)
     for i, s in enumerate(seqs):
         if len(s):
-            ids[i, width - len(s):] = s
-            real[i, width - len(s):] = True
+            ids[i, width - len(s) :] = s
+            real[i, width - len(s) :] = True
     positions = (start + real.long().cumsum(dim=1) - 1).clamp_min(0)
     return ids, real, positions
 
 
-def _forward(model: Any, cache: SharedKVCache, ids: Int[Tensor, "row q"], real: Bool[Tensor, "row q"],
-             positions: Int[Tensor, "row q"], *, all_real: bool | None = None, **kw: Any) -> Tensor:
+def _forward(
+    model: Any,
+    cache: SharedKVCache,
+    ids: Int[Tensor, "row q"],
+    real: Bool[Tensor, "row q"],
+    positions: Int[Tensor, "row q"],
+    *,
+    all_real: bool | None = None,
+    **kw: Any,
+) -> Tensor:
     """One forward of the live rows through ``cache`` (the new tokens are written into it in place)."""
     cache.advance(real, positions, all_real=all_real)
     with cache.attending():
         return model(ids, past_key_values=cache, position_ids=positions, return_type="logits", **kw)
 
 
-def _new_cache(model: Any, rows: int, capacity: int, device: Any, levels: Sequence[kvcache.Level] = ()) -> SharedKVCache:
+def _new_cache(
+    model: Any, rows: int, capacity: int, device: Any, levels: Sequence[kvcache.Level] = ()
+) -> SharedKVCache:
     return SharedKVCache(kv_layout(model)[0], rows, capacity, levels=levels, device=device)
 
 
@@ -378,8 +457,15 @@ def _prefix_level(model: Any, ids: Int[Tensor, "group p"], device: Any) -> list[
     """Prefill identical-length blocks (no padding), one row per group; the result as a level of one group per row."""
     g, p = ids.shape
     pre = _new_cache(model, g, p, device)
-    _forward(model, pre, ids.to(device), torch.ones(g, p, dtype=torch.bool, device=device),
-             torch.arange(p, device=device).expand(g, p), all_real=True, logits_to_keep=1)
+    _forward(
+        model,
+        pre,
+        ids.to(device),
+        torch.ones(g, p, dtype=torch.bool, device=device),
+        torch.arange(p, device=device).expand(g, p),
+        all_real=True,
+        logits_to_keep=1,
+    )
     return pre.as_level(range(g))
 
 
@@ -402,8 +488,12 @@ def _context_levels(model: Any, contexts: list[Tensor], device: Any) -> list[kvc
     return levels
 
 
-def _sample(logits: Float[Tensor, "row vocab"], temperature: float, gens: list[torch.Generator] | None,
-            rows: list[int]) -> Int[Tensor, " row"]:
+def _sample(
+    logits: Float[Tensor, "row vocab"],
+    temperature: float,
+    gens: list[torch.Generator] | None,
+    rows: list[int],
+) -> Int[Tensor, " row"]:
     last = logits.float()
     if temperature <= 0:
         return last.argmax(-1)
@@ -437,7 +527,11 @@ def _generate_batch_static(
     unit_of_row = [slot[p] for p in prompts]
 
     # lam is set whenever steering is (lambda_rows in generate)
-    ctx = steer(model, steering.vectors, lam=cast(Tensor, lam), layers=steering.layers) if steering is not None else nullcontext()
+    ctx = (
+        steer(model, steering.vectors, lam=cast(Tensor, lam), layers=steering.layers)
+        if steering is not None
+        else nullcontext()
+    )
     with ctx as handle:
         if share_prefill:
             # The prompt minus its last token is unsteered, hence the same for every row that repeats it.
@@ -449,7 +543,9 @@ def _generate_batch_static(
             cache = _new_cache(model, b, max_new_tokens, device, [lv.for_rows(unit_of_row) for lv in levels])
             ids = torch.stack([seqs[u][-1] for u in unit_of_row])[:, None].to(device)
             pos = torch.tensor([len(seqs[u]) - 1 for u in unit_of_row], device=device)
-            logits = _forward(model, cache, ids, torch.ones_like(ids, dtype=torch.bool), pos[:, None], all_real=True)
+            logits = _forward(
+                model, cache, ids, torch.ones_like(ids, dtype=torch.bool), pos[:, None], all_real=True
+            )
         else:
             assert handle is not None and lam is not None
             levels = []
@@ -466,7 +562,9 @@ def _generate_batch_static(
                 p = 0
             ids, real, positions = _left_pad([s[p:] for s in seqs], p)
             cache = _new_cache(model, b, ids.shape[1] + max_new_tokens - 1, device, levels)
-            logits = _forward(model, cache, ids.to(device), real.to(device), positions.to(device), logits_to_keep=1)
+            logits = _forward(
+                model, cache, ids.to(device), real.to(device), positions.to(device), logits_to_keep=1
+            )
             pos = positions[:, -1].to(device)
 
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds] if temperature > 0 else None
@@ -482,8 +580,11 @@ def _generate_batch_static(
             if last_step or len(pending) == sync_every:
                 block = torch.stack(pending, dim=1).tolist()  # the only device sync of these steps
                 pending = []
-                keep = [j for j, r in enumerate(alive)
-                        if _extend(r, block[j], tokens, finish, texts, tok=tok, eos=eos, stop=stop)]
+                keep = [
+                    j
+                    for j, r in enumerate(alive)
+                    if _extend(r, block[j], tokens, finish, texts, tok=tok, eos=eos, stop=stop)
+                ]
                 if not keep or last_step:
                     break
                 if len(keep) < len(alive):
@@ -494,8 +595,14 @@ def _generate_batch_static(
                         handle.select_rows(sel)
                     alive = [alive[j] for j in keep]
             pos = pos + 1
-            logits = _forward(model, cache, nxt[:, None], torch.ones(len(alive), 1, dtype=torch.bool, device=device),
-                              pos[:, None], all_real=True)
+            logits = _forward(
+                model,
+                cache,
+                nxt[:, None],
+                torch.ones(len(alive), 1, dtype=torch.bool, device=device),
+                pos[:, None],
+                all_real=True,
+            )
     out = []
     for r in range(b):
         text = texts[r] if stop and finish[r] == "stop" else tok.decode(tokens[r], skip_special_tokens=True)
@@ -503,8 +610,17 @@ def _generate_batch_static(
     return out
 
 
-def _extend(r: int, new: list[int], tokens: list[list[int]], finish: list[str], texts: list[str], *, tok: Any,
-            eos: set[int], stop: Sequence[str]) -> bool:
+def _extend(
+    r: int,
+    new: list[int],
+    tokens: list[list[int]],
+    finish: list[str],
+    texts: list[str],
+    *,
+    tok: Any,
+    eos: set[int],
+    stop: Sequence[str],
+) -> bool:
     """Append row ``r``'s new tokens up to the first that ends it; False once it has ended."""
     for t in new:
         if t in eos:

@@ -33,7 +33,14 @@ class SteeringHandle:
     that finished (:meth:`select_rows`).
     """
 
-    def __init__(self, vectors: Float[Tensor, "layer d_model"], layers: Sequence[int], lam: Lambda, device: Any, dtype: torch.dtype):
+    def __init__(
+        self,
+        vectors: Float[Tensor, "layer d_model"],
+        layers: Sequence[int],
+        lam: Lambda,
+        device: Any,
+        dtype: torch.dtype,
+    ):
         self.layers = tuple(layers)
         self._v = {layer: vectors[layer].to(device=device, dtype=dtype) for layer in self.layers}
         self.device, self.dtype = device, dtype
@@ -68,7 +75,9 @@ class SteeringHandle:
                 return resid
             delta = self._delta[layer]
             if delta.shape[0] not in (1, resid.shape[0]):
-                raise InputError(f"per-row λ has {delta.shape[0]} values but the batch has {resid.shape[0]} rows")
+                raise InputError(
+                    f"per-row λ has {delta.shape[0]} values but the batch has {resid.shape[0]} rows"
+                )
             # Out of place: a cache hook registered earlier on this point may hold a view of `resid`.
             return resid + delta
 
@@ -114,7 +123,9 @@ def steer(
         # Same shape, different model (e.g. two fine-tunes of one base): allowed, but worth knowing.
         import warnings
 
-        warnings.warn(f"vectors were made for {vectors.model_id!r} and are applied to {model_id(model)!r}", stacklevel=3)
+        warnings.warn(
+            f"vectors were made for {vectors.model_id!r} and are applied to {model_id(model)!r}", stacklevel=3
+        )
     chosen = resolve_layers(vectors, layers)
     param = next(model.parameters())
     handle = SteeringHandle(vectors.vectors, chosen, lam, param.device, param.dtype)

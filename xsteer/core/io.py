@@ -109,7 +109,9 @@ def read_jsonl(path: str | Path, *, with_lines: bool = False) -> list[Any]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+                    raise InputError(
+                        f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
+                    ) from None
                 if not isinstance(obj, dict):
                     raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
                 rows.append((lineno, obj) if with_lines else obj)

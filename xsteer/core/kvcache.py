@@ -53,7 +53,9 @@ ATTENTION = "xsteer_shared_kv"  # the attention implementation name registered w
 MERGE_MAX_QUERY = 8  # query tokens up to which attention merges the parts instead of materialising them
 COMPACT_AT = 0.25  # share of dead rows in the own buffers at which the live rows are compacted
 
-_ACTIVE: contextvars.ContextVar[SharedKVCache | None] = contextvars.ContextVar("xsteer_kv_cache", default=None)
+_ACTIVE: contextvars.ContextVar[SharedKVCache | None] = contextvars.ContextVar(
+    "xsteer_kv_cache", default=None
+)
 
 
 @dataclass
@@ -73,7 +75,9 @@ class Level:
 
     def for_rows(self, rows: Sequence[int]) -> Level:
         """The same blocks, read by new rows: row ``i`` reads what row ``rows[i]`` read."""
-        return Level(self.keys, self.values, self.valid, self.pos, [self.group_of_row[r] for r in rows], self.dense)
+        return Level(
+            self.keys, self.values, self.valid, self.pos, [self.group_of_row[r] for r in rows], self.dense
+        )
 
     @property
     def n_groups(self) -> int:
@@ -91,7 +95,9 @@ class _Layer(CacheLayerMixin):
     def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:  # pragma: no cover
         pass
 
-    def update(self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+    def update(
+        self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[Tensor, Tensor]:
         raise NotImplementedError  # SharedKVCache.update handles it
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
@@ -111,8 +117,17 @@ class SharedKVCache(Cache):
     inside :meth:`attending` (so :func:`attention` finds this cache), :meth:`keep` when rows leave.
     """
 
-    def __init__(self, n_layers: int, rows: int, capacity: int, *, levels: Sequence[Level] = (),
-                 device: Any = "cpu", sliding: Sequence[bool] | None = None, compact_at: float | None = None):
+    def __init__(
+        self,
+        n_layers: int,
+        rows: int,
+        capacity: int,
+        *,
+        levels: Sequence[Level] = (),
+        device: Any = "cpu",
+        sliding: Sequence[bool] | None = None,
+        compact_at: float | None = None,
+    ):
         sliding = list(sliding) if sliding is not None else [False] * n_layers
         super().__init__(layers=[_Layer(self, s) for s in sliding])
         self.n_layers, self.rows, self.capacity = n_layers, rows, capacity
@@ -164,10 +179,17 @@ class SharedKVCache(Cache):
             if where == list(range(len(where))) and len(where) == lv.n_groups * width:
                 self._tables.append((width, None, None))  # rows already group-major, no pads: no gathers
             else:
-                self._tables.append((width, torch.tensor(table, device=self.device).flatten(),
-                                     torch.tensor(where, device=self.device, dtype=torch.long)))
+                self._tables.append(
+                    (
+                        width,
+                        torch.tensor(table, device=self.device).flatten(),
+                        torch.tensor(where, device=self.device, dtype=torch.long),
+                    )
+                )
 
-    def advance(self, valid: Bool[Tensor, "live q"], pos: Int[Tensor, "live q"], *, all_real: bool | None = None) -> None:
+    def advance(
+        self, valid: Bool[Tensor, "live q"], pos: Int[Tensor, "live q"], *, all_real: bool | None = None
+    ) -> None:
         """Announce the next forward's tokens (one row per live row): which are real, and their positions.
         ``all_real`` says (without a device sync) that ``valid`` is all True."""
         q = valid.shape[1]
@@ -221,9 +243,15 @@ class SharedKVCache(Cache):
                 continue
             new_of = {g: i for i, g in enumerate(used)}
             idx = torch.tensor(used, device=self.device)
-            levels.append(Level([k.index_select(0, idx) for k in lv.keys], [v.index_select(0, idx) for v in lv.values],
-                                lv.valid.index_select(0, idx), lv.pos.index_select(0, idx),
-                                [new_of.get(g, 0) for g in lv.group_of_row]))
+            levels.append(
+                Level(
+                    [k.index_select(0, idx) for k in lv.keys],
+                    [v.index_select(0, idx) for v in lv.values],
+                    lv.valid.index_select(0, idx),
+                    lv.pos.index_select(0, idx),
+                    [new_of.get(g, 0) for g in lv.group_of_row],
+                )
+            )
         self.levels = levels
 
     def as_level(self, group_of_row: Sequence[int]) -> list[Level]:
@@ -233,8 +261,13 @@ class SharedKVCache(Cache):
             raise RuntimeError("only a cache whose rows all live in order can become a level")
         rows = list(group_of_row)
         t = self.length
-        own = Level([k[:, :, :t] for k in self.own_k], [v[:, :, :t] for v in self.own_v],  # type: ignore[index]
-                    self.own_valid[:, :t], self.own_pos[:, :t], rows)
+        own = Level(
+            [k[:, :, :t] for k in self.own_k],  # type: ignore[index]
+            [v[:, :, :t] for v in self.own_v],  # type: ignore[index]
+            self.own_valid[:, :t],
+            self.own_pos[:, :t],
+            rows,
+        )
         return [lv.for_rows(rows) for lv in self.levels] + ([own] if t else [])
 
     @contextmanager
@@ -247,11 +280,14 @@ class SharedKVCache(Cache):
             _ACTIVE.reset(token)
 
     # -- transformers' cache protocol
-    def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args: Any,
-               **kwargs: Any) -> tuple[Tensor, Tensor]:
+    def update(
+        self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[Tensor, Tensor]:
         n, heads, q, dim = key_states.shape
         if q != self._q_len or n != self.n_live:
-            raise RuntimeError(f"forward of {n} rows x {q} tokens, but advance() announced {self.n_live} x {self._q_len}")
+            raise RuntimeError(
+                f"forward of {n} rows x {q} tokens, but advance() announced {self.n_live} x {self._q_len}"
+            )
         if self.own_k[layer_idx] is None:
             shape = (self.rows, heads, self.capacity, dim)
             self.own_k[layer_idx] = key_states.new_zeros(shape)
@@ -268,8 +304,9 @@ class SharedKVCache(Cache):
         self.keep(indices.tolist())
 
     # -- attention
-    def attend(self, layer: int, query: Float[Tensor, "live q_head q head_dim"], scale: float,
-               window: int | None) -> Float[Tensor, "live q q_head head_dim"]:
+    def attend(
+        self, layer: int, query: Float[Tensor, "live q_head q head_dim"], scale: float, window: int | None
+    ) -> Float[Tensor, "live q q_head head_dim"]:
         if query.shape[2] <= MERGE_MAX_QUERY:
             return self._attend_merged(layer, query, scale, window)
         return self._attend_materialised(layer, query, scale, window)
@@ -277,7 +314,11 @@ class SharedKVCache(Cache):
     def _own_view(self, store: list[Tensor | None], layer: int) -> Tensor:
         own = store[layer]
         assert own is not None
-        return own[: self.n_live, :, : self.length] if self._compact else own[: self._allocated, :, : self.length]
+        return (
+            own[: self.n_live, :, : self.length]
+            if self._compact
+            else own[: self._allocated, :, : self.length]
+        )
 
     def _memo(self, key: Any, make: Any) -> Any:  # a tensor, or None where nothing needs masking
         """A tensor that depends only on the current forward (masks, gather indices): made once, not per layer."""
@@ -306,7 +347,9 @@ class SharedKVCache(Cache):
     def _group_index(self, i: int) -> Tensor:
         """Level ``i``'s group of each live row."""
         lv = self.levels[i]
-        return self._memo(("group", i), lambda: torch.tensor([lv.group_of_row[r] for r in self.live], device=self.device))
+        return self._memo(
+            ("group", i), lambda: torch.tensor([lv.group_of_row[r] for r in self.live], device=self.device)
+        )
 
     def _attend_merged(self, layer: int, query: Tensor, scale: float, window: int | None) -> Tensor:
         n, heads, q, dim = query.shape
@@ -315,7 +358,9 @@ class SharedKVCache(Cache):
         levels = []
         for i, lv in enumerate(self.levels):
             width, table, where = self._tables[i]
-            bias = self._memo(("level", i, window, rep), lambda i=i, lv=lv: self._level_bias(i, lv, window, rep))
+            bias = self._memo(
+                ("level", i, window, rep), lambda i=i, lv=lv: self._level_bias(i, lv, window, rep)
+            )
             levels.append((lv.keys[layer], lv.values[layer], bias, table, where, width))
         own_bias = self._memo(("own-bias", window, rep), lambda: self._own_bias(window, rep, query.dtype))
         slots = None if self._compact else self._slot_t
@@ -352,7 +397,9 @@ class SharedKVCache(Cache):
             def level_mask(lv: Level = lv, idx: Tensor = idx) -> Tensor:
                 allowed = lv.valid.index_select(0, idx)[:, None, :].expand(n, q, -1)
                 if window is not None:
-                    allowed = allowed & (self._q_pos[:, :, None] - lv.pos.index_select(0, idx)[:, None, :] < window)
+                    allowed = allowed & (
+                        self._q_pos[:, :, None] - lv.pos.index_select(0, idx)[:, None, :] < window
+                    )
                 return allowed
 
             masks.append(self._memo(("level-mat", i, window), level_mask))
@@ -364,14 +411,21 @@ class SharedKVCache(Cache):
         vs.append(own_v)
         masks.append(allowed)
         keys, values = (torch.cat(t, dim=2) if len(t) > 1 else t[0] for t in (ks, vs))
-        mask = self._memo(("mat", window), lambda: torch.cat(masks, dim=2)[:, None] if len(masks) > 1 else masks[0][:, None])
-        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scale,
-                                             enable_gqa=heads != keys.shape[1])
+        mask = self._memo(
+            ("mat", window), lambda: torch.cat(masks, dim=2)[:, None] if len(masks) > 1 else masks[0][:, None]
+        )
+        out = F.scaled_dot_product_attention(
+            query, keys, values, attn_mask=mask, scale=scale, enable_gqa=heads != keys.shape[1]
+        )
         return out.transpose(1, 2).contiguous()
 
 
-def _merged_core(query: Tensor, levels: list[tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, int]],
-                 own: tuple[Tensor, Tensor, Tensor | None, Tensor | None], scale: float) -> Tensor:
+def _merged_core(
+    query: Tensor,
+    levels: list[tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, int]],
+    own: tuple[Tensor, Tensor, Tensor | None, Tensor | None],
+    scale: float,
+) -> Tensor:
     """Decode attention: each level and the own part attended separately, merged by log-sum-exp.
 
     ``levels``: (keys [G, kv, P, d], values, additive mask, gather table [G*R], row -> table slot [n], R);
@@ -455,17 +509,22 @@ def _run_core(*args: Any) -> Tensor:
 def _bias(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     # The dtype's minimum, not -inf: a part whose keys are all masked then has a finite log-sum-exp, so its
     # merge weight is exp(min - max) = 0 instead of NaN.
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
+        ~allowed, torch.finfo(dtype).min
+    )
 
 
-def _part(query: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None, scale: float) -> tuple[Tensor, Tensor]:
+def _part(
+    query: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None, scale: float
+) -> tuple[Tensor, Tensor]:
     """Attention of ``query`` over one part's keys: (output normalised within the part, fp32 log-sum-exp).
 
     Heads match (GQA is folded into the query length). On a CPU, PyTorch's fused flash kernel (one pass over
     the keys, 4x faster than the unfused ops here); elsewhere the same in plain ops, in fp32."""
     if query.device.type == "cpu":
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, keys, values, 0.0, False,
-                                                                             attn_mask=bias, scale=scale)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, keys, values, 0.0, False, attn_mask=bias, scale=scale
+        )
         return out, lse.float()[..., None]
     s = torch.matmul(query, keys.transpose(-1, -2)).float().mul_(scale)
     if bias is not None:
@@ -488,15 +547,28 @@ def _merge(parts: list[tuple[Tensor, Tensor]]) -> Tensor:
     return out
 
 
-def attention(module: Any, query: Tensor, key: Tensor, value: Tensor, attention_mask: Any, dropout: float = 0.0,
-              scaling: float | None = None, sliding_window: int | None = None, **kwargs: Any) -> tuple[Tensor, None]:
+def attention(
+    module: Any,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    sliding_window: int | None = None,
+    **kwargs: Any,
+) -> tuple[Tensor, None]:
     """transformers attention function over the active :class:`SharedKVCache` (``key``/``value`` are
     already in it: the cache's ``update`` wrote them)."""
     cache = _ACTIVE.get()
     if cache is None:
-        raise RuntimeError(f"attention implementation {ATTENTION!r} runs only inside SharedKVCache.attending()")
+        raise RuntimeError(
+            f"attention implementation {ATTENTION!r} runs only inside SharedKVCache.attending()"
+        )
     if kwargs.get("softcap") is not None:
-        raise NotImplementedError("attention logit soft-capping (Gemma 2) is not supported by the shared KV cache")
+        raise NotImplementedError(
+            "attention logit soft-capping (Gemma 2) is not supported by the shared KV cache"
+        )
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     return cache.attend(module.layer_idx, query, scale, sliding_window), None
 
@@ -504,4 +576,3 @@ def attention(module: Any, query: Tensor, key: Tensor, value: Tensor, attention_
 def kv_bytes_per_token(n_layers: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
     """Bytes one token's keys and values take across all layers."""
     return 2 * n_layers * n_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
-

@@ -71,8 +71,17 @@ def continuation_logprobs(
 
 
 @torch.inference_mode()
-def _score_groups(model: Any, tok: Any, device: Any, contexts: Sequence[str], cont_ids: list[list[int]],
-                  lam: Tensor | None, steering: Steering | None, groups: list[tuple[int, int]], out: list[float]) -> None:
+def _score_groups(
+    model: Any,
+    tok: Any,
+    device: Any,
+    contexts: Sequence[str],
+    cont_ids: list[list[int]],
+    lam: Tensor | None,
+    steering: Steering | None,
+    groups: list[tuple[int, int]],
+    out: list[float],
+) -> None:
     enc = encode(tok, [contexts[s] for s, _ in groups])
     ctx_ids, ctx_mask = enc.input_ids.to(device), enc.attention_mask.to(device)
     rows = [r for s, e in groups for r in range(s, e)]
@@ -87,10 +96,15 @@ def _score_groups(model: Any, tok: Any, device: Any, contexts: Sequence[str], co
     ids, mask = ids.to(device), mask.to(device)
 
     ctx_lam = lam[[s for s, _ in groups]] if lam is not None else None
-    manager = (steer(model, steering.vectors, lam=ctx_lam, layers=steering.layers)
-               if steering is not None and ctx_lam is not None else nullcontext())
+    manager = (
+        steer(model, steering.vectors, lam=ctx_lam, layers=steering.layers)
+        if steering is not None and ctx_lam is not None
+        else nullcontext()
+    )
     with manager as handle:
-        first, past = model(ctx_ids, attention_mask=ctx_mask, use_cache=True, return_type="logits_and_cache", logits_to_keep=1)
+        first, past = model(
+            ctx_ids, attention_mask=ctx_mask, use_cache=True, return_type="logits_and_cache", logits_to_keep=1
+        )
         past.batch_select_indices(row_of)
         if handle is not None and lam is not None:
             handle.set_lambda(lam[rows])

@@ -22,8 +22,16 @@ def _fmt(seconds: float) -> str:
 class Progress:
     """``with Progress(total, "evaluate test/parent", unit="rows") as p: ... p.update(n)``."""
 
-    def __init__(self, total: int, desc: str, *, unit: str = "it", enabled: bool = True, every: float = 30.0,
-                 stream: TextIO | None = None):
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        *,
+        unit: str = "it",
+        enabled: bool = True,
+        every: float = 30.0,
+        stream: TextIO | None = None,
+    ):
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
         self.stream = stream or sys.stderr
         self.enabled = enabled and total > 0
@@ -52,8 +60,12 @@ class Progress:
         rate = self.n / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.n) / rate if rate > 0 else 0.0
         pct = 100 * self.n / self.total if self.total else 100.0
-        print(f"[{time.strftime('%H:%M:%S')}] {self.desc}: {self.n}/{self.total} {self.unit} ({pct:.0f}%), "
-              f"{rate:.2f} {self.unit}/s, {_fmt(elapsed)} elapsed, ~{_fmt(left)} left", file=self.stream, flush=True)
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {self.desc}: {self.n}/{self.total} {self.unit} ({pct:.0f}%), "
+            f"{rate:.2f} {self.unit}/s, {_fmt(elapsed)} elapsed, ~{_fmt(left)} left",
+            file=self.stream,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self._bar is not None:

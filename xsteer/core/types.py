@@ -19,8 +19,13 @@ class HookedModel(Protocol):
     cfg: Any  # n_layers, d_model, model_name (n_ctx when known)
     tokenizer: Any
 
-    def hooks(self, fwd_hooks: Any = ..., bwd_hooks: Any = ..., reset_hooks_end: bool = ...,
-              clear_contexts: bool = ...) -> AbstractContextManager[Any]: ...
+    def hooks(
+        self,
+        fwd_hooks: Any = ...,
+        bwd_hooks: Any = ...,
+        reset_hooks_end: bool = ...,
+        clear_contexts: bool = ...,
+    ) -> AbstractContextManager[Any]: ...
 
     def parameters(self, recurse: bool = ...) -> Iterator[Tensor]: ...
 

@@ -138,7 +138,9 @@ class SteeringVectors:
         try:
             meta = json.loads(header["xsteer"])
         except json.JSONDecodeError as e:
-            raise VectorFileError(f"{path}: its xsteer metadata is not valid JSON ({e.msg} at character {e.pos})") from None
+            raise VectorFileError(
+                f"{path}: its xsteer metadata is not valid JSON ({e.msg} at character {e.pos})"
+            ) from None
         if not isinstance(meta, dict):
             raise VectorFileError(f"{path}: its xsteer metadata is not a JSON object")
         if meta.get("format_version", 0) > FORMAT_VERSION:
@@ -149,16 +151,25 @@ class SteeringVectors:
         missing = sorted({"model_id", "method", "layers"} - set(meta))
         unknown = sorted(set(meta) - known)
         if missing or unknown:
-            raise VectorFileError(f"{path}: its xsteer metadata " + "; ".join(
-                ([f"lacks {', '.join(missing)}"] if missing else []) + ([f"has unknown key(s) {', '.join(unknown)}"] if unknown else []))
-                + "; re-export it with xsteer")
+            raise VectorFileError(
+                f"{path}: its xsteer metadata "
+                + "; ".join(
+                    ([f"lacks {', '.join(missing)}"] if missing else [])
+                    + ([f"has unknown key(s) {', '.join(unknown)}"] if unknown else [])
+                )
+                + "; re-export it with xsteer"
+            )
         try:
             meta["layers"] = tuple(int(x) for x in meta["layers"])
             meta["layer_stats"] = tuple(meta.get("layer_stats", ()))
         except (TypeError, ValueError):
-            raise VectorFileError(f"{path}: 'layers' must be a list of layer numbers, got {meta['layers']!r}") from None
+            raise VectorFileError(
+                f"{path}: 'layers' must be a list of layer numbers, got {meta['layers']!r}"
+            ) from None
         if vectors.ndim != 2:
-            raise VectorFileError(f"{path}: 'vectors' must be [n_layers, d_model], got shape {tuple(vectors.shape)}")
+            raise VectorFileError(
+                f"{path}: 'vectors' must be [n_layers, d_model], got shape {tuple(vectors.shape)}"
+            )
         return cls(vectors=vectors, **meta)
 
     def unit(self) -> SteeringVectors:
@@ -194,11 +205,15 @@ class SteeringVectors:
         if not isinstance(other, SteeringVectors):
             raise VectorFileError(f"cannot {op} SteeringVectors and {type(other).__name__}")
         if (self.model_id, self.vectors.shape) != (other.model_id, other.vectors.shape):
-            raise VectorFileError(f"cannot {op} vectors of {self.model_id!r} {list(self.vectors.shape)} and "
-                                  f"{other.model_id!r} {list(other.vectors.shape)}: they live in different models")
+            raise VectorFileError(
+                f"cannot {op} vectors of {self.model_id!r} {list(self.vectors.shape)} and "
+                f"{other.model_id!r} {list(other.vectors.shape)}: they live in different models"
+            )
         if self.norm != other.norm:
-            raise VectorFileError(f"cannot {op} vectors under norm conventions {self.norm!r} and {other.norm!r}; "
-                                  "bring both to one first (.unit() or .scaled_to())")
+            raise VectorFileError(
+                f"cannot {op} vectors under norm conventions {self.norm!r} and {other.norm!r}; "
+                "bring both to one first (.unit() or .scaled_to())"
+            )
         if self.hook != other.hook:
             raise VectorFileError(f"cannot {op} vectors read at {self.hook!r} and {other.hook!r}")
 
@@ -217,11 +232,15 @@ class SteeringVectors:
 
     def __add__(self, other: SteeringVectors) -> SteeringVectors:
         self._check_same_space(other, "add")
-        return self._combined(self.steered() + other.steered(), self.layers + other.layers, f"({self.method} + {other.method})")
+        return self._combined(
+            self.steered() + other.steered(), self.layers + other.layers, f"({self.method} + {other.method})"
+        )
 
     def __sub__(self, other: SteeringVectors) -> SteeringVectors:
         self._check_same_space(other, "subtract")
-        return self._combined(self.steered() - other.steered(), self.layers + other.layers, f"({self.method} - {other.method})")
+        return self._combined(
+            self.steered() - other.steered(), self.layers + other.layers, f"({self.method} - {other.method})"
+        )
 
     def __mul__(self, k: float) -> SteeringVectors:
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k):

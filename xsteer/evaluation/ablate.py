@@ -41,7 +41,9 @@ def reweight(vectors: SteeringVectors, profile: Mapping[int, float]) -> Steering
     """Vectors with layer l scaled by ``profile[l]``; layers absent from the profile or weighted 0 dropped."""
     bad = [layer for layer in profile if layer not in vectors.layers]
     if bad:
-        raise InputError(f"profile names layers {bad} that carry no vector; steerable: {list(vectors.layers)}")
+        raise InputError(
+            f"profile names layers {bad} that carry no vector; steerable: {list(vectors.layers)}"
+        )
     keep = [layer for layer in vectors.layers if profile.get(layer, 0.0) != 0.0]
     if not keep:
         raise InputError("the profile steers no layer")
@@ -59,7 +61,9 @@ def leave_one_out_profiles(vectors: SteeringVectors) -> dict[str, Profile]:
     return {f"all but {layer}": {k: 1.0 for k in vectors.layers if k != layer} for layer in vectors.layers}
 
 
-def gold_logprob_signal(model: HookedModel, prompts: Sequence[str], golds: Sequence[str], *, batch_size: int = 16) -> Callable[[SteeringVectors | None, float], float]:
+def gold_logprob_signal(
+    model: HookedModel, prompts: Sequence[str], golds: Sequence[str], *, batch_size: int = 16
+) -> Callable[[SteeringVectors | None, float], float]:
     """A signal function: mean per-token log p(gold answer | prompt) under steering (higher is better).
 
     Scoring the reference answer needs one forward pass per item (no decoding), so it is cheap enough to
@@ -78,8 +82,14 @@ def gold_logprob_signal(model: HookedModel, prompts: Sequence[str], golds: Seque
     return signal
 
 
-def run_profiles(signal: Callable[[SteeringVectors | None, float], float], vectors: SteeringVectors,
-                 profiles: Mapping[str, Profile], lambdas: Sequence[float], *, progress: bool = True) -> dict[str, dict[float, float]]:
+def run_profiles(
+    signal: Callable[[SteeringVectors | None, float], float],
+    vectors: SteeringVectors,
+    profiles: Mapping[str, Profile],
+    lambdas: Sequence[float],
+    *,
+    progress: bool = True,
+) -> dict[str, dict[float, float]]:
     """signal(profile, λ) for every profile and λ; the unsteered value is under the key ``"baseline"``."""
     out: dict[str, dict[float, float]] = {"baseline": {0.0: signal(None, 0.0)}}
     with Progress(len(profiles), "ablation profiles", unit="profiles", enabled=progress) as bar:
@@ -90,8 +100,14 @@ def run_profiles(signal: Callable[[SteeringVectors | None, float], float], vecto
     return out
 
 
-def coordinate_search(signal: Callable[[SteeringVectors | None, float], float], vectors: SteeringVectors,
-                      grid: Sequence[float], *, sweeps: int = 2, progress: bool = True) -> tuple[Profile, float, list[dict[str, Any]]]:
+def coordinate_search(
+    signal: Callable[[SteeringVectors | None, float], float],
+    vectors: SteeringVectors,
+    grid: Sequence[float],
+    *,
+    sweeps: int = 2,
+    progress: bool = True,
+) -> tuple[Profile, float, list[dict[str, Any]]]:
     """A per-layer λ profile maximising ``signal`` by coordinate ascent.
 
     Starts from no steering; each sweep visits the layers in order and sets each one's λ to the grid value
@@ -104,7 +120,9 @@ def coordinate_search(signal: Callable[[SteeringVectors | None, float], float], 
     trace: list[dict[str, Any]] = [{"sweep": 0, "layer": None, "lam": 0.0, "signal": best}]
     for sweep in range(1, sweeps + 1):
         changed = False
-        with Progress(len(vectors.layers), f"coordinate sweep {sweep}", unit="layers", enabled=progress) as bar:
+        with Progress(
+            len(vectors.layers), f"coordinate sweep {sweep}", unit="layers", enabled=progress
+        ) as bar:
             for layer in vectors.layers:
                 for value in grid:
                     if value == lam[layer]:
@@ -122,7 +140,9 @@ def coordinate_search(signal: Callable[[SteeringVectors | None, float], float], 
 
 
 # ---------------------------------------------------------------------------------------------- studies
-def gold_requests(tokenizer: Any, cfg: EvalConfig, examples: Sequence[Example], *, data_dir: str | Path | None = None) -> tuple[list[str], list[str]]:
+def gold_requests(
+    tokenizer: Any, cfg: EvalConfig, examples: Sequence[Example], *, data_dir: str | Path | None = None
+) -> tuple[list[str], list[str]]:
     """(prompt, gold continuation) per item, as the evaluator would prompt under ``cfg`` (an EvalConfig).
 
     ``generate`` mode: the few-shot chat prompt and the reference response (reasoning + final-answer
@@ -153,20 +173,44 @@ def study_profiles(vectors: SteeringVectors, study: str) -> dict[int, tuple[str,
         profiles = single_layer_profiles(vectors)
     elif study == "leave_one_out":
         if len(vectors.layers) < 2:
-            raise InputError(f"a leave-one-out study needs at least 2 steered layers, the vectors steer {list(vectors.layers)}")
+            raise InputError(
+                f"a leave-one-out study needs at least 2 steered layers, the vectors steer {list(vectors.layers)}"
+            )
         profiles = leave_one_out_profiles(vectors)
     else:
         raise InputError(f"unknown study {study!r}; options: {', '.join(STUDIES)}")
     return dict(zip(vectors.layers, profiles.items(), strict=True))
 
 
-def profile_accuracy(model: HookedModel, cfg: EvalConfig, records: str | Path, vectors: SteeringVectors, profiles: Mapping[str, Profile],
-                     examples: Sequence[Example], lambdas: Sequence[float], *, split: str = "validation", batch_size: int = 16,
-                     progress: bool = True, data_dir: str | Path | None = None) -> dict[str, dict[float, float]]:
+def profile_accuracy(
+    model: HookedModel,
+    cfg: EvalConfig,
+    records: str | Path,
+    vectors: SteeringVectors,
+    profiles: Mapping[str, Profile],
+    examples: Sequence[Example],
+    lambdas: Sequence[float],
+    *,
+    split: str = "validation",
+    batch_size: int = 16,
+    progress: bool = True,
+    data_dir: str | Path | None = None,
+) -> dict[str, dict[float, float]]:
     """Task accuracy of each profile at each λ (and of the unsteered ``"baseline"`` at λ = 0), through the
     evaluator: records go to the JSON Lines file ``records`` (resumable), scoring follows ``cfg.mode``."""
-    conditions: dict[str, SteeringVectors | None] = {BASELINE: None, **{n: reweight(vectors, p) for n, p in profiles.items()}}
-    ev = Evaluator(model, cfg, RecordStore(records), conditions, batch_size=batch_size, progress=progress, data_dir=data_dir)
+    conditions: dict[str, SteeringVectors | None] = {
+        BASELINE: None,
+        **{n: reweight(vectors, p) for n, p in profiles.items()},
+    }
+    ev = Evaluator(
+        model,
+        cfg,
+        RecordStore(records),
+        conditions,
+        batch_size=batch_size,
+        progress=progress,
+        data_dir=data_dir,
+    )
     ev.run(split, examples, BASELINE)
     for name in profiles:
         ev.run(split, examples, name, lambdas)
@@ -174,9 +218,20 @@ def profile_accuracy(model: HookedModel, cfg: EvalConfig, records: str | Path, v
     return {name: accuracy_by_lambda(recs, split, name) for name in conditions}
 
 
-def ablation_study(model: HookedModel, vectors: SteeringVectors, examples: Sequence[Example], cfg: EvalConfig, study: str, *,
-                   sweeps: int = 2, batch_size: int = 16, records: str | Path | None = None, split: str = "validation",
-                   progress: bool = True, data_dir: str | Path | None = None) -> dict[str, Any]:
+def ablation_study(
+    model: HookedModel,
+    vectors: SteeringVectors,
+    examples: Sequence[Example],
+    cfg: EvalConfig,
+    study: str,
+    *,
+    sweeps: int = 2,
+    batch_size: int = 16,
+    records: str | Path | None = None,
+    split: str = "validation",
+    progress: bool = True,
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """One per-layer study on benchmark items, scored with :func:`gold_logprob_signal` (and with task
     accuracy, through the evaluator, when a ``records`` file is given).
 
@@ -191,32 +246,79 @@ def ablation_study(model: HookedModel, vectors: SteeringVectors, examples: Seque
     lambdas = [float(x) for x in cfg.lambdas]
     prompts, golds = gold_requests(model.tokenizer, cfg, examples, data_dir=data_dir)
     signal = gold_logprob_signal(model, prompts, golds, batch_size=batch_size)
-    doc: dict[str, Any] = {"study": study, "split": split, "n_items": len(examples), "lambdas": lambdas,
-                           "n_layers": vectors.n_layers, "steered_layers": list(vectors.layers), "vectors": vectors.model_id,
-                           "norm": vectors.norm, "signal": "mean per-token log p(gold | prompt)"}
+    doc: dict[str, Any] = {
+        "study": study,
+        "split": split,
+        "n_items": len(examples),
+        "lambdas": lambdas,
+        "n_layers": vectors.n_layers,
+        "steered_layers": list(vectors.layers),
+        "vectors": vectors.model_id,
+        "norm": vectors.norm,
+        "signal": "mean per-token log p(gold | prompt)",
+    }
     if study == "coordinate":
         profile, best, trace = coordinate_search(signal, vectors, lambdas, sweeps=sweeps, progress=progress)
         base = trace[0]["signal"]
-        doc.update(baseline=base, profile={str(k): v for k, v in sorted(profile.items())}, best_signal=best,
-                   best_delta=best - base, trace=trace)
-        doc["rows"] = [{"profile": "coordinate", "layer": layer, "lam": profile.get(layer, 0.0)} for layer in vectors.layers]
+        doc.update(
+            baseline=base,
+            profile={str(k): v for k, v in sorted(profile.items())},
+            best_signal=best,
+            best_delta=best - base,
+            trace=trace,
+        )
+        doc["rows"] = [
+            {"profile": "coordinate", "layer": layer, "lam": profile.get(layer, 0.0)}
+            for layer in vectors.layers
+        ]
         if records is not None and profile:
-            found = profile_accuracy(model, cfg, records, vectors, {"coordinate": profile}, examples, [1.0], split=split,
-                                     batch_size=batch_size, progress=progress, data_dir=data_dir)
-            doc["accuracy"] = {"baseline": found["baseline"].get(0.0), "coordinate": found["coordinate"].get(1.0)}
+            found = profile_accuracy(
+                model,
+                cfg,
+                records,
+                vectors,
+                {"coordinate": profile},
+                examples,
+                [1.0],
+                split=split,
+                batch_size=batch_size,
+                progress=progress,
+                data_dir=data_dir,
+            )
+            doc["accuracy"] = {
+                "baseline": found["baseline"].get(0.0),
+                "coordinate": found["coordinate"].get(1.0),
+            }
         return doc
     by_layer = study_profiles(vectors, study)
     values = run_profiles(signal, vectors, dict(by_layer.values()), lambdas, progress=progress)
     base = values["baseline"][0.0]
     acc: dict[str, dict[float, float]] | None = None
     if records is not None:
-        acc = profile_accuracy(model, cfg, records, vectors, dict(by_layer.values()), examples, lambdas, split=split,
-                               batch_size=batch_size, progress=progress, data_dir=data_dir)
+        acc = profile_accuracy(
+            model,
+            cfg,
+            records,
+            vectors,
+            dict(by_layer.values()),
+            examples,
+            lambdas,
+            split=split,
+            batch_size=batch_size,
+            progress=progress,
+            data_dir=data_dir,
+        )
         doc["accuracy_baseline"] = acc["baseline"].get(0.0)
     rows = []
     for layer, (name, _) in by_layer.items():
         for lam in lambdas:
-            row = {"profile": name, "layer": layer, "lam": lam, "signal": values[name][lam], "delta": values[name][lam] - base}
+            row = {
+                "profile": name,
+                "layer": layer,
+                "lam": lam,
+                "signal": values[name][lam],
+                "delta": values[name][lam] - base,
+            }
             if acc is not None:
                 row["accuracy"] = acc[name].get(lam)
             rows.append(row)
@@ -236,20 +338,30 @@ def study_matrix(doc: Mapping[str, Any], key: str = "delta") -> tuple[list[float
 
 def ablation_table(doc: Mapping[str, Any]) -> str:
     """The study as text: per layer the signal change at each λ (or the coordinate-search profile)."""
-    head = f"{doc['study']} study, {doc['n_items']} {doc['split']} items; baseline signal {doc['baseline']:.4f}"
+    head = (
+        f"{doc['study']} study, {doc['n_items']} {doc['split']} items; baseline signal {doc['baseline']:.4f}"
+    )
     if doc["study"] == "coordinate":
-        lines = [head, f"best signal {doc['best_signal']:.4f} (Δ {doc['best_delta']:+.4f})",
-                 f"{'layer':>5}  {'λ':>8}"]
+        lines = [
+            head,
+            f"best signal {doc['best_signal']:.4f} (Δ {doc['best_delta']:+.4f})",
+            f"{'layer':>5}  {'λ':>8}",
+        ]
         lines += [f"{r['layer']:>5}  {r['lam']:>8g}" for r in doc["rows"]]
         if "accuracy" in doc:
             a = doc["accuracy"]
-            lines.append(f"accuracy: baseline {100 * a['baseline']:.1f}%, profile {100 * a['coordinate']:.1f}%")
+            lines.append(
+                f"accuracy: baseline {100 * a['baseline']:.1f}%, profile {100 * a['coordinate']:.1f}%"
+            )
         return "\n".join(lines)
     lambdas, delta = study_matrix(doc)
     _, acc = study_matrix(doc, "accuracy")
     what = "only this layer steered" if doc["study"] == "single" else "this layer left out"
-    lines = [head, f"Δ signal vs baseline ({what})" + (", accuracy %" if "accuracy_baseline" in doc else ""),
-             f"{'layer':>5}  " + "  ".join(f"{'λ=' + format(lam, 'g'):>14}" for lam in lambdas)]
+    lines = [
+        head,
+        f"Δ signal vs baseline ({what})" + (", accuracy %" if "accuracy_baseline" in doc else ""),
+        f"{'layer':>5}  " + "  ".join(f"{'λ=' + format(lam, 'g'):>14}" for lam in lambdas),
+    ]
     for layer in doc["steered_layers"]:
         cells = []
         for i in range(len(lambdas)):

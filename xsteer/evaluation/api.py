@@ -55,21 +55,56 @@ class EvalSummary:
         return self.table()
 
 
-def evaluate(child: HookedModel, vectors: Mapping[str, SteeringVectors], *, task: str | Task, lambdas: Sequence[float] = PAPER_GRID,
-             val_items: int = 16, test_items: int | None = 64, mode: str = "generate", shots: int = 5,
-             positions: str = "generated", max_new_tokens: int = 256, random: bool = True, self_consistency: bool = True,
-             norm: str | None = None, norms: Any = None, data_dir: str | Path | None = None, out: str | Path | None = None,
-             batch_size: int = 32, seed: int = 0, progress: bool = True) -> EvalSummary:
+def evaluate(
+    child: HookedModel,
+    vectors: Mapping[str, SteeringVectors],
+    *,
+    task: str | Task,
+    lambdas: Sequence[float] = PAPER_GRID,
+    val_items: int = 16,
+    test_items: int | None = 64,
+    mode: str = "generate",
+    shots: int = 5,
+    positions: str = "generated",
+    max_new_tokens: int = 256,
+    random: bool = True,
+    self_consistency: bool = True,
+    norm: str | None = None,
+    norms: Any = None,
+    data_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> EvalSummary:
     """Evaluate ``child`` steered by each of ``vectors`` (child-space, one norm convention) on ``task``."""
     t = get_task(task)
-    cfg = EvalConfig(dataset=t.name, mode=mode, shots=shots, lambdas=tuple(lambdas), positions=positions,  # type: ignore[arg-type]
-                     max_new_tokens=max_new_tokens, seed=seed)
+    cfg = EvalConfig(
+        dataset=t.name,
+        mode=mode,  # type: ignore[arg-type]
+        shots=shots,
+        lambdas=tuple(lambdas),
+        positions=positions,  # type: ignore[arg-type]
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
     conditions = build_conditions(vectors, random=random, seed=seed, norm=norm, norms=norms)
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="xsteer-eval-"))
     val = t.load("validation", data_dir=data_dir, limit=val_items, seed=seed) if val_items else []
     test = t.load("test", data_dir=data_dir, limit=test_items, seed=seed)
-    ev = Evaluator(child, cfg, RecordStore(folder / "records.jsonl"), conditions, batch_size=batch_size,
-                   progress=progress, data_dir=data_dir)
-    doc = ev.run_and_summarize(val, test, [n for n, v in conditions.items() if v is not None],
-                               self_consistency=self_consistency and mode == "generate")
+    ev = Evaluator(
+        child,
+        cfg,
+        RecordStore(folder / "records.jsonl"),
+        conditions,
+        batch_size=batch_size,
+        progress=progress,
+        data_dir=data_dir,
+    )
+    doc = ev.run_and_summarize(
+        val,
+        test,
+        [n for n, v in conditions.items() if v is not None],
+        self_consistency=self_consistency and mode == "generate",
+    )
     return EvalSummary(t.name, doc["summaries"], doc["lambda_star"], folder)

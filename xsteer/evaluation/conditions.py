@@ -23,8 +23,14 @@ from xsteer.evaluation.summary import BASELINE
 Conditions = dict[str, SteeringVectors | None]
 
 
-def build_conditions(vectors: Mapping[str, SteeringVectors], *, random: bool = True, seed: int = 0,
-                     norm: str | None = None, norms: Float[Tensor, " layer"] | None = None) -> Conditions:
+def build_conditions(
+    vectors: Mapping[str, SteeringVectors],
+    *,
+    random: bool = True,
+    seed: int = 0,
+    norm: str | None = None,
+    norms: Float[Tensor, " layer"] | None = None,
+) -> Conditions:
     """The conditions of one evaluation: the unsteered baseline, the given vectors and, with ``random``, a
     random direction of equal norm per layer copying the FIRST vector condition (the parent's, by convention).
 
@@ -34,8 +40,10 @@ def build_conditions(vectors: Mapping[str, SteeringVectors], *, random: bool = T
     """
     taken = sorted(set(vectors) & set(RESERVED))
     if taken:
-        raise InputError(f"condition name(s) {taken} are reserved for xsteer's controls ({', '.join(RESERVED)}); "
-                         "name your vectors otherwise")
+        raise InputError(
+            f"condition name(s) {taken} are reserved for xsteer's controls ({', '.join(RESERVED)}); "
+            "name your vectors otherwise"
+        )
     out: Conditions = {BASELINE: None}
     for name, v in vectors.items():
         if norm == "unit":

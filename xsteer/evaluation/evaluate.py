@@ -51,7 +51,9 @@ from xsteer.tasks import Example, Task, get_task
 from xsteer.tasks.prompts import render
 from xsteer.tasks.scoring import arc_loglik_choice
 
-PAPER_GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 10)) + tuple(round(0.1 * i, 1) for i in range(1, 11))
+PAPER_GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 10)) + tuple(
+    round(0.1 * i, 1) for i in range(1, 11)
+)
 #: Condition names the evaluator gives meaning to; a user's vectors cannot take them.
 RESERVED = (BASELINE, SELF_CONSISTENCY, "random")
 
@@ -105,7 +107,9 @@ class EvalConfig:
         if self.mode not in ("generate", "loglik"):
             raise InputError(f"unknown mode {self.mode!r}; options: generate, loglik")
         if self.mode not in task.modes:
-            raise InputError(f"mode {self.mode!r} is for multiple-choice tasks; {task.name!r} supports {', '.join(task.modes)}")
+            raise InputError(
+                f"mode {self.mode!r} is for multiple-choice tasks; {task.name!r} supports {', '.join(task.modes)}"
+            )
         if self.positions not in ("all", "generated"):
             raise InputError(f"positions must be 'all' or 'generated', got {self.positions!r}")
         for name in ("shots", "max_new_tokens"):
@@ -120,8 +124,13 @@ class EvalConfig:
         return get_task(self.dataset)
 
     def hash(self, model_id: str, conditions: Mapping[str, SteeringVectors | None]) -> str:
-        conds = {k: (None if v is None else [v.model_id, v.method, v.pairs_hash, v.norm, float(v.vectors.norm())]) for k, v in sorted(conditions.items())}
-        blob = json.dumps({"cfg": asdict(self), "model": model_id, "conditions": conds}, sort_keys=True, default=str)
+        conds = {
+            k: (None if v is None else [v.model_id, v.method, v.pairs_hash, v.norm, float(v.vectors.norm())])
+            for k, v in sorted(conditions.items())
+        }
+        blob = json.dumps(
+            {"cfg": asdict(self), "model": model_id, "conditions": conds}, sort_keys=True, default=str
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -162,10 +171,19 @@ class Evaluator:
         done = {record_key(r) for r in self.store.load(self.config_hash) if r["split"] == split}
         return [r for r in rows if record_key(r) not in done]
 
-    def run(self, split: str, examples: Sequence[Example], condition: str, lambdas: Sequence[float] = (0.0,), samples: int = 1) -> None:
+    def run(
+        self,
+        split: str,
+        examples: Sequence[Example],
+        condition: str,
+        lambdas: Sequence[float] = (0.0,),
+        samples: int = 1,
+    ) -> None:
         """Produce records for every (item, λ, sample) of ``condition`` not already on disk."""
         if condition != SELF_CONSISTENCY and condition not in self.conditions:
-            raise InputError(f"unknown condition {condition!r}; options: {', '.join([*self.conditions, SELF_CONSISTENCY])}")
+            raise InputError(
+                f"unknown condition {condition!r}; options: {', '.join([*self.conditions, SELF_CONSISTENCY])}"
+            )
         by_id = {ex.id: ex for ex in examples}
         rows: list[Record] = [
             {"split": split, "item": ex.id, "condition": condition, "lam": float(lam), "sample": s}
@@ -186,28 +204,49 @@ class Evaluator:
                     outs = self._loglik(items, chunk, vectors)
                 else:
                     outs = self._generate(items, chunk, vectors, sampling=condition == SELF_CONSISTENCY)
-                self.store.append({**r, **o, "config": self.config_hash} for r, o in zip(chunk, outs, strict=True))
+                self.store.append(
+                    {**r, **o, "config": self.config_hash} for r, o in zip(chunk, outs, strict=True)
+                )
                 bar.update(len(chunk))
 
-    def _generate(self, items: list[Example], rows: list[Record], vectors: SteeringVectors | None, sampling: bool) -> list[dict[str, Any]]:
+    def _generate(
+        self, items: list[Example], rows: list[Record], vectors: SteeringVectors | None, sampling: bool
+    ) -> list[dict[str, Any]]:
         prompts = [self.prompt(ex) for ex in items]
         steering = None
         if vectors is not None:
             steering = Steering(vectors, [r["lam"] for r in rows], self.cfg.layers, self.cfg.positions)
         seeds = [_seed(self.cfg.seed, r["item"], r["sample"]) for r in rows]
         gens = generate(
-            self.model, prompts, max_new_tokens=self.cfg.max_new_tokens, stop=["Question:"],
-            steering=steering, temperature=self.cfg.sc_temperature if sampling else 0.0, seeds=seeds,
+            self.model,
+            prompts,
+            max_new_tokens=self.cfg.max_new_tokens,
+            stop=["Question:"],
+            steering=steering,
+            temperature=self.cfg.sc_temperature if sampling else 0.0,
+            seeds=seeds,
             batch_size=self.batch_size,
         )
         out = []
         for ex, g in zip(items, gens, strict=True):
             s = self.task.score(g.text, ex)
-            out.append({"completion": g.text, "answer": s.answer, "correct": s.correct, "strict_answer": s.strict_answer,
-                        "strict_correct": s.strict_correct, "gold": ex.answer, "n_tokens": g.n_tokens, "finish": g.finish})
+            out.append(
+                {
+                    "completion": g.text,
+                    "answer": s.answer,
+                    "correct": s.correct,
+                    "strict_answer": s.strict_answer,
+                    "strict_correct": s.strict_correct,
+                    "gold": ex.answer,
+                    "n_tokens": g.n_tokens,
+                    "finish": g.finish,
+                }
+            )
         return out
 
-    def _loglik(self, items: list[Example], rows: list[Record], vectors: SteeringVectors | None) -> list[dict[str, Any]]:
+    def _loglik(
+        self, items: list[Example], rows: list[Record], vectors: SteeringVectors | None
+    ) -> list[dict[str, Any]]:
         ctxs, conts, lams, owner = [], [], [], []
         for i, (ex, r) in enumerate(zip(items, rows, strict=True)):
             ctx, choices = self.task.loglik_request(ex)
@@ -224,8 +263,16 @@ class Evaluator:
         for i, ex in enumerate(items):
             assert ex.labels is not None and ex.choices is not None  # loglik_request refused anything else
             acc_i, norm_i = arc_loglik_choice(per_item[i], list(ex.choices))
-            out.append({"answer": ex.labels[acc_i], "correct": ex.labels[acc_i] == ex.answer, "answer_norm": ex.labels[norm_i],
-                        "correct_norm": ex.labels[norm_i] == ex.answer, "gold": ex.answer, "logprobs": per_item[i]})
+            out.append(
+                {
+                    "answer": ex.labels[acc_i],
+                    "correct": ex.labels[acc_i] == ex.answer,
+                    "answer_norm": ex.labels[norm_i],
+                    "correct_norm": ex.labels[norm_i] == ex.answer,
+                    "gold": ex.answer,
+                    "logprobs": per_item[i],
+                }
+            )
         return out
 
     # -- the paper's algorithms
@@ -243,11 +290,22 @@ class Evaluator:
         return [r for r in self.store.load(self.config_hash) if r["split"] == split and r["item"] in ids]
 
     def _doc(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
-        return {"config": asdict(self.cfg), **(extra or {}), "config_hash": self.config_hash, "norm": self.norm,
-                "runtime": runtime(self.model)}
+        return {
+            "config": asdict(self.cfg),
+            **(extra or {}),
+            "config_hash": self.config_hash,
+            "norm": self.norm,
+            "runtime": runtime(self.model),
+        }
 
-    def tune_and_summarize(self, validation: Sequence[Example], vector_conditions: Sequence[str], *,
-                           baseline: bool = True, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def tune_and_summarize(
+        self,
+        validation: Sequence[Example],
+        vector_conditions: Sequence[str],
+        *,
+        baseline: bool = True,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Algorithm 2 alone: λ* per vector condition and the accuracy-by-λ tables (every metric), plus the
         unsteered baseline on the same items when ``baseline``; written to ``tune.json`` beside the records.
         Returns the document (λ keys of the tables are strings, as in the JSON)."""
@@ -260,14 +318,32 @@ class Evaluator:
         tables: dict[str, dict[str, dict[str, float]]] = {}
         for m in metrics_of(self.cfg.mode):
             conds = [*vector_conditions, *([BASELINE] if baseline else [])]
-            tables[m] = {c: {str(float(lam)): acc for lam, acc in accuracy_by_lambda(records, "validation", c, m).items()} for c in conds}
-        doc = {**self._doc(extra), "split": "validation", "n_items": len(validation), "lambda_star": lam_star,
-               "accuracy_by_lambda": tables}
+            tables[m] = {
+                c: {
+                    str(float(lam)): acc
+                    for lam, acc in accuracy_by_lambda(records, "validation", c, m).items()
+                }
+                for c in conds
+            }
+        doc = {
+            **self._doc(extra),
+            "split": "validation",
+            "n_items": len(validation),
+            "lambda_star": lam_star,
+            "accuracy_by_lambda": tables,
+        }
         write_json_atomic(self.store.path.parent / "tune.json", doc)
         return doc
 
-    def test(self, test: Sequence[Example], vector_conditions: Sequence[str], *, its: bool = True,
-             lambda_star: Mapping[str, float] | None = None, self_consistency: bool = True) -> None:
+    def test(
+        self,
+        test: Sequence[Example],
+        vector_conditions: Sequence[str],
+        *,
+        its: bool = True,
+        lambda_star: Mapping[str, float] | None = None,
+        self_consistency: bool = True,
+    ) -> None:
         """Algorithm 3: baseline, each vector condition (whole grid if ITS, else λ*), self-consistency."""
         self.run("test", test, BASELINE)
         for cond in vector_conditions:
@@ -276,19 +352,35 @@ class Evaluator:
         if self_consistency and self.cfg.mode == "generate":
             self.run("test", test, SELF_CONSISTENCY, samples=len(self.cfg.lambdas))
 
-    def run_and_summarize(self, validation: Sequence[Example], test: Sequence[Example], vector_conditions: Sequence[str],
-                          *, self_consistency: bool = True, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def run_and_summarize(
+        self,
+        validation: Sequence[Example],
+        test: Sequence[Example],
+        vector_conditions: Sequence[str],
+        *,
+        self_consistency: bool = True,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Algorithm 2 (when there are validation items), Algorithm 3, then ``summary.json`` and
         ``summary.md`` beside the records, one summary per metric. Returns the summary document."""
         if not test:
             raise InputError("the evaluation needs at least one test item")
         lam_star = self.tune(validation, vector_conditions) if validation else {}
-        self.test(test, vector_conditions, its=len(self.cfg.lambdas) > 1, lambda_star=lam_star or None,
-                  self_consistency=self_consistency)
+        self.test(
+            test,
+            vector_conditions,
+            its=len(self.cfg.lambdas) > 1,
+            lambda_star=lam_star or None,
+            self_consistency=self_consistency,
+        )
         records = self.store.load(self.config_hash)
-        summaries = {m: summarize(records, lam_star, metric=m, seed=self.cfg.seed) for m in metrics_of(self.cfg.mode)}
+        summaries = {
+            m: summarize(records, lam_star, metric=m, seed=self.cfg.seed) for m in metrics_of(self.cfg.mode)
+        }
         doc = {**self._doc(extra), "lambda_star": lam_star, "summaries": summaries}
         folder = self.store.path.parent
         write_text_atomic(folder / "summary.json", json.dumps(doc, indent=2, default=str))
-        write_text_atomic(folder / "summary.md", "\n\n".join(summary_markdown(s) for s in summaries.values()) + "\n")
+        write_text_atomic(
+            folder / "summary.md", "\n\n".join(summary_markdown(s) for s in summaries.values()) + "\n"
+        )
         return doc

@@ -64,8 +64,15 @@ class Readout:
     name = "readout"
     probes: Sequence[Any] = ()
 
-    def __call__(self, model: HookedModel, vectors: SteeringVectors | None, lambdas: Sequence[float], *,
-                 layers: Sequence[int] | None = None, batch_size: int = 32) -> Float[Tensor, "lam probe"]:
+    def __call__(
+        self,
+        model: HookedModel,
+        vectors: SteeringVectors | None,
+        lambdas: Sequence[float],
+        *,
+        layers: Sequence[int] | None = None,
+        batch_size: int = 32,
+    ) -> Float[Tensor, "lam probe"]:
         raise NotImplementedError
 
 
@@ -78,12 +85,26 @@ class WordLogOdds(Readout):
         self.concept, self.probes = concept, list(concept.probes)
         self.pos, self.neg = pole_token_ids(tokenizer, concept)
 
-    def __call__(self, model: HookedModel, vectors: SteeringVectors | None, lambdas: Sequence[float], *,
-                 layers: Sequence[int] | None = None, batch_size: int = 32) -> Float[Tensor, "lam probe"]:
+    def __call__(
+        self,
+        model: HookedModel,
+        vectors: SteeringVectors | None,
+        lambdas: Sequence[float],
+        *,
+        layers: Sequence[int] | None = None,
+        batch_size: int = 32,
+    ) -> Float[Tensor, "lam probe"]:
         texts = [p for _ in lambdas for p in self.probes]
         lam = [float(x) for x in lambdas for _ in self.probes]
-        lp = next_token_logprobs(model, texts, self.pos + self.neg, vectors=vectors, lam=lam if vectors is not None else None,
-                                 layers=layers, batch_size=batch_size)
+        lp = next_token_logprobs(
+            model,
+            texts,
+            self.pos + self.neg,
+            vectors=vectors,
+            lam=lam if vectors is not None else None,
+            layers=layers,
+            batch_size=batch_size,
+        )
         k = len(self.pos)
         odds = torch.logsumexp(lp[:, :k], dim=-1) - torch.logsumexp(lp[:, k:], dim=-1)
         return odds.reshape(len(lambdas), len(self.probes))
@@ -97,8 +118,15 @@ class AnswerLogOdds(Readout):
     def __init__(self, probes: Sequence[AnswerProbe]):
         self.probes = list(probes)
 
-    def __call__(self, model: HookedModel, vectors: SteeringVectors | None, lambdas: Sequence[float], *,
-                 layers: Sequence[int] | None = None, batch_size: int = 32) -> Float[Tensor, "lam probe"]:
+    def __call__(
+        self,
+        model: HookedModel,
+        vectors: SteeringVectors | None,
+        lambdas: Sequence[float],
+        *,
+        layers: Sequence[int] | None = None,
+        batch_size: int = 32,
+    ) -> Float[Tensor, "lam probe"]:
         ctx = [p.context for _ in lambdas for p in self.probes for _ in (0, 1)]
         cont = [c for _ in lambdas for p in self.probes for c in (p.gold, p.wrong)]
         lam = [float(x) for x in lambdas for _ in self.probes for _ in (0, 1)]
@@ -147,7 +175,9 @@ class Estimate:
         return [self.estimate, self.low, self.high]
 
 
-def effect_ci(effect: Float[Tensor, " probe"], *, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> Estimate:
+def effect_ci(
+    effect: Float[Tensor, " probe"], *, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05
+) -> Estimate:
     """Mean effect over probes with a percentile bootstrap CI."""
     g = torch.Generator().manual_seed(seed)
     n = effect.shape[0]
@@ -157,8 +187,14 @@ def effect_ci(effect: Float[Tensor, " probe"], *, n_boot: int = 2000, seed: int 
     return Estimate(float(effect.double().mean()), lo, hi)
 
 
-def fidelity_ci(mapped: Float[Tensor, " probe"], native: Float[Tensor, " probe"], *, n_boot: int = 2000, seed: int = 0,
-                alpha: float = 0.05) -> Estimate:
+def fidelity_ci(
+    mapped: Float[Tensor, " probe"],
+    native: Float[Tensor, " probe"],
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> Estimate:
     """mean(mapped) / mean(native) over probes, with a paired percentile bootstrap CI (the same probes are
     resampled for both), so probe-to-probe variation common to both cancels."""
     if mapped.shape != native.shape:
@@ -200,18 +236,28 @@ class FidelityResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "concept": self.concept, "readout": self.readout, "lambdas": self.lambdas, "conditions": self.conditions,
-            "baseline": self.baseline, "readouts": self.readouts, "native_effect": self.native_effect.as_list(),
+            "concept": self.concept,
+            "readout": self.readout,
+            "lambdas": self.lambdas,
+            "conditions": self.conditions,
+            "baseline": self.baseline,
+            "readouts": self.readouts,
+            "native_effect": self.native_effect.as_list(),
             "native_steers": self.native_steers,
             "effects": {k: v.as_list() for k, v in self.effects.items()},
             "fidelity": {k: (v.as_list() if v is not None else None) for k, v in self.fidelity.items()},
-            "generations": self.generations, "meta": self.meta,
+            "generations": self.generations,
+            "meta": self.meta,
         }
 
     def table(self) -> str:
-        lines = [f"concept: {self.concept} ({self.readout}); native effect {_fmt(self.native_effect)}"
-                 + ("" if self.native_steers else " — the native vector does not steer: fidelity undefined"),
-                 "", "| condition | effect [95% CI] | fidelity [95% CI] |", "|---|---|---|"]
+        lines = [
+            f"concept: {self.concept} ({self.readout}); native effect {_fmt(self.native_effect)}"
+            + ("" if self.native_steers else " — the native vector does not steer: fidelity undefined"),
+            "",
+            "| condition | effect [95% CI] | fidelity [95% CI] |",
+            "|---|---|---|",
+        ]
         for c in self.conditions:
             f = self.fidelity.get(c)
             lines.append(f"| {c} | {_fmt(self.effects[c])} | {_fmt(f) if f is not None else '—'} |")
@@ -222,10 +268,22 @@ def _fmt(e: Estimate) -> str:
     return f"{e.estimate:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
 
 
-def fidelity(child: HookedModel, concept: Concept | AnswerConcept, conditions: Mapping[str, SteeringVectors], *,
-             native: SteeringVectors, lambdas: Sequence[float] = DEFAULT_LAMBDAS, layers: Sequence[int] | None = None,
-             generation_lam: float | None = None, generation_probes: int = 0, max_new_tokens: int = 32,
-             n_boot: int = 2000, seed: int = 0, batch_size: int = 32, progress: bool = True) -> FidelityResult:
+def fidelity(
+    child: HookedModel,
+    concept: Concept | AnswerConcept,
+    conditions: Mapping[str, SteeringVectors],
+    *,
+    native: SteeringVectors,
+    lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+    layers: Sequence[int] | None = None,
+    generation_lam: float | None = None,
+    generation_probes: int = 0,
+    max_new_tokens: int = 32,
+    n_boot: int = 2000,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> FidelityResult:
     """Measure how much of ``concept``'s effect each of ``conditions`` (child-space vectors: mapped parents,
     nulls) carries, relative to the child's own ``native`` vector, on one λ grid and norm convention.
 
@@ -235,7 +293,9 @@ def fidelity(child: HookedModel, concept: Concept | AnswerConcept, conditions: M
     """
     lambdas = [float(x) for x in lambdas]
     if not lambdas or any(x == 0 or not math.isfinite(x) for x in lambdas):
-        raise InputError(f"the dose-response grid must be finite non-zero λ values (0 is the baseline), got {lambdas}")
+        raise InputError(
+            f"the dose-response grid must be finite non-zero λ values (0 is the baseline), got {lambdas}"
+        )
     if NATIVE in conditions:
         raise InputError(f"{NATIVE!r} is the reference condition; pass it as native=")
     all_vectors = {NATIVE: native, **conditions}
@@ -247,7 +307,9 @@ def fidelity(child: HookedModel, concept: Concept | AnswerConcept, conditions: M
         raise InputError(f"concept {concept.name!r} has {len(readout.probes)} probes; a CI needs at least 2")
     base = readout(child, None, [0.0], batch_size=batch_size)[0]
     readouts: dict[str, Tensor] = {}
-    with Progress(len(all_vectors), f"dose-response {concept.name}", unit="conditions", enabled=progress) as bar:
+    with Progress(
+        len(all_vectors), f"dose-response {concept.name}", unit="conditions", enabled=progress
+    ) as bar:
         for name, v in all_vectors.items():
             readouts[name] = readout(child, v, lambdas, layers=layers, batch_size=batch_size)
             bar.update()
@@ -255,12 +317,25 @@ def fidelity(child: HookedModel, concept: Concept | AnswerConcept, conditions: M
     native_est = effect_ci(effects[NATIVE], n_boot=n_boot, seed=seed)
     steers = native_est.low > 0
     result = FidelityResult(
-        concept=concept.name, readout=readout.name, lambdas=lambdas, conditions=list(all_vectors),
-        baseline=base.tolist(), readouts={k: v.tolist() for k, v in readouts.items()}, native_effect=native_est,
+        concept=concept.name,
+        readout=readout.name,
+        lambdas=lambdas,
+        conditions=list(all_vectors),
+        baseline=base.tolist(),
+        readouts={k: v.tolist() for k, v in readouts.items()},
+        native_effect=native_est,
         effects={k: effect_ci(e, n_boot=n_boot, seed=seed) for k, e in effects.items()},
-        fidelity={k: (fidelity_ci(e, effects[NATIVE], n_boot=n_boot, seed=seed) if steers else None) for k, e in effects.items()},
-        meta={"n_probes": len(readout.probes), "norm": native.norm, "layers": list(layers) if layers else "all mapped",
-              "n_boot": n_boot, "seed": seed},
+        fidelity={
+            k: (fidelity_ci(e, effects[NATIVE], n_boot=n_boot, seed=seed) if steers else None)
+            for k, e in effects.items()
+        },
+        meta={
+            "n_probes": len(readout.probes),
+            "norm": native.norm,
+            "layers": list(layers) if layers else "all mapped",
+            "n_boot": n_boot,
+            "seed": seed,
+        },
     )
     if generation_probes and isinstance(concept, Concept):
         lam = generation_lam if generation_lam is not None else max(abs(x) for x in lambdas)
@@ -269,30 +344,67 @@ def fidelity(child: HookedModel, concept: Concept | AnswerConcept, conditions: M
         defined = {k: v for k, v in result.fidelity.items() if v is not None and k not in shown}
         if defined:
             shown.append(max(defined, key=lambda k: defined[k].estimate))
-        result.generations = generation_readout(child, concept, {k: all_vectors[k] for k in shown}, lam,
-                                                n_probes=generation_probes, max_new_tokens=max_new_tokens, layers=layers,
-                                                batch_size=batch_size)
+        result.generations = generation_readout(
+            child,
+            concept,
+            {k: all_vectors[k] for k in shown},
+            lam,
+            n_probes=generation_probes,
+            max_new_tokens=max_new_tokens,
+            layers=layers,
+            batch_size=batch_size,
+        )
     return result
 
 
-def generation_readout(child: HookedModel, concept: Concept, conditions: Mapping[str, SteeringVectors], lam: float, *,
-                       n_probes: int, max_new_tokens: int = 32, layers: Sequence[int] | None = None,
-                       batch_size: int = 32) -> list[dict[str, Any]]:
+def generation_readout(
+    child: HookedModel,
+    concept: Concept,
+    conditions: Mapping[str, SteeringVectors],
+    lam: float,
+    *,
+    n_probes: int,
+    max_new_tokens: int = 32,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 32,
+) -> list[dict[str, Any]]:
     """Greedy continuations of the first ``n_probes`` probes, unsteered and at ±``lam`` per condition, each
     with its lexicon score and whether it moved the concept's way relative to the unsteered text."""
     probes = list(concept.probes[:n_probes])
     plain = generate(child, probes, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    out = [{"condition": "unsteered", "lam": 0.0, "probe": p, "text": g.text, "score": lexicon_score(g.text, concept),
-            "moved": None} for p, g in zip(probes, plain, strict=True)]
+    out = [
+        {
+            "condition": "unsteered",
+            "lam": 0.0,
+            "probe": p,
+            "text": g.text,
+            "score": lexicon_score(g.text, concept),
+            "moved": None,
+        }
+        for p, g in zip(probes, plain, strict=True)
+    ]
     base = {p: lexicon_score(g.text, concept) for p, g in zip(probes, plain, strict=True)}
     for name, v in conditions.items():
         lams = [s * lam for s in (1.0, -1.0) for _ in probes]
-        gens = generate(child, probes * 2, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                        steering=Steering(v, lams, layers, "all"))
+        gens = generate(
+            child,
+            probes * 2,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            steering=Steering(v, lams, layers, "all"),
+        )
         for p, lm, g in zip(probes * 2, lams, gens, strict=True):
             score = lexicon_score(g.text, concept)
-            out.append({"condition": name, "lam": lm, "probe": p, "text": g.text, "score": score,
-                        "moved": (score - base[p]) * math.copysign(1.0, lm) > 0})
+            out.append(
+                {
+                    "condition": name,
+                    "lam": lm,
+                    "probe": p,
+                    "text": g.text,
+                    "score": score,
+                    "moved": (score - base[p]) * math.copysign(1.0, lm) > 0,
+                }
+            )
     return out
 
 
@@ -321,8 +433,9 @@ __all__ = [
 ]
 
 
-def answer_concept(*, data_dir: Any = None, n_pairs: int = 64, n_probes: int = 32, seed: int = 0,
-                   task: str = "gsm8k") -> AnswerConcept:
+def answer_concept(
+    *, data_dir: Any = None, n_pairs: int = 64, n_probes: int = 32, seed: int = 0, task: str = "gsm8k"
+) -> AnswerConcept:
     """The paper's concept as a fidelity concept: ``corrupted_answer`` pairs from the task's train split, in
     the plain ``Question:/Answer:`` form both models read alike, and held-out probes from its validation
     split, each read out on its gold vs a corrupted final answer."""
@@ -332,8 +445,13 @@ def answer_concept(*, data_dir: Any = None, n_pairs: int = 64, n_probes: int = 3
     from xsteer.tasks import get_task
 
     t = get_task(task)
-    pairs = build_pairs("corrupted_answer", t.pair_examples("train", n_pairs, data_dir=data_dir, seed=seed), None,
-                        task=t, seed=seed)
+    pairs = build_pairs(
+        "corrupted_answer",
+        t.pair_examples("train", n_pairs, data_dir=data_dir, seed=seed),
+        None,
+        task=t,
+        seed=seed,
+    )
     rng = random.Random(seed)
     items = t.load("validation", data_dir=data_dir, limit=n_probes, seed=seed)
     answers = [e.answer for e in items]

@@ -81,5 +81,3 @@ class RecordStore:
 
 def record_key(r: Mapping[str, Any]) -> tuple:
     return (r["split"], r["item"], r["condition"], float(r["lam"]), int(r["sample"]))
-
-

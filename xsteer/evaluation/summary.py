@@ -22,7 +22,9 @@ def metrics_of(mode: str) -> list[str]:
     return ["correct", "correct_norm"] if mode == "loglik" else ["correct", "strict_correct"]
 
 
-def accuracy_by_lambda(records: Sequence[Mapping], split: str, condition: str, metric: str = "correct") -> dict[float, float]:
+def accuracy_by_lambda(
+    records: Sequence[Mapping], split: str, condition: str, metric: str = "correct"
+) -> dict[float, float]:
     acc: dict[float, list[bool]] = defaultdict(list)
     for r in records:
         if r["split"] == split and r["condition"] == condition:
@@ -59,8 +61,14 @@ def vote_correct(rows: Sequence[Mapping], metric: str = "correct") -> bool:
     return winner is not None and any(r[key] == winner and r[metric] for r in rows)
 
 
-def summarize(records: Sequence[Mapping], lambda_star: Mapping[str, float], *, metric: str = "correct",
-              n_boot: int = 10_000, seed: int = 0) -> dict[str, Any]:
+def summarize(
+    records: Sequence[Mapping],
+    lambda_star: Mapping[str, float],
+    *,
+    metric: str = "correct",
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Table-1-style summary on the test split: accuracy [95% CI], Δ vs baseline [CI], McNemar p."""
     base_rows = _by_item(records, "test", BASELINE)
     items = sorted(base_rows)
@@ -70,11 +78,19 @@ def summarize(records: Sequence[Mapping], lambda_star: Mapping[str, float], *, m
 
     def entry(correct: list[bool], name: str, **extra: Any) -> dict[str, Any]:
         ci = bootstrap_ci(correct, n_boot=n_boot, seed=seed)
-        e: dict[str, Any] = {"condition": name, "n": len(correct), "acc": ci.estimate, "ci": [ci.low, ci.high], **extra}
+        e: dict[str, Any] = {
+            "condition": name,
+            "n": len(correct),
+            "acc": ci.estimate,
+            "ci": [ci.low, ci.high],
+            **extra,
+        }
         if name != BASELINE:
             d = paired_bootstrap_diff(base, correct, n_boot=n_boot, seed=seed)
             m = mcnemar_exact(base, correct)
-            e.update(delta=d.estimate, delta_ci=[d.low, d.high], mcnemar_p=m.p_value, wins=m.b01, losses=m.b10)
+            e.update(
+                delta=d.estimate, delta_ci=[d.low, d.high], mcnemar_p=m.p_value, wins=m.b01, losses=m.b10
+            )
         return e
 
     rows = [entry(base, BASELINE)]
@@ -92,7 +108,13 @@ def summarize(records: Sequence[Mapping], lambda_star: Mapping[str, float], *, m
                 rows.append(entry(at, f"{cond}@λ*", lam=lam))
         if len({float(r["lam"]) for r in by[items[0]]}) > 1:
             vote_rows[f"{cond}+ITS"] = [vote_correct(by[i], metric) for i in items]
-            rows.append(entry(vote_rows[f"{cond}+ITS"], f"{cond}+ITS", lambdas=len({float(r['lam']) for r in by[items[0]]})))
+            rows.append(
+                entry(
+                    vote_rows[f"{cond}+ITS"],
+                    f"{cond}+ITS",
+                    lambdas=len({float(r["lam"]) for r in by[items[0]]}),
+                )
+            )
     sc = _by_item(records, "test", SELF_CONSISTENCY)
     if sc and sorted(sc) == items:
         sc_correct = [vote_correct(sc[i], metric) for i in items]
@@ -108,19 +130,30 @@ def summarize(records: Sequence[Mapping], lambda_star: Mapping[str, float], *, m
 
 
 def summary_markdown(summary: Mapping[str, Any]) -> str:
-    lines = [f"metric: {summary['metric']}, test items: {summary['n_items']}", "",
-             "| condition | λ | accuracy % [95% CI] | Δ vs baseline (pts) [95% CI] | McNemar p | wins/losses | Δ vs self-consistency (pts) [95% CI], p |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"metric: {summary['metric']}, test items: {summary['n_items']}",
+        "",
+        "| condition | λ | accuracy % [95% CI] | Δ vs baseline (pts) [95% CI] | McNemar p | wins/losses | Δ vs self-consistency (pts) [95% CI], p |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in summary["rows"]:
-        lam = r.get("lam", f"grid×{r['lambdas']}" if "lambdas" in r else (f"{r['samples']} samples" if "samples" in r else "—"))
+        lam = r.get(
+            "lam",
+            f"grid×{r['lambdas']}"
+            if "lambdas" in r
+            else (f"{r['samples']} samples" if "samples" in r else "—"),
+        )
         acc = f"{100 * r['acc']:.1f} [{100 * r['ci'][0]:.1f}, {100 * r['ci'][1]:.1f}]"
         if "delta" in r:
             d = f"{100 * r['delta']:+.1f} [{100 * r['delta_ci'][0]:+.1f}, {100 * r['delta_ci'][1]:+.1f}]"
             p, wl = f"{r['mcnemar_p']:.3g}", f"{r['wins']}/{r['losses']}"
         else:
             d, p, wl = "—", "—", "—"
-        sc = (f"{100 * r['vs_sc_delta']:+.1f} [{100 * r['vs_sc_ci'][0]:+.1f}, {100 * r['vs_sc_ci'][1]:+.1f}], {r['vs_sc_p']:.3g}"
-              if "vs_sc_delta" in r else "—")
+        sc = (
+            f"{100 * r['vs_sc_delta']:+.1f} [{100 * r['vs_sc_ci'][0]:+.1f}, {100 * r['vs_sc_ci'][1]:+.1f}], {r['vs_sc_p']:.3g}"
+            if "vs_sc_delta" in r
+            else "—"
+        )
         lines.append(f"| {r['condition']} | {lam} | {acc} | {d} | {p} | {wl} | {sc} |")
     return "\n".join(lines)
 
@@ -131,8 +164,12 @@ def tune_markdown(doc: Mapping[str, Any]) -> str:
     for metric, table in doc["accuracy_by_lambda"].items():
         conds = [c for c in table if c != BASELINE]
         lams = sorted({float(k) for c in conds for k in table[c]})
-        lines = [f"metric: {metric}, {doc['split']} items: {doc['n_items']} (* = λ*)", "",
-                 "| λ | " + " | ".join(f"{c} %" for c in conds) + " |", "|---|" + "---|" * len(conds)]
+        lines = [
+            f"metric: {metric}, {doc['split']} items: {doc['n_items']} (* = λ*)",
+            "",
+            "| λ | " + " | ".join(f"{c} %" for c in conds) + " |",
+            "|---|" + "---|" * len(conds),
+        ]
         for lam in lams:
             cells = []
             for c in conds:
@@ -147,8 +184,16 @@ def tune_markdown(doc: Mapping[str, Any]) -> str:
     return "\n\n".join(out)
 
 
-def vote_curve(records: Sequence[Mapping], condition: str, sizes: Sequence[int], *, split: str = "test",
-               metric: str = "correct", n_subsets: int = 200, seed: int = 0) -> dict[int, dict[str, float]]:
+def vote_curve(
+    records: Sequence[Mapping],
+    condition: str,
+    sizes: Sequence[int],
+    *,
+    split: str = "test",
+    metric: str = "correct",
+    n_subsets: int = 200,
+    seed: int = 0,
+) -> dict[int, dict[str, float]]:
     """Accuracy of a vote over ``k`` of an item's outputs (λ values, or samples), for each ``k`` in ``sizes``.
 
     For each k, ``n_subsets`` random k-subsets of the output slots (the same slots for every item) are voted
@@ -169,14 +214,22 @@ def vote_curve(records: Sequence[Mapping], condition: str, sizes: Sequence[int],
         if not 1 <= k <= len(slots):
             raise InputError(f"a vote over {k} of {len(slots)} outputs is impossible")
         subsets = [slots] if k == len(slots) else [sorted(rng.sample(slots, k)) for _ in range(n_subsets)]
-        accs = sorted(sum(vote_correct([rows[i][s] for s in sub if s in rows[i]], metric) for i in items) / len(items)
-                      for sub in subsets)
-        out[k] = {"acc": sum(accs) / len(accs), "low": accs[int(0.025 * (len(accs) - 1))], "high": accs[int(0.975 * (len(accs) - 1))],
-                  "subsets": len(subsets)}
+        accs = sorted(
+            sum(vote_correct([rows[i][s] for s in sub if s in rows[i]], metric) for i in items) / len(items)
+            for sub in subsets
+        )
+        out[k] = {
+            "acc": sum(accs) / len(accs),
+            "low": accs[int(0.025 * (len(accs) - 1))],
+            "high": accs[int(0.975 * (len(accs) - 1))],
+            "subsets": len(subsets),
+        }
     return out
 
 
-def its_diagnostics(records: Sequence[Mapping], condition: str, *, split: str = "test", metric: str = "correct") -> list[dict[str, Any]]:
+def its_diagnostics(
+    records: Sequence[Mapping], condition: str, *, split: str = "test", metric: str = "correct"
+) -> list[dict[str, Any]]:
     """For each item where the vote over ``condition``'s λ grid and the baseline disagree in correctness: how
     many distinct answers the grid produced, the winning answer's share of votes, and the λ values where it
     appeared (where does a winning — or losing — vote come from?)."""
@@ -193,10 +246,18 @@ def its_diagnostics(records: Sequence[Mapping], condition: str, *, split: str = 
         answers = [r[key] for r in rows]
         winner = majority_vote(answers)
         valid = [a for a in answers if a not in (None, "")]
-        out.append({
-            "item": item, "baseline_correct": b, "vote_correct": won, "baseline_answer": base[item][0][key],
-            "winner": winner, "gold": rows[0].get("gold"), "n_distinct": len(set(valid)), "n_valid": len(valid),
-            "winner_share": (valid.count(winner) / len(valid)) if valid and winner is not None else 0.0,
-            "winner_lambdas": [float(r["lam"]) for r in rows if r[key] == winner and winner is not None],
-        })
+        out.append(
+            {
+                "item": item,
+                "baseline_correct": b,
+                "vote_correct": won,
+                "baseline_answer": base[item][0][key],
+                "winner": winner,
+                "gold": rows[0].get("gold"),
+                "n_distinct": len(set(valid)),
+                "n_valid": len(valid),
+                "winner_share": (valid.count(winner) / len(valid)) if valid and winner is not None else 0.0,
+                "winner_lambdas": [float(r["lam"]) for r in rows if r[key] == winner and winner is not None],
+            }
+        )
     return out

@@ -43,7 +43,9 @@ def fit_directions(
     to the mean, as with one pair or identical differences) and ``mean_diff_norm`` (‖mean Δ‖).
     """
     if pos.shape != neg.shape or pos.ndim != 3:
-        raise InputError(f"pos and neg must both be [n, layer, d_model], got {tuple(pos.shape)} and {tuple(neg.shape)}")
+        raise InputError(
+            f"pos and neg must both be [n, layer, d_model], got {tuple(pos.shape)} and {tuple(neg.shape)}"
+        )
     n = pos.shape[0]
     if n == 0:
         raise InputError("the pair set is empty")
@@ -53,17 +55,23 @@ def fit_directions(
     diffs = einops.rearrange((pos - neg).double(), "n layer d -> layer n d")
     zero = (diffs.flatten(1).norm(dim=-1) == 0).nonzero().flatten().tolist()
     if zero:
-        raise InputError(f"every pair has identical activations at layers {zero}: the pairs carry no contrast there")
+        raise InputError(
+            f"every pair has identical activations at layers {zero}: the pairs carry no contrast there"
+        )
     directions, explained = m.fn(diffs, seed)
     directions = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     proj = einops.einsum(diffs, directions, "layer n d, layer d -> layer n")
     flip = torch.where(proj.mean(dim=-1) < 0, -1.0, 1.0).to(directions)
     directions = directions * flip[:, None]
     proj = proj * flip[:, None]
-    return directions.float(), [_layer_stats(proj[i], diffs[i], float(explained[i])) for i in range(directions.shape[0])]
+    return directions.float(), [
+        _layer_stats(proj[i], diffs[i], float(explained[i])) for i in range(directions.shape[0])
+    ]
 
 
-def _layer_stats(proj: Float[Tensor, " n"], diffs: Float[Tensor, "n d_model"], explained: float) -> dict[str, float]:
+def _layer_stats(
+    proj: Float[Tensor, " n"], diffs: Float[Tensor, "n d_model"], explained: float
+) -> dict[str, float]:
     mean, std = float(proj.mean()), float(proj.std()) if len(proj) > 1 else 0.0
     # A spread that is float noise next to the mean makes mean/std a meaningless 1e14: report it undefined.
     spread_ok = std > 1e-6 * max(abs(mean), float(diffs.norm(dim=-1).mean()), 1e-30)
@@ -106,8 +114,10 @@ def extract(
     check_pairs(pairs)
     same = identical_token_pairs(model.tokenizer, pairs)
     if same:
-        raise InputError(f"{len(same)} pair(s) tokenize to identical texts for {model_id(model)} "
-                         f"({', '.join(same[:5])}): a pair must differ in the concept")
+        raise InputError(
+            f"{len(same)} pair(s) tokenize to identical texts for {model_id(model)} "
+            f"({', '.join(same[:5])}): a pair must differ in the concept"
+        )
     layers = list(range(model.cfg.n_layers)) if layers is None else sorted(set(layers))
     # Positives and negatives go through in one stream so batches stay full.
     texts = [p.positive for p in pairs] + [p.negative for p in pairs]

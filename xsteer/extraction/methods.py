@@ -68,8 +68,17 @@ def _mean_diff(diffs: Diffs, seed: int) -> tuple[Tensor, Tensor]:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("pca", _pca, "unit-normalised differences, random sign flip per pair, centred PCA (RepE)", min_pairs=2),
-        Method("pca_uncentred", _pca_uncentred, "uncentred SVD of the symmetrised raw differences [Δ; -Δ] (steering-vectors)"),
+        Method(
+            "pca",
+            _pca,
+            "unit-normalised differences, random sign flip per pair, centred PCA (RepE)",
+            min_pairs=2,
+        ),
+        Method(
+            "pca_uncentred",
+            _pca_uncentred,
+            "uncentred SVD of the symmetrised raw differences [Δ; -Δ] (steering-vectors)",
+        ),
         Method("mean_diff", _mean_diff, "mean of the raw differences, no centring (CAA)"),
     )
 }

@@ -65,7 +65,9 @@ def wrong_answer(answer: str, rng: random.Random, others: Sequence[str]) -> str:
     return rng.choice(candidates) if candidates else answer + "+1"
 
 
-def corrupted_answer(examples: Sequence[Example], tokenizer: Any, *, task: Task, seed: int = 0) -> list[ContrastivePair]:
+def corrupted_answer(
+    examples: Sequence[Example], tokenizer: Any, *, task: Task, seed: int = 0
+) -> list[ContrastivePair]:
     rng = random.Random(seed)
     answers = [e.answer for e in examples]
     pairs = []
@@ -76,16 +78,26 @@ def corrupted_answer(examples: Sequence[Example], tokenizer: Any, *, task: Task,
             wrong_text = ex.choices[list(ex.labels).index(wrong)]
             pos = f"The answer is {right_text}. [{ex.answer}]"
             neg = f"The answer is {wrong_text}. [{wrong}]"
-            question = ex.question + "\n" + "\n".join(f"{lab}. {t}" for lab, t in zip(ex.labels, ex.choices, strict=True))
+            question = (
+                ex.question
+                + "\n"
+                + "\n".join(f"{lab}. {t}" for lab, t in zip(ex.labels, ex.choices, strict=True))
+            )
         else:
             if not ex.solution:
-                raise InputError(f"example {ex.id!r} has no reference solution to build a corrupted_answer pair")
+                raise InputError(
+                    f"example {ex.id!r} has no reference solution to build a corrupted_answer pair"
+                )
             reasoning = strip_final(ex.solution)
             wrong = wrong_answer(ex.answer, rng, answers)
             pos = f"{reasoning}\n{task.final_line(ex.answer)}"
             neg = f"{reasoning}\n{task.final_line(wrong)}"
             question = ex.question
-        pairs.append(ContrastivePair(render_pair_text(tokenizer, question, pos), render_pair_text(tokenizer, question, neg), ex.id))
+        pairs.append(
+            ContrastivePair(
+                render_pair_text(tokenizer, question, pos), render_pair_text(tokenizer, question, neg), ex.id
+            )
+        )
     return pairs
 
 
@@ -94,7 +106,9 @@ def strip_final(solution: str) -> str:
     return re.sub(r"\n?\s*####.*\Z", "", solution.strip(), flags=re.S).rstrip()
 
 
-def persona(examples: Sequence[Example], tokenizer: Any, *, task: Task, seed: int = 0) -> list[ContrastivePair]:
+def persona(
+    examples: Sequence[Example], tokenizer: Any, *, task: Task, seed: int = 0
+) -> list[ContrastivePair]:
     rng = random.Random(seed)
     pairs = []
     for ex in examples:
@@ -124,8 +138,9 @@ def register_builder(name: str, builder: Builder) -> Builder:
     return builder
 
 
-def build_pairs(builder: str | Builder, examples: Sequence[Example], tokenizer: Any, *, task: str | Task,
-                seed: int = 0) -> list[ContrastivePair]:
+def build_pairs(
+    builder: str | Builder, examples: Sequence[Example], tokenizer: Any, *, task: str | Task, seed: int = 0
+) -> list[ContrastivePair]:
     """Contrastive pairs from benchmark items, with a named builder (see the module docstring) or a callable."""
     if isinstance(builder, str):
         if builder not in BUILDERS:
@@ -150,9 +165,15 @@ def load_pairs_jsonl(path: str | Path) -> list[ContrastivePair]:
     pairs = []
     path = Path(path)
     for lineno, row in read_jsonl(path, with_lines=True):
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k] for k in ("positive", "negative")):
-            raise InputError(f"{path}:{lineno}: each line needs non-empty string fields 'positive' and 'negative'")
-        pairs.append(ContrastivePair(row["positive"], row["negative"], str(row.get("id", f"{path.name}:{lineno}"))))
+        if not isinstance(row, dict) or not all(
+            isinstance(row.get(k), str) and row[k] for k in ("positive", "negative")
+        ):
+            raise InputError(
+                f"{path}:{lineno}: each line needs non-empty string fields 'positive' and 'negative'"
+            )
+        pairs.append(
+            ContrastivePair(row["positive"], row["negative"], str(row.get("id", f"{path.name}:{lineno}")))
+        )
     if not pairs:
         raise InputError(f"{path}: the pair set is empty")
     check_pairs(pairs)
@@ -169,12 +190,20 @@ def check_pairs(pairs: Sequence[ContrastivePair]) -> None:
     same = [p.source_id or str(i) for i, p in enumerate(pairs) if p.positive.strip() == p.negative.strip()]
     if same:
         shown = ", ".join(same[:5]) + (f" and {len(same) - 5} more" if len(same) > 5 else "")
-        raise InputError(f"{len(same)} pair(s) have identical positive and negative texts ({shown}): "
-                         "a pair must differ in the concept")
-    long = [p.source_id or str(i) for i, p in enumerate(pairs) if max(len(p.positive), len(p.negative)) > MAX_PAIR_CHARS]
+        raise InputError(
+            f"{len(same)} pair(s) have identical positive and negative texts ({shown}): "
+            "a pair must differ in the concept"
+        )
+    long = [
+        p.source_id or str(i)
+        for i, p in enumerate(pairs)
+        if max(len(p.positive), len(p.negative)) > MAX_PAIR_CHARS
+    ]
     if long:
-        raise InputError(f"pair(s) {', '.join(long[:5])} have a text over {MAX_PAIR_CHARS:,} characters; "
-                         "contrastive pairs are short texts")
+        raise InputError(
+            f"pair(s) {', '.join(long[:5])} have a text over {MAX_PAIR_CHARS:,} characters; "
+            "contrastive pairs are short texts"
+        )
 
 
 def pairs_hash(pairs: Sequence[ContrastivePair]) -> str:

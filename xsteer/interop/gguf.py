@@ -95,7 +95,9 @@ def infer_model_hint(model: str) -> str:
     )
 
 
-def export_gguf(vectors: SteeringVectors, path: str | Path, *, model_hint: str | None = None, scale: float = 1.0) -> Path:
+def export_gguf(
+    vectors: SteeringVectors, path: str | Path, *, model_hint: str | None = None, scale: float = 1.0
+) -> Path:
     """Write ``vectors`` as a llama.cpp control-vector GGUF at ``path`` (atomically) and return the path.
 
     Only the steered layers are written, as float32, each multiplied by ``scale``. λ is given to llama.cpp
@@ -146,9 +148,13 @@ def read_gguf_control_vector(path: str | Path, n_layers: int | None = None) -> C
     for t in reader.tensors:
         layer = _direction_layer(t.name)
         if layer is None or layer == 0:
-            raise VectorFileError(f"{path}: tensor {t.name!r} is not direction.N with N >= 1 (llama.cpp rejects it)")
+            raise VectorFileError(
+                f"{path}: tensor {t.name!r} is not direction.N with N >= 1 (llama.cpp rejects it)"
+            )
         if t.tensor_type != GGMLQuantizationType.F32 or len(t.shape) != 1:
-            raise VectorFileError(f"{path}: tensor {t.name!r} is not a 1-D float32 tensor (llama.cpp rejects it)")
+            raise VectorFileError(
+                f"{path}: tensor {t.name!r} is not a 1-D float32 tensor (llama.cpp rejects it)"
+            )
         # Copy out of the memmap; llama.cpp sums repeated indices ("direction.01" and "direction.1").
         data = np.array(t.data, dtype=np.float32).reshape(-1)
         directions[layer] = directions[layer] + data if layer in directions else data
@@ -169,8 +175,14 @@ def read_gguf_control_vector(path: str | Path, n_layers: int | None = None) -> C
     return ControlVectorFile(fields.get(f"{ARCH}.model_hint"), dense, layers, meta)
 
 
-def load_gguf(path: str | Path, *, model_id: str | None = None, model: Any = None, n_layers: int | None = None,
-              d_model: int | None = None) -> SteeringVectors:
+def load_gguf(
+    path: str | Path,
+    *,
+    model_id: str | None = None,
+    model: Any = None,
+    n_layers: int | None = None,
+    d_model: int | None = None,
+) -> SteeringVectors:
     """A control-vector GGUF (llama.cpp, repeng, or :func:`export_gguf`) as :class:`SteeringVectors`.
 
     ``direction.L`` becomes xsteer layer L (both add it to block L's output). The vectors are kept exactly
@@ -197,8 +209,15 @@ def load_gguf(path: str | Path, *, model_id: str | None = None, model: Any = Non
     target = resolve_target(model, model_id=model_id, n_layers=n_layers, d_model=d_model)
     file_n = int(cv.meta["n_layers"]) if isinstance(cv.meta.get("n_layers"), int) else None
     width = int(cv.vectors.shape[1])
-    notes = check_fits(path, target, layers=cv.layers, width=width, n_layers=file_n, model_hint=cv.model_hint,
-                       what="control vectors")
+    notes = check_fits(
+        path,
+        target,
+        layers=cv.layers,
+        width=width,
+        n_layers=file_n,
+        model_hint=cv.model_hint,
+        what="control vectors",
+    )
     rows = target.n_layers if target is not None and target.n_layers is not None else int(cv.vectors.shape[0])
     dense = torch.zeros(rows, width)
     dense[: cv.vectors.shape[0]] = cv.vectors
@@ -206,7 +225,9 @@ def load_gguf(path: str | Path, *, model_id: str | None = None, model: Any = Non
     layers = tuple(layer for layer, n in zip(cv.layers, norms.tolist(), strict=True) if n > 0)
     if not layers:
         raise VectorFileError(f"{path}: every direction is zero; the file steers nothing")
-    if len(layers) < len(cv.layers):  # llama.cpp adds nothing for a zero direction; neither does a dropped layer
+    if len(layers) < len(
+        cv.layers
+    ):  # llama.cpp adds nothing for a zero direction; neither does a dropped layer
         notes.append(f"zero directions dropped: layers {sorted(set(cv.layers) - set(layers))}")
 
     meta = cv.meta
@@ -215,10 +236,15 @@ def load_gguf(path: str | Path, *, model_id: str | None = None, model: Any = Non
     if not ours or float(meta.get("scale", 1.0)) != 1.0:
         lengths = dense[list(layers)].norm(dim=-1)
         if not torch.allclose(lengths, torch.ones_like(lengths), atol=1e-4):
-            notes.append(f"vectors kept at the file's lengths (L2 norm {float(lengths.min()):.4g}..{float(lengths.max()):.4g}), "
-                         f"so norm {norm!r} is a label, not a fact; .unit() makes it one")
-    name = model_id or (target.model_id if target is not None and target.model_id else None) \
+            notes.append(
+                f"vectors kept at the file's lengths (L2 norm {float(lengths.min()):.4g}..{float(lengths.max()):.4g}), "
+                f"so norm {norm!r} is a label, not a fact; .unit() makes it one"
+            )
+    name = (
+        model_id
+        or (target.model_id if target is not None and target.model_id else None)
         or (str(meta["model_id"]) if ours else path.stem)
+    )
     extra: dict[str, Any] = {
         "imported_from": "gguf control vector (llama.cpp / repeng)",
         "source": str(path),
@@ -245,7 +271,10 @@ def load_gguf(path: str | Path, *, model_id: str | None = None, model: Any = Non
 
 def _directions(vectors: SteeringVectors, scale: float) -> dict[str, np.ndarray]:
     # Name = xsteer layer index: llama.cpp's direction.L lands on block L's output (module docstring).
-    return {f"direction.{layer}": (vectors.vectors[layer] * scale).numpy().astype(np.float32) for layer in vectors.layers}
+    return {
+        f"direction.{layer}": (vectors.vectors[layer] * scale).numpy().astype(np.float32)
+        for layer in vectors.layers
+    }
 
 
 def _provenance(vectors: SteeringVectors, scale: float) -> dict[str, Any]:
@@ -270,7 +299,9 @@ def _write(path: Path, directions: dict[str, np.ndarray], hint: str, meta: dict[
         writer = GGUFWriter(tmp, ARCH)  # sets general.architecture
         try:
             writer.add_string(f"{ARCH}.model_hint", hint)
-            writer.add_int32(f"{ARCH}.layer_count", len(directions))  # int32, a count of tensors, as llama.cpp writes it
+            writer.add_int32(
+                f"{ARCH}.layer_count", len(directions)
+            )  # int32, a count of tensors, as llama.cpp writes it
             for key, value in meta.items():
                 if isinstance(value, str):
                     writer.add_string(f"xsteer.{key}", value)

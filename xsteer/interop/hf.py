@@ -79,7 +79,9 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file, not a model directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out} exists and is not empty; choose another folder or pass overwrite=True (--overwrite)")
+        raise InputError(
+            f"{out} exists and is not empty; choose another folder or pass overwrite=True (--overwrite)"
+        )
 
 
 def _has_chat_template_file(path: Path) -> bool:
@@ -182,8 +184,9 @@ def model_shape(model: Any) -> ModelShape:
     return ModelShape(spec)
 
 
-def resolve_target(model: Any = None, *, model_id: str | None = None, n_layers: int | None = None,
-                   d_model: int | None = None) -> ModelShape | None:
+def resolve_target(
+    model: Any = None, *, model_id: str | None = None, n_layers: int | None = None, d_model: int | None = None
+) -> ModelShape | None:
     """One target from a model (spec, id or loaded) and/or explicit numbers; None when nothing was given."""
     if model is None and model_id is None and n_layers is None and d_model is None:
         return None
@@ -201,8 +204,16 @@ def resolve_target(model: Any = None, *, model_id: str | None = None, n_layers: 
     )
 
 
-def check_fits(source: str | Path, target: ModelShape | None, *, layers: tuple[int, ...], width: int,
-               n_layers: int | None = None, model_hint: str | None = None, what: str = "vectors") -> list[str]:
+def check_fits(
+    source: str | Path,
+    target: ModelShape | None,
+    *,
+    layers: tuple[int, ...],
+    width: int,
+    n_layers: int | None = None,
+    model_hint: str | None = None,
+    what: str = "vectors",
+) -> list[str]:
     """Raise a VectorFileError naming both sides if a file's vectors cannot live in ``target``.
 
     ``n_layers`` is the depth the file says it was made for (if it says), ``model_hint`` its architecture.
@@ -213,23 +224,33 @@ def check_fits(source: str | Path, target: ModelShape | None, *, layers: tuple[i
     hint = f" (model hint {model_hint!r})" if model_hint else ""
     name = repr(target.model_id) if target.model_id else "the target model"
     if target.d_model is not None and width != target.d_model:
-        raise VectorFileError(f"{source} holds {what} of width {width}{hint}, but {name} has d_model "
-                              f"{target.d_model}: the file is for another model")
+        raise VectorFileError(
+            f"{source} holds {what} of width {width}{hint}, but {name} has d_model "
+            f"{target.d_model}: the file is for another model"
+        )
     if target.n_layers is not None:
         if n_layers is not None and n_layers != target.n_layers:
-            raise VectorFileError(f"{source} was made for a model of {n_layers} layers{hint}, but {name} has "
-                                  f"{target.n_layers} layers: the file is for another model")
+            raise VectorFileError(
+                f"{source} was made for a model of {n_layers} layers{hint}, but {name} has "
+                f"{target.n_layers} layers: the file is for another model"
+            )
         if layers and layers[-1] >= target.n_layers:
-            raise VectorFileError(f"{source} steers layer {layers[-1]}{hint}, beyond {name}, which has "
-                                  f"{target.n_layers} layers (0..{target.n_layers - 1})")
+            raise VectorFileError(
+                f"{source} steers layer {layers[-1]}{hint}, beyond {name}, which has "
+                f"{target.n_layers} layers (0..{target.n_layers - 1})"
+            )
     notes = []
     if model_hint:
         theirs, ours = _family(model_hint), target.family
         if theirs and ours and theirs != ours:
-            raise VectorFileError(f"{source} is for a {model_hint!r} model (llama.cpp architecture {theirs!r}), "
-                                  f"but {name} is a {ours!r} model (architecture {target.architecture!r})")
+            raise VectorFileError(
+                f"{source} is for a {model_hint!r} model (llama.cpp architecture {theirs!r}), "
+                f"but {name} is a {ours!r} model (architecture {target.architecture!r})"
+            )
         if not (theirs and ours):
-            notes.append(f"model hint {model_hint!r} not checked against {name} (architecture not recognised)")
+            notes.append(
+                f"model hint {model_hint!r} not checked against {name} (architecture not recognised)"
+            )
     return notes
 
 
@@ -248,7 +269,9 @@ def _loaded_shape(model: Any) -> ModelShape:
 
     cfg = getattr(model, "cfg", None)
     if cfg is None or not hasattr(cfg, "n_layers") or not hasattr(cfg, "d_model"):
-        raise InputError(f"expected a model spec, an id or a loaded TransformerLens model, got {type(model).__name__}")
+        raise InputError(
+            f"expected a model spec, an id or a loaded TransformerLens model, got {type(model).__name__}"
+        )
     hf_cfg = hf_config(model)
     arch = None
     if hf_cfg is not None:
@@ -282,7 +305,9 @@ def _gguf_shape(path: Path) -> ModelShape:
     if not arch or arch == "controlvector":
         raise ModelSpecError(f"{path} is a GGUF {arch!r} file, not a language model")
     n, d = field(f"{arch}.block_count"), field(f"{arch}.embedding_length")
-    return ModelShape(path.stem, int(n) if n is not None else None, int(d) if d is not None else None, str(arch))
+    return ModelShape(
+        path.stem, int(n) if n is not None else None, int(d) if d is not None else None, str(arch)
+    )
 
 
 __all__ = ["ModelShape", "check_fits", "export_model", "lmeval_model_args", "model_shape", "resolve_target"]

@@ -58,7 +58,9 @@ def hookpoint(layer: int) -> str:
     return f"layers.{int(layer)}"
 
 
-def export_lmeval(vectors: SteeringVectors, path: str | Path, *, lam: float, layers: Sequence[int] | None = None) -> Path:
+def export_lmeval(
+    vectors: SteeringVectors, path: str | Path, *, lam: float, layers: Sequence[int] | None = None
+) -> Path:
     """Write ``vectors`` as an lm-eval ``steered`` file (``.pt``) at ``path``, atomically, and return the path.
 
     One entry per steered layer (or per layer of ``layers``, which must carry a vector), each with
@@ -84,8 +86,14 @@ def export_lmeval(vectors: SteeringVectors, path: str | Path, *, lam: float, lay
     return path
 
 
-def load_lmeval(path: str | Path, *, model_id: str | None = None, model: Any = None, n_layers: int | None = None,
-                d_model: int | None = None) -> SteeringVectors:
+def load_lmeval(
+    path: str | Path,
+    *,
+    model_id: str | None = None,
+    model: Any = None,
+    n_layers: int | None = None,
+    d_model: int | None = None,
+) -> SteeringVectors:
     """An lm-eval ``steered`` ``.pt`` file as :class:`SteeringVectors` (see the module docstring for λ).
 
     Args:
@@ -118,13 +126,19 @@ def load_lmeval(path: str | Path, *, model_id: str | None = None, model: Any = N
         dense[layer] = vecs[layer] if uniform else vecs[layer] * coefs[layer]
     kept = tuple(layer for layer in layers if bool(dense[layer].any()))
     if not kept:
-        raise VectorFileError(f"{path}: every steering vector (times its coefficient) is zero; the file steers nothing")
+        raise VectorFileError(
+            f"{path}: every steering vector (times its coefficient) is zero; the file steers nothing"
+        )
     if len(kept) < len(layers):
-        notes.append(f"layers {sorted(set(layers) - set(kept))} add nothing (zero vector or coefficient) and were dropped")
+        notes.append(
+            f"layers {sorted(set(layers) - set(kept))} add nothing (zero vector or coefficient) and were dropped"
+        )
     lengths = dense[list(kept)].norm(dim=-1)
     if not torch.allclose(lengths, torch.ones_like(lengths), atol=1e-4):
-        notes.append(f"vectors kept at the file's lengths (L2 norm {float(lengths.min()):.4g}..{float(lengths.max()):.4g}), "
-                     "so norm 'unit' is a label, not a fact; .unit() makes it one")
+        notes.append(
+            f"vectors kept at the file's lengths (L2 norm {float(lengths.min()):.4g}..{float(lengths.max()):.4g}), "
+            "so norm 'unit' is a label, not a fact; .unit() makes it one"
+        )
     extra: dict[str, Any] = {
         "imported_from": "lm-eval steered (.pt)",
         "source": str(path),
@@ -136,7 +150,9 @@ def load_lmeval(path: str | Path, *, model_id: str | None = None, model: Any = N
     if notes:
         extra["notes"] = notes
     name = model_id or (target.model_id if target is not None and target.model_id else None) or path.stem
-    return SteeringVectors(vectors=dense, model_id=name, method="lm-eval", layers=kept, position="unknown", extra=extra)
+    return SteeringVectors(
+        vectors=dense, model_id=name, method="lm-eval", layers=kept, position="unknown", extra=extra
+    )
 
 
 def _entry(vector: Float[Tensor, " d_model"], lam: float) -> dict[str, Any]:
@@ -158,12 +174,16 @@ def _read(path: Path) -> Any:
         # weights_only: a steering file is tensors, numbers and strings; nothing in it may run code.
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise VectorFileError(f"{path} is not a readable torch file of tensors, numbers and strings: {e}") from e
+        raise VectorFileError(
+            f"{path} is not a readable torch file of tensors, numbers and strings: {e}"
+        ) from e
 
 
 def _parse(path: Path, config: Any) -> tuple[tuple[int, ...], dict[int, Tensor], dict[int, float]]:
     if not isinstance(config, dict):
-        raise VectorFileError(f"{path} holds a {type(config).__name__}, not lm-eval's dict of hook point -> entry")
+        raise VectorFileError(
+            f"{path} holds a {type(config).__name__}, not lm-eval's dict of hook point -> entry"
+        )
     if not config:
         raise VectorFileError(f"{path} holds no steering entries")
     vecs: dict[int, Tensor] = {}
@@ -178,14 +198,20 @@ def _parse(path: Path, config: Any) -> tuple[tuple[int, ...], dict[int, Tensor],
                 "no xsteer counterpart"
             )
         if not isinstance(entry, dict):
-            raise VectorFileError(f"{where} is a {type(entry).__name__}, not a dict with 'steering_vector' and 'action'")
+            raise VectorFileError(
+                f"{where} is a {type(entry).__name__}, not a dict with 'steering_vector' and 'action'"
+            )
         action = entry.get("action")
         if action != "add":
-            raise VectorFileError(f"{where} has action {action!r}; xsteer can only read 'add' entries (it adds vectors; "
-                                  "lm-eval's 'clamp' sets a projection, which is another intervention)")
+            raise VectorFileError(
+                f"{where} has action {action!r}; xsteer can only read 'add' entries (it adds vectors; "
+                "lm-eval's 'clamp' sets a projection, which is another intervention)"
+            )
         for field in ("bias", "head_index"):
             if entry.get(field) is not None:
-                raise VectorFileError(f"{where} sets {field!r}, which an 'add' entry at a block output cannot use")
+                raise VectorFileError(
+                    f"{where} sets {field!r}, which an 'add' entry at a block output cannot use"
+                )
         layer = int(m.group(1))
         if layer in vecs:
             raise VectorFileError(f"{where} repeats layer {layer}")
@@ -205,7 +231,9 @@ def _vector(where: str, v: Any) -> Float[Tensor, " d_model"]:
     if not v.is_floating_point():
         raise VectorFileError(f"{where}: steering_vector has dtype {v.dtype}, not a float type")
     if not (v.ndim == 1 or (v.ndim == 2 and v.shape[0] == 1)) or v.numel() == 0:
-        raise VectorFileError(f"{where}: steering_vector has shape {tuple(v.shape)}; expected [d_model] or [1, d_model]")
+        raise VectorFileError(
+            f"{where}: steering_vector has shape {tuple(v.shape)}; expected [d_model] or [1, d_model]"
+        )
     v = v.reshape(-1).to(torch.float32)
     if not torch.isfinite(v).all():
         raise VectorFileError(f"{where}: steering_vector holds NaN or infinite values")

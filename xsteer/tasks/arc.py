@@ -122,7 +122,6 @@ SHOTS: tuple[Example, ...] = tuple(
 )
 
 
-
 def row_to_example(row: dict[str, Any]) -> Example:
     """An ARC row (``id``, ``question``, ``choices: {text, label}``, ``answerKey``) as an :class:`Example`."""
     choices = row["choices"]
@@ -152,10 +151,19 @@ class ArcChallenge(Task):
     def pool(self, split: str, data_dir: Path | None) -> list[Example]:
         if data_dir is None:
             return [row_to_example(r) for r in hub_rows("allenai/ai2_arc", "ARC-Challenge", split, self.name)]
-        return map_rows(data_file(data_dir, f"arc_challenge/{split}.jsonl", self.name, split), lambda r, i: row_to_example(r))
+        return map_rows(
+            data_file(data_dir, f"arc_challenge/{split}.jsonl", self.name, split),
+            lambda r, i: row_to_example(r),
+        )
 
-    def shots(self, n: int = 5, *, seed: int = 0, train: Sequence[Example] | None = None,
-              data_dir: str | Path | None = None) -> list[Example]:
+    def shots(
+        self,
+        n: int = 5,
+        *,
+        seed: int = 0,
+        train: Sequence[Example] | None = None,
+        data_dir: str | Path | None = None,
+    ) -> list[Example]:
         """The first ``n`` (<= 5) hand-written exemplars; never ARC items, so nothing to exclude from pairs."""
         if not 0 <= n <= len(SHOTS):
             raise InputError(f"arc_challenge: only {len(SHOTS)} exemplars exist, asked for {n}")
@@ -168,7 +176,9 @@ class ArcChallenge(Task):
         """The question, then one "A. text" line per choice, with the item's own labels."""
         if example.choices is None or example.labels is None:
             raise InputError(f"{example.id}: an arc_challenge example needs choices and labels")
-        lines = [example.question] + [f"{label}. {text}" for label, text in zip(example.labels, example.choices, strict=True)]
+        lines = [example.question] + [
+            f"{label}. {text}" for label, text in zip(example.labels, example.choices, strict=True)
+        ]
         return "\n".join(lines)
 
     def score(self, completion: str, example: Example) -> Scored:

@@ -71,7 +71,9 @@ class Task:
         comes out of. ``data_dir=None`` means the Hugging Face hub."""
         raise NotImplementedError
 
-    def load(self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 0) -> list[Example]:
+    def load(
+        self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 0
+    ) -> list[Example]:
         """``split`` as a deterministic list (see the module docstring for order and carving)."""
         from xsteer.tasks.data import default_data_dir
 
@@ -89,18 +91,36 @@ class Task:
             return shuffled(pool, seed)
         return carve(pool, split, seed)
 
-    def shots(self, n: int = 5, *, seed: int = 0, train: Sequence[Example] | None = None,
-              data_dir: str | Path | None = None) -> list[Example]:
+    def shots(
+        self,
+        n: int = 5,
+        *,
+        seed: int = 0,
+        train: Sequence[Example] | None = None,
+        data_dir: str | Path | None = None,
+    ) -> list[Example]:
         """``n`` few-shot exemplars (the paper uses 5); never items of the evaluation splits."""
         raise NotImplementedError
 
-    def pair_examples(self, split: str = "train", n: int | None = None, *, data_dir: str | Path | None = None,
-                      seed: int = 0, shots: int = 5) -> list[Example]:
+    def pair_examples(
+        self,
+        split: str = "train",
+        n: int | None = None,
+        *,
+        data_dir: str | Path | None = None,
+        seed: int = 0,
+        shots: int = 5,
+    ) -> list[Example]:
         """Items contrastive pairs are built from: ``split`` without the task's few-shot exemplars, so an
         exemplar never doubles as a pair (as the paper does for MATH), whatever the split."""
         examples = self.load(split, data_dir=data_dir, seed=seed)
         if shots:
-            drop = {e.id for e in self.shots(shots, seed=seed, train=examples if split == "train" else None, data_dir=data_dir)}
+            drop = {
+                e.id
+                for e in self.shots(
+                    shots, seed=seed, train=examples if split == "train" else None, data_dir=data_dir
+                )
+            }
             examples = [e for e in examples if e.id not in drop]
         if not examples:
             raise InputError(f"{self.name}:{split} has no examples to build pairs from")
@@ -125,7 +145,9 @@ class Task:
         final = self.final_line(example.answer)
         return f"{reasoning}\n{final}" if reasoning else final
 
-    def messages(self, example: Example, shots: Sequence[Example], *, system: bool = True) -> list[dict[str, str]]:
+    def messages(
+        self, example: Example, shots: Sequence[Example], *, system: bool = True
+    ) -> list[dict[str, str]]:
         """Chat messages: system prompt, one user/assistant pair per exemplar, then the item as a user turn."""
         messages: list[dict[str, str]] = [{"role": "system", "content": self.system_prompt}] if system else []
         for shot in shots:

@@ -34,7 +34,9 @@ def data_file(data_dir: Path, rel: str, task: str, split: str) -> Path:
         raise DataNotFoundError(f"data directory {data_dir} does not exist (task {task!r}, split {split!r})")
     path = data_dir / rel
     if not path.is_file():
-        raise DataNotFoundError(f"{path} not found (task {task!r}, split {split!r}; the splits are {', '.join(SPLITS)})")
+        raise DataNotFoundError(
+            f"{path} not found (task {task!r}, split {split!r}; the splits are {', '.join(SPLITS)})"
+        )
     return path
 
 
@@ -77,13 +79,23 @@ def exclude_examples(examples: Iterable[Example], drop: Iterable[Example | str])
     return [e for e in examples if e.id not in drop_ids]
 
 
-def load_examples(name: str, split: str, *, data_dir: str | Path | None = None, limit: int | None = None,
-                  seed: int = 0) -> list[Example]:
+def load_examples(
+    name: str, split: str, *, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 0
+) -> list[Example]:
     """``split`` of task ``name`` (see :meth:`xsteer.tasks.base.Task.load`)."""
     from xsteer.tasks import get_task
 
     return get_task(name).load(split, data_dir=data_dir, limit=limit, seed=seed)
 
 
-__all__ = ["ENV_DATA_DIR", "Example", "data_file", "default_data_dir", "exclude_examples", "hub_rows",
-           "load_examples", "map_rows", "read_jsonl"]
+__all__ = [
+    "ENV_DATA_DIR",
+    "Example",
+    "data_file",
+    "default_data_dir",
+    "exclude_examples",
+    "hub_rows",
+    "load_examples",
+    "map_rows",
+    "read_jsonl",
+]

@@ -130,7 +130,9 @@ def row_to_example(row: dict[str, Any], ex_id: str) -> Example:
 
 class GSM8K(Task):
     name = "gsm8k"
-    description = "GSM8K grade-school math, 5-shot chain of thought (Wei et al. exemplars), strict and flexible"
+    description = (
+        "GSM8K grade-school math, 5-shot chain of thought (Wei et al. exemplars), strict and flexible"
+    )
     system_prompt = SYSTEM
 
     def pool(self, split: str, data_dir: Path | None) -> list[Example]:
@@ -141,8 +143,14 @@ class GSM8K(Task):
         path = data_file(data_dir, f"gsm8k/{file_split}.jsonl", self.name, split)
         return map_rows(path, lambda r, i: row_to_example(r, f"gsm8k/{file_split}/{i}"))
 
-    def shots(self, n: int = 5, *, seed: int = 0, train: Sequence[Example] | None = None,
-              data_dir: str | Path | None = None) -> list[Example]:
+    def shots(
+        self,
+        n: int = 5,
+        *,
+        seed: int = 0,
+        train: Sequence[Example] | None = None,
+        data_dir: str | Path | None = None,
+    ) -> list[Example]:
         """The first ``n`` (<= 8) Wei et al. exemplars; never GSM8K items, so nothing to exclude from pairs."""
         if not 0 <= n <= len(SHOTS):
             raise InputError(f"gsm8k: only {len(SHOTS)} Wei et al. exemplars exist, asked for {n}")

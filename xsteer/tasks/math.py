@@ -67,7 +67,6 @@ HUB_MIRRORS: tuple[tuple[str, tuple[str | None, ...]], ...] = (
 )
 
 
-
 def _parse_level(level: Any) -> int | None:
     if isinstance(level, int):
         return level
@@ -124,8 +123,14 @@ def _hub_full(split: str) -> list[Example]:
 class _MathTask(Task):
     system_prompt = SYSTEM
 
-    def shots(self, n: int = 5, *, seed: int = 0, train: Sequence[Example] | None = None,
-              data_dir: str | Path | None = None) -> list[Example]:
+    def shots(
+        self,
+        n: int = 5,
+        *,
+        seed: int = 0,
+        train: Sequence[Example] | None = None,
+        data_dir: str | Path | None = None,
+    ) -> list[Example]:
         """``n`` problems drawn with ``seed`` from the train split (never evaluation items). Only solutions
         with a box and no ``[asy]`` figure code are candidates (figure code is meaningless as text)."""
         if n < 0:
@@ -150,13 +155,17 @@ class _MathTask(Task):
 
 class Math(_MathTask):
     name = "math"
-    description = "MATH, all 5,000 test problems; train from the official train split (hub or math/train.jsonl)"
+    description = (
+        "MATH, all 5,000 test problems; train from the official train split (hub or math/train.jsonl)"
+    )
 
     def pool(self, split: str, data_dir: Path | None) -> list[Example]:
         if data_dir is None:
             return _hub_full("test" if split == "test" else "train")
         if split == "test":
-            return map_rows(data_file(data_dir, "math/test.jsonl", self.name, split), lambda r, i: row_to_example(r))
+            return map_rows(
+                data_file(data_dir, "math/test.jsonl", self.name, split), lambda r, i: row_to_example(r)
+            )
         path = data_dir / "math/train.jsonl"
         if not path.is_file():
             raise DataNotFoundError(
@@ -187,11 +196,15 @@ class Math500(_MathTask):
                     stacklevel=3,
                 )
             return pool
-        test500 = map_rows(data_file(data_dir, "math/math500.jsonl", self.name, split), lambda r, i: row_to_example(r))
+        test500 = map_rows(
+            data_file(data_dir, "math/math500.jsonl", self.name, split), lambda r, i: row_to_example(r)
+        )
         if split == "test":
             return test500
         held_out = {e.id for e in test500}
-        full = map_rows(data_file(data_dir, "math/test.jsonl", self.name, split), lambda r, i: row_to_example(r))
+        full = map_rows(
+            data_file(data_dir, "math/test.jsonl", self.name, split), lambda r, i: row_to_example(r)
+        )
         pool = [e for e in full if e.id not in held_out]
         if len(full) - len(pool) != len(held_out):
             raise InputError(

@@ -589,9 +589,7 @@ def math_equiv(pred: str | None, gold: str | None) -> bool:
 
 # Words that may follow an undelimited "A" in an answer statement ("The answer is A
 # because ..."); any other word means "A" is the article ("Answer: A plant ...").
-_CONTINUATION_WORDS = frozenset(
-    "because since as is was which and or but for given due with it this".split()
-)
+_CONTINUATION_WORDS = frozenset("because since as is was which and or but for given due with it this".split())
 
 
 class _ChoiceMatcher:

@@ -154,7 +154,9 @@ class Synthetic(GSM8K):
     def pool(self, split: str, data_dir: Path | None) -> list[Example]:
         return synthetic_examples(split)
 
-    def load(self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 0) -> list[Example]:
+    def load(
+        self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 0
+    ) -> list[Example]:
         # Generated, not read: the seed picks the problems, and the order is already random.
         check_split(split)
         if limit is not None and limit < 0:
@@ -162,8 +164,14 @@ class Synthetic(GSM8K):
         items = synthetic_examples(split, seed=seed)
         return items if limit is None else items[:limit]
 
-    def shots(self, n: int = 5, *, seed: int = 0, train: Sequence[Example] | None = None,
-              data_dir: str | Path | None = None) -> list[Example]:
+    def shots(
+        self,
+        n: int = 5,
+        *,
+        seed: int = 0,
+        train: Sequence[Example] | None = None,
+        data_dir: str | Path | None = None,
+    ) -> list[Example]:
         pool = list(train) if train is not None else synthetic_examples("train", seed=seed)
         return draw(pool, n, seed, self.name)
 

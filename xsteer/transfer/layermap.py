@@ -169,18 +169,35 @@ class LayerMapKind:
 LAYER_MAPS: dict[str, LayerMapKind] = {
     k.name: k
     for k in (
-        LayerMapKind("greedy", greedy, description="child i <- parent i (the paper's n->n, from the input end)"),
-        LayerMapKind("greedy_from_end", greedy_from_end, description="child -1-k <- parent -1-k (RepE's negative indices)"),
+        LayerMapKind(
+            "greedy", greedy, description="child i <- parent i (the paper's n->n, from the input end)"
+        ),
+        LayerMapKind(
+            "greedy_from_end",
+            greedy_from_end,
+            description="child -1-k <- parent -1-k (RepE's negative indices)",
+        ),
         LayerMapKind("proportional", proportional, description="same relative depth"),
         LayerMapKind("cka", lambda n_p, n_c, cka: from_cka(cka), "cka", "highest linear CKA on shared texts"),
-        LayerMapKind("cka_diff", lambda n_p, n_c, cka: from_cka(cka), "cka_diff",
-                     "highest linear CKA of per-pair difference vectors (Gao 2026)"),
-        LayerMapKind("explicit", lambda n_p, n_c, mapping: explicit(mapping, n_p, n_c), "mapping", "a user's child:parent list"),
+        LayerMapKind(
+            "cka_diff",
+            lambda n_p, n_c, cka: from_cka(cka),
+            "cka_diff",
+            "highest linear CKA of per-pair difference vectors (Gao 2026)",
+        ),
+        LayerMapKind(
+            "explicit",
+            lambda n_p, n_c, mapping: explicit(mapping, n_p, n_c),
+            "mapping",
+            "a user's child:parent list",
+        ),
     )
 }
 
 
-def register_layer_map(name: str, build: Callable[[int, int], Mapping[int, int]], *, description: str = "") -> LayerMapKind:
+def register_layer_map(
+    name: str, build: Callable[[int, int], Mapping[int, int]], *, description: str = ""
+) -> LayerMapKind:
     """Add a layer-map rule ``build(n_parent, n_child) -> {child layer: parent layer}``."""
     if not callable(build):
         raise InputError(f"a layer map must be callable, got {type(build).__name__}")
@@ -207,7 +224,9 @@ def make_layer_map(
     kind = LAYER_MAPS[name]
     if kind.needs in ("cka", "cka_diff"):
         if cka is None:
-            what = "[n_child, n_parent] CKA matrix" + (" of pair differences" if kind.needs == "cka_diff" else "")
+            what = "[n_child, n_parent] CKA matrix" + (
+                " of pair differences" if kind.needs == "cka_diff" else ""
+            )
             raise InputError(f"layer map {name!r} needs cka=<{what}> (similarity.cka_matrix)")
         if tuple(cka.shape) != (n_child, n_parent):
             raise InputError(

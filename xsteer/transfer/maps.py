@@ -59,7 +59,12 @@ def fit_texts(examples: Sequence[Any], *, seed: int = 0) -> list[str]:
 
 
 def paired_activations(
-    parent: HookedModel, child: HookedModel, texts: Sequence[str], *, batch_size: int = 16, progress: bool = False
+    parent: HookedModel,
+    child: HookedModel,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
 ) -> tuple[Float[Tensor, "parent_layer n d_parent"], Float[Tensor, "child_layer n d_child"]]:
     """Last-token ``resid_post`` of every layer of both models on the same texts (layer-major)."""
     xp = last_token_resid(parent, texts, batch_size=batch_size, progress=progress)
@@ -118,7 +123,9 @@ class TransferMap:
             layers.append(c)
             stats[c] = {"parent_layer": p, "mapped_norm": length, **self.report.get(c, {})}
         if not layers:
-            raise TransferError("no child layer received a vector: the layer map and the vectors' layers do not overlap")
+            raise TransferError(
+                "no child layer received a vector: the layer map and the vectors' layers do not overlap"
+            )
         mapped = SteeringVectors(
             vectors=out,
             model_id=self.child_id,
@@ -181,7 +188,10 @@ class TransferMap:
             width_maps = {
                 c: WidthMap.from_state_dict(
                     meta["width_map_name"],
-                    {"weight": tensors[f"layer{c}.weight"].double(), "bias": tensors[f"layer{c}.bias"].double()},
+                    {
+                        "weight": tensors[f"layer{c}.weight"].double(),
+                        "bias": tensors[f"layer{c}.bias"].double(),
+                    },
                     meta["width_params"][str(c)],
                 )
                 for c in layer_map
@@ -200,7 +210,9 @@ class TransferMap:
                 info=meta["info"],
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-            raise TransferError(f"{path} is a damaged transfer map ({type(e).__name__}: {e}); fit it again") from None
+            raise TransferError(
+                f"{path} is a damaged transfer map ({type(e).__name__}: {e}); fit it again"
+            ) from None
 
 
 def fit_transfer_from_activations(
@@ -212,7 +224,8 @@ def fit_transfer_from_activations(
     layer_map: str = "proportional",
     width_map: str = "ridge",
     mapping: Mapping[Any, Any] | str | None = None,
-    diffs: tuple[Float[Tensor, "parent_layer pair d_parent"], Float[Tensor, "child_layer pair d_child"]] | None = None,
+    diffs: tuple[Float[Tensor, "parent_layer pair d_parent"], Float[Tensor, "child_layer pair d_child"]]
+    | None = None,
     heldout: float = 0.2,
     seed: int = 0,
     info: dict[str, Any] | None = None,
@@ -252,11 +265,15 @@ def fit_transfer_from_activations(
         cka = cka_matrix(yc[:, tr], xp[:, tr])
     elif LAYER_MAPS[layer_map].needs == "cka_diff":
         if diffs is None:
-            raise TransferError(f"layer map {layer_map!r} needs both models' pair differences (diffs=(parent, child))")
+            raise TransferError(
+                f"layer map {layer_map!r} needs both models' pair differences (diffs=(parent, child))"
+            )
         dp, dc = diffs
         if dp.shape[0] != n_p or dc.shape[0] != n_c or dp.shape[1] != dc.shape[1]:
-            raise TransferError(f"pair differences of shapes {tuple(dp.shape)} and {tuple(dc.shape)} do not fit "
-                                f"a parent of {n_p} and a child of {n_c} layers over the same pairs")
+            raise TransferError(
+                f"pair differences of shapes {tuple(dp.shape)} and {tuple(dc.shape)} do not fit "
+                f"a parent of {n_p} and a child of {n_c} layers over the same pairs"
+            )
         cka = cka_matrix(dc, dp)
     lmap = make_layer_map(layer_map, n_p, n_c, cka=cka, mapping=mapping)
     width_maps, report = {}, {}
@@ -317,8 +334,9 @@ def fit_transfer(
         dn = paired_activations(parent, child, neg, batch_size=batch_size)
         diffs = (dp[0] - dn[0], dp[1] - dn[1])
     info = {**(info or {}), "parent_runtime": runtime(parent), "child_runtime": runtime(child)}
-    return fit_transfer_from_activations(xp, yc, parent_id=model_id(parent), child_id=model_id(child), diffs=diffs,
-                                         info=info, **kwargs)
+    return fit_transfer_from_activations(
+        xp, yc, parent_id=model_id(parent), child_id=model_id(child), diffs=diffs, info=info, **kwargs
+    )
 
 
 def report_table(tmap: TransferMap) -> str:
@@ -327,7 +345,9 @@ def report_table(tmap: TransferMap) -> str:
     for c, p in sorted(tmap.layer_map.items()):
         r = tmap.report.get(c)
         if r:
-            lines.append(f"{c:>5} <- {p:<6}  {r['r2']:>7.3f}  {r['cosine']:>6.3f}  {r['cosine_centred']:>12.3f}")
+            lines.append(
+                f"{c:>5} <- {p:<6}  {r['r2']:>7.3f}  {r['cosine']:>6.3f}  {r['cosine_centred']:>12.3f}"
+            )
     return "\n".join(lines)
 
 

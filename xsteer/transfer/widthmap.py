@@ -224,7 +224,9 @@ def _procrustes(
     return weight, my - mx @ weight, {"k": k, "scale": s}
 
 
-def _anchor(x: Tensor, y: Tensor, n_anchors: int | None = None, eps: float = 1e-3) -> tuple[Tensor, Tensor, dict[str, Any]]:
+def _anchor(
+    x: Tensor, y: Tensor, n_anchors: int | None = None, eps: float = 1e-3
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """Anchor projection (relative representations; Kim & Han 2026's anchor coordinate space).
 
     Both models see the same anchor texts. A parent vector is expressed by its cosines with the parent's
@@ -262,14 +264,20 @@ class WidthMapKind:
     description: str = ""
 
 
-def _no_bias(weight_fn: Callable[[int, int, int], Tensor]) -> Callable[..., tuple[Tensor, Tensor, dict[str, Any]]]:
-    def fit(x: Tensor | None, y: Tensor | None, d_parent: int, d_child: int, seed: int) -> tuple[Tensor, Tensor, dict[str, Any]]:
+def _no_bias(
+    weight_fn: Callable[[int, int, int], Tensor],
+) -> Callable[..., tuple[Tensor, Tensor, dict[str, Any]]]:
+    def fit(
+        x: Tensor | None, y: Tensor | None, d_parent: int, d_child: int, seed: int
+    ) -> tuple[Tensor, Tensor, dict[str, Any]]:
         return weight_fn(d_parent, d_child, seed), torch.zeros(d_child, dtype=torch.float64), {}
 
     return fit
 
 
-def _ridge_fit(x: Tensor, y: Tensor, d_parent: int, d_child: int, seed: int, **options: Any) -> tuple[Tensor, Tensor, dict[str, Any]]:
+def _ridge_fit(
+    x: Tensor, y: Tensor, d_parent: int, d_child: int, seed: int, **options: Any
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
     weight, bias, params = _ridge(x, y, seed, **options)
     return weight, bias, {**params, "seed": seed}
 
@@ -277,26 +285,60 @@ def _ridge_fit(x: Tensor, y: Tensor, d_parent: int, d_child: int, seed: int, **o
 WIDTH_MAPS: dict[str, WidthMapKind] = {
     k.name: k
     for k in (
-        WidthMapKind("identity", _no_bias(lambda dp, dc, s: _identity(dp, dc)), needs_data=False,
-                     description="d_parent == d_child only"),
-        WidthMapKind("truncate_pad", _no_bias(lambda dp, dc, s: _truncate_pad(dp, dc)), needs_data=False, control=True,
-                     description="first min(d) coordinates (a literal reading of the paper; a control)"),
-        WidthMapKind("random_orthogonal", lambda x, y, dp, dc, s: (_random_orthogonal(dp, dc, s),
-                     torch.zeros(dc, dtype=torch.float64), {"seed": s}), needs_data=False, control=True,
-                     description="seeded random semi-orthogonal map (a null control)"),
-        WidthMapKind("ridge", _ridge_fit, frozenset({"alpha", "n_folds"}),
-                     description="affine least squares, penalty chosen by cross-validation"),
-        WidthMapKind("procrustes", lambda x, y, dp, dc, s, **o: _procrustes(x, y, **o), frozenset({"k", "scale"}),
-                     description="orthogonal map between the top-k principal subspaces"),
-        WidthMapKind("anchor", lambda x, y, dp, dc, s, **o: _anchor(x, y, **o), frozenset({"n_anchors", "eps"}),
-                     description="anchor projection: relative coordinates on shared anchor texts (training-free)"),
+        WidthMapKind(
+            "identity",
+            _no_bias(lambda dp, dc, s: _identity(dp, dc)),
+            needs_data=False,
+            description="d_parent == d_child only",
+        ),
+        WidthMapKind(
+            "truncate_pad",
+            _no_bias(lambda dp, dc, s: _truncate_pad(dp, dc)),
+            needs_data=False,
+            control=True,
+            description="first min(d) coordinates (a literal reading of the paper; a control)",
+        ),
+        WidthMapKind(
+            "random_orthogonal",
+            lambda x, y, dp, dc, s: (
+                _random_orthogonal(dp, dc, s),
+                torch.zeros(dc, dtype=torch.float64),
+                {"seed": s},
+            ),
+            needs_data=False,
+            control=True,
+            description="seeded random semi-orthogonal map (a null control)",
+        ),
+        WidthMapKind(
+            "ridge",
+            _ridge_fit,
+            frozenset({"alpha", "n_folds"}),
+            description="affine least squares, penalty chosen by cross-validation",
+        ),
+        WidthMapKind(
+            "procrustes",
+            lambda x, y, dp, dc, s, **o: _procrustes(x, y, **o),
+            frozenset({"k", "scale"}),
+            description="orthogonal map between the top-k principal subspaces",
+        ),
+        WidthMapKind(
+            "anchor",
+            lambda x, y, dp, dc, s, **o: _anchor(x, y, **o),
+            frozenset({"n_anchors", "eps"}),
+            description="anchor projection: relative coordinates on shared anchor texts (training-free)",
+        ),
     )
 }
 
 
-def register_width_map(name: str, fit: Callable[..., tuple[Tensor, Tensor, dict[str, Any]]], *,
-                       options: set[str] | frozenset[str] = frozenset(), needs_data: bool = True,
-                       description: str = "") -> WidthMapKind:
+def register_width_map(
+    name: str,
+    fit: Callable[..., tuple[Tensor, Tensor, dict[str, Any]]],
+    *,
+    options: set[str] | frozenset[str] = frozenset(),
+    needs_data: bool = True,
+    description: str = "",
+) -> WidthMapKind:
     """Add a width-map method: ``fit(x, y, d_parent, d_child, seed, **options) -> (weight, bias, params)``
     with ``x`` [n, d_parent] and ``y`` [n, d_child] float64 paired activations (None if not ``needs_data``)."""
     if not callable(fit):

@@ -36,7 +36,9 @@ def boot(hf_model: Any, tokenizer: Any, *, label: str, device: str) -> Any:
     fix_config(hf_model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        bridge = TransformerBridge.boot_transformers(label, hf_model=hf_model, tokenizer=tokenizer, device=device)
+        bridge = TransformerBridge.boot_transformers(
+            label, hf_model=hf_model, tokenizer=tokenizer, device=device
+        )
     return bridge.eval()
 
 
@@ -65,7 +67,10 @@ def eos_ids(model: Any) -> set[int]:
 def has_sliding_window(model: Any) -> bool:
     """Whether attention uses a sliding window (Gemma 3): its window counts cache slots, not positions."""
     cfg = hf_config(model)
-    return getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True) is not False
+    return (
+        getattr(cfg, "sliding_window", None) is not None
+        and getattr(cfg, "use_sliding_window", True) is not False
+    )
 
 
 @contextmanager

@@ -73,7 +73,11 @@ def parse_spec(spec: str) -> ModelSource:
             raise ModelSpecError(f"{spec!r} is a directory without config.json; a model spec is {SPEC_HELP}")
         return ModelSource("local", str(path.resolve()), path.name)
     parts = spec.split("/")
-    if len(parts) == 2 and all(p and not p.startswith(".") for p in parts) and not spec.startswith(("./", "../")):
+    if (
+        len(parts) == 2
+        and all(p and not p.startswith(".") for p in parts)
+        and not spec.startswith(("./", "../"))
+    ):
         return ModelSource("hub", spec, spec)
     raise ModelSpecError(f"unknown model spec {spec!r}; a model spec is {SPEC_HELP}")
 
@@ -159,9 +163,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise DeviceError(f"unknown device {device!r}; expected cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {device!r} was asked for, but this machine has no usable CUDA GPU; use --device cpu")
+            raise DeviceError(
+                f"device {device!r} was asked for, but this machine has no usable CUDA GPU; use --device cpu"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise DeviceError(
+                f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
             raise DeviceError(f"device {device!r} was asked for, but MPS is not available here")
@@ -179,7 +187,9 @@ def check_placement(model: Any, device: str | torch.device) -> None:
     """Raise unless every parameter and buffer of ``model`` lives on ``device`` (cuda == cuda:0 here)."""
     want = torch.device(device)
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
-        if t.device.type != want.type or (want.index is not None and t.device.index not in (None, want.index)):
+        if t.device.type != want.type or (
+            want.index is not None and t.device.index not in (None, want.index)
+        ):
             raise DeviceError(f"{name} is on {t.device}, not on the requested device {want}")
 
 
@@ -219,15 +229,26 @@ def load_hf(spec: str, *, dtype: torch.dtype = torch.float32) -> tuple[Any, Any,
         try:
             hf, tok = _load_hf_dir(source.spec, dtype, local_files_only=True)
         except (OSError, ValueError, KeyError) as e:
-            raise ModelSpecError(f"{source.spec} is not a loadable Hugging Face model directory: {_first_line(e)}") from None
+            raise ModelSpecError(
+                f"{source.spec} is not a loadable Hugging Face model directory: {_first_line(e)}"
+            ) from None
     else:
         try:
             hf, tok = _load_hf_dir(source.spec, dtype)
-        except (OSError, ValueError, KeyError) as e:  # offline, gated, misspelled: transformers raises OSError
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+        ) as e:  # offline, gated, misspelled: transformers raises OSError
             offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
-            hint = ("the hub is switched off (HF_HUB_OFFLINE=1): use a zoo name, a .gguf file or a local directory"
-                    if offline else "check the id, your connection and access to the model")
-            raise ModelSpecError(f"could not load {source.spec!r} from the hub ({_first_line(e)}); {hint}") from None
+            hint = (
+                "the hub is switched off (HF_HUB_OFFLINE=1): use a zoo name, a .gguf file or a local directory"
+                if offline
+                else "check the id, your connection and access to the model"
+            )
+            raise ModelSpecError(
+                f"could not load {source.spec!r} from the hub ({_first_line(e)}); {hint}"
+            ) from None
     return hf.eval(), tok, source
 
 
@@ -250,7 +271,9 @@ def wrap(hf_model: Any, tokenizer: Any, *, model_id: str, device: str | torch.de
     return bridge
 
 
-def load_model(spec: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Any:
+def load_model(
+    spec: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Any:
     """Load a model spec (see module docstring) as a TransformerBridge with hook points.
 
     Raises:

