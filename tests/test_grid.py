@@ -147,3 +147,37 @@ def test_shipped_configs_are_valid(shared_data, monkeypatch):
         cfg = parse_config(raw, where=str(path))
         assert cfg.parents and cfg.children and cfg.datasets
     assert load_config(root / "zoo.yaml", check_data=False).name == "zoo"
+
+
+def test_cli_and_grid_build_the_same_conditions(tiny_dirs, tmp_path):
+    """#11.6: the README's CLI recipe (transfer --norm resid_mean, then evaluate with the parent and native vectors,
+    --norm resid_mean --map) on the grid's own vectors and map writes the same records as the grid job: both
+    front ends build one set of conditions (same norm convention, same random control) through app.steps."""
+    from click.testing import CliRunner
+
+    from xsteer.app.cli import main
+    from xsteer.app.grid import map_path, vectors_path
+
+    parent, child = tiny_dirs
+    cfg = parse_config(tiny_config(parent, child))
+    out = tmp_path / "grid"
+    [job] = run_grid(cfg, out)
+    out = out.resolve()
+    mapped = tmp_path / "mapped.safetensors"
+    cli = CliRunner()
+    pmap = map_path(out, parent, child, cfg)
+    args = ["transfer", "--vectors", str(vectors_path(out, parent, "synthetic")), "--child", child]
+    r = cli.invoke(main, [*args, "--map", str(pmap), "--norm", "resid_mean", "--out", str(mapped)])
+    assert r.exit_code == 0, r.output
+    e = cfg.eval
+    r = cli.invoke(main, [
+        "evaluate", "--child", child, "--vectors", f"parent={mapped}",
+        "--vectors", f"native={vectors_path(out, child, 'synthetic')}", "--norm", "resid_mean", "--map", str(pmap),
+        "--dataset", "synthetic", "--val-items", "2", "--test-items", "3", "--lambdas", ",".join(map(str, e.lambdas)),
+        "--positions", e.positions, "--shots", str(e.shots), "--max-new-tokens", str(e.max_new_tokens),
+        "--no-self-consistency", "--device", "cpu", "--out", str(tmp_path / "cli"),
+    ])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    grid_records = records(job_dir(out, parent, child, "synthetic"))
+    assert {r[2] for r in grid_records} == {"baseline", "parent", "native", "random"}
+    assert records(tmp_path / "cli") == grid_records
