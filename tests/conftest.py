@@ -50,7 +50,7 @@ def tiny_hf(arch: str = "llama", *, d_model: int = 64, n_layers: int = 4, seed: 
         num_hidden_layers=n_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=2048,  # GSM8K texts through the char tokenizer reach ~650 tokens
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,

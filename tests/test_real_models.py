@@ -129,12 +129,13 @@ def test_smollm2_evaluate_end_to_end(smollm2, shared_data, tmp_path):
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
 def test_every_installed_zoo_model_loads_and_runs(name):
     """#15.0: each zoo model the set-up installs (XSTEER_ZOO=full for the Qwen pair) loads, with its whole
-    sha256 checked, and predicts a sensible next token."""
+    sha256 checked, and predicts a sensible next token (a plain Question/Answer prompt: the Qwen coder continues
+    "The capital of France is" with " the capital of …")."""
     from xsteer.core.models import ZOO
 
     model = zoo_model(name)  # skips when the package is not installed
     assert (model.cfg.n_layers, model.cfg.d_model) == (ZOO[name].n_layers, ZOO[name].d_model)
-    ids = encode(model.tokenizer, ["The capital of France is"]).input_ids
+    ids = encode(model.tokenizer, ["Question: What is the capital of France?\nAnswer:"]).input_ids
     with torch.inference_mode():
         logits = model(ids, return_type="logits")[0, -1]
     assert torch.isfinite(logits).all()
