@@ -313,6 +313,29 @@ def _prefill(
     return past, mask, positions[:, -1], logits
 
 
+def _prompt_units(
+    model: Any, prompts: list[str], steering: Steering | None, lam: Tensor | None
+) -> tuple[bool, list[Tensor], list[int], Any]:
+    """What both KV caches prefill: whether prompts are shared, the unpadded ids of each unit, each row's unit,
+    and the steering context.
+
+    Unsteered prompts, and prompts steered only from their last token on, are identical across the rows that
+    repeat them (λ grid, samples), so their prefill runs once per distinct prompt and is shared.
+    """
+    share = steering is None or steering.positions == "generated"
+    units = list(dict.fromkeys(prompts)) if share else prompts
+    enc = encode(model.tokenizer, units)
+    seqs = [row[m.bool()] for row, m in zip(enc.input_ids, enc.attention_mask, strict=True)]
+    slot = {p: i for i, p in enumerate(units)}
+    # lam is set whenever steering is (lambda_rows in generate)
+    ctx = (
+        steer(model, steering.vectors, lam=cast(Tensor, lam), layers=steering.layers)
+        if steering is not None
+        else nullcontext()
+    )
+    return share, seqs, [slot[p] for p in prompts], ctx
+
+
 @torch.inference_mode()
 def _generate_batch_dynamic(
     model: Any,
@@ -329,21 +352,8 @@ def _generate_batch_dynamic(
     device = next(model.parameters()).device
     eos = eos_ids(model)
     b = len(prompts)
-    # Unsteered prompts, and prompts steered only from their last token on, are identical across the
-    # rows that repeat them (λ grid, samples), so their prefill is computed once and shared.
-    share_prefill = steering is None or steering.positions == "generated"
-    units = list(dict.fromkeys(prompts)) if share_prefill else prompts  # what the prompt prefill runs over
-    enc = encode(tok, units)
-    seqs = [row[m.bool()] for row, m in zip(enc.input_ids, enc.attention_mask, strict=True)]
-    slot = {p: i for i, p in enumerate(units)}
-    row_of = torch.tensor([slot[p] for p in prompts], device=device)
-
-    # lam is set whenever steering is (lambda_rows in generate)
-    ctx = (
-        steer(model, steering.vectors, lam=cast(Tensor, lam), layers=steering.layers)
-        if steering is not None
-        else nullcontext()
-    )
+    share_prefill, seqs, unit_of_row, ctx = _prompt_units(model, prompts, steering, lam)
+    row_of = torch.tensor(unit_of_row, device=device)
     with ctx as handle:
         if share_prefill:
             if handle is not None:
@@ -519,19 +529,7 @@ def _generate_batch_static(
     device = next(model.parameters()).device
     eos = eos_ids(model)
     b = len(prompts)
-    share_prefill = steering is None or steering.positions == "generated"
-    units = list(dict.fromkeys(prompts)) if share_prefill else prompts
-    enc = encode(tok, units)
-    seqs = [row[m.bool()] for row, m in zip(enc.input_ids, enc.attention_mask, strict=True)]
-    slot = {p: i for i, p in enumerate(units)}
-    unit_of_row = [slot[p] for p in prompts]
-
-    # lam is set whenever steering is (lambda_rows in generate)
-    ctx = (
-        steer(model, steering.vectors, lam=cast(Tensor, lam), layers=steering.layers)
-        if steering is not None
-        else nullcontext()
-    )
+    share_prefill, seqs, unit_of_row, ctx = _prompt_units(model, prompts, steering, lam)
     with ctx as handle:
         if share_prefill:
             # The prompt minus its last token is unsteered, hence the same for every row that repeats it.
