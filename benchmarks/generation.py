@@ -52,7 +52,7 @@ from typing import Any
 
 import torch
 from _common import gsm8k_prompts, setup
-from roofline import ModelShape, Work, measure, sweep_work, versus_floor
+from roofline import ModelShape, Work, measure, sweep_rows, sweep_work, versus_floor
 
 from xsteer.core.activations import last_token_resid
 from xsteer.core.generate import Steering, generate, shared_prefix_len
@@ -152,7 +152,8 @@ def main() -> int:
     cuda = args.device.startswith("cuda")
     tok = model.tokenizer
     dtype = next(model.parameters()).dtype
-    peak = measure(args.device, dtype)
+    shape = ModelShape.from_config(hf_config(model), dtype)
+    peak = measure(args.device, dtype, shape=shape, rows=sweep_rows(args.batch_size, 1))
     print(peak.describe())
 
     items, prompts = gsm8k_prompts(tok, args.data_dir, args.items, args.shots)
@@ -272,7 +273,6 @@ def main() -> int:
     tpc = {name: tokens[name] / statistics.median(cpu[name]) for name in names}
     # The floor of each mode's own schedule (benchmarks/roofline.py): xsteer shares the few-shot prefix of a
     # batch (and at "generated" the rest of each prompt is prefilled once); HF runs every padded prompt.
-    shape = ModelShape.from_config(hf_config(model), dtype)
     ids = [encode(tok, [p]).input_ids[0] for p in prompts]
     work = {}
     for name in names:
@@ -300,7 +300,7 @@ def main() -> int:
         t = statistics.median(wall[name])
         print(
             f"{name:<18}{t:>9.2f}{statistics.median(cpu[name]):>9.2f}{tokens[name]:>8}"
-            f"{tps[name]:>9.1f}{tpc[name]:>11.1f}   {versus_floor(t, work[name], peak):<62}"
+            f"{tps[name]:>9.1f}{tpc[name]:>11.1f}   {versus_floor(t, work[name], peak):<100}"
             f"{', '.join(f'{x:.2f}' for x in wall[name])}"
         )
 

@@ -52,7 +52,7 @@ from typing import Any
 
 import torch
 from _common import setup
-from roofline import ModelShape, Peak, measure, sweep_work, versus_floor
+from roofline import ModelShape, Peak, measure, sweep_rows, sweep_work, versus_floor
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from xsteer.core.activations import last_token_resid
@@ -173,12 +173,13 @@ def main() -> int:
     tok = model.tokenizer
     dtype = next(model.parameters()).dtype
 
+    shape = ModelShape.from_config(hf_config(model), dtype)
     if args.skip_roofline:
         peak = Peak(
             flops=args.peak_gflops * 1e9, bandwidth=args.peak_gbs * 1e9, dtype=str(dtype), device=args.device
         )
     else:
-        peak = measure(args.device, dtype)
+        peak = measure(args.device, dtype, shape=shape, rows=sweep_rows(args.items, args.lambdas))
     print(peak.describe())
 
     task = get_task("gsm8k")
@@ -290,7 +291,6 @@ def main() -> int:
     differ = [k for k in rows if answers["xsteer"][k] != answers["alternative"][k]]
 
     # Work: xsteer's floor is the least work of the sweep (its own schedule); the alternative's, its schedule.
-    shape = ModelShape.from_config(hf_config(model), dtype)
     new_tokens = {
         name: [
             out[(i, j)].n_tokens + (out[(i, j)].finish == "eos")
@@ -320,15 +320,15 @@ def main() -> int:
     }
 
     print(
-        f"\n{'side':<13}{'wall s':>9}{'cpu s':>9}{'tokens':>8}{'tok/s':>8}   achieved ÷ roofline floor"
-        "                                   wall per run (s)"
+        f"\n{'side':<13}{'wall s':>9}{'cpu s':>9}{'tokens':>8}{'tok/s':>8}   "
+        f"{'achieved ÷ roofline floor':<100}wall per run (s)"
     )
     for name, out in (("xsteer", xs), ("alternative", alt)):
         t = statistics.median(wall[name])
         n_tok = sum(g.n_tokens for g in out.values())
         print(
             f"{name:<13}{t:>9.1f}{statistics.median(cpu[name]):>9.1f}{n_tok:>8}{n_tok / t:>8.1f}   "
-            f"{versus_floor(t, work[name], peak):<62}{', '.join(f'{x:.1f}' for x in wall[name])}"
+            f"{versus_floor(t, work[name], peak):<100}{', '.join(f'{x:.1f}' for x in wall[name])}"
         )
     for name, w in work.items():
         print(f"  work ({name}): " + ", ".join(f"{k} {v:.3g}" for k, v in w.summary().items()))

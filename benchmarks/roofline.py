@@ -12,6 +12,11 @@ Floors (seconds no implementation can beat on this machine):
   2-core CPU, a 152-row decode step of SmolLM2-135M does ~40 GFLOP against ~0.6 GB of traffic).
 * :func:`floor_seconds_full` = per phase, max(FLOPs / peak, bytes / bandwidth), decode FLOPs included: the
   tighter floor, and the one a batched sweep on a CPU is judged by.
+* :func:`floor_seconds_attainable` = the full floor with FLOP/s measured on the model's own projections
+  (:func:`gemm_rates`: Q, K, V, O, gate, up, down and the unembedding, at the row counts the sweep runs) in
+  place of the n^3 peak. A 76-row decode step is a stack of skinny GEMMs that reach about half the peak on
+  this CPU; this floor says how far an implementation is from what its matmul library can do at its shapes,
+  the other two how far from the hardware.
 
 :func:`sweep_work` estimates FLOPs and bytes from the model config: 2 x non-embedding parameters x tokens,
 plus attention (QK and PV) over each token's context, plus the unembedding for the positions whose logits
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +49,21 @@ class Peak:
     dtype: str = "float32"
     device: str = "cpu"
     detail: dict[str, float] = field(default_factory=dict)
+    gemm: dict[int, float] = field(default_factory=dict)  # rows -> FLOP/s of the model's projections
+
+    def gemm_rate(self, rows: float) -> float:
+        """FLOP/s of the model's projections at ``rows`` rows: log-linear between the measured row counts,
+        the nearest one outside them."""
+        if not self.gemm:
+            raise ValueError("no GEMM rates measured: pass a ModelShape to measure()")
+        xs = sorted(self.gemm)
+        if rows <= xs[0]:
+            return self.gemm[xs[0]]
+        for lo, hi in zip(xs, xs[1:], strict=False):
+            if rows <= hi:
+                w = math.log(rows / lo) / math.log(hi / lo)
+                return self.gemm[lo] * (self.gemm[hi] / self.gemm[lo]) ** w
+        return self.gemm[xs[-1]]
 
     def describe(self) -> str:
         d = self.detail
@@ -56,9 +77,11 @@ class Peak:
             for k, v in d.items()
             if k.endswith("_bandwidth")
         ]
+        gemm = ", ".join(f"{r} rows {v / 1e9:.0f}" for r, v in sorted(self.gemm.items()))
         return (
             f"roofline ({self.device}): {', '.join(parts)}; floors use {self.dtype} "
             f"{self.flops / 1e9:.1f} GFLOP/s and {self.bandwidth / 1e9:.1f} GB/s"
+            + (f"\n  the model's projections ({self.dtype}, GFLOP/s): {gemm}" if gemm else "")
         )
 
 
@@ -108,6 +131,40 @@ def bf16_is_fast(device: str) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def gemm_rates(
+    shape: ModelShape,
+    rows: Sequence[int],
+    dtype: torch.dtype = torch.float32,
+    *,
+    repeats: int = 5,
+    device: str = "cpu",
+) -> dict[int, float]:
+    """FLOP/s of one layer's projections plus the unembedding, ``rows`` tokens at a time (``F.linear``, as
+    the model runs them), best of ``repeats``; random weights of the model's shapes."""
+    d, hd = shape.d_model, shape.head_dim
+    outs_ins = [
+        (shape.n_heads * hd, d),
+        (shape.n_kv_heads * hd, d),
+        (shape.n_kv_heads * hd, d),
+        (d, shape.n_heads * hd),
+        (shape.d_ff, d),
+        (shape.d_ff, d),
+        (d, shape.d_ff),
+        (shape.vocab, d),
+    ]
+    weights = [torch.randn(o, i, device=device).to(dtype) for o, i in outs_ins]
+    rates = {}
+    for m in sorted(set(rows)):
+        xs = [torch.randn(m, i, device=device).to(dtype) for _, i in outs_ins]
+
+        def run(xs: list[torch.Tensor] = xs) -> None:
+            for x, w in zip(xs, weights, strict=True):
+                torch.nn.functional.linear(x, w)
+
+        rates[m] = sum(2 * m * o * i for o, i in outs_ins) / _best(run, repeats, device)
+    return rates
+
+
 def measure(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -115,8 +172,11 @@ def measure(
     repeats: int = 5,
     n: int = 2048,
     mib: int = 512,
+    shape: ModelShape | None = None,
+    rows: Sequence[int] = (),
 ) -> Peak:
-    """The machine's peak FLOP/s (of ``dtype``) and bandwidth (the larger of copy and sum)."""
+    """The machine's peak FLOP/s (of ``dtype``) and bandwidth (the larger of copy and sum); with ``shape``,
+    also the FLOP/s of that model's projections at ``rows`` rows (and at 1,024, the prefill's regime)."""
     detail = {"matmul_fp32_flops": matmul_flops(torch.float32, n=n, repeats=repeats, device=device)}
     if bf16_is_fast(device):
         detail["matmul_bf16_flops"] = matmul_flops(torch.bfloat16, n=n, repeats=repeats, device=device)
@@ -129,9 +189,26 @@ def measure(
         else "matmul_fp32_flops"
     )
     bw = max(detail["copy_bandwidth"], detail["sum_bandwidth"])
+    gemm = gemm_rates(shape, [*rows, PREFILL_ROWS], dtype, repeats=repeats, device=device) if shape else {}
     return Peak(
-        flops=detail[key], bandwidth=bw, dtype=str(dtype).removeprefix("torch."), device=device, detail=detail
+        flops=detail[key],
+        bandwidth=bw,
+        dtype=str(dtype).removeprefix("torch."),
+        device=device,
+        detail=detail,
+        gemm=gemm,
     )
+
+
+PREFILL_ROWS = (
+    1024  # a prefill forward runs hundreds to thousands of tokens: its GEMMs are measured at this size
+)
+
+
+def sweep_rows(items: int, lambdas: int) -> list[int]:
+    """Row counts to measure the projections at for a sweep: powers of two below its rows, and its rows."""
+    n = items * lambdas
+    return sorted({*(2**k for k in range(n.bit_length()) if 2**k < n), n})
 
 
 # ---------------------------------------------------------------------------------------------- workload
@@ -201,6 +278,7 @@ class Work:
     prefill_bytes: float = 0.0
     decode_flops: list[float] = field(default_factory=list)
     decode_bytes: list[float] = field(default_factory=list)
+    decode_rows: list[int] = field(default_factory=list)
 
     def __add__(self, other: Work) -> Work:
         return Work(
@@ -208,7 +286,13 @@ class Work:
             self.prefill_bytes + other.prefill_bytes,
             self.decode_flops + other.decode_flops,
             self.decode_bytes + other.decode_bytes,
+            self.decode_rows + other.decode_rows,
         )
+
+    def add_step(self, flops: float, nbytes: float, rows: int) -> None:
+        self.decode_flops.append(flops)
+        self.decode_bytes.append(nbytes)
+        self.decode_rows.append(rows)
 
     def summary(self) -> dict[str, float]:
         return {
@@ -275,8 +359,7 @@ def sweep_work(
             for s in range(steps):
                 ctx = [width + s] * items
                 f, b = decode_step(shape, ctx, kv_read_tokens=sum(ctx))
-                work.decode_flops.append(f)
-                work.decode_bytes.append(b)
+                work.add_step(f, b, items)
         return work
     if schedule != "shared":
         raise ValueError(f"unknown schedule {schedule!r}")
@@ -301,8 +384,7 @@ def sweep_work(
             break
         ctx = [prompt_tokens[i] + s for i, _ in live]
         f, b = decode_step(shape, ctx, kv_read_tokens=shared_read + sum(own0[r] + s for r in live))
-        work.decode_flops.append(f)
-        work.decode_bytes.append(b)
+        work.add_step(f, b, len(live))
     return work
 
 
@@ -320,6 +402,16 @@ def floor_seconds_full(work: Work, peak: Peak) -> float:
     )
 
 
+def floor_seconds_attainable(work: Work, peak: Peak) -> float:
+    """The full floor at the FLOP/s the model's own projections reach: prefill at :data:`PREFILL_ROWS` rows,
+    each decode step at its live rows."""
+    t = max(work.prefill_flops / peak.gemm_rate(PREFILL_ROWS), work.prefill_bytes / peak.bandwidth)
+    return t + sum(
+        max(f / peak.gemm_rate(r), b / peak.bandwidth)
+        for f, b, r in zip(work.decode_flops, work.decode_bytes, work.decode_rows, strict=True)
+    )
+
+
 def floors(work: Work, peak: Peak) -> tuple[float, float]:
     """(floor_seconds, floor_seconds_full) of a workload."""
     return floor_seconds(work.prefill_flops, sum(work.decode_bytes), peak), floor_seconds_full(work, peak)
@@ -328,7 +420,11 @@ def floors(work: Work, peak: Peak) -> tuple[float, float]:
 def versus_floor(wall: float, work: Work, peak: Peak) -> str:
     """'achieved / floor' figures to print beside a wall time."""
     f, full = floors(work, peak)
-    return f"{wall / f:.2f}x the floor ({f:.1f} s), {wall / full:.2f}x the full floor ({full:.1f} s)"
+    out = f"{wall / f:.2f}x the floor ({f:.1f} s), {wall / full:.2f}x the full floor ({full:.1f} s)"
+    if peak.gemm:
+        att = floor_seconds_attainable(work, peak)
+        out += f", {wall / att:.2f}x the attainable floor ({att:.1f} s)"
+    return out
 
 
 def main() -> None:
@@ -348,31 +444,40 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128, help="new tokens per row")
     args = ap.parse_args()
     print(f"machine: torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
-    peak = measure(args.device, getattr(torch, args.dtype), repeats=args.repeats, n=args.size, mib=args.mib)
-    print(peak.describe())
-    print(json.dumps(asdict(peak)))
+    dtype = getattr(torch, args.dtype)
+    shape = None
     if args.model:
         from xsteer.core.models import load_hf
 
         hf, _, _ = load_hf(args.model)
-        shape = ModelShape.from_config(hf.config, getattr(torch, args.dtype))
+        shape = ModelShape.from_config(hf.config, dtype)
         print(f"model {args.model}: {shape}; non-embedding params {shape.non_embedding_params / 1e6:.1f}M")
-        for positions in ("generated", "all"):
-            for schedule in ("shared", "per_lambda"):
-                work = sweep_work(
-                    shape,
-                    prompt_tokens=[args.prompt] * args.items,
-                    lambdas=args.lambdas,
-                    new_tokens=[args.new] * (args.items * args.lambdas),
-                    shared_prefix=args.shared,
-                    positions=positions,
-                    schedule=schedule,
-                )
-                f, full = floors(work, peak)
-                summ = ", ".join(f"{k} {v:.3g}" for k, v in work.summary().items())
-                print(
-                    f"  positions={positions:<9} {schedule:<10} floor {f:7.1f} s   full floor {full:7.1f} s   ({summ})"
-                )
+    rows = sweep_rows(args.items, args.lambdas)
+    peak = measure(
+        args.device, dtype, repeats=args.repeats, n=args.size, mib=args.mib, shape=shape, rows=rows
+    )
+    print(peak.describe())
+    print(json.dumps(asdict(peak)))
+    if shape is None:
+        return
+    for positions in ("generated", "all"):
+        for schedule in ("shared", "per_lambda"):
+            work = sweep_work(
+                shape,
+                prompt_tokens=[args.prompt] * args.items,
+                lambdas=args.lambdas,
+                new_tokens=[args.new] * (args.items * args.lambdas),
+                shared_prefix=args.shared,
+                positions=positions,
+                schedule=schedule,
+            )
+            f, full = floors(work, peak)
+            att = floor_seconds_attainable(work, peak)
+            summ = ", ".join(f"{k} {v:.3g}" for k, v in work.summary().items())
+            print(
+                f"  positions={positions:<9} {schedule:<10} floor {f:7.1f} s   full floor {full:7.1f} s   "
+                f"attainable {att:7.1f} s   ({summ})"
+            )
 
 
 if __name__ == "__main__":
