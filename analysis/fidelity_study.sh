@@ -5,7 +5,7 @@
 # Ordered so that a partial run answers the main questions first: one cross-family pair (Gemma-3-270M ->
 # SmolLM2-135M, the cheapest) with the full grid on sentiment, then the reduced grid (proportional and
 # CKA-on-differences layer maps x ridge, anchor and the truncate_pad control) for the same-family pair
-# (Qwen2.5-Coder-1.5B -> 0.5B) and the paper's own concept, then everything else. On 2 CPU cores one
+# (Qwen2.5-Coder-1.5B -> 0.5B) and the paper's own concept, then the cheap cross-family cells, then the rest. On 2 CPU cores one
 # (pair, concept) takes ~10-35 min (full grid, SmolLM2 child) and the whole plan below ~10 h.
 set -euo pipefail
 OUT=${1:-runs/fidelity}
@@ -25,8 +25,10 @@ run $Q1 $Q0 sentiment "${SMALL[@]}"
 run $G $S corrupted_answer "${SMALL[@]}"
 run $Q1 $Q0 certainty "${SMALL[@]}"
 run $G $S certainty "${SMALL[@]}"
-for c in topic formality corrupted_answer; do run $Q1 $Q0 $c "${SMALL[@]}"; done
+# The cheap cross-family cells (~10 min each) before the same-family ones that load Qwen 1.5B (~35 min each).
 for c in topic formality; do run $G $S $c "${SMALL[@]}"; done
+for c in sentiment topic formality; do run $S $G $c "${SMALL[@]}"; done
+for c in topic formality corrupted_answer; do run $Q1 $Q0 $c "${SMALL[@]}"; done
 for pair in "$Q1 $S" "$S $G" "$G $Q0" "$S $Q0" "$Q1 $G"; do
   for c in sentiment certainty topic formality corrupted_answer; do run $pair $c "${SMALL[@]}"; done
 done

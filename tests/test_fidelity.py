@@ -215,3 +215,93 @@ def test_fidelity_refuses_mixed_norms_and_a_native_condition(child_and_widened_p
         fidelity(child, _concept(), {"native": v}, native=v, lambdas=LAMS, progress=False)
     with pytest.raises(InputError, match="non-zero"):
         fidelity(child, _concept(), {"m": v}, native=v, lambdas=[0.0, 0.1], progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- the random null
+def test_random_null_is_the_largest_draw_and_the_verdict_uses_it():
+    from xsteer.app.fidelity_report import random_null, study_table, verdict
+
+    result = {
+        "conditions": ["native", "random", "random#2", "random#3", "p×ridge", "p×ridge/mapped-random"],
+        "fidelity": {
+            "native": [1.0, 1.0, 1.0],
+            "random": [-0.1, -0.2, 0.0],
+            "random#2": [0.45, 0.3, 0.6],
+            "random#3": [0.05, -0.1, 0.2],
+            "p×ridge": [0.6, 0.4, 0.8],
+            "p×ridge/mapped-random": [0.0, -0.1, 0.1],
+        },
+        "native_effect": [2.0, 1.5, 2.5],
+        "native_steers": True,
+        "concept": "sentiment",
+        "meta": {"parent": "p", "child": "c"},
+    }
+    assert random_null(result) == ([0.45, 0.3, 0.6], 3)
+    # CI low 0.4 is above the first draw (-0.1) but not above the largest (0.45)
+    assert verdict(result, "p×ridge") == "weak"
+    assert "+0.45 [+0.30, +0.60] (max of 3)" in study_table([result])
+    one = {**result, "conditions": result["conditions"][:2] + result["conditions"][4:]}
+    assert verdict(one, "p×ridge") == "beats nulls"
+
+
+@pytest.fixture(scope="module")
+def two_tiny_dirs(tmp_path_factory, tiny_dir):
+    from conftest import tiny_hf
+
+    other = tmp_path_factory.mktemp("tiny-qwen2")
+    hf, tok = tiny_hf("qwen2", d_model=48, n_layers=4, seed=1)
+    hf.save_pretrained(other)
+    tok.save_pretrained(other)
+    return str(other), str(tiny_dir)
+
+
+def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
+    two_tiny_dirs, tmp_path, shared_data, monkeypatch
+):
+    import json
+
+    from xsteer.app import fidelity as study
+    from xsteer.app.fidelity import FidelitySpec, run_study
+    from xsteer.evaluation.fidelity import answer_concept
+
+    # a small version of the paper's concept keeps this test fast; the logic under test is the same
+    monkeypatch.setattr(study, "answer_concept", lambda **kw: answer_concept(n_pairs=8, n_probes=6, **kw))
+
+    parent, child = two_tiny_dirs
+    base = dict(
+        parents=(parent,),
+        children=(child,),
+        concepts=("corrupted_answer",),  # the char tokenizer gives lexicon poles no distinct first tokens
+        lambdas=(-0.5, 0.5),
+        data_dir=str(shared_data),
+        generic_texts=16,
+        generation_probes=0,
+        n_boot=200,
+    )
+    [path] = run_study(FidelitySpec(**base, random_draws=1), tmp_path, log=lambda *_: None)
+    before = json.loads(path.read_text())
+    assert [c for c in before["conditions"] if c.startswith("random")] == ["random"]
+
+    run_study(FidelitySpec(**base, random_draws=3), tmp_path, log=lambda *_: None)
+    after = json.loads(path.read_text())
+    assert [c for c in after["conditions"] if c.startswith("random")] == ["random", "random#2", "random#3"]
+    for key in ("readouts", "effects", "fidelity"):
+        assert {k: v for k, v in after[key].items() if k in before[key]} == before[key]
+    assert after["readouts"]["random#2"] != after["readouts"]["random"]  # other directions, other responses
+    assert after["meta"]["random_draws_added"] == ["random#2", "random#3"]
+
+    mtime = path.stat().st_mtime_ns
+    run_study(FidelitySpec(**base, random_draws=3), tmp_path, log=lambda *_: None)
+    assert path.stat().st_mtime_ns == mtime  # nothing left to do
+
+    with pytest.raises(InputError, match="another λ grid"):
+        run_study(
+            FidelitySpec(**{**base, "lambdas": (-0.25, 0.25)}, random_draws=4), tmp_path, log=lambda *_: None
+        )
+
+
+def test_random_draws_must_be_positive():
+    from xsteer.app.fidelity import FidelitySpec
+
+    with pytest.raises(InputError, match="random_draws"):
+        FidelitySpec(parents=("a",), children=("b",), concepts=("sentiment",), random_draws=0)

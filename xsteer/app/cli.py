@@ -1035,6 +1035,13 @@ def _float_list(text: str, option: str) -> tuple[float, ...]:
     show_default=True,
     help="Probes continued as text per condition.",
 )
+@click.option(
+    "--random-draws",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Random child directions in the null; the verdict compares against the largest.",
+)
 @click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True)
 @click.option(
     "--data-dir",
@@ -1063,6 +1070,7 @@ def fidelity_cmd(
     layers: str,
     method: str,
     generation_probes: int,
+    random_draws: int,
     n_boot: int,
     data_dir: str | None,
     batch_size: int,
@@ -1103,6 +1111,7 @@ def fidelity_cmd(
         layers=layers,
         method=method,
         generation_probes=generation_probes,
+        random_draws=random_draws,
         n_boot=n_boot,
         batch_size=batch_size,
         seed=seed,

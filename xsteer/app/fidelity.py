@@ -12,9 +12,12 @@ For each concept:
 * :func:`xsteer.evaluation.fidelity.fidelity` measures the dose-response on the concept's held-out probes.
 
 Conditions per map ``L×W``: the mapped parent vector and a random parent direction through the same map
-(``L×W/mapped-random``); plus one ``random`` direction of equal norm. ``truncate_pad`` is one of the width
-maps (the paper's literal reading, a control). Each (parent, child, concept) result is one JSON file, so a
-killed study resumes where it stopped.
+(``L×W/mapped-random``); plus ``random_draws`` random child directions of equal norm (``random``,
+``random#2``, …): one draw's CI is over probes, not over directions, so a single direction that happens to
+move the readout would pass for the null; the verdict compares against the largest of the draws.
+``truncate_pad`` is one of the width maps (the paper's literal reading, a control). Each (parent, child,
+concept) result is one JSON file, so a killed study resumes where it stopped; a result with fewer random
+draws than the spec asks for gets the missing ones added (the other conditions are not rerun).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from xsteer.errors import InputError, TransferError
 from xsteer.evaluation.evaluate import check_lambdas
 from xsteer.evaluation.fidelity import (
     DEFAULT_LAMBDAS,
+    NATIVE,
     AnswerConcept,
     FidelityResult,
     answer_concept,
@@ -70,6 +74,7 @@ class FidelitySpec:
     method: str = "mean_diff"
     generic_texts: int = 128  # built-in synthetic texts added to every map's fit set
     generation_probes: int = 3
+    random_draws: int = 8
     max_new_tokens: int = 32
     n_boot: int = 2000
     batch_size: int = 32
@@ -80,6 +85,8 @@ class FidelitySpec:
 
     def __post_init__(self) -> None:
         lams = check_lambdas(list(self.lambdas), where="the dose-response λ grid")
+        if self.random_draws < 1:
+            raise InputError(f"random_draws must be at least 1, got {self.random_draws}")
         if 0.0 in lams:
             raise InputError(
                 "the dose-response λ grid must not contain 0 (the unsteered baseline is always measured)"
@@ -127,6 +134,17 @@ def steered_layers(spec: str, n_layers: int) -> list[int]:
     if not 0 <= a <= b < n_layers:
         raise InputError(f"layers {spec!r} are outside 0..{n_layers - 1}")
     return list(range(a, b + 1))
+
+
+def random_names(draws: int) -> list[str]:
+    """Condition names of the random-direction null: ``random`` (the first draw, shown in plots and texts),
+    then ``random#2`` … ``random#<draws>``."""
+    return ["random", *(f"random#{i}" for i in range(2, draws + 1))]
+
+
+def _random_draws(native: SteeringVectors, names: Sequence[str], seed: int) -> dict[str, SteeringVectors]:
+    # The first draw keeps the seed a one-draw study used, so old and new results share it.
+    return {n: native.random_like(seed if n == "random" else seed + 1000 + int(n[7:])) for n in names}
 
 
 def _concepts(spec: FidelitySpec) -> list[Concept | AnswerConcept]:
@@ -206,7 +224,13 @@ def run_pair(
     files = {
         c.name: out / "results" / f"{slug(parent_spec)}__{slug(child_spec)}__{c.name}.json" for c in concepts
     }
-    todo = [c for c in concepts if not files[c.name].exists()]
+    want = random_names(spec.random_draws)
+    missing = {
+        c.name: [n for n in want if n not in json.loads(files[c.name].read_text())["conditions"]]
+        for c in concepts
+        if files[c.name].exists()
+    }
+    todo = [c for c in concepts if not files[c.name].exists() or missing[c.name]]
     if not todo:
         return list(files.values())
     t0 = time.time()
@@ -231,6 +255,23 @@ def run_pair(
     ids = (parse_spec(parent_spec).model_id, model_id(child))
     layers = steered_layers(spec.layers, child.cfg.n_layers)
     for concept in todo:
+        if concept.name in missing:
+            log(
+                f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}: random draws {missing[concept.name]}"
+            )
+            doc = _add_random_draws(
+                spec,
+                json.loads(files[concept.name].read_text()),
+                missing[concept.name],
+                ids,
+                child,
+                concept,
+                readers,
+                acts_c,
+                layers,
+            )
+            write_json_atomic(files[concept.name], doc)
+            continue
         log(f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}")
         result = _one_concept(spec, ids, child, concept, readers, acts_p, acts_c, layers)
         result.meta.update(
@@ -260,22 +301,12 @@ def _one_concept(
     pc, nc = acts_c.pos[concept.name], acts_c.neg[concept.name]
     v_parent = _vectors(pp, np_, parent_id, spec.method, spec.seed, concept.pairs)
     v_native = _vectors(pc, nc, child_id, spec.method, spec.seed, concept.pairs)
-    # Fit texts without this concept: the other concepts' pair texts, and the generic texts.
-    others = [c.name for c in concepts if c.name != concept.name]
-    xs = [t for name in others for t in (acts_p.pos[name], acts_p.neg[name])]
-    ys = [t for name in others for t in (acts_c.pos[name], acts_c.neg[name])]
-    if acts_p.generic is not None and acts_c.generic is not None:
-        xs.append(acts_p.generic)
-        ys.append(acts_c.generic)
-    if not xs:
-        raise InputError("a map needs fit texts without the concept: add concepts or generic texts")
-    xp = einops.rearrange(torch.cat(xs), "n l d -> l n d")
-    yc = einops.rearrange(torch.cat(ys), "n l d -> l n d")
+    xp, yc = _fit_acts(concept, concepts, acts_p), _fit_acts(concept, concepts, acts_c)
     norms = yc.norm(dim=-1).mean(dim=-1)
     diffs = (einops.rearrange(pp - np_, "n l d -> l n d"), einops.rearrange(pc - nc, "n l d -> l n d"))
     native = v_native.replace(layers=tuple(layers)).scaled_to(norms, "resid_mean")
     random_parent = v_parent.random_like(spec.seed + 1)
-    conditions: dict[str, SteeringVectors] = {"random": native.random_like(spec.seed)}
+    conditions: dict[str, SteeringVectors] = _random_draws(native, random_names(spec.random_draws), spec.seed)
     fits: dict[str, Any] = {}
     cache: dict[tuple[str, int, int], Any] = {}
 
@@ -334,6 +365,66 @@ def _one_concept(
         "native_separation": [s.get("separation") for s in v_native.layer_stats],
     }
     return result
+
+
+def _fit_acts(concept: Any, concepts: Sequence[Any], acts: _Acts) -> torch.Tensor:
+    """[layer, n, d] activations of the texts a map of ``concept`` is fitted on: the other concepts' pair
+    texts and the generic texts (never the concept's own)."""
+    xs = [t for c in concepts if c.name != concept.name for t in (acts.pos[c.name], acts.neg[c.name])]
+    if acts.generic is not None:
+        xs.append(acts.generic)
+    if not xs:
+        raise InputError("a map needs fit texts without the concept: add concepts or generic texts")
+    return einops.rearrange(torch.cat(xs), "n l d -> l n d")
+
+
+def _add_random_draws(
+    spec: FidelitySpec,
+    doc: dict[str, Any],
+    names: Sequence[str],
+    ids: tuple[str, str],
+    child: Any,
+    concept: Any,
+    concepts: Sequence[Any],
+    acts_c: _Acts,
+    layers: list[int],
+) -> dict[str, Any]:
+    """A stored result with the random draws ``names`` added, measured as the study measured the rest: the
+    same native vector, λ grid, probes and bootstrap seed (checked: the native readout must come out as stored)."""
+    if [float(x) for x in doc["lambdas"]] != [float(x) for x in spec.lambdas] or doc["meta"].get(
+        "steered_layers"
+    ) not in (None, layers):
+        raise InputError(
+            f"{concept.name}: the stored result used another λ grid or steered layers than this spec; "
+            "add random draws with the spec it was measured with, or measure it again in a new folder"
+        )
+    pc, nc = acts_c.pos[concept.name], acts_c.neg[concept.name]
+    v_native = _vectors(pc, nc, ids[1], spec.method, spec.seed, concept.pairs)
+    norms = _fit_acts(concept, concepts, acts_c).norm(dim=-1).mean(dim=-1)
+    native = v_native.replace(layers=tuple(layers)).scaled_to(norms, "resid_mean")
+    part = fidelity(
+        child,
+        concept,
+        _random_draws(native, names, spec.seed),
+        native=native,
+        lambdas=spec.lambdas,
+        n_boot=doc["meta"].get("n_boot", spec.n_boot),
+        seed=doc["meta"].get("seed", spec.seed),
+        batch_size=spec.batch_size,
+        progress=False,
+    )
+    drift = (torch.tensor(part.readouts[NATIVE]) - torch.tensor(doc["readouts"][NATIVE])).abs().max()
+    if drift > 1e-3:
+        raise TransferError(
+            f"{concept.name}: the native readout no longer matches the stored one (max |Δ| {float(drift):.2g}): "
+            "the model, probes or vectors changed since it was measured; measure it again in a new folder"
+        )
+    new = part.to_json()
+    doc["conditions"] += list(names)
+    doc["meta"].setdefault("random_draws_added", []).extend(names)
+    for key in ("readouts", "effects", "fidelity"):
+        doc[key].update({n: new[key][n] for n in names})
+    return doc
 
 
 def run_study(spec: FidelitySpec, out: str | Path, *, log: Any = print) -> list[Path]:

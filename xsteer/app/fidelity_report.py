@@ -30,14 +30,36 @@ def map_names(result: Mapping[str, Any]) -> list[str]:
     return [c for c in result["conditions"] if "×" in c and not c.endswith("/mapped-random")]
 
 
+def random_null(result: Mapping[str, Any]) -> tuple[list[float], int] | None:
+    """The random-direction null over its draws: (the estimate of the draw with the largest fidelity, with its
+    CI, as a [F, low, high] list; the number of draws), or None when fidelity is undefined."""
+    fids = [
+        result["fidelity"][c]
+        for c in result["conditions"]
+        if (c == "random" or c.startswith("random#")) and result["fidelity"].get(c) is not None
+    ]
+    if not fids:
+        return None
+    return max(fids, key=lambda f: f[0]), len(fids)
+
+
+def _null_cell(result: Mapping[str, Any]) -> str:
+    null = random_null(result)
+    if null is None:
+        return "—"
+    top, k = null
+    return _f(top) if k == 1 else f"{_f(top)} (max of {k})"
+
+
 def verdict(result: Mapping[str, Any], name: str) -> str:
-    """``beats nulls`` when the map's fidelity CI lies above its mapped-random null's and the random
-    direction's point estimates; ``null`` when its CI covers 0; else ``weak``."""
+    """``beats nulls`` when the map's fidelity CI lies above its mapped-random null's point estimate and the
+    largest of the random directions' point estimates; ``null`` when its CI covers 0; else ``weak``."""
     fid = result["fidelity"]
     f = fid.get(name)
     if f is None:
         return "undefined"
-    nulls = [fid.get(f"{name}/mapped-random"), fid.get("random")]
+    rnd = random_null(result)
+    nulls = [fid.get(f"{name}/mapped-random"), rnd[0] if rnd else None]
     top = max((n[0] for n in nulls if n is not None), default=0.0)
     if f[1] > max(top, 0.0):
         return "beats nulls"
@@ -63,7 +85,7 @@ def study_table(results: Sequence[Mapping[str, Any]]) -> str:
         for name in map_names(r):
             lines.append(
                 f"| {pair} | {r['concept']} | {name} | {_f(r['fidelity'].get(name))} | "
-                f"{_f(r['fidelity'].get(f'{name}/mapped-random'))} | {_f(r['fidelity'].get('random'))} | {native} | "
+                f"{_f(r['fidelity'].get(f'{name}/mapped-random'))} | {_null_cell(r)} | {native} | "
                 f"{verdict(r, name)} |"
             )
     return "\n".join(lines)
@@ -82,7 +104,7 @@ def plain_reading(results: Sequence[Mapping[str, Any]]) -> str:
     total = sum(len(map_names(r)) for r in steer)
     lines.append(
         f"{len(wins)} of {total} (measurement, map) cells beat both nulls (fidelity CI above the mapped-random "
-        "and random directions' estimates)."
+        "direction's estimate and the largest of the random directions' estimates)."
     )
     by_concept: dict[str, list[float]] = {}
     for r in steer:
@@ -183,7 +205,8 @@ def write_fidelity_report(
         f"<p>{html.escape(plain_reading(results))}</p>",
         "<p>Fidelity = the mapped parent vector's mean signed effect on the concept's held-out probes ÷ the child's "
         "own vector's, at the same λ grid and norm; 1 = the whole effect crossed, 0 = none. Nulls: a random parent "
-        "direction through the same map (mapped-random) and a random child direction of equal norm.</p>",
+        "direction through the same map (mapped-random) and random child directions of equal norm (the table's "
+        "random column: the largest of the draws; the curves show the first).</p>",
         "<h2>Fidelity table</h2>",
         _md_table_to_html(study_table(results)),
     ]
