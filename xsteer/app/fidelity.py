@@ -46,7 +46,10 @@ from xsteer.evaluation.fidelity import (
     AnswerConcept,
     FidelityResult,
     answer_concept,
+    effect_ci,
     fidelity,
+    fidelity_ci,
+    signed_effect,
 )
 from xsteer.extraction.extract import fit_directions
 from xsteer.extraction.methods import get_method
@@ -390,7 +393,13 @@ def _add_random_draws(
     layers: list[int],
 ) -> dict[str, Any]:
     """A stored result with the random draws ``names`` added, measured as the study measured the rest: the
-    same native vector, λ grid, probes and bootstrap seed (checked: the native readout must come out as stored)."""
+    same λ grid, probes and bootstrap seed, each draw's effect read against the stored unsteered baseline and
+    divided by the stored native effect.
+
+    Checked: the unsteered readout must come out as stored (else the model or probes changed), and the native
+    readout within 5% of the native effect's size (the draws are scaled to the child's residual norm on the
+    study's current fit texts; a text set that changed since the result was measured moves that norm a
+    little, and the drift is recorded)."""
     if [float(x) for x in doc["lambdas"]] != [float(x) for x in spec.lambdas] or doc["meta"].get(
         "steered_layers"
     ) not in (None, layers):
@@ -402,28 +411,46 @@ def _add_random_draws(
     v_native = _vectors(pc, nc, ids[1], spec.method, spec.seed, concept.pairs)
     norms = _fit_acts(concept, concepts, acts_c).norm(dim=-1).mean(dim=-1)
     native = v_native.replace(layers=tuple(layers)).scaled_to(norms, "resid_mean")
+    n_boot, seed = doc["meta"].get("n_boot", spec.n_boot), doc["meta"].get("seed", spec.seed)
     part = fidelity(
         child,
         concept,
         _random_draws(native, names, spec.seed),
         native=native,
         lambdas=spec.lambdas,
-        n_boot=doc["meta"].get("n_boot", spec.n_boot),
-        seed=doc["meta"].get("seed", spec.seed),
+        n_boot=n_boot,
+        seed=seed,
         batch_size=spec.batch_size,
         progress=False,
     )
-    drift = (torch.tensor(part.readouts[NATIVE]) - torch.tensor(doc["readouts"][NATIVE])).abs().max()
-    if drift > 1e-3:
+    base = torch.tensor(doc["baseline"])
+    if (off := float((torch.tensor(part.baseline) - base).abs().max())) > 1e-3:
         raise TransferError(
-            f"{concept.name}: the native readout no longer matches the stored one (max |Δ| {float(drift):.2g}): "
-            "the model, probes or vectors changed since it was measured; measure it again in a new folder"
+            f"{concept.name}: the unsteered readout no longer matches the stored one (max |Δ| {off:.2g}): the "
+            "model or the probes changed since it was measured; measure it again in a new folder"
         )
-    new = part.to_json()
+    stored_native = torch.tensor(doc["readouts"][NATIVE]) - base[None, :]
+    drift = float((torch.tensor(part.readouts[NATIVE]) - base[None, :] - stored_native).abs().max())
+    scale = float(stored_native.abs().mean())
+    if drift > 0.05 * scale:
+        raise TransferError(
+            f"{concept.name}: the native readout moved by {drift:.2g} (its effects average {scale:.2g}) since it "
+            "was measured: the vectors or fit texts changed; measure it again in a new folder"
+        )
+    lams = doc["lambdas"]
+    native_effect = signed_effect(stored_native, lams)
     doc["conditions"] += list(names)
     doc["meta"].setdefault("random_draws_added", []).extend(names)
-    for key in ("readouts", "effects", "fidelity"):
-        doc[key].update({n: new[key][n] for n in names})
+    doc["meta"]["random_draws_native_drift"] = max(drift, doc["meta"].get("random_draws_native_drift", 0.0))
+    for n in names:
+        doc["readouts"][n] = part.readouts[n]
+        effect = signed_effect(torch.tensor(part.readouts[n]) - base[None, :], lams)
+        doc["effects"][n] = effect_ci(effect, n_boot=n_boot, seed=seed).as_list()
+        doc["fidelity"][n] = (
+            fidelity_ci(effect, native_effect, n_boot=n_boot, seed=seed).as_list()
+            if doc["native_steers"]
+            else None
+        )
     return doc
 
 
