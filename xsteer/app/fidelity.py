@@ -49,6 +49,7 @@ from xsteer.evaluation.fidelity import (
     effect_ci,
     fidelity,
     fidelity_ci,
+    readout_for,
     signed_effect,
 )
 from xsteer.extraction.extract import fit_directions
@@ -145,6 +146,10 @@ def random_names(draws: int) -> list[str]:
     return ["random", *(f"random#{i}" for i in range(2, draws + 1))]
 
 
+def is_random_draw(condition: str) -> bool:
+    return condition == "random" or condition.startswith("random#")
+
+
 def _random_draws(native: SteeringVectors, names: Sequence[str], seed: int) -> dict[str, SteeringVectors]:
     # The first draw keeps the seed a one-draw study used, so old and new results share it.
     return {n: native.random_like(seed if n == "random" else seed + 1000 + int(n[7:])) for n in names}
@@ -228,11 +233,8 @@ def run_pair(
         c.name: out / "results" / f"{slug(parent_spec)}__{slug(child_spec)}__{c.name}.json" for c in concepts
     }
     want = random_names(spec.random_draws)
-    missing = {
-        c.name: [n for n in want if n not in json.loads(files[c.name].read_text())["conditions"]]
-        for c in concepts
-        if files[c.name].exists()
-    }
+    stored = {c.name: json.loads(files[c.name].read_text()) for c in concepts if files[c.name].exists()}
+    missing = {name: [n for n in want if n not in doc["conditions"]] for name, doc in stored.items()}
     todo = [c for c in concepts if not files[c.name].exists() or missing[c.name]]
     if not todo:
         return list(files.values())
@@ -264,7 +266,7 @@ def run_pair(
             )
             doc = _add_random_draws(
                 spec,
-                json.loads(files[concept.name].read_text()),
+                stored[concept.name],
                 missing[concept.name],
                 ids,
                 child,
@@ -303,11 +305,10 @@ def _one_concept(
     pp, np_ = acts_p.pos[concept.name], acts_p.neg[concept.name]
     pc, nc = acts_c.pos[concept.name], acts_c.neg[concept.name]
     v_parent = _vectors(pp, np_, parent_id, spec.method, spec.seed, concept.pairs)
-    v_native = _vectors(pc, nc, child_id, spec.method, spec.seed, concept.pairs)
     xp, yc = _fit_acts(concept, concepts, acts_p), _fit_acts(concept, concepts, acts_c)
     norms = yc.norm(dim=-1).mean(dim=-1)
     diffs = (einops.rearrange(pp - np_, "n l d -> l n d"), einops.rearrange(pc - nc, "n l d -> l n d"))
-    native = v_native.replace(layers=tuple(layers)).scaled_to(norms, "resid_mean")
+    v_native, native = _native(spec, child_id, concept, acts_c, layers, norms)
     random_parent = v_parent.random_like(spec.seed + 1)
     conditions: dict[str, SteeringVectors] = _random_draws(native, random_names(spec.random_draws), spec.seed)
     fits: dict[str, Any] = {}
@@ -370,6 +371,16 @@ def _one_concept(
     return result
 
 
+def _native(
+    spec: FidelitySpec, child_id: str, concept: Any, acts_c: _Acts, layers: list[int], norms: torch.Tensor
+) -> tuple[SteeringVectors, SteeringVectors]:
+    """The child's own vectors of ``concept``: as fitted (every layer, with their stats), and on the steered
+    layers at ``resid_mean`` of ``norms`` (what is measured)."""
+    pc, nc = acts_c.pos[concept.name], acts_c.neg[concept.name]
+    v_native = _vectors(pc, nc, child_id, spec.method, spec.seed, concept.pairs)
+    return v_native, v_native.replace(layers=tuple(layers)).scaled_to(norms, "resid_mean")
+
+
 def _fit_acts(concept: Any, concepts: Sequence[Any], acts: _Acts) -> torch.Tensor:
     """[layer, n, d] activations of the texts a map of ``concept`` is fitted on: the other concepts' pair
     texts and the generic texts (never the concept's own)."""
@@ -407,44 +418,35 @@ def _add_random_draws(
             f"{concept.name}: the stored result used another λ grid or steered layers than this spec; "
             "add random draws with the spec it was measured with, or measure it again in a new folder"
         )
-    pc, nc = acts_c.pos[concept.name], acts_c.neg[concept.name]
-    v_native = _vectors(pc, nc, ids[1], spec.method, spec.seed, concept.pairs)
     norms = _fit_acts(concept, concepts, acts_c).norm(dim=-1).mean(dim=-1)
-    native = v_native.replace(layers=tuple(layers)).scaled_to(norms, "resid_mean")
+    _, native = _native(spec, ids[1], concept, acts_c, layers, norms)
     n_boot, seed = doc["meta"].get("n_boot", spec.n_boot), doc["meta"].get("seed", spec.seed)
-    part = fidelity(
-        child,
-        concept,
-        _random_draws(native, names, spec.seed),
-        native=native,
-        lambdas=spec.lambdas,
-        n_boot=n_boot,
-        seed=seed,
-        batch_size=spec.batch_size,
-        progress=False,
-    )
+    lams = doc["lambdas"]
+    readout = readout_for(concept, child.tokenizer)
     base = torch.tensor(doc["baseline"])
-    if (off := float((torch.tensor(part.baseline) - base).abs().max())) > 1e-3:
+    unsteered = readout(child, None, [0.0], batch_size=spec.batch_size)[0]
+    if (off := float((unsteered - base).abs().max())) > 1e-3:
         raise TransferError(
             f"{concept.name}: the unsteered readout no longer matches the stored one (max |Δ| {off:.2g}): the "
             "model or the probes changed since it was measured; measure it again in a new folder"
         )
     stored_native = torch.tensor(doc["readouts"][NATIVE]) - base[None, :]
-    drift = float((torch.tensor(part.readouts[NATIVE]) - base[None, :] - stored_native).abs().max())
+    now_native = readout(child, native, lams, batch_size=spec.batch_size) - base[None, :]
+    drift = float((now_native - stored_native).abs().max())
     scale = float(stored_native.abs().mean())
     if drift > 0.05 * scale:
         raise TransferError(
             f"{concept.name}: the native readout moved by {drift:.2g} (its effects average {scale:.2g}) since it "
             "was measured: the vectors or fit texts changed; measure it again in a new folder"
         )
-    lams = doc["lambdas"]
     native_effect = signed_effect(stored_native, lams)
     doc["conditions"] += list(names)
     doc["meta"].setdefault("random_draws_added", []).extend(names)
     doc["meta"]["random_draws_native_drift"] = max(drift, doc["meta"].get("random_draws_native_drift", 0.0))
-    for n in names:
-        doc["readouts"][n] = part.readouts[n]
-        effect = signed_effect(torch.tensor(part.readouts[n]) - base[None, :], lams)
+    for n, v in _random_draws(native, names, spec.seed).items():
+        r = readout(child, v, lams, batch_size=spec.batch_size)
+        doc["readouts"][n] = r.tolist()
+        effect = signed_effect(r - base[None, :], lams)
         doc["effects"][n] = effect_ci(effect, n_boot=n_boot, seed=seed).as_list()
         doc["fidelity"][n] = (
             fidelity_ci(effect, native_effect, n_boot=n_boot, seed=seed).as_list()

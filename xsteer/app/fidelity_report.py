@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from xsteer.app.fidelity import is_random_draw
 from xsteer.app.report import embed_png, heatmap, save_figure
 from xsteer.core.io import write_text_atomic
 from xsteer.evaluation.fidelity import NATIVE, effect_ci
@@ -36,7 +37,7 @@ def random_null(result: Mapping[str, Any]) -> tuple[list[float], int] | None:
     fids = [
         result["fidelity"][c]
         for c in result["conditions"]
-        if (c == "random" or c.startswith("random#")) and result["fidelity"].get(c) is not None
+        if is_random_draw(c) and result["fidelity"].get(c) is not None
     ]
     if not fids:
         return None
