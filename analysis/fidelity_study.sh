@@ -25,9 +25,11 @@ run $Q1 $Q0 sentiment "${SMALL[@]}"
 run $G $S corrupted_answer "${SMALL[@]}"
 run $Q1 $Q0 certainty "${SMALL[@]}"
 run $G $S certainty "${SMALL[@]}"
-# The cheap cross-family cells (~10 min each) before the same-family ones that load Qwen 1.5B (~35 min each).
+# The cheap cross-family cells (~5-10 min each) before the same-family ones that load Qwen 1.5B (~35 min each).
 for c in topic formality; do run $G $S $c "${SMALL[@]}"; done
 for c in sentiment topic formality; do run $S $G $c "${SMALL[@]}"; done
+# Sentiment, the concept that transfers best, on every remaining pair before the other concepts on them.
+for pair in "$Q1 $S" "$G $Q0" "$Q1 $G" "$S $Q0"; do run $pair sentiment "${SMALL[@]}"; done
 for c in topic formality corrupted_answer; do run $Q1 $Q0 $c "${SMALL[@]}"; done
 for pair in "$Q1 $S" "$S $G" "$G $Q0" "$S $Q0" "$Q1 $G"; do
   for c in sentiment certainty topic formality corrupted_answer; do run $pair $c "${SMALL[@]}"; done

@@ -11,7 +11,8 @@ random control and self-consistency are run once, not once per parent):
 * Algorithm 2 (λ* on validation) and Algorithm 3 (test at λ*, ITS over the grid), greedy, steering at
   positions=generated (one prefill per item shared by the whole grid).
 
-Resumable (records on disk); progress lines go to stderr, so `nohup ... > log` shows them. Then
+Resumable (records on disk; hashed per condition, so a parent added to a finished folder runs only its own
+rows); progress lines go to stderr, so `nohup ... > log` shows them. Then
 `python analysis/its_report.py FOLDER` writes the tables and the votes figure.
 
     python analysis/its_study.py --child qwen2.5-coder-0.5b --task synthetic --test-items 384 --out runs/its-synthetic
@@ -60,6 +61,12 @@ def main() -> None:
     )
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--native",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the child-native vector's ITS control (--no-native saves a quarter of a 19-λ run)",
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -84,7 +91,7 @@ def main() -> None:
     child = load_model(args.child)
     vecs_dir = out / "vectors"
     native_path = vecs_dir / "native.safetensors"
-    if not native_path.exists():
+    if args.native and not native_path.exists():
         pairs = steps.make_pairs(
             child, args.task, pairs_spec, data_dir=args.data_dir, seed=args.seed, shots=args.shots
         )
@@ -108,7 +115,8 @@ def main() -> None:
         vectors[name] = tmap.apply(SteeringVectors.load(vpath), norm="resid_mean")
         norms = tmap.child_resid_norm
     layers = steered_layers(args.layers, child.cfg.n_layers)
-    vectors["native"] = SteeringVectors.load(native_path)
+    if args.native:
+        vectors["native"] = SteeringVectors.load(native_path)
     vectors = {k: v.replace(layers=tuple(x for x in layers if x in v.layers)) for k, v in vectors.items()}
     conditions = build_conditions(vectors, random=True, seed=args.seed, norm="resid_mean", norms=norms)
     cfg = EvalConfig(

@@ -94,6 +94,30 @@ def test_tune_test_summarize_on_tiny_model(tiny, tmp_path):
     assert len(ev.store.load()) == n_before
 
 
+def test_adding_a_condition_reuses_the_others_records(tiny, tmp_path):
+    """Records are hashed per condition: a second parent added to a study runs only its own rows, and a
+    condition whose vectors changed reruns (its old rows are not read as its new ones)."""
+    test = load_examples("synthetic", "test", limit=3)
+    cfg = EvalConfig(dataset="synthetic", shots=1, lambdas=(0.0, 2.0), max_new_tokens=4)
+    store = RecordStore(tmp_path / "r.jsonl")
+    a, b = vectors_for(tiny, 0), vectors_for(tiny, 1)
+    Evaluator(tiny, cfg, store, {BASELINE: None, "a": a}, batch_size=4, progress=False).test(test, ["a"])
+    first = len(store.load())
+    assert first == 3 + 3 * 2 + 3 * 2  # baseline, a over the grid, self-consistency
+
+    ev = Evaluator(tiny, cfg, store, {BASELINE: None, "b": b, "a": a}, batch_size=4, progress=False)
+    ev.test(test, ["b", "a"])
+    assert len(store.load()) == first + 3 * 2  # only b's rows are new
+    assert len(store.load(ev.config_hash)) == first + 3 * 2
+
+    changed = Evaluator(tiny, cfg, store, {BASELINE: None, "a": a * 2.0}, batch_size=4, progress=False)
+    assert changed.config_hash["a"] != ev.config_hash["a"]
+    assert changed.config_hash[BASELINE] == ev.config_hash[BASELINE]
+    changed.test(test, ["a"], self_consistency=False)
+    assert len(store.load()) == first + 3 * 2 + 3 * 2  # a reran under its new vectors, nothing else did
+    assert len([r for r in store.load(changed.config_hash) if r["condition"] == "a"]) == 3 * 2
+
+
 def test_loglik_mode(tiny, tmp_path):
     items = [
         Example(

@@ -192,7 +192,10 @@ class SteeringVectors:
         idx = list(self.layers)
         v = torch.zeros_like(self.vectors)
         v[idx] = r[idx] / r[idx].norm(dim=-1, keepdim=True) * self.vectors[idx].norm(dim=-1, keepdim=True)
-        return self.replace(vectors=v, method=f"random({self.method}, seed={seed})", layer_stats=())
+        # No pairs made it: the same draw from two parents' vectors of equal norms is the same control.
+        return self.replace(
+            vectors=v, method=f"random({self.method}, seed={seed})", layer_stats=(), pairs_hash=""
+        )
 
     # ------------------------------------------------------------------ use and arithmetic
     def apply(self, model: Any, *, lam: Any = 1.0, layers: Any = None) -> Any:

@@ -123,13 +123,23 @@ class EvalConfig:
     def task(self) -> Task:
         return get_task(self.dataset)
 
-    def hash(self, model_id: str, conditions: Mapping[str, SteeringVectors | None]) -> str:
-        conds = {
-            k: (None if v is None else [v.model_id, v.method, v.pairs_hash, v.norm, float(v.vectors.norm())])
-            for k, v in sorted(conditions.items())
-        }
+    def hash(self, model_id: str, vectors: SteeringVectors | None) -> str:
+        """What made one condition's records: this configuration, the model and that condition's vectors.
+        Per condition, not over the set of conditions, so adding a parent to a study reuses the records of
+        the conditions already run."""
+        vec = (
+            None if vectors is None else [vectors.model_id, vectors.method, vectors.pairs_hash, vectors.norm]
+        )
         blob = json.dumps(
-            {"cfg": asdict(self), "model": model_id, "conditions": conds}, sort_keys=True, default=str
+            {
+                "cfg": asdict(self),
+                "model": model_id,
+                "vectors": vec,
+                # 6 digits: the same direction scaled by another route differs in the last bits only.
+                "norm": None if vectors is None else f"{float(vectors.vectors.norm()):.6g}",
+            },
+            sort_keys=True,
+            default=str,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -159,7 +169,10 @@ class Evaluator:
             if v is not None:
                 v.check_compatible(self.model.cfg.n_layers, self.model.cfg.d_model, model_id(self.model))
         self.task = self.cfg.task
-        self.config_hash = self.cfg.hash(model_id(self.model), self.conditions)
+        mid = model_id(self.model)
+        # condition -> hash of what made its records; records under another hash are not reused.
+        self.config_hash = {name: self.cfg.hash(mid, v) for name, v in self.conditions.items()}
+        self.config_hash[SELF_CONSISTENCY] = self.cfg.hash(mid, None)
         if not self.shots and self.cfg.mode == "generate" and self.cfg.shots:
             self.shots = self.task.shots(self.cfg.shots, seed=self.cfg.seed, data_dir=self.data_dir)
 
@@ -205,7 +218,8 @@ class Evaluator:
                 else:
                     outs = self._generate(items, chunk, vectors, sampling=condition == SELF_CONSISTENCY)
                 self.store.append(
-                    {**r, **o, "config": self.config_hash} for r, o in zip(chunk, outs, strict=True)
+                    {**r, **o, "config": self.config_hash[condition]}
+                    for r, o in zip(chunk, outs, strict=True)
                 )
                 bar.update(len(chunk))
 

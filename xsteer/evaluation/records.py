@@ -61,12 +61,17 @@ class RecordStore:
         with open(self.path, "r+b") as f:
             f.truncate(cut)
 
-    def load(self, config_hash: str | None = None) -> list[Record]:
-        """All records, or those written under one configuration hash."""
+    def load(self, config_hash: str | Mapping[str, str] | None = None) -> list[Record]:
+        """All records, or those written under a configuration: one hash (stores written before xsteer
+        hashed per condition), or condition -> hash, keeping only the conditions it names."""
         if not self.path.exists():
             return []
         rows = read_jsonl(self.path)
-        return [cast(Record, r) for r in rows if config_hash is None or r.get("config") == config_hash]
+        if config_hash is None:
+            return [cast(Record, r) for r in rows]
+        if isinstance(config_hash, str):
+            return [cast(Record, r) for r in rows if r.get("config") == config_hash]
+        return [cast(Record, r) for r in rows if r.get("config") == config_hash.get(r.get("condition", ""))]
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
         # One write per batch, then fsync: a kill leaves whole earlier lines and at most one torn line.
