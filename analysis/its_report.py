@@ -136,7 +136,7 @@ def main() -> None:
     if wall.exists():
         lines += [
             "",
-            f"Wall time of the study: {json.loads(wall.read_text())['seconds'] / 3600:.2f} h ({study['runtime']}).",
+            f"Wall time of the last run into this folder: {json.loads(wall.read_text())['seconds'] / 3600:.2f} h ({study['runtime']}).",
         ]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(out.read_text())
