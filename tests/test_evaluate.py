@@ -118,6 +118,28 @@ def test_adding_a_condition_reuses_the_others_records(tiny, tmp_path):
     assert len([r for r in store.load(changed.config_hash) if r["condition"] == "a"]) == 3 * 2
 
 
+def test_summary_counts_this_runs_items_only(tiny, tmp_path):
+    """A store reused with fewer test items keeps the others' rows; the summary reads this run's items."""
+    test = load_examples("synthetic", "test", limit=4)
+    cfg = EvalConfig(dataset="synthetic", shots=1, lambdas=(0.0, 2.0), max_new_tokens=4)
+    ev = Evaluator(
+        tiny,
+        cfg,
+        RecordStore(tmp_path / "r.jsonl"),
+        {BASELINE: None, "a": vectors_for(tiny)},
+        batch_size=4,
+        progress=False,
+    )
+    assert ev.run_and_summarize([], test, ["a"])["summaries"]["correct"]["n_items"] == 4
+    doc = ev.run_and_summarize([], test[:2], ["a"])
+    assert doc["summaries"]["correct"]["n_items"] == 2
+    assert {r["condition"] for r in doc["summaries"]["correct"]["rows"]} >= {
+        BASELINE,
+        "a+ITS",
+        SELF_CONSISTENCY,
+    }
+
+
 def test_loglik_mode(tiny, tmp_path):
     items = [
         Example(

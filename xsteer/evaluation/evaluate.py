@@ -387,7 +387,8 @@ class Evaluator:
             lambda_star=lam_star or None,
             self_consistency=self_consistency,
         )
-        records = self.store.load(self.config_hash)
+        # These items only: a store reused with a smaller test set holds rows of items this run does not have.
+        records = [*self.records_for("validation", validation), *self.records_for("test", test)]
         summaries = {
             m: summarize(records, lam_star, metric=m, seed=self.cfg.seed) for m in metrics_of(self.cfg.mode)
         }
