@@ -23,7 +23,6 @@ from xsteer.evaluation.summary import (
     summary_markdown,
     vote_curve,
 )
-from xsteer.tasks import get_task
 
 
 def votes_figure(curves: dict[str, dict[int, dict[str, float]]], base: float, out: Path, title: str) -> Path:
@@ -64,14 +63,15 @@ def main() -> None:
     folder = Path(args.folder)
     study = json.loads((folder / "study.json").read_text())
     summary = json.loads((folder / "eval" / "summary.json").read_text())
+    if "items" not in summary:
+        raise SystemExit(
+            f"{folder / 'eval' / 'summary.json'} predates the item lists: rerun analysis/its_study.py with the same "
+            "arguments (it reuses every record) and then this report"
+        )
+    # The summary's items only: a folder rerun with fewer test items keeps the rows of the others.
+    items = {split: set(ids) for split, ids in summary["items"].items()}
     records = RecordStore(folder / "eval" / "records.jsonl").load(summary["config_hash"])
-    # The study's items only: a folder rerun with fewer test items keeps the rows of the others.
-    task = get_task(study["task"])
-    items = {
-        split: {ex.id for ex in task.load(split, data_dir=study["data_dir"], limit=n, seed=study["seed"])}
-        for split, n in (("validation", study["val_items"]), ("test", study["test_items"]))
-    }
-    records = [r for r in records if r["item"] in items[r["split"]]]
+    records = [r for r in records if r["item"] in items.get(r["split"], ())]
     out = Path(args.out) if args.out else folder / "its_vs_sc.md"
     lambda_star = summary["lambda_star"]
     lines = [

@@ -133,6 +133,7 @@ def test_summary_counts_this_runs_items_only(tiny, tmp_path):
     assert ev.run_and_summarize([], test, ["a"])["summaries"]["correct"]["n_items"] == 4
     doc = ev.run_and_summarize([], test[:2], ["a"])
     assert doc["summaries"]["correct"]["n_items"] == 2
+    assert doc["items"] == {"validation": [], "test": [ex.id for ex in test[:2]]}
     assert {r["condition"] for r in doc["summaries"]["correct"]["rows"]} >= {
         BASELINE,
         "a+ITS",

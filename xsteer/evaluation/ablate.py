@@ -214,7 +214,7 @@ def profile_accuracy(
     ev.run(split, examples, BASELINE)
     for name in profiles:
         ev.run(split, examples, name, lambdas)
-    recs = ev.records_for(split, examples)
+    recs = ev.records_for({split: examples})
     return {name: accuracy_by_lambda(recs, split, name) for name in conditions}
 
 

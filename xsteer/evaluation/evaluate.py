@@ -292,16 +292,16 @@ class Evaluator:
     # -- the paper's algorithms
     def tune(self, validation: Sequence[Example], vector_conditions: Sequence[str]) -> dict[str, float]:
         """Algorithm 2: λ* per vector condition on the validation split (these items only)."""
-        best = {}
         for cond in vector_conditions:
             self.run("validation", validation, cond, self.cfg.lambdas)
-            best[cond] = best_lambda(self.records_for("validation", validation), "validation", cond)
-        return best
+        records = self.records_for({"validation": validation})
+        return {cond: best_lambda(records, "validation", cond) for cond in vector_conditions}
 
-    def records_for(self, split: str, examples: Sequence[Example]) -> list[Record]:
-        """This configuration's records of ``split`` for exactly these items (a reused store may hold more)."""
-        ids = {ex.id for ex in examples}
-        return [r for r in self.store.load(self.config_hash) if r["split"] == split and r["item"] in ids]
+    def records_for(self, items: Mapping[str, Sequence[Example]]) -> list[Record]:
+        """This configuration's records for exactly these items of each split (a reused store may hold
+        more), in one read of the store."""
+        ids = {split: {ex.id for ex in examples} for split, examples in items.items()}
+        return [r for r in self.store.load(self.config_hash) if r["item"] in ids.get(r["split"], ())]
 
     def _doc(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         return {
@@ -328,7 +328,7 @@ class Evaluator:
         lam_star = self.tune(validation, vector_conditions)
         if baseline:
             self.run("validation", validation, BASELINE)
-        records = self.records_for("validation", validation)
+        records = self.records_for({"validation": validation})
         tables: dict[str, dict[str, dict[str, float]]] = {}
         for m in metrics_of(self.cfg.mode):
             conds = [*vector_conditions, *([BASELINE] if baseline else [])]
@@ -388,11 +388,13 @@ class Evaluator:
             self_consistency=self_consistency,
         )
         # These items only: a store reused with a smaller test set holds rows of items this run does not have.
-        records = [*self.records_for("validation", validation), *self.records_for("test", test)]
+        # Their ids go into the summary so that a report over the records reads the same items.
+        items = {"validation": [ex.id for ex in validation], "test": [ex.id for ex in test]}
+        records = self.records_for({"validation": validation, "test": test})
         summaries = {
             m: summarize(records, lam_star, metric=m, seed=self.cfg.seed) for m in metrics_of(self.cfg.mode)
         }
-        doc = {**self._doc(extra), "lambda_star": lam_star, "summaries": summaries}
+        doc = {**self._doc(extra), "lambda_star": lam_star, "items": items, "summaries": summaries}
         folder = self.store.path.parent
         write_text_atomic(folder / "summary.json", json.dumps(doc, indent=2, default=str))
         write_text_atomic(
