@@ -2,6 +2,7 @@
 
     python analysis/its_report.py runs/its-synthetic [--out analysis/results/its_vs_sc.md]
 
+Text above the report's first heading in an existing ``--out`` file (a hand-written reading) is kept.
 Writes: the Table-1 summary with Δ vs baseline and vs self-consistency (McNemar p), accuracy vs the number of
 votes (1, 3, …, 19 λ values and the same numbers of self-consistency samples, mean over random subsets with
 the spread across subsets), and, for every item where a vote and the baseline disagree, how many distinct
@@ -146,8 +147,22 @@ def main() -> None:
             "",
             f"Wall time of the last run into this folder: {json.loads(wall.read_text())['seconds'] / 3600:.2f} h ({study['runtime']}).",
         ]
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.write_text(hand_written_head(out) + "\n".join(lines) + "\n", encoding="utf-8")
     print(out.read_text())
+
+
+def hand_written_head(out: Path) -> str:
+    """What a reader wrote above the generated title of an earlier report (the reading of the numbers), kept on
+    regeneration; a first report gets the marker that says where hand-written text goes."""
+    old = out.read_text(encoding="utf-8").splitlines() if out.exists() else []
+    title = next((i for i, line in enumerate(old) if line.startswith("# ")), None)
+    head = old[:title] if title else [HEAD_MARKER, ""]
+    return "\n".join(head) + "\n"
+
+
+HEAD_MARKER = (
+    "<!-- written by analysis/its_report.py; the paragraphs above the first heading were added by hand -->"
+)
 
 
 if __name__ == "__main__":
