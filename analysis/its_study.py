@@ -67,6 +67,11 @@ def main() -> None:
         default=True,
         help="the child-native vector's ITS control (--no-native saves a quarter of a 19-λ run)",
     )
+    ap.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N (default: a GPU when there is one; bf16 there, fp32 on CPU)",
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -88,7 +93,7 @@ def main() -> None:
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:7.0f} s] {msg}", flush=True)
 
-    child = load_model(args.child)
+    child = load_model(args.child, device=args.device)
     vecs_dir = out / "vectors"
     native_path = vecs_dir / "native.safetensors"
     if args.native and not native_path.exists():
@@ -103,7 +108,7 @@ def main() -> None:
         name = parent_spec
         vpath, mpath = vecs_dir / f"{name}.safetensors", vecs_dir / f"{name}.map.safetensors"
         if not (vpath.exists() and mpath.exists()):
-            parent = load_model(parent_spec)
+            parent = load_model(parent_spec, device=args.device)
             pairs = steps.make_pairs(
                 parent, args.task, pairs_spec, data_dir=args.data_dir, seed=args.seed, shots=args.shots
             )
