@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from xsteer.evaluation.records import RecordStore
+from xsteer.evaluation.records import RecordStore, of_items
 from xsteer.evaluation.summary import (
     SELF_CONSISTENCY,
     its_diagnostics,
@@ -69,10 +69,9 @@ def main() -> None:
             f"{folder / 'eval' / 'summary.json'} predates the item lists: rerun analysis/its_study.py with the same "
             "arguments (it reuses every record) and then this report"
         )
-    # The summary's items only: a folder rerun with fewer test items keeps the rows of the others.
-    items = {split: set(ids) for split, ids in summary["items"].items()}
-    records = RecordStore(folder / "eval" / "records.jsonl").load(summary["config_hash"])
-    records = [r for r in records if r["item"] in items.get(r["split"], ())]
+    records = of_items(
+        RecordStore(folder / "eval" / "records.jsonl").load(summary["config_hash"]), summary["items"]
+    )
     out = Path(args.out) if args.out else folder / "its_vs_sc.md"
     lambda_star = summary["lambda_star"]
     lines = [

@@ -37,7 +37,7 @@ from xsteer.core.models import model_id, runtime
 from xsteer.core.progress import Progress
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import InputError, NormConventionError
-from xsteer.evaluation.records import Record, RecordStore, record_key
+from xsteer.evaluation.records import Record, RecordStore, of_items, record_key
 from xsteer.evaluation.summary import (
     BASELINE,
     SELF_CONSISTENCY,
@@ -300,8 +300,8 @@ class Evaluator:
     def records_for(self, items: Mapping[str, Sequence[Example]]) -> list[Record]:
         """This configuration's records for exactly these items of each split (a reused store may hold
         more), in one read of the store."""
-        ids = {split: {ex.id for ex in examples} for split, examples in items.items()}
-        return [r for r in self.store.load(self.config_hash) if r["item"] in ids.get(r["split"], ())]
+        ids = {split: [ex.id for ex in examples] for split, examples in items.items()}
+        return of_items(self.store.load(self.config_hash), ids)
 
     def _doc(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         return {
@@ -390,7 +390,7 @@ class Evaluator:
         # These items only: a store reused with a smaller test set holds rows of items this run does not have.
         # Their ids go into the summary so that a report over the records reads the same items.
         items = {"validation": [ex.id for ex in validation], "test": [ex.id for ex in test]}
-        records = self.records_for({"validation": validation, "test": test})
+        records = of_items(self.store.load(self.config_hash), items)
         summaries = {
             m: summarize(records, lam_star, metric=m, seed=self.cfg.seed) for m in metrics_of(self.cfg.mode)
         }

@@ -84,5 +84,11 @@ class RecordStore:
             os.fsync(f.fileno())
 
 
+def of_items(records: Iterable[Record], items: Mapping[str, Iterable[str]]) -> list[Record]:
+    """The records of these item ids, per split: a store reused with fewer items holds rows of the others."""
+    ids = {split: set(item_ids) for split, item_ids in items.items()}
+    return [r for r in records if r["item"] in ids.get(r["split"], ())]
+
+
 def record_key(r: Mapping[str, Any]) -> tuple:
     return (r["split"], r["item"], r["condition"], float(r["lam"]), int(r["sample"]))
