@@ -244,6 +244,50 @@ def test_random_null_is_the_largest_draw_and_the_verdict_uses_it():
     assert verdict(one, "p×ridge") == "beats nulls"
 
 
+def _result(parent, child, concept, fids, *, steers=True, fits=None):
+    """A result document with one random draw at 0.1 and mapped-random nulls at 0 for every map; ``fits``
+    gives each map's held-out fit on the one steered layer."""
+    fidelity = {"native": [1.0, 1.0, 1.0], "random": [0.1, 0.0, 0.2]}
+    for name, f in fids.items():
+        fidelity |= {name: f, f"{name}/mapped-random": [0.0, -0.1, 0.1]}
+    conditions = ["native", "random", *[c for n in fids for c in (n, f"{n}/mapped-random")]]
+    return {
+        "conditions": conditions,
+        "fidelity": fidelity if steers else {},
+        "native_effect": [2.0, 1.5, 2.5] if steers else [0.1, -0.1, 0.3],
+        "native_steers": steers,
+        "concept": concept,
+        "meta": {
+            "parent": parent,
+            "child": child,
+            "steered_layers": [3],
+            "maps": {n: {"heldout_cos_centred": {"2": -1.0, "3": f}} for n, f in (fits or {}).items()},
+        },
+    }
+
+
+def test_study_overview_and_scoreboard_name_the_best_map_that_beats_the_nulls(tmp_path):
+    from xsteer.app.fidelity_report import overview, overview_figure, scoreboard, study_markdown
+
+    results = [
+        _result("a", "b", "sentiment", {"p×ridge": [0.9, 0.8, 1.0], "p×anchor": [1.2, 0.05, 2.0]}),
+        _result("a", "b", "topic", {"p×ridge": [0.15, 0.05, 0.3], "p×anchor": [-0.2, -0.3, -0.1]}),
+        _result("c", "b", "certainty", {"p×ridge": [0.0, 0.0, 0.0]}, steers=False),
+    ]
+    table = overview(results).splitlines()
+    assert table[0] == "| parent → child | sentiment | topic | certainty |"
+    # p×anchor has the larger estimate but its CI reaches down to 0.05 < the random draw's 0.1
+    assert table[2] == "| a → b | **0.90** [0.80, 1.00] p×ridge | none beats nulls (best p×ridge +0.15) | · |"
+    assert table[3] == "| c → b | · | · | undefined: native +0.10 [-0.10, +0.30] |"
+    board = scoreboard(results).splitlines()
+    assert board[2:] == [
+        "| p×ridge | 1 of 2 | +0.53 | +0.15 … +0.90 |",
+        "| p×anchor | 0 of 2 | +0.50 | -0.20 … +1.20 |",
+    ]
+    assert overview_figure(results, tmp_path / "overview").stat().st_size > 0
+    assert "3 (pair, concept) measurements" in study_markdown(results)
+
+
 @pytest.fixture(scope="module")
 def two_tiny_dirs(tmp_path_factory, tiny_dir):
     from conftest import tiny_hf
@@ -294,6 +338,11 @@ def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
     run_study(FidelitySpec(**base, random_draws=3), tmp_path, log=lambda *_: None)
     assert path.stat().st_mtime_ns == mtime  # nothing left to do
 
+    from xsteer.app.fidelity_report import write_fidelity_report
+
+    page = write_fidelity_report([after, {**after, "concept": "again"}], tmp_path / "page").read_text()
+    assert "<h2>Overview</h2>" in page and (tmp_path / "page" / "figures" / "overview.png").exists()
+
     with pytest.raises(InputError, match="another λ grid"):
         run_study(
             FidelitySpec(**{**base, "lambdas": (-0.25, 0.25)}, random_draws=4), tmp_path, log=lambda *_: None
@@ -305,3 +354,23 @@ def test_random_draws_must_be_positive():
 
     with pytest.raises(InputError, match="random_draws"):
         FidelitySpec(parents=("a",), children=("b",), concepts=("sentiment",), random_draws=0)
+
+
+def test_fit_vs_fidelity_ranks_each_width_map_on_the_steered_layers():
+    from xsteer.app.fidelity_report import fit_vs_fidelity
+
+    results = [
+        _result(
+            "a",
+            "b",
+            f"c{i}",
+            {"p×ridge": [f, f - 0.1, f + 0.1], "p×anchor": [f, f - 0.1, f + 0.1]},
+            fits={"p×ridge": 0.5 + 0.1 * i, "p×anchor": 0.1 - 0.01 * i},
+        )
+        for i, f in enumerate([0.2, 0.4, 0.5, 0.7, 0.9])
+    ]
+    rows = fit_vs_fidelity(results, n_boot=200).splitlines()[2:]
+    # layer 2's fit (-1.0) is not steered and must not count
+    assert rows[0] == "| ridge | 5 | +0.50 … +0.90 | +1.00 [+1.00, +1.00] |"
+    assert rows[1] == "| anchor | 5 | +0.06 … +0.10 | -1.00 [-1.00, -1.00] |"
+    assert fit_vs_fidelity(results[:4]).splitlines()[2] == "| ridge | 4 | +0.50 … +0.80 | — |"

@@ -17,6 +17,7 @@ from xsteer.evaluation.stats import (
     mcnemar_exact,
     min_detectable_effect,
     paired_bootstrap_diff,
+    spearman_ci,
     wilson_ci,
 )
 
@@ -210,3 +211,19 @@ def test_min_detectable_effect() -> None:
         min_detectable_effect(0.5, 0)
     with pytest.raises(InputError):
         min_detectable_effect(1.5, 10)
+
+
+def test_spearman_ci_exact_values_and_ties() -> None:
+    assert spearman_ci([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 45.0]).estimate == pytest.approx(1.0)
+    assert spearman_ci([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]).estimate == pytest.approx(-1.0)
+    # one swapped pair: 1 - 6 * sum(d^2) / (n (n^2 - 1)) = 1 - 6 * 2 / 60
+    assert spearman_ci([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0]).estimate == pytest.approx(0.8)
+    # tied x share the mean rank 1.5: Pearson of (1.5, 1.5, 3, 4) and (1, 2, 3, 4) = 4.5 / sqrt(4.5 * 5)
+    ci = spearman_ci([1.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0], seed=3)
+    assert ci.estimate == pytest.approx(4.5 / math.sqrt(22.5))
+    assert ci.low <= ci.estimate <= ci.high and ci.n == 4
+    assert spearman_ci([1.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0], seed=3) == ci
+    with pytest.raises(InputError, match="at least 3"):
+        spearman_ci([1.0, 2.0], [1.0, 2.0])
+    with pytest.raises(InputError, match="equal length"):
+        spearman_ci([1.0, 2.0, 3.0], [1.0, 2.0])

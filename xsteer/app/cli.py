@@ -1092,7 +1092,7 @@ def fidelity_cmd(
           --layer-map cka_diff --width-map ridge --width-map anchor --width-map truncate_pad --out runs/fid-qwen
     """
     from xsteer.app.fidelity import FidelitySpec, load_results, run_study
-    from xsteer.app.fidelity_report import study_table, write_fidelity_report
+    from xsteer.app.fidelity_report import study_markdown, study_table, write_fidelity_report
     from xsteer.core.io import write_text_atomic
     from xsteer.core.models import resolve_device
     from xsteer.tasks.concepts import BUILTIN
@@ -1121,7 +1121,7 @@ def fidelity_cmd(
     )
     run_study(fspec, out_path, log=click.echo)
     results = load_results(out_path)
-    write_text_atomic(out_path / "fidelity.md", study_table(results) + "\n")
+    write_text_atomic(out_path / "fidelity.md", study_markdown(results) + "\n")
     click.echo(study_table(results))
     click.echo(f"wrote {out_path / 'fidelity.md'} and {write_fidelity_report(results, out_path)}")
 

@@ -8,7 +8,7 @@ dose-response curves with 95% bands, and example generations per condition.
 from __future__ import annotations
 
 import html
-import math
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,177 @@ def best_map(result: Mapping[str, Any]) -> str | None:
     return max(names, key=lambda n: result["fidelity"][n][0]) if names else None
 
 
+def pair_name(result: Mapping[str, Any]) -> str:
+    return f"{result['meta']['parent']} → {result['meta']['child']}"
+
+
+def best_beating_map(result: Mapping[str, Any]) -> str | None:
+    """The map with the largest fidelity among those that beat both nulls, if any does."""
+    names = [n for n in map_names(result) if verdict(result, n) == "beats nulls"]
+    return max(names, key=lambda n: result["fidelity"][n][0]) if names else None
+
+
+def _concept_order(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    from xsteer.tasks.concepts import BUILTIN
+
+    names = list(dict.fromkeys(r["concept"] for r in results))
+    return sorted(names, key=lambda c: (BUILTIN.index(c) if c in BUILTIN else len(BUILTIN), c))
+
+
+def overview(results: Sequence[Mapping[str, Any]]) -> str:
+    """Pairs × concepts: the best map that beats both nulls, its fidelity [CI]; or why none does.
+
+    The best of several maps is a selected maximum, so read its CI as optimistic; the full table keeps every
+    map. ``·`` marks a (pair, concept) that has not been measured."""
+    concepts = _concept_order(results)
+    cells = {(pair_name(r), r["concept"]): r for r in results}
+    lines = ["| parent → child | " + " | ".join(concepts) + " |", "|---" * (len(concepts) + 1) + "|"]
+    for pair in dict.fromkeys(pair_name(r) for r in results):
+        row = []
+        for c in concepts:
+            r = cells.get((pair, c))
+            if r is None:
+                row.append("·")
+            elif not r["native_steers"]:
+                row.append(f"undefined: native {_f(r['native_effect'])}")
+            elif (b := best_beating_map(r)) is not None:
+                f, lo, hi = r["fidelity"][b]
+                row.append(f"**{f:.2f}** [{lo:.2f}, {hi:.2f}] {b}")
+            else:
+                top = best_map(r)
+                row.append(f"none beats nulls (best {top} {r['fidelity'][top][0]:+.2f})" if top else "—")
+        lines.append(f"| {pair} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def scoreboard(results: Sequence[Mapping[str, Any]]) -> str:
+    """Per map, over the measurements where fidelity is defined: how often it beats both nulls, and the
+    median and range of its fidelity."""
+    rows: dict[str, list[tuple[float, bool]]] = {}
+    for r in results:
+        if not r["native_steers"]:
+            continue
+        for n in map_names(r):
+            if (f := r["fidelity"].get(n)) is not None:
+                rows.setdefault(n, []).append((f[0], verdict(r, n) == "beats nulls"))
+    lines = [
+        "| map | beats nulls | median fidelity | range |",
+        "|---|---|---|---|",
+    ]
+    # maps run on many measurements first; among those, the ones that beat the nulls most often
+    for n, cells in sorted(rows.items(), key=lambda kv: (-len(kv[1]), -sum(b for _, b in kv[1]))):
+        fs = sorted(f for f, _ in cells)
+        lines.append(
+            f"| {n} | {sum(b for _, b in cells)} of {len(cells)} | {statistics.median(fs):+.2f} | "
+            f"{fs[0]:+.2f} … {fs[-1]:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def heldout_fit(result: Mapping[str, Any], name: str) -> float | None:
+    """A map's held-out fit where it matters: the centred cosine between mapped and true child activations on
+    held-out texts, averaged over the steered child layers (None when the result does not record it)."""
+    report = result["meta"].get("maps", {}).get(name, {}).get("heldout_cos_centred", {})
+    fits = [report[str(layer)] for layer in result["meta"].get("steered_layers", []) if str(layer) in report]
+    return sum(fits) / len(fits) if fits else None
+
+
+def fit_vs_fidelity(results: Sequence[Mapping[str, Any]], *, n_boot: int = 2000) -> str:
+    """Per width map: does its held-out fit rank its fidelity? Spearman ρ over the (measurement, layer map)
+    cells where fidelity is defined, with a bootstrap CI over cells (cells share measurements, so the CI is
+    optimistic). A map whose fit says nothing about transfer cannot be chosen by its fit alone."""
+    from xsteer.evaluation.stats import spearman_ci
+
+    cells: dict[str, list[tuple[float, float]]] = {}
+    for r in results:
+        if not r["native_steers"]:
+            continue
+        for n in map_names(r):
+            fit, f = heldout_fit(r, n), r["fidelity"].get(n)
+            if fit is not None and f is not None:
+                cells.setdefault(n.split("×")[1], []).append((fit, f[0]))
+    lines = [
+        "| width map | cells | held-out fit (centred cosine) | Spearman ρ(fit, fidelity) [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    for wm, xs in cells.items():
+        fits, fids = zip(*xs, strict=True)
+        rho = "—"
+        if len(xs) >= 5:
+            ci = spearman_ci(fits, fids, n_boot=n_boot)
+            rho = f"{ci.estimate:+.2f} [{ci.low:+.2f}, {ci.high:+.2f}]"
+        lines.append(f"| {wm} | {len(xs)} | {min(fits):+.2f} … {max(fits):+.2f} | {rho} |")
+    return "\n".join(lines)
+
+
+def study_markdown(results: Sequence[Mapping[str, Any]]) -> str:
+    """The plain reading, the pairs × concepts overview, the map scoreboard and the full table."""
+    return "\n\n".join(
+        [
+            plain_reading(results),
+            "Best map that beats both nulls, per (pair, concept) (fidelity [95% CI]; a maximum over maps):",
+            overview(results),
+            "Maps over all measurements:",
+            scoreboard(results),
+            "Does a map's held-out fit predict its fidelity?",
+            fit_vs_fidelity(results),
+            "Every (measurement, map) cell:",
+            study_table(results),
+        ]
+    )
+
+
+def overview_figure(results: Sequence[Mapping[str, Any]], out: Path) -> Path:
+    """Pairs × concepts heatmap of the best map's fidelity among maps that beat both nulls; blank where none
+    does, labelled "null" / "undefined" / "not run"."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+
+    concepts = _concept_order(results)
+    pairs = list(dict.fromkeys(pair_name(r) for r in results))
+    cells = {(pair_name(r), r["concept"]): r for r in results}
+    values = np.full((len(pairs), len(concepts)), np.nan)
+    labels = np.full(values.shape, "not run", dtype=object)
+    for i, pair in enumerate(pairs):
+        for j, c in enumerate(concepts):
+            r = cells.get((pair, c))
+            if r is None:
+                continue
+            if not r["native_steers"]:
+                labels[i, j] = "undefined"
+            elif (b := best_beating_map(r)) is not None:
+                f, lo, hi = r["fidelity"][b]
+                values[i, j] = f
+                labels[i, j] = f"{f:.2f} [{lo:.2f}, {hi:.2f}]\n{b}"
+            else:
+                labels[i, j] = "no map\nbeats nulls"
+    sns.set_theme(style="white")
+    fig, ax = plt.subplots(figsize=(2.2 + 1.9 * len(concepts), 1.2 + 0.75 * len(pairs)))
+    sns.heatmap(
+        values,
+        ax=ax,
+        cmap="viridis",
+        vmin=0.0,
+        vmax=max(1.0, float(np.nanmax(values)) if np.isfinite(values).any() else 1.0),
+        annot=labels,
+        fmt="",
+        annot_kws={"fontsize": 7},
+        cbar_kws={"label": "fidelity (best map that beats nulls)", "shrink": 0.8},
+        xticklabels=concepts,
+        yticklabels=pairs,
+        linewidths=0.5,
+        linecolor="#ddd",
+    )
+    ax.set_facecolor("#f4f4f4")
+    for i, j in zip(*np.nonzero(np.isnan(values)), strict=True):  # seaborn leaves NaN cells unlabelled
+        ax.text(j + 0.5, i + 0.5, labels[i, j], ha="center", va="center", fontsize=7, color="#777")
+    ax.set_xlabel("concept")
+    ax.set_ylabel("parent → child")
+    ax.set_title("Transfer fidelity: how much of the child's own effect the mapped parent vector keeps")
+    return save_figure(fig, out)
+
+
 def study_table(results: Sequence[Mapping[str, Any]]) -> str:
     """One row per (pair, concept, map): fidelity [CI] beside its nulls, and the native effect."""
     lines = [
@@ -81,7 +252,7 @@ def study_table(results: Sequence[Mapping[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        pair = f"{r['meta']['parent']} → {r['meta']['child']}"
+        pair = pair_name(r)
         native = _f(r["native_effect"]) + ("" if r["native_steers"] else " (does not steer)")
         for name in map_names(r):
             lines.append(
@@ -208,9 +379,18 @@ def write_fidelity_report(
         "own vector's, at the same λ grid and norm; 1 = the whole effect crossed, 0 = none. Nulls: a random parent "
         "direction through the same map (mapped-random) and random child directions of equal norm (the table's "
         "random column: the largest of the draws; the curves show the first).</p>",
-        "<h2>Fidelity table</h2>",
-        _md_table_to_html(study_table(results)),
     ]
+    if len(results) > 1:
+        parts += [
+            "<h2>Overview</h2>",
+            embed_png(overview_figure(results, figs / "overview")),
+            _md_table_to_html(overview(results)),
+            "<h2>Maps over all measurements</h2>",
+            _md_table_to_html(scoreboard(results)),
+            "<h2>Does a map's held-out fit predict its fidelity?</h2>",
+            _md_table_to_html(fit_vs_fidelity(results)),
+        ]
+    parts += ["<h2>Fidelity table</h2>", _md_table_to_html(study_table(results))]
     for r in results:
         stem = f"{r['meta']['parent']}__{r['meta']['child']}__{r['concept']}".replace("/", "_")
         parts.append(
@@ -234,7 +414,3 @@ def write_fidelity_report(
         f"<style>{style}</style></head><body>{''.join(parts)}</body></html>",
     )
     return out
-
-
-def finite(x: float) -> bool:
-    return x is not None and math.isfinite(x)

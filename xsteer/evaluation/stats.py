@@ -8,6 +8,7 @@ functions run anywhere the evaluator runs.  Inputs are per-item correctness vect
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -23,6 +24,7 @@ __all__ = [
     "format_ci",
     "mcnemar_exact",
     "paired_bootstrap_diff",
+    "spearman_ci",
     "wilson_ci",
 ]
 
@@ -123,6 +125,43 @@ def paired_bootstrap_diff(
     boot = (cells[:, 0] - cells[:, 1]) / n
     low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     return CI((n01 - n10) / n, float(low), float(high), n)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks along the last axis, ties sharing their mean rank (as in Spearman's definition)."""
+    ranks = np.argsort(np.argsort(x, axis=-1, kind="stable"), axis=-1).astype(float)
+    for idx in np.ndindex(x.shape[:-1]):  # mean rank within each run of ties
+        row, r = x[idx], ranks[idx]
+        values, inverse, counts = np.unique(row, return_inverse=True, return_counts=True)
+        if len(values) < len(row):
+            r[:] = (np.bincount(inverse, weights=r) / counts)[inverse]
+    return ranks
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+
+
+def spearman_ci(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, *, n_boot: int = 2000, alpha: float = 0.05, seed: int | None = 0
+) -> CI:
+    """Spearman's rank correlation of paired observations with a percentile-bootstrap CI over pairs.
+
+    A resample whose ranks are constant (correlation undefined) is dropped from the CI's quantiles."""
+    _check_boot_args(n_boot, alpha)
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise InputError(f"spearman_ci needs two 1-d arrays of equal length, got {a.shape} and {b.shape}")
+    if a.size < 3:
+        raise InputError(f"spearman_ci needs at least 3 pairs, got {a.size}")
+    rho = float(_pearson_rows(_ranks(a[None]), _ranks(b[None]))[0])
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
+    boot = _pearson_rows(_ranks(a[idx]), _ranks(b[idx]))
+    low, high = np.quantile(boot[np.isfinite(boot)], [alpha / 2, 1 - alpha / 2])
+    return CI(rho, float(low), float(high), int(a.size))
 
 
 def _binom_half_cdf(k: int, n: int) -> float:
