@@ -349,6 +349,41 @@ def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
         )
 
 
+def test_activations_are_cached_per_text_set_and_reused_across_studies(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from xsteer.app import fidelity as study
+
+    reads: list[list[str]] = []
+
+    def fake_resid(model, texts, batch_size):
+        reads.append(list(texts))
+        return torch.tensor([[[float(len(t))]] for t in texts])
+
+    monkeypatch.setattr(study, "last_token_resid", fake_resid)
+    loads: list[int] = []
+
+    def load():
+        loads.append(1)
+        return object()
+
+    a = SimpleNamespace(name="a", pairs=[("a+", "a-")])
+    b = SimpleNamespace(name="b", pairs=[("b++", "b-")])
+    c = SimpleNamespace(name="c", pairs=[("c+", "c--")])
+    first = study.model_acts("m", load, [a, b], ["gen"], tmp_path, 8, lambda *_: None)
+    assert len(loads) == 1 and len(reads) == 5  # two texts sets per concept, one generic
+    # another study's order and set of concepts: only the new concept's texts are read
+    again = study.model_acts("m", load, [b, a, c], ["gen"], tmp_path, 8, lambda *_: None)
+    assert len(loads) == 2 and reads[5:] == [["c+"], ["c--"]]
+    assert torch.equal(again.pos["b"], first.pos["b"]) and torch.equal(again.generic, first.generic)
+    assert again.neg["c"].flatten().tolist() == [3.0]
+    study.model_acts("m", load, [c, a], ["gen"], tmp_path, 8, lambda *_: None)
+    assert len(loads) == 2  # nothing missing: the model is not loaded
+    # another model's texts are another cache
+    study.model_acts("other", load, [a], [], tmp_path, 8, lambda *_: None)
+    assert len(loads) == 3 and reads[-2:] == [["a+"], ["a-"]]
+
+
 def test_random_draws_must_be_positive():
     from xsteer.app.fidelity import FidelitySpec
 

@@ -173,9 +173,8 @@ class _Acts:
     generic: torch.Tensor | None = None
 
 
-def _texts_key(concepts: Sequence[Any], generic: Sequence[str]) -> str:
-    blob = json.dumps([[c.name, list(c.pairs)] for c in concepts] + [list(generic)], ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _texts_key(texts: Any) -> str:
+    return hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def model_acts(
@@ -187,24 +186,35 @@ def model_acts(
     batch_size: int,
     log: Any,
 ) -> _Acts:
-    """A model's activations of the study's texts, read once per model and cached in ``out/acts`` (they do not
-    depend on the other model of a pair, and reading them is the slow part of a study)."""
-    key = _texts_key(concepts, generic)
-    cache = out / "acts" / f"{slug(spec_name)}__{key}.pt"
-    if cache.exists():
-        return torch.load(cache, weights_only=False)
-    model = load()
-    log(
-        f"{spec_name}: reading {sum(2 * len(c.pairs) for c in concepts)} pair texts and {len(generic)} generic texts"
-    )
+    """A model's activations of the study's texts, cached in ``out/acts`` per text set (one file per concept's
+    pairs, one for the generic texts): they depend neither on the other model of a pair nor on which other
+    concepts a study measures, and reading them is the slow part of a study. The model is loaded only if a
+    text set is missing."""
+    model = None
+
+    def read(texts: list[str]) -> torch.Tensor:
+        nonlocal model
+        model = load() if model is None else model
+        return last_token_resid(model, texts, batch_size=batch_size)
+
+    def cached(name: str, texts: Any, compute: Any) -> Any:
+        path = out / "acts" / f"{slug(spec_name)}__{name}__{_texts_key(texts)}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=True)
+        log(f"{spec_name}: reading the {name} texts")
+        value = compute()
+        with atomic_path(path) as tmp:
+            torch.save(value, tmp)
+        return value
+
     acts = _Acts()
     for c in concepts:
-        acts.pos[c.name] = last_token_resid(model, [p for p, _ in c.pairs], batch_size=batch_size)
-        acts.neg[c.name] = last_token_resid(model, [n for _, n in c.pairs], batch_size=batch_size)
+        pairs = [list(p) for p in c.pairs]
+        acts.pos[c.name], acts.neg[c.name] = cached(
+            c.name, pairs, lambda pairs=pairs: (read([p for p, _ in pairs]), read([n for _, n in pairs]))
+        )
     if generic:
-        acts.generic = last_token_resid(model, list(generic), batch_size=batch_size)
-    with atomic_path(cache) as tmp:
-        torch.save(acts, tmp)
+        acts.generic = cached("generic", list(generic), lambda: read(list(generic)))
     return acts
 
 
