@@ -349,6 +349,46 @@ def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
         )
 
 
+def test_cli_prints_this_runs_cells_and_writes_the_study_summary(
+    two_tiny_dirs, tmp_path, shared_data, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from xsteer.app import fidelity as study
+    from xsteer.app.cli import main
+    from xsteer.evaluation.fidelity import answer_concept
+
+    monkeypatch.setattr(study, "answer_concept", lambda **kw: answer_concept(n_pairs=8, n_probes=6, **kw))
+    parent, child = two_tiny_dirs
+    args = [
+        "fidelity",
+        "--parent",
+        parent,
+        "--child",
+        child,
+        "--concept",
+        "corrupted_answer",
+        "--lambdas",
+        "-0.5,0.5",
+    ]
+    args += [
+        "--random-draws",
+        "1",
+        "--generation-probes",
+        "0",
+        "--n-boot",
+        "100",
+        "--data-dir",
+        str(shared_data),
+    ]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "| parent → child | concept | map |" in res.output
+    summary = (tmp_path / "fidelity.md").read_text()
+    assert summary.startswith("1 (pair, concept) measurements") and "Maps over all measurements:" in summary
+    assert (tmp_path / "report.html").exists()
+
+
 def test_activations_are_cached_per_text_set_and_reused_across_studies(tmp_path, monkeypatch):
     from types import SimpleNamespace
 

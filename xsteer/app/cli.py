@@ -8,6 +8,7 @@ input.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -1119,10 +1120,10 @@ def fidelity_cmd(
         device=device,
         maps=tuple(maps),
     )
-    run_study(fspec, out_path, log=click.echo)
+    ran = run_study(fspec, out_path, log=click.echo)
+    click.echo(study_table([json.loads(p.read_text()) for p in ran]))  # this run's cells; fidelity.md: all
     results = load_results(out_path)
     write_text_atomic(out_path / "fidelity.md", study_markdown(results) + "\n")
-    click.echo(study_table(results))
     click.echo(f"wrote {out_path / 'fidelity.md'} and {write_fidelity_report(results, out_path)}")
 
 

@@ -146,7 +146,12 @@ def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def spearman_ci(
-    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, *, n_boot: int = 2000, alpha: float = 0.05, seed: int | None = 0
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    *,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int | None = 0,
 ) -> CI:
     """Spearman's rank correlation of paired observations with a percentile-bootstrap CI over pairs.
 
