@@ -288,6 +288,32 @@ def test_study_overview_and_scoreboard_name_the_best_map_that_beats_the_nulls(tm
     assert "3 (pair, concept) measurements" in study_markdown(results)
 
 
+def test_analysis_report_keeps_the_hand_written_reading_and_regenerates_the_rest(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "analysis" / "fidelity_report.py"
+    spec = importlib.util.spec_from_file_location("fidelity_report_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    (tmp_path / "run" / "results").mkdir(parents=True)
+    doc = _result("a", "b", "sentiment", {"p×ridge": [0.9, 0.8, 1.0]})
+    (tmp_path / "run" / "results" / "a__b__sentiment.json").write_text(json.dumps(doc))
+    out = tmp_path / "fidelity.md"
+    script.main([str(tmp_path / "run"), "--out", str(out)])
+    first = out.read_text()
+    assert first.startswith("# Transfer fidelity\n\n" + script.MARKER) and "**0.90** [0.80, 1.00]" in first
+    out.write_text(first.replace("# Transfer fidelity\n", "# Transfer fidelity\n\nRead by hand.\n"))
+    doc["fidelity"]["p×ridge"] = [0.5, 0.4, 0.6]
+    (tmp_path / "run" / "results" / "a__b__sentiment.json").write_text(json.dumps(doc))
+    script.main([str(tmp_path / "run"), "--out", str(out)])
+    second = out.read_text()
+    assert "Read by hand." in second and "**0.50** [0.40, 0.60]" in second and "0.90" not in second
+    assert second.count(script.MARKER) == 1 and (tmp_path / "fidelity_overview.png").exists()
+
+
 @pytest.fixture(scope="module")
 def two_tiny_dirs(tmp_path_factory, tiny_dir):
     from conftest import tiny_hf
