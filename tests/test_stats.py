@@ -18,6 +18,8 @@ from xsteer.evaluation.stats import (
     min_detectable_effect,
     paired_bootstrap_diff,
     spearman_ci,
+    student_t_ppf,
+    upper_prediction_bound,
     wilson_ci,
 )
 
@@ -227,3 +229,30 @@ def test_spearman_ci_exact_values_and_ties() -> None:
         spearman_ci([1.0, 2.0], [1.0, 2.0])
     with pytest.raises(InputError, match="equal length"):
         spearman_ci([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    "p, df, expected",
+    [
+        (0.975, 1, 12.7062047),
+        (0.95, 2, 2.9199856),
+        (0.99, 3, 4.5407029),
+        (0.95, 7, 1.8945786),
+        (0.975, 10, 2.2281389),
+        (0.05, 7, -1.8945786),
+        (0.5, 4, 0.0),
+    ],
+)
+def test_student_t_ppf_matches_tables(p: float, df: int, expected: float) -> None:
+    assert student_t_ppf(p, df) == pytest.approx(expected, abs=1e-6)
+
+
+def test_upper_prediction_bound() -> None:
+    # mean 2, sd sqrt(2/3), t(0.95, 3) = 2.3533634: 2 + 2.3533634 * sd * sqrt(1 + 1/4)
+    assert upper_prediction_bound([1.0, 2.0, 3.0, 2.0], 0.95) == pytest.approx(
+        2 + 2.3533634 * math.sqrt(2 / 3) * math.sqrt(1.25), abs=1e-6
+    )
+    with pytest.raises(InputError, match="at least 2"):
+        upper_prediction_bound([1.0])
+    with pytest.raises(InputError, match="df"):
+        student_t_ppf(0.9, 0)

@@ -1041,7 +1041,7 @@ def _float_list(text: str, option: str) -> tuple[float, ...]:
     type=click.IntRange(min=1),
     default=8,
     show_default=True,
-    help="Random child directions in the null; the verdict compares against the largest.",
+    help="Random child directions in the null; the verdict compares with their 95% prediction bound.",
 )
 @click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True)
 @click.option(

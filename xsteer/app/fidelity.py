@@ -14,7 +14,9 @@ For each concept:
 Conditions per map ``L×W``: the mapped parent vector and a random parent direction through the same map
 (``L×W/mapped-random``); plus ``random_draws`` random child directions of equal norm (``random``,
 ``random#2``, …): one draw's CI is over probes, not over directions, so a single direction that happens to
-move the readout would pass for the null; the verdict compares against the largest of the draws.
+move the readout would pass for the null; the verdict compares against the 95% upper prediction bound of one
+more random direction's fidelity, from the draws' spread (the largest of 8 draws is exceeded by chance 1 time
+in 9, and a measurement tests several maps).
 ``truncate_pad`` is one of the width maps (the paper's literal reading, a control). Each (parent, child,
 concept) result is one JSON file, so a killed study resumes where it stopped; a result with fewer random
 draws than the spec asks for gets the missing ones added (the other conditions are not rerun).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,8 @@ import torch
 from xsteer.app.fidelity import is_random_draw
 from xsteer.app.report import embed_png, heatmap, save_figure
 from xsteer.core.io import write_text_atomic
-from xsteer.evaluation.fidelity import NATIVE, effect_ci
-
-NULLS = ("random",)
+from xsteer.evaluation.fidelity import NATIVE, effect_ci, monotone_lambdas, restrict
+from xsteer.evaluation.stats import upper_prediction_bound
 
 
 def _f(x: Sequence[float] | None) -> str:
@@ -31,37 +31,60 @@ def map_names(result: Mapping[str, Any]) -> list[str]:
     return [c for c in result["conditions"] if "×" in c and not c.endswith("/mapped-random")]
 
 
-def random_null(result: Mapping[str, Any]) -> tuple[list[float], int] | None:
-    """The random-direction null over its draws: (the estimate of the draw with the largest fidelity, with its
-    CI, as a [F, low, high] list; the number of draws), or None when fidelity is undefined."""
+RANDOM_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class RandomNull:
+    """The random-direction null of one measurement: its draws' fidelity estimates, and the bound a map must
+    clear — the one-sided 95% upper prediction bound for one more random direction (normal model over the
+    draws), or the single draw's estimate when there is only one."""
+
+    draws: tuple[float, ...]
+
+    @property
+    def bound(self) -> float:
+        if len(self.draws) == 1:
+            return self.draws[0]
+        return upper_prediction_bound(self.draws, RANDOM_LEVEL)
+
+    def __str__(self) -> str:
+        if len(self.draws) == 1:
+            return f"{self.bound:+.2f} (1 draw)"
+        mean = statistics.mean(self.draws)
+        return (
+            f"{self.bound:+.2f} ({len(self.draws)} draws: {mean:+.2f} ± {statistics.stdev(self.draws):.2f})"
+        )
+
+
+def random_null(result: Mapping[str, Any]) -> RandomNull | None:
+    """The random child directions' fidelity estimates, or None when fidelity is undefined."""
     fids = [
-        result["fidelity"][c]
+        result["fidelity"][c][0]
         for c in result["conditions"]
         if is_random_draw(c) and result["fidelity"].get(c) is not None
     ]
-    if not fids:
-        return None
-    return max(fids, key=lambda f: f[0]), len(fids)
+    return RandomNull(tuple(fids)) if fids else None
 
 
 def _null_cell(result: Mapping[str, Any]) -> str:
     null = random_null(result)
-    if null is None:
-        return "—"
-    top, k = null
-    return _f(top) if k == 1 else f"{_f(top)} (max of {k})"
+    return "—" if null is None else str(null)
 
 
 def verdict(result: Mapping[str, Any], name: str) -> str:
-    """``beats nulls`` when the map's fidelity CI lies above its mapped-random null's point estimate and the
-    largest of the random directions' point estimates; ``null`` when its CI covers 0; else ``weak``."""
+    """``beats nulls`` when the map's fidelity CI (over probes) lies above its mapped-random null's estimate and
+    above the random directions' 95% prediction bound (over directions); ``null`` when its CI covers 0; else
+    ``weak``. Both uncertainties count: the probe CI says how well this direction's effect is measured, the
+    bound how far any direction of equal norm moves the readout."""
     fid = result["fidelity"]
     f = fid.get(name)
     if f is None:
         return "undefined"
     rnd = random_null(result)
-    nulls = [fid.get(f"{name}/mapped-random"), rnd[0] if rnd else None]
-    top = max((n[0] for n in nulls if n is not None), default=0.0)
+    nulls = [fid[m][0] if (m := f"{name}/mapped-random") in fid and fid[m] else None]
+    nulls.append(rnd.bound if rnd else None)
+    top = max((n for n in nulls if n is not None), default=0.0)
     if f[1] > max(top, 0.0):
         return "beats nulls"
     if f[1] <= 0.0 <= f[2]:
@@ -177,8 +200,33 @@ def fit_vs_fidelity(results: Sequence[Mapping[str, Any]], *, n_boot: int = 2000)
     return "\n".join(lines)
 
 
+def in_monotone_range(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every result read again on the part of its λ grid where the child's own vector still acts monotonically
+    (:func:`xsteer.evaluation.fidelity.monotone_lambdas`), from the stored readouts."""
+    out = []
+    for r in results:
+        native = torch.tensor(r["readouts"][NATIVE]) - torch.tensor(r["baseline"])[None, :]
+        lams = monotone_lambdas(r["lambdas"], native)
+        out.append(restrict(r, lams, n_boot=r["meta"].get("n_boot", 2000), seed=r["meta"].get("seed", 0)))
+    return out
+
+
+def _count_wins(results: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    steer = [r for r in results if r["native_steers"]]
+    wins = sum(verdict(r, n) == "beats nulls" for r in steer for n in map_names(r))
+    return wins, sum(len(map_names(r)) for r in steer)
+
+
 def study_markdown(results: Sequence[Mapping[str, Any]]) -> str:
-    """The plain reading, the pairs × concepts overview, the map scoreboard and the full table."""
+    """The plain reading, the pairs × concepts overview, the map scoreboard, the fit check, the same overview
+    within each native curve's monotone λ range, and the full table."""
+    mono = in_monotone_range(results)
+    (w, n), (wm, nm) = _count_wins(results), _count_wins(mono)
+    ranges = ", ".join(
+        f"{pair_name(r)} {r['concept']} ±{max(r['lambdas'])}"
+        for r in mono
+        if len(r["lambdas"]) < len(results[0]["lambdas"])
+    )
     return "\n\n".join(
         [
             plain_reading(results),
@@ -188,7 +236,11 @@ def study_markdown(results: Sequence[Mapping[str, Any]]) -> str:
             scoreboard(results),
             "Does a map's held-out fit predict its fidelity?",
             fit_vs_fidelity(results),
-            "Every (measurement, map) cell:",
+            "Within the native curve's monotone λ range (where the child's own vector still acts monotonically; "
+            f"narrower than the grid for {ranges or 'none'}): {wm} of {nm} (measurement, map) cells beat both "
+            f"nulls, against {w} of {n} on the whole grid.",
+            overview(mono),
+            "Every (measurement, map) cell (whole grid):",
             study_table(results),
         ]
     )
@@ -248,7 +300,8 @@ def overview_figure(results: Sequence[Mapping[str, Any]], out: Path) -> Path:
 def study_table(results: Sequence[Mapping[str, Any]]) -> str:
     """One row per (pair, concept, map): fidelity [CI] beside its nulls, and the native effect."""
     lines = [
-        "| parent → child | concept | map | fidelity [95% CI] | mapped-random | random | native effect | reading |",
+        "| parent → child | concept | map | fidelity [95% CI] | mapped-random | random (95% bound) | native effect "
+        "| reading |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -276,7 +329,7 @@ def plain_reading(results: Sequence[Mapping[str, Any]]) -> str:
     total = sum(len(map_names(r)) for r in steer)
     lines.append(
         f"{len(wins)} of {total} (measurement, map) cells beat both nulls (fidelity CI above the mapped-random "
-        "direction's estimate and the largest of the random directions' estimates)."
+        "direction's estimate and above the 95% prediction bound of a random child direction's fidelity)."
     )
     by_concept: dict[str, list[float]] = {}
     for r in steer:
@@ -378,7 +431,8 @@ def write_fidelity_report(
         "<p>Fidelity = the mapped parent vector's mean signed effect on the concept's held-out probes ÷ the child's "
         "own vector's, at the same λ grid and norm; 1 = the whole effect crossed, 0 = none. Nulls: a random parent "
         "direction through the same map (mapped-random) and random child directions of equal norm (the table's "
-        "random column: the largest of the draws; the curves show the first).</p>",
+        "random column: the 95% upper prediction bound for one more random direction, from the draws' mean ± sd; "
+        "the curves show the first draw).</p>",
     ]
     if len(results) > 1:
         parts += [
@@ -389,6 +443,8 @@ def write_fidelity_report(
             _md_table_to_html(scoreboard(results)),
             "<h2>Does a map's held-out fit predict its fidelity?</h2>",
             _md_table_to_html(fit_vs_fidelity(results)),
+            "<h2>Within each native curve's monotone λ range</h2>",
+            _md_table_to_html(overview(in_monotone_range(results))),
         ]
     parts += ["<h2>Fidelity table</h2>", _md_table_to_html(study_table(results))]
     for r in results:

@@ -209,6 +209,48 @@ def fidelity_ci(
     return Estimate(float(mapped.double().mean() / native.double().mean()), lo, hi)
 
 
+def monotone_lambdas(lambdas: Sequence[float], native_delta: Float[Tensor, "lam probe"]) -> list[float]:
+    """The widest symmetric part of the λ grid on which the native vector's mean effect rises with λ (the
+    baseline, 0, included). Past it, steering harder breaks the child (the native curve turns over) and every
+    condition's effect there says more about breaking than about the concept. The range is chosen from the
+    native curve alone, so it cannot favour a map; at least the smallest |λ| of each sign is kept."""
+    mean = dict(zip([float(x) for x in lambdas], native_delta.double().mean(dim=1).tolist(), strict=True))
+    keep: list[float] = []
+    for m in sorted({abs(x) for x in mean}):
+        grid = sorted([x for x in mean if abs(x) <= m] + [0.0])
+        curve = [mean.get(x, 0.0) for x in grid]
+        if keep and any(b < a for a, b in zip(curve, curve[1:], strict=False)):
+            break
+        keep = [x for x in grid if x != 0.0]
+    return keep
+
+
+def restrict(
+    doc: Mapping[str, Any], lambdas: Sequence[float], *, n_boot: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """A stored result document read again on a part of its λ grid (effects, fidelity and whether the native
+    steers recomputed from its readouts; nothing is rerun). Generations are dropped: they were made at one λ."""
+    index = [doc["lambdas"].index(x) for x in lambdas]
+    base = torch.tensor(doc["baseline"])
+    readouts = {c: [doc["readouts"][c][i] for i in index] for c in doc["conditions"]}
+    effects = {c: signed_effect(torch.tensor(r) - base[None, :], lambdas) for c, r in readouts.items()}
+    native = effect_ci(effects[NATIVE], n_boot=n_boot, seed=seed)
+    steers = native.low > 0
+    return {
+        **doc,
+        "lambdas": list(lambdas),
+        "readouts": readouts,
+        "native_effect": native.as_list(),
+        "native_steers": steers,
+        "effects": {c: effect_ci(e, n_boot=n_boot, seed=seed).as_list() for c, e in effects.items()},
+        "fidelity": {
+            c: fidelity_ci(e, effects[NATIVE], n_boot=n_boot, seed=seed).as_list() if steers else None
+            for c, e in effects.items()
+        },
+        "generations": [],
+    }
+
+
 # ---------------------------------------------------------------------------------------------- the measurement
 @dataclass
 class FidelityResult:
@@ -426,6 +468,8 @@ __all__ = [
     "effect_ci",
     "fidelity",
     "fidelity_ci",
+    "monotone_lambdas",
+    "restrict",
     "generation_readout",
     "moved_share",
     "readout_for",

@@ -25,6 +25,8 @@ __all__ = [
     "mcnemar_exact",
     "paired_bootstrap_diff",
     "spearman_ci",
+    "student_t_ppf",
+    "upper_prediction_bound",
     "wilson_ci",
 ]
 
@@ -223,6 +225,58 @@ def mcnemar_exact(a_correct: ArrayLike, b_correct: ArrayLike) -> McNemar:
         return McNemar(b01, b10, 1.0)
     p = min(1.0, 2.0 * _binom_half_cdf(min(b01, b10), n))
     return McNemar(b01, b10, p)
+
+
+def _student_t_cdf(t: float, df: int) -> float:
+    """Exact CDF of Student's t for an integer ``df`` (Abramowitz & Stegun 26.7.3-4: finite series in
+    cos² θ, θ = atan(t / √df)), so no scipy is needed."""
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2:  # odd: (2/π) (θ + sin θ cos θ (1 + 2/3 cos² θ + 2·4/(3·5) cos⁴ θ + …))
+        term, total = 1.0, 1.0 if df > 1 else 0.0
+        for k in range(1, (df - 1) // 2):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        a = 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+    else:  # even: sin θ (1 + 1/2 cos² θ + 1·3/(2·4) cos⁴ θ + …)
+        term, total = 1.0, 1.0
+        for k in range(1, df // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            total += term
+        a = math.sin(theta) * total
+    return (1 + a) / 2
+
+
+def student_t_ppf(p: float, df: int) -> float:
+    """Quantile of Student's t with integer ``df`` >= 1 (bisection on the exact CDF)."""
+    if not 0.0 < p < 1.0:
+        raise InputError(f"p must be in (0, 1), got {p}")
+    if df < 1:
+        raise InputError(f"df must be >= 1, got {df}")
+    lo, hi = -1.0, 1.0
+    while _student_t_cdf(lo, df) > p:
+        lo *= 2
+    while _student_t_cdf(hi, df) < p:
+        hi *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _student_t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def upper_prediction_bound(values: Sequence[float], level: float = 0.95) -> float:
+    """One-sided ``level`` upper prediction bound for one more draw from the population ``values`` came from,
+    under a normal model: mean + t(level, k - 1) · sd · √(1 + 1/k). With k draws a new one exceeds it with
+    probability 1 - ``level`` — unlike the largest of k draws, which a new one exceeds with probability
+    1 / (k + 1) (11% for 8)."""
+    k = len(values)
+    if k < 2:
+        raise InputError(f"a prediction bound needs at least 2 draws, got {k}")
+    if not 0.0 < level < 1.0:
+        raise InputError(f"level must be in (0, 1), got {level}")
+    mean = sum(values) / k
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1))
+    return mean + student_t_ppf(level, k - 1) * sd * math.sqrt(1 + 1 / k)
 
 
 def wilson_ci(k: int, n: int, alpha: float = 0.05) -> CI:
