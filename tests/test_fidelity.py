@@ -424,6 +424,8 @@ def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
         assert {k: v for k, v in after[key].items() if k in before[key]} == before[key]
     assert after["readouts"]["random#2"] != after["readouts"]["random"]  # other directions, other responses
     assert after["meta"]["random_draws_added"] == ["random#2", "random#3"]
+    [fit] = after["meta"]["maps"].values()
+    assert -1.0 <= fit["cos_to_native"] <= 1.0 and -1.0 <= fit["mapped_random_cos_to_native"] <= 1.0
 
     mtime = path.stat().st_mtime_ns
     run_study(FidelitySpec(**base, random_draws=3), tmp_path, log=lambda *_: None)

@@ -34,6 +34,7 @@ from typing import Any
 
 import einops
 import torch
+import torch.nn.functional as F
 
 from xsteer.app.grid import slug
 from xsteer.core.activations import last_token_resid
@@ -362,6 +363,10 @@ def _one_concept(
             steer = tuple(layer for layer in layers if layer in mapped.layers)
             if steer:
                 conditions[label] = mapped.replace(layers=steer).scaled_to(norms, "resid_mean")
+                # A large effect from a vector orthogonal to the child's own says the readout moved by
+                # another route than the concept: worth seeing beside the fidelity.
+                cos = F.cosine_similarity(mapped.vectors[list(steer)], v_native.vectors[list(steer)], dim=-1)
+                fits[name][f"{'mapped_random_' if label != name else ''}cos_to_native"] = cos.mean().item()
     result = fidelity(
         child,
         concept,

@@ -297,12 +297,19 @@ def overview_figure(results: Sequence[Mapping[str, Any]], out: Path) -> Path:
     return save_figure(fig, out)
 
 
+def _cos_cell(result: Mapping[str, Any], name: str) -> str:
+    """Mean cosine of the mapped vector with the child's own over the steered layers (results from before it
+    was recorded show —)."""
+    cos = result["meta"].get("maps", {}).get(name, {}).get("cos_to_native")
+    return "—" if cos is None else f"{cos:+.2f}"
+
+
 def study_table(results: Sequence[Mapping[str, Any]]) -> str:
     """One row per (pair, concept, map): fidelity [CI] beside its nulls, and the native effect."""
     lines = [
         "| parent → child | concept | map | fidelity [95% CI] | mapped-random | random (95% bound) | native effect "
-        "| reading |",
-        "|---|---|---|---|---|---|---|---|",
+        "| cos to native | reading |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         pair = pair_name(r)
@@ -311,7 +318,7 @@ def study_table(results: Sequence[Mapping[str, Any]]) -> str:
             lines.append(
                 f"| {pair} | {r['concept']} | {name} | {_f(r['fidelity'].get(name))} | "
                 f"{_f(r['fidelity'].get(f'{name}/mapped-random'))} | {_null_cell(r)} | {native} | "
-                f"{verdict(r, name)} |"
+                f"{_cos_cell(r, name)} | {verdict(r, name)} |"
             )
     return "\n".join(lines)
 
