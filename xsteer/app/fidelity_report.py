@@ -338,13 +338,14 @@ def plain_reading(results: Sequence[Mapping[str, Any]]) -> str:
         f"{len(wins)} of {total} (measurement, map) cells beat both nulls (fidelity CI above the mapped-random "
         "direction's estimate and above the 95% prediction bound of a random child direction's fidelity)."
     )
-    by_concept: dict[str, list[float]] = {}
+    by_concept: dict[str, list[float | None]] = {}
     for r in steer:
-        b = best_map(r)
-        if b:
-            by_concept.setdefault(r["concept"], []).append(r["fidelity"][b][0])
-    for concept, fs in sorted(by_concept.items()):
-        lines.append(f"{concept}: best map's fidelity {min(fs):+.2f} … {max(fs):+.2f} across pairs.")
+        b = best_beating_map(r)
+        by_concept.setdefault(r["concept"], []).append(r["fidelity"][b][0] if b else None)
+    for concept, fs in by_concept.items():
+        won = [f for f in fs if f is not None]
+        best = f" (best such map: {min(won):+.2f} … {max(won):+.2f})" if won else ""
+        lines.append(f"{concept}: a map beats both nulls in {len(won)} of {len(fs)} pairs{best}.")
     return " ".join(lines)
 
 
