@@ -431,6 +431,16 @@ def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
     run_study(FidelitySpec(**base, random_draws=3), tmp_path, log=lambda *_: None)
     assert path.stat().st_mtime_ns == mtime  # nothing left to do
 
+    # a result measured before the cosines were recorded gets them, from its maps fitted again, nothing else
+    old = json.loads(path.read_text())
+    for fit in old["meta"]["maps"].values():
+        del fit["cos_to_native"], fit["mapped_random_cos_to_native"]
+    path.write_text(json.dumps(old))
+    run_study(FidelitySpec(**base, random_draws=3), tmp_path, log=lambda *_: None)
+    again = json.loads(path.read_text())
+    assert again["meta"]["maps"] == after["meta"]["maps"] and again["readouts"] == after["readouts"]
+    assert again["meta"]["cos_to_native_added"] is True
+
     from xsteer.app.fidelity_report import write_fidelity_report
 
     page = write_fidelity_report([after, {**after, "concept": "again"}], tmp_path / "page").read_text()

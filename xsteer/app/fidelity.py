@@ -28,7 +28,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +248,16 @@ def run_pair(
     want = random_names(spec.random_draws)
     stored = {c.name: json.loads(files[c.name].read_text()) for c in concepts if files[c.name].exists()}
     missing = {name: [n for n in want if n not in doc["conditions"]] for name, doc in stored.items()}
-    todo = [c for c in concepts if not files[c.name].exists() or missing[c.name]]
+    no_cos = {
+        name
+        for name, doc in stored.items()
+        if not doc["meta"].get("cos_to_native_added")
+        and any(
+            "cos_to_native" not in fit and not m.endswith("×given")
+            for m, fit in doc["meta"].get("maps", {}).items()
+        )
+    }
+    todo = [c for c in concepts if not files[c.name].exists() or missing[c.name] or c.name in no_cos]
     if not todo:
         return list(files.values())
     t0 = time.time()
@@ -273,7 +282,17 @@ def run_pair(
     ids = (parse_spec(parent_spec).model_id, model_id(child))
     layers = steered_layers(spec.layers, child.cfg.n_layers)
     for concept in todo:
-        if concept.name in missing:
+        if concept.name in no_cos:
+            log(
+                f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}: cosines to native"
+            )
+            stored[concept.name] = _add_cos_to_native(
+                spec, stored[concept.name], ids, concept, readers, acts_p, acts_c, layers
+            )
+            write_json_atomic(files[concept.name], stored[concept.name])
+            if not missing[concept.name]:
+                continue
+        if concept.name in missing and missing[concept.name]:
             log(
                 f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}: random draws {missing[concept.name]}"
             )
@@ -304,16 +323,27 @@ def run_pair(
     return list(files.values())
 
 
-def _one_concept(
+@dataclass
+class _Conditions:
+    """What one concept's measurement steers with: the child's own vector (as fitted, and at the steered
+    layers' ``resid_mean``), the parent's, every other condition, and each map's fit report."""
+
+    v_parent: SteeringVectors
+    v_native: SteeringVectors
+    native: SteeringVectors
+    conditions: dict[str, SteeringVectors]
+    fits: dict[str, Any]
+
+
+def _build_conditions(
     spec: FidelitySpec,
     ids: tuple[str, str],
-    child: Any,
     concept: Any,
     concepts: Sequence[Any],
     acts_p: _Acts,
     acts_c: _Acts,
     layers: list[int],
-) -> FidelityResult:
+) -> _Conditions:
     parent_id, child_id = ids
     pp, np_ = acts_p.pos[concept.name], acts_p.neg[concept.name]
     pc, nc = acts_c.pos[concept.name], acts_c.neg[concept.name]
@@ -367,11 +397,25 @@ def _one_concept(
                 # another route than the concept: worth seeing beside the fidelity.
                 cos = F.cosine_similarity(mapped.vectors[list(steer)], v_native.vectors[list(steer)], dim=-1)
                 fits[name][f"{'mapped_random_' if label != name else ''}cos_to_native"] = cos.mean().item()
+    return _Conditions(v_parent, v_native, native, conditions, fits)
+
+
+def _one_concept(
+    spec: FidelitySpec,
+    ids: tuple[str, str],
+    child: Any,
+    concept: Any,
+    concepts: Sequence[Any],
+    acts_p: _Acts,
+    acts_c: _Acts,
+    layers: list[int],
+) -> FidelityResult:
+    built = _build_conditions(spec, ids, concept, concepts, acts_p, acts_c, layers)
     result = fidelity(
         child,
         concept,
-        conditions,
-        native=native,
+        built.conditions,
+        native=built.native,
         lambdas=spec.lambdas,
         n_boot=spec.n_boot,
         seed=spec.seed,
@@ -380,12 +424,40 @@ def _one_concept(
         max_new_tokens=spec.max_new_tokens,
         progress=False,
     )
-    result.meta["maps"] = fits
+    result.meta["maps"] = built.fits
     result.meta["vectors"] = {
-        "parent_separation": [s.get("separation") for s in v_parent.layer_stats],
-        "native_separation": [s.get("separation") for s in v_native.layer_stats],
+        "parent_separation": [s.get("separation") for s in built.v_parent.layer_stats],
+        "native_separation": [s.get("separation") for s in built.v_native.layer_stats],
     }
     return result
+
+
+def _add_cos_to_native(
+    spec: FidelitySpec,
+    doc: dict[str, Any],
+    ids: tuple[str, str],
+    concept: Any,
+    concepts: Sequence[Any],
+    acts_p: _Acts,
+    acts_c: _Acts,
+    layers: list[int],
+) -> dict[str, Any]:
+    """A stored result measured before the cosines were recorded, with them added: its own grid of maps is
+    fitted again on the cached activations (nothing is steered)."""
+    names = [n for n in doc["meta"].get("maps", {}) if not n.endswith("×given")]
+    grid = replace(
+        spec,
+        layer_maps=tuple(dict.fromkeys(n.split("×")[0] for n in names)),
+        width_maps=tuple(dict.fromkeys(n.split("×")[1] for n in names)),
+        maps=(),
+    )
+    built = _build_conditions(grid, ids, concept, concepts, acts_p, acts_c, layers)
+    for name, fit in doc["meta"].get("maps", {}).items():
+        for key in ("cos_to_native", "mapped_random_cos_to_native"):
+            if key in built.fits.get(name, {}):
+                fit[key] = built.fits[name][key]
+    doc["meta"]["cos_to_native_added"] = True
+    return doc
 
 
 def _native(
