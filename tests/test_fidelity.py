@@ -326,7 +326,10 @@ def _result(parent, child, concept, fids, *, steers=True, fits=None):
             "parent": parent,
             "child": child,
             "steered_layers": [3],
-            "maps": {n: {"heldout_cos_centred": {"2": -1.0, "3": f}} for n, f in (fits or {}).items()},
+            "maps": {
+                n: {"heldout_cos_centred": {"2": -1.0, "3": f}, "cos_to_native": -f}
+                for n, f in (fits or {}).items()
+            },
         },
     }
 
@@ -535,7 +538,7 @@ def test_random_draws_must_be_positive():
 
 
 def test_fit_vs_fidelity_ranks_each_width_map_on_the_steered_layers():
-    from xsteer.app.fidelity_report import fit_vs_fidelity
+    from xsteer.app.fidelity_report import cos_to_native, fit_vs_fidelity, predicts_fidelity
 
     results = [
         _result(
@@ -552,3 +555,6 @@ def test_fit_vs_fidelity_ranks_each_width_map_on_the_steered_layers():
     assert rows[0] == "| ridge | 5 | +0.50 … +0.90 | +1.00 [+1.00, +1.00] |"
     assert rows[1] == "| anchor | 5 | +0.06 … +0.10 | -1.00 [-1.00, -1.00] |"
     assert fit_vs_fidelity(results[:4]).splitlines()[2] == "| ridge | 4 | +0.50 … +0.80 | — |"
+    by_cos = predicts_fidelity(results, cos_to_native, "cos to native", n_boot=200).splitlines()
+    assert by_cos[0].startswith("| width map | cells | cos to native |")
+    assert by_cos[2] == "| ridge | 5 | -0.90 … -0.50 | -1.00 [-1.00, -1.00] |"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,10 +172,22 @@ def heldout_fit(result: Mapping[str, Any], name: str) -> float | None:
     return sum(fits) / len(fits) if fits else None
 
 
-def fit_vs_fidelity(results: Sequence[Mapping[str, Any]], *, n_boot: int = 2000) -> str:
-    """Per width map: does its held-out fit rank its fidelity? Spearman ρ over the (measurement, layer map)
-    cells where fidelity is defined, with a bootstrap CI over cells (cells share measurements, so the CI is
-    optimistic). A map whose fit says nothing about transfer cannot be chosen by its fit alone."""
+def cos_to_native(result: Mapping[str, Any], name: str) -> float | None:
+    """Mean cosine of the mapped vector with the child's own over the steered layers (None when the result
+    does not record it)."""
+    return result["meta"].get("maps", {}).get(name, {}).get("cos_to_native")
+
+
+def predicts_fidelity(
+    results: Sequence[Mapping[str, Any]],
+    predictor: Callable[[Mapping[str, Any], str], float | None],
+    label: str,
+    *,
+    n_boot: int = 2000,
+) -> str:
+    """Per width map: does ``predictor`` (a number per map, known before steering) rank its fidelity? Spearman
+    ρ over the (measurement, layer map) cells where fidelity is defined, with a bootstrap CI over cells (cells
+    share measurements, so the CI is optimistic)."""
     from xsteer.evaluation.stats import spearman_ci
 
     cells: dict[str, list[tuple[float, float]]] = {}
@@ -183,21 +195,24 @@ def fit_vs_fidelity(results: Sequence[Mapping[str, Any]], *, n_boot: int = 2000)
         if not r["native_steers"]:
             continue
         for n in map_names(r):
-            fit, f = heldout_fit(r, n), r["fidelity"].get(n)
-            if fit is not None and f is not None:
-                cells.setdefault(n.split("×")[1], []).append((fit, f[0]))
-    lines = [
-        "| width map | cells | held-out fit (centred cosine) | Spearman ρ(fit, fidelity) [95% CI] |",
-        "|---|---|---|---|",
-    ]
+            x, f = predictor(r, n), r["fidelity"].get(n)
+            if x is not None and f is not None:
+                cells.setdefault(n.split("×")[1], []).append((x, f[0]))
+    lines = [f"| width map | cells | {label} | Spearman ρ({label}, fidelity) [95% CI] |", "|---|---|---|---|"]
     for wm, xs in cells.items():
-        fits, fids = zip(*xs, strict=True)
+        values, fids = zip(*xs, strict=True)
         rho = "—"
         if len(xs) >= 5:
-            ci = spearman_ci(fits, fids, n_boot=n_boot)
+            ci = spearman_ci(values, fids, n_boot=n_boot)
             rho = f"{ci.estimate:+.2f} [{ci.low:+.2f}, {ci.high:+.2f}]"
-        lines.append(f"| {wm} | {len(xs)} | {min(fits):+.2f} … {max(fits):+.2f} | {rho} |")
+        lines.append(f"| {wm} | {len(xs)} | {min(values):+.2f} … {max(values):+.2f} | {rho} |")
     return "\n".join(lines)
+
+
+def fit_vs_fidelity(results: Sequence[Mapping[str, Any]], *, n_boot: int = 2000) -> str:
+    """Does a map's held-out fit rank its fidelity? A map whose fit says nothing about transfer cannot be
+    chosen by its fit alone."""
+    return predicts_fidelity(results, heldout_fit, "held-out fit", n_boot=n_boot)
 
 
 def in_monotone_range(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -236,6 +251,8 @@ def study_markdown(results: Sequence[Mapping[str, Any]]) -> str:
             scoreboard(results),
             "Does a map's held-out fit predict its fidelity?",
             fit_vs_fidelity(results),
+            "Does the mapped vector's cosine with the child's own (over the steered layers) predict its fidelity?",
+            predicts_fidelity(results, cos_to_native, "cos to native"),
             "Within the native curve's monotone λ range (where the child's own vector still acts monotonically; "
             f"narrower than the grid for {ranges or 'none'}): {wm} of {nm} (measurement, map) cells beat both "
             f"nulls, against {w} of {n} on the whole grid.",
@@ -298,9 +315,7 @@ def overview_figure(results: Sequence[Mapping[str, Any]], out: Path) -> Path:
 
 
 def _cos_cell(result: Mapping[str, Any], name: str) -> str:
-    """Mean cosine of the mapped vector with the child's own over the steered layers (results from before it
-    was recorded show —)."""
-    cos = result["meta"].get("maps", {}).get(name, {}).get("cos_to_native")
+    cos = cos_to_native(result, name)
     return "—" if cos is None else f"{cos:+.2f}"
 
 
@@ -449,8 +464,9 @@ def write_fidelity_report(
             _md_table_to_html(overview(results)),
             "<h2>Maps over all measurements</h2>",
             _md_table_to_html(scoreboard(results)),
-            "<h2>Does a map's held-out fit predict its fidelity?</h2>",
+            "<h2>Does a map's held-out fit, or its vector's cosine with the child's own, predict fidelity?</h2>",
             _md_table_to_html(fit_vs_fidelity(results)),
+            _md_table_to_html(predicts_fidelity(results, cos_to_native, "cos to native")),
             "<h2>Within each native curve's monotone λ range</h2>",
             _md_table_to_html(overview(in_monotone_range(results))),
         ]
