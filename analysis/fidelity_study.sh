@@ -5,8 +5,11 @@
 # Ordered so that a partial run answers the main questions first: one cross-family pair (Gemma-3-270M ->
 # SmolLM2-135M, the cheapest) with the full grid on sentiment, then the reduced grid (proportional and
 # CKA-on-differences layer maps x ridge, anchor and the truncate_pad control) for the same-family pair
-# (Qwen2.5-Coder-1.5B -> 0.5B) and the paper's own concept, then the cheap cross-family cells, then the rest. On 2 CPU cores one
-# (pair, concept) takes ~10-35 min (full grid, SmolLM2 child) and the whole plan below ~10 h.
+# (Qwen2.5-Coder-1.5B -> 0.5B) and the paper's own concept, then the cheap cross-family cells, then the rest.
+# Each model reads each concept's texts once (cached in OUT/acts per text set, whatever the pair or the other
+# concepts): ~4 min for SmolLM2 or Gemma, ~12-17 min for the two Qwen models together. After that, on 2 CPU cores, a
+# (pair, concept) on the reduced grid takes ~4-9 min (SmolLM2 or Gemma child) or ~9-14 min (Qwen 0.5B child), and
+# corrupted_answer (GSM8K prompts) several times longer.
 set -euo pipefail
 OUT=${1:-runs/fidelity}
 DATA=${2:-../shared/data}
