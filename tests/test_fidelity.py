@@ -327,7 +327,7 @@ def _result(parent, child, concept, fids, *, steers=True, fits=None):
             "child": child,
             "steered_layers": [3],
             "maps": {
-                n: {"heldout_cos_centred": {"2": -1.0, "3": f}, "cos_to_native": -f}
+                n: {"heldout_cos_centred": {"2": -1.0, "3": f}, "std_cos_to_native": -f}
                 for n, f in (fits or {}).items()
             },
         },
@@ -428,7 +428,9 @@ def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
     assert after["readouts"]["random#2"] != after["readouts"]["random"]  # other directions, other responses
     assert after["meta"]["random_draws_added"] == ["random#2", "random#3"]
     [fit] = after["meta"]["maps"].values()
-    assert -1.0 <= fit["cos_to_native"] <= 1.0 and -1.0 <= fit["mapped_random_cos_to_native"] <= 1.0
+    assert all(
+        -1.0 <= fit[k] <= 1.0 for k in ("cos_to_native", "std_cos_to_native", "mapped_random_cos_to_native")
+    )
 
     mtime = path.stat().st_mtime_ns
     run_study(FidelitySpec(**base, random_draws=3), tmp_path, log=lambda *_: None)
@@ -437,12 +439,16 @@ def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
     # a result measured before the cosines were recorded gets them, from its maps fitted again, nothing else
     old = json.loads(path.read_text())
     for fit in old["meta"]["maps"].values():
-        del fit["cos_to_native"], fit["mapped_random_cos_to_native"]
+        del fit["cos_to_native"], fit["std_cos_to_native"], fit["mapped_random_cos_to_native"]
     path.write_text(json.dumps(old))
     run_study(FidelitySpec(**base, random_draws=3), tmp_path, log=lambda *_: None)
     again = json.loads(path.read_text())
     assert again["meta"]["maps"] == after["meta"]["maps"] and again["readouts"] == after["readouts"]
-    assert again["meta"]["cos_to_native_added"] is True
+    assert again["meta"]["cosines_added"] == [
+        "cos_to_native",
+        "std_cos_to_native",
+        "mapped_random_cos_to_native",
+    ]
 
     from xsteer.app.fidelity_report import write_fidelity_report
 

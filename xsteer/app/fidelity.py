@@ -65,6 +65,8 @@ from xsteer.transfer.maps import TransferMap, fit_texts, fit_transfer_from_activ
 from xsteer.transfer.widthmap import WIDTH_MAPS
 
 ANSWER = "corrupted_answer"
+#: What each map's fit report records of its vector's geometry against the child's own (see _build_conditions).
+COSINES = ("cos_to_native", "std_cos_to_native", "mapped_random_cos_to_native")
 
 
 @dataclass(frozen=True)
@@ -251,9 +253,9 @@ def run_pair(
     no_cos = {
         name
         for name, doc in stored.items()
-        if not doc["meta"].get("cos_to_native_added")
+        if doc["meta"].get("cosines_added") != list(COSINES)
         and any(
-            "cos_to_native" not in fit and not m.endswith("×given")
+            any(k not in fit for k in COSINES[:2]) and not m.endswith("×given")
             for m, fit in doc["meta"].get("maps", {}).items()
         )
     }
@@ -350,6 +352,7 @@ def _build_conditions(
     v_parent = _vectors(pp, np_, parent_id, spec.method, spec.seed, concept.pairs)
     xp, yc = _fit_acts(concept, concepts, acts_p), _fit_acts(concept, concepts, acts_c)
     norms = yc.norm(dim=-1).mean(dim=-1)
+    spread = yc.std(dim=1).clamp_min(1e-6)  # [layer, d]: each coordinate's spread over the fit texts
     diffs = (einops.rearrange(pp - np_, "n l d -> l n d"), einops.rearrange(pc - nc, "n l d -> l n d"))
     v_native, native = _native(spec, child_id, concept, acts_c, layers, norms)
     random_parent = v_parent.random_like(spec.seed + 1)
@@ -394,9 +397,16 @@ def _build_conditions(
             if steer:
                 conditions[label] = mapped.replace(layers=steer).scaled_to(norms, "resid_mean")
                 # A large effect from a vector orthogonal to the child's own says the readout moved by
-                # another route than the concept: worth seeing beside the fidelity.
-                cos = F.cosine_similarity(mapped.vectors[list(steer)], v_native.vectors[list(steer)], dim=-1)
-                fits[name][f"{'mapped_random_' if label != name else ''}cos_to_native"] = cos.mean().item()
+                # another route than the concept: worth seeing beside the fidelity. Raw cosines are ruled by a
+                # few massive-activation coordinates (Qwen's mean differences put ~98% of their norm in three),
+                # so the standardized one (each coordinate over the child's spread) is recorded too.
+                idx = list(steer)
+                a, b = mapped.vectors[idx], v_native.vectors[idx]
+                prefix = "mapped_random_" if label != name else ""
+                fits[name][f"{prefix}cos_to_native"] = F.cosine_similarity(a, b, dim=-1).mean().item()
+                if not prefix:
+                    std = F.cosine_similarity(a / spread[idx], b / spread[idx], dim=-1)
+                    fits[name]["std_cos_to_native"] = std.mean().item()
     return _Conditions(v_parent, v_native, native, conditions, fits)
 
 
@@ -453,10 +463,10 @@ def _add_cos_to_native(
     )
     built = _build_conditions(grid, ids, concept, concepts, acts_p, acts_c, layers)
     for name, fit in doc["meta"].get("maps", {}).items():
-        for key in ("cos_to_native", "mapped_random_cos_to_native"):
+        for key in COSINES:
             if key in built.fits.get(name, {}):
                 fit[key] = built.fits[name][key]
-    doc["meta"]["cos_to_native_added"] = True
+    doc["meta"]["cosines_added"] = list(COSINES)
     return doc
 
 

@@ -173,9 +173,10 @@ def heldout_fit(result: Mapping[str, Any], name: str) -> float | None:
 
 
 def cos_to_native(result: Mapping[str, Any], name: str) -> float | None:
-    """Mean cosine of the mapped vector with the child's own over the steered layers (None when the result
-    does not record it)."""
-    return result["meta"].get("maps", {}).get(name, {}).get("cos_to_native")
+    """Mean cosine of the mapped vector with the child's own over the steered layers, each coordinate divided
+    by its spread in the child (raw cosines are ruled by a few massive-activation coordinates); None when the
+    result does not record it."""
+    return result["meta"].get("maps", {}).get(name, {}).get("std_cos_to_native")
 
 
 def predicts_fidelity(
@@ -252,7 +253,7 @@ def study_markdown(results: Sequence[Mapping[str, Any]]) -> str:
             "Does a map's held-out fit predict its fidelity?",
             fit_vs_fidelity(results),
             "Does the mapped vector's cosine with the child's own (over the steered layers) predict its fidelity?",
-            predicts_fidelity(results, cos_to_native, "cos to native"),
+            predicts_fidelity(results, cos_to_native, "standardized cos to native"),
             "Within the native curve's monotone λ range (where the child's own vector still acts monotonically; "
             f"narrower than the grid for {ranges or 'none'}): {wm} of {nm} (measurement, map) cells beat both "
             f"nulls, against {w} of {n} on the whole grid.",
@@ -323,7 +324,7 @@ def study_table(results: Sequence[Mapping[str, Any]]) -> str:
     """One row per (pair, concept, map): fidelity [CI] beside its nulls, and the native effect."""
     lines = [
         "| parent → child | concept | map | fidelity [95% CI] | mapped-random | random (95% bound) | native effect "
-        "| cos to native | reading |",
+        "| std. cos to native | reading |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -466,7 +467,7 @@ def write_fidelity_report(
             _md_table_to_html(scoreboard(results)),
             "<h2>Does a map's held-out fit, or its vector's cosine with the child's own, predict fidelity?</h2>",
             _md_table_to_html(fit_vs_fidelity(results)),
-            _md_table_to_html(predicts_fidelity(results, cos_to_native, "cos to native")),
+            _md_table_to_html(predicts_fidelity(results, cos_to_native, "standardized cos to native")),
             "<h2>Within each native curve's monotone λ range</h2>",
             _md_table_to_html(overview(in_monotone_range(results))),
         ]
