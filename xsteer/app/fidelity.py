@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -255,7 +255,7 @@ def run_pair(
         for name, doc in stored.items()
         if doc["meta"].get("cosines_added") != list(COSINES)
         and any(
-            any(k not in fit for k in COSINES[:2]) and not m.endswith("×given")
+            "std_cos_to_native" not in fit and not m.endswith("×given")
             for m, fit in doc["meta"].get("maps", {}).items()
         )
     }
@@ -284,31 +284,21 @@ def run_pair(
     ids = (parse_spec(parent_spec).model_id, model_id(child))
     layers = steered_layers(spec.layers, child.cfg.n_layers)
     for concept in todo:
-        if concept.name in no_cos:
-            log(
-                f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}: cosines to native"
-            )
-            stored[concept.name] = _add_cos_to_native(
-                spec, stored[concept.name], ids, concept, readers, acts_p, acts_c, layers
-            )
-            write_json_atomic(files[concept.name], stored[concept.name])
-            if not missing[concept.name]:
-                continue
-        if concept.name in missing and missing[concept.name]:
-            log(
-                f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}: random draws {missing[concept.name]}"
-            )
-            doc = _add_random_draws(
-                spec,
-                stored[concept.name],
-                missing[concept.name],
-                ids,
-                child,
-                concept,
-                readers,
-                acts_c,
-                layers,
-            )
+        if concept.name in stored:  # complete a stored result: nothing it already has is measured again
+            doc = stored[concept.name]
+            if concept.name in no_cos:
+                log(
+                    f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}: cosines to native"
+                )
+                grid = _grid_of(spec, doc)
+                _add_cosines(doc, _build_conditions(grid, ids, concept, readers, acts_p, acts_c, layers))
+            if missing[concept.name]:
+                log(
+                    f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}: random draws {missing[concept.name]}"
+                )
+                doc = _add_random_draws(
+                    spec, doc, missing[concept.name], ids, child, concept, readers, acts_c, layers
+                )
             write_json_atomic(files[concept.name], doc)
             continue
         log(f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}")
@@ -442,32 +432,25 @@ def _one_concept(
     return result
 
 
-def _add_cos_to_native(
-    spec: FidelitySpec,
-    doc: dict[str, Any],
-    ids: tuple[str, str],
-    concept: Any,
-    concepts: Sequence[Any],
-    acts_p: _Acts,
-    acts_c: _Acts,
-    layers: list[int],
-) -> dict[str, Any]:
-    """A stored result measured before the cosines were recorded, with them added: its own grid of maps is
-    fitted again on the cached activations (nothing is steered)."""
+def _grid_of(spec: FidelitySpec, doc: Mapping[str, Any]) -> FidelitySpec:
+    """``spec`` with the grid of fitted maps a stored result was measured with."""
     names = [n for n in doc["meta"].get("maps", {}) if not n.endswith("×given")]
-    grid = replace(
+    return replace(
         spec,
         layer_maps=tuple(dict.fromkeys(n.split("×")[0] for n in names)),
         width_maps=tuple(dict.fromkeys(n.split("×")[1] for n in names)),
         maps=(),
     )
-    built = _build_conditions(grid, ids, concept, concepts, acts_p, acts_c, layers)
+
+
+def _add_cosines(doc: dict[str, Any], built: _Conditions) -> None:
+    """Give a stored result measured before the cosines were recorded the ones of its maps, fitted again
+    (nothing is steered)."""
     for name, fit in doc["meta"].get("maps", {}).items():
         for key in COSINES:
             if key in built.fits.get(name, {}):
                 fit[key] = built.fits[name][key]
     doc["meta"]["cosines_added"] = list(COSINES)
-    return doc
 
 
 def _native(

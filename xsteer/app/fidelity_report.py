@@ -82,8 +82,8 @@ def verdict(result: Mapping[str, Any], name: str) -> str:
     if f is None:
         return "undefined"
     rnd = random_null(result)
-    nulls = [fid[m][0] if (m := f"{name}/mapped-random") in fid and fid[m] else None]
-    nulls.append(rnd.bound if rnd else None)
+    mapped = fid.get(f"{name}/mapped-random")
+    nulls = [mapped[0] if mapped else None, rnd.bound if rnd else None]
     top = max((n for n in nulls if n is not None), default=0.0)
     if f[1] > max(top, 0.0):
         return "beats nulls"
@@ -346,12 +346,11 @@ def plain_reading(results: Sequence[Mapping[str, Any]]) -> str:
         f"{len(results)} (pair, concept) measurements; in {len(steer)} the child's own vector moves the readout "
         "(its effect's 95% CI excludes 0), so fidelity is defined there."
     ]
-    wins = [(r, n) for r in steer for n in map_names(r) if verdict(r, n) == "beats nulls"]
     if not steer:
         return lines[0]
-    total = sum(len(map_names(r)) for r in steer)
+    wins, total = _count_wins(results)
     lines.append(
-        f"{len(wins)} of {total} (measurement, map) cells beat both nulls (fidelity CI above the mapped-random "
+        f"{wins} of {total} (measurement, map) cells beat both nulls (fidelity CI above the mapped-random "
         "direction's estimate and above the 95% prediction bound of a random child direction's fidelity)."
     )
     by_concept: dict[str, list[float | None]] = {}

@@ -209,6 +209,23 @@ def fidelity_ci(
     return Estimate(float(mapped.double().mean() / native.double().mean()), lo, hi)
 
 
+def _estimates(
+    effects: Mapping[str, Float[Tensor, " probe"]], *, n_boot: int, seed: int
+) -> tuple[Estimate, dict[str, Estimate], dict[str, Estimate | None]]:
+    """Each condition's signed effect over probes → the native effect, every effect and every fidelity with
+    their CIs; fidelity is None for all when the native effect's CI covers 0."""
+    native = effect_ci(effects[NATIVE], n_boot=n_boot, seed=seed)
+    steers = native.low > 0
+    return (
+        native,
+        {k: effect_ci(e, n_boot=n_boot, seed=seed) for k, e in effects.items()},
+        {
+            k: fidelity_ci(e, effects[NATIVE], n_boot=n_boot, seed=seed) if steers else None
+            for k, e in effects.items()
+        },
+    )
+
+
 def monotone_lambdas(lambdas: Sequence[float], native_delta: Float[Tensor, "lam probe"]) -> list[float]:
     """The widest symmetric part of the λ grid on which the native vector's mean effect rises with λ (the
     baseline, 0, included). Past it, steering harder breaks the child (the native curve turns over) and every
@@ -234,19 +251,15 @@ def restrict(
     base = torch.tensor(doc["baseline"])
     readouts = {c: [doc["readouts"][c][i] for i in index] for c in doc["conditions"]}
     effects = {c: signed_effect(torch.tensor(r) - base[None, :], lambdas) for c, r in readouts.items()}
-    native = effect_ci(effects[NATIVE], n_boot=n_boot, seed=seed)
-    steers = native.low > 0
+    native, effect_cis, fidelity_cis = _estimates(effects, n_boot=n_boot, seed=seed)
     return {
         **doc,
         "lambdas": list(lambdas),
         "readouts": readouts,
         "native_effect": native.as_list(),
-        "native_steers": steers,
-        "effects": {c: effect_ci(e, n_boot=n_boot, seed=seed).as_list() for c, e in effects.items()},
-        "fidelity": {
-            c: fidelity_ci(e, effects[NATIVE], n_boot=n_boot, seed=seed).as_list() if steers else None
-            for c, e in effects.items()
-        },
+        "native_steers": native.low > 0,
+        "effects": {c: e.as_list() for c, e in effect_cis.items()},
+        "fidelity": {c: f.as_list() if f is not None else None for c, f in fidelity_cis.items()},
         "generations": [],
     }
 
@@ -356,8 +369,7 @@ def fidelity(
             readouts[name] = readout(child, v, lambdas, layers=layers, batch_size=batch_size)
             bar.update()
     effects = {name: signed_effect(r - base[None, :], lambdas) for name, r in readouts.items()}
-    native_est = effect_ci(effects[NATIVE], n_boot=n_boot, seed=seed)
-    steers = native_est.low > 0
+    native_est, effect_cis, fidelity_cis = _estimates(effects, n_boot=n_boot, seed=seed)
     result = FidelityResult(
         concept=concept.name,
         readout=readout.name,
@@ -366,11 +378,8 @@ def fidelity(
         baseline=base.tolist(),
         readouts={k: v.tolist() for k, v in readouts.items()},
         native_effect=native_est,
-        effects={k: effect_ci(e, n_boot=n_boot, seed=seed) for k, e in effects.items()},
-        fidelity={
-            k: (fidelity_ci(e, effects[NATIVE], n_boot=n_boot, seed=seed) if steers else None)
-            for k, e in effects.items()
-        },
+        effects=effect_cis,
+        fidelity=fidelity_cis,
         meta={
             "n_probes": len(readout.probes),
             "norm": native.norm,
