@@ -114,28 +114,45 @@ def _concept_order(results: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted(names, key=lambda c: (BUILTIN.index(c) if c in BUILTIN else len(BUILTIN), c))
 
 
+def _pairs_by_concepts(
+    results: Sequence[Mapping[str, Any]],
+) -> tuple[list[str], list[str], dict[tuple[str, str], Mapping[str, Any]]]:
+    """The overview's rows (pairs, in order of first appearance), columns (concepts) and cells."""
+    pairs = list(dict.fromkeys(pair_name(r) for r in results))
+    return pairs, _concept_order(results), {(pair_name(r), r["concept"]): r for r in results}
+
+
+def _outcome(result: Mapping[str, Any]) -> tuple[str, str | None]:
+    """One overview cell: ("undefined", None) when the child's own vector does not steer; ("beats", map) for
+    the best map that beats both nulls; else ("none", the best map by estimate, if any has a fidelity)."""
+    if not result["native_steers"]:
+        return "undefined", None
+    if (b := best_beating_map(result)) is not None:
+        return "beats", b
+    return "none", best_map(result)
+
+
 def overview(results: Sequence[Mapping[str, Any]]) -> str:
     """Pairs × concepts: the best map that beats both nulls, its fidelity [CI]; or why none does.
 
     The best of several maps is a selected maximum, so read its CI as optimistic; the full table keeps every
     map. ``·`` marks a (pair, concept) that has not been measured."""
-    concepts = _concept_order(results)
-    cells = {(pair_name(r), r["concept"]): r for r in results}
+    pairs, concepts, cells = _pairs_by_concepts(results)
     lines = ["| parent → child | " + " | ".join(concepts) + " |", "|---" * (len(concepts) + 1) + "|"]
-    for pair in dict.fromkeys(pair_name(r) for r in results):
+    for pair in pairs:
         row = []
         for c in concepts:
-            r = cells.get((pair, c))
-            if r is None:
+            if (r := cells.get((pair, c))) is None:
                 row.append("·")
-            elif not r["native_steers"]:
+                continue
+            kind, name = _outcome(r)
+            if kind == "undefined":
                 row.append(f"undefined: native {_f(r['native_effect'])}")
-            elif (b := best_beating_map(r)) is not None:
-                f, lo, hi = r["fidelity"][b]
-                row.append(f"**{f:.2f}** [{lo:.2f}, {hi:.2f}] {b}")
+            elif kind == "beats":
+                f, lo, hi = r["fidelity"][name]
+                row.append(f"**{f:.2f}** [{lo:.2f}, {hi:.2f}] {name}")
             else:
-                top = best_map(r)
-                row.append(f"none beats nulls (best {top} {r['fidelity'][top][0]:+.2f})" if top else "—")
+                row.append(f"none beats nulls (best {name} {r['fidelity'][name][0]:+.2f})" if name else "—")
         lines.append(f"| {pair} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -271,22 +288,20 @@ def overview_figure(results: Sequence[Mapping[str, Any]], out: Path) -> Path:
     import numpy as np
     import seaborn as sns
 
-    concepts = _concept_order(results)
-    pairs = list(dict.fromkeys(pair_name(r) for r in results))
-    cells = {(pair_name(r), r["concept"]): r for r in results}
+    pairs, concepts, cells = _pairs_by_concepts(results)
     values = np.full((len(pairs), len(concepts)), np.nan)
     labels = np.full(values.shape, "not run", dtype=object)
     for i, pair in enumerate(pairs):
         for j, c in enumerate(concepts):
-            r = cells.get((pair, c))
-            if r is None:
+            if (r := cells.get((pair, c))) is None:
                 continue
-            if not r["native_steers"]:
+            kind, name = _outcome(r)
+            if kind == "undefined":
                 labels[i, j] = "undefined"
-            elif (b := best_beating_map(r)) is not None:
-                f, lo, hi = r["fidelity"][b]
+            elif kind == "beats":
+                f, lo, hi = r["fidelity"][name]
                 values[i, j] = f
-                labels[i, j] = f"{f:.2f} [{lo:.2f}, {hi:.2f}]\n{b}"
+                labels[i, j] = f"{f:.2f} [{lo:.2f}, {hi:.2f}]\n{name}"
             else:
                 labels[i, j] = "no map\nbeats nulls"
     sns.set_theme(style="white")
