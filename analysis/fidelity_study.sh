@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The transfer-fidelity study on the offline zoo (XSTEER_ZOO=full), resumable: rerun the same command and
-# finished (pair, concept) results are kept (whatever grid they were run with), activations are reused.
+# finished (pair, concept) results are kept; one that lacks a map or random draw a command asks for gets only
+# those measured and added. Activations are reused.
 #   bash analysis/fidelity_study.sh runs/fidelity ../shared/data      # then: analysis/results/fidelity.md
 # Ordered so that a partial run answers the main questions first: one cross-family pair (Gemma-3-270M ->
 # SmolLM2-135M, the cheapest) with the full grid on sentiment, then the reduced grid (proportional and
@@ -37,3 +38,8 @@ for c in topic formality corrupted_answer; do run $Q1 $Q0 $c "${SMALL[@]}"; done
 for pair in "$Q1 $S" "$S $G" "$G $Q0" "$S $Q0" "$Q1 $G"; do
   for c in sentiment certainty topic formality corrupted_answer; do run $pair $c "${SMALL[@]}"; done
 done
+# The full grid (4 layer maps x 4 width maps) on one more cell per child, the same-family one included: only
+# the maps the reduced grid lacks are measured (~ one cell's cost each).
+run $Q1 $Q0 sentiment "${FULL[@]}"
+run $S $G sentiment "${FULL[@]}"
+run $G $S certainty "${FULL[@]}"

@@ -4,6 +4,7 @@ another basis (a wider, rotated copy), where a fitted map must carry the concept
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -426,7 +427,7 @@ def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
     for key in ("readouts", "effects", "fidelity"):
         assert {k: v for k, v in after[key].items() if k in before[key]} == before[key]
     assert after["readouts"]["random#2"] != after["readouts"]["random"]  # other directions, other responses
-    assert after["meta"]["random_draws_added"] == ["random#2", "random#3"]
+    assert after["meta"]["conditions_added"] == ["random#2", "random#3"]
     [fit] = after["meta"]["maps"].values()
     assert all(
         -1.0 <= fit[k] <= 1.0 for k in ("cos_to_native", "std_cos_to_native", "mapped_random_cos_to_native")
@@ -458,6 +459,62 @@ def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
     with pytest.raises(InputError, match="another λ grid"):
         run_study(
             FidelitySpec(**{**base, "lambdas": (-0.25, 0.25)}, random_draws=4), tmp_path, log=lambda *_: None
+        )
+
+
+def test_a_study_adds_missing_maps_exactly_as_a_fresh_run_measures_them(
+    two_tiny_dirs, tmp_path, shared_data, monkeypatch
+):
+    import json
+
+    from xsteer.app import fidelity as study
+    from xsteer.app.fidelity import FidelitySpec, run_study
+    from xsteer.evaluation.fidelity import answer_concept
+
+    monkeypatch.setattr(study, "answer_concept", lambda **kw: answer_concept(n_pairs=8, n_probes=6, **kw))
+    parent, child = two_tiny_dirs
+    base = dict(
+        parents=(parent,),
+        children=(child,),
+        concepts=("corrupted_answer",),
+        lambdas=(-0.5, 0.5),
+        data_dir=str(shared_data),
+        generic_texts=16,
+        generation_probes=0,
+        n_boot=200,
+        random_draws=2,
+    )
+    small = FidelitySpec(**base, layer_maps=("proportional",), width_maps=("ridge",))
+    grown = FidelitySpec(**base, layer_maps=("proportional", "greedy"), width_maps=("ridge", "procrustes"))
+    [path] = run_study(small, tmp_path / "grown", log=lambda *_: None)
+    before = json.loads(path.read_text())
+    run_study(grown, tmp_path / "grown", log=lambda *_: None)
+    after = json.loads(path.read_text())
+    [fresh_path] = run_study(grown, tmp_path / "fresh", log=lambda *_: None)
+    fresh = json.loads(fresh_path.read_text())
+
+    added = [c for c in after["conditions"] if c not in before["conditions"]]
+    assert added == after["meta"]["conditions_added"]
+    assert {n.split("/")[0] for n in added} == {
+        "proportional×procrustes",
+        "greedy×ridge",
+        "greedy×procrustes",
+    }
+    assert sorted(after["conditions"]) == sorted(fresh["conditions"])
+    for key in ("readouts", "effects", "fidelity"):
+        assert {k: v for k, v in after[key].items() if k in before[key]} == before[key]  # nothing rerun
+        assert after[key] == fresh[key]  # the added maps measure what a run of the whole grid measures
+    assert after["meta"]["maps"] == fresh["meta"]["maps"]
+
+    mtime = path.stat().st_mtime_ns
+    run_study(grown, tmp_path / "grown", log=lambda *_: None)
+    assert path.stat().st_mtime_ns == mtime  # nothing left to add
+
+    with pytest.raises(InputError, match="another λ grid, steered layers or method"):
+        run_study(
+            replace(grown, width_maps=("ridge", "anchor"), method="pca"),
+            tmp_path / "grown",
+            log=lambda *_: None,
         )
 
 

@@ -18,8 +18,8 @@ move the readout would pass for the null; the verdict compares against the 95% u
 more random direction's fidelity, from the draws' spread (the largest of 8 draws is exceeded by chance 1 time
 in 9, and a measurement tests several maps).
 ``truncate_pad`` is one of the width maps (the paper's literal reading, a control). Each (parent, child,
-concept) result is one JSON file, so a killed study resumes where it stopped; a result with fewer random
-draws than the spec asks for gets the missing ones added (the other conditions are not rerun).
+concept) result is one JSON file, so a killed study resumes where it stopped; a result with fewer maps or
+random draws than the spec asks for gets the missing ones added (what it has is not measured again).
 """
 
 from __future__ import annotations
@@ -49,9 +49,8 @@ from xsteer.evaluation.fidelity import (
     AnswerConcept,
     FidelityResult,
     answer_concept,
-    effect_ci,
+    estimates,
     fidelity,
-    fidelity_ci,
     readout_for,
     signed_effect,
 )
@@ -247,9 +246,8 @@ def run_pair(
     files = {
         c.name: out / "results" / f"{slug(parent_spec)}__{slug(child_spec)}__{c.name}.json" for c in concepts
     }
-    want = random_names(spec.random_draws)
     stored = {c.name: json.loads(files[c.name].read_text()) for c in concepts if files[c.name].exists()}
-    missing = {name: [n for n in want if n not in doc["conditions"]] for name, doc in stored.items()}
+    missing = {name: _missing(spec, doc) for name, doc in stored.items()}
     no_cos = {
         name
         for name, doc in stored.items()
@@ -294,11 +292,11 @@ def run_pair(
                 _add_cosines(doc, _build_conditions(grid, ids, concept, readers, acts_p, acts_c, layers))
             if missing[concept.name]:
                 log(
-                    f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}: random draws {missing[concept.name]}"
+                    f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}: adding "
+                    f"{', '.join(missing[concept.name])}"
                 )
-                doc = _add_random_draws(
-                    spec, doc, missing[concept.name], ids, child, concept, readers, acts_c, layers
-                )
+                built = _build_conditions(spec, ids, concept, readers, acts_p, acts_c, layers)
+                _add_conditions(spec, doc, built, child, concept, layers)
             write_json_atomic(files[concept.name], doc)
             continue
         log(f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}")
@@ -474,34 +472,42 @@ def _fit_acts(concept: Any, concepts: Sequence[Any], acts: _Acts) -> torch.Tenso
     return einops.rearrange(torch.cat(xs), "n l d -> l n d")
 
 
-def _add_random_draws(
+def _missing(spec: FidelitySpec, doc: Mapping[str, Any]) -> list[str]:
+    """What ``spec`` asks for that a stored result lacks: random draws, and fitted maps (a map counts as
+    there once its fit is recorded, even where it had no vector to steer with)."""
+    grid = [f"{lm}×{wm}" for lm in spec.layer_maps for wm in spec.width_maps]
+    return [n for n in random_names(spec.random_draws) if n not in doc["conditions"]] + [
+        n for n in grid if n not in doc["meta"].get("maps", {})
+    ]
+
+
+def _add_conditions(
     spec: FidelitySpec,
     doc: dict[str, Any],
-    names: Sequence[str],
-    ids: tuple[str, str],
+    built: _Conditions,
     child: Any,
     concept: Any,
-    concepts: Sequence[Any],
-    acts_c: _Acts,
     layers: list[int],
-) -> dict[str, Any]:
-    """A stored result with the random draws ``names`` added, measured as the study measured the rest: the
-    same λ grid, probes and bootstrap seed, each draw's effect read against the stored unsteered baseline and
-    divided by the stored native effect.
+) -> None:
+    """Add to a stored result the conditions of ``built`` it lacks (missing random draws, missing maps with
+    their mapped-random nulls and fit reports), measured as the study measured the rest: the same λ grid,
+    probes and bootstrap seed, each effect read against the stored unsteered baseline and divided by the stored
+    native effect. No example generations are added for them.
 
     Checked: the unsteered readout must come out as stored (else the model or probes changed), and the native
-    readout within 5% of the native effect's size (the draws are scaled to the child's residual norm on the
-    study's current fit texts; a text set that changed since the result was measured moves that norm a
+    readout within 5% of the native effect's size (the conditions are scaled to the child's residual norm on
+    the study's current fit texts; a text set that changed since the result was measured moves that norm a
     little, and the drift is recorded)."""
-    if [float(x) for x in doc["lambdas"]] != [float(x) for x in spec.lambdas] or doc["meta"].get(
-        "steered_layers"
-    ) not in (None, layers):
+    stored_spec = doc["meta"].get("spec", {})
+    if (
+        [float(x) for x in doc["lambdas"]] != [float(x) for x in spec.lambdas]
+        or doc["meta"].get("steered_layers") not in (None, layers)
+        or stored_spec.get("method", spec.method) != spec.method
+    ):
         raise InputError(
-            f"{concept.name}: the stored result used another λ grid or steered layers than this spec; "
-            "add random draws with the spec it was measured with, or measure it again in a new folder"
+            f"{concept.name}: the stored result used another λ grid, steered layers or method than this spec; "
+            "add to it with the spec it was measured with, or measure it again in a new folder"
         )
-    norms = _fit_acts(concept, concepts, acts_c).norm(dim=-1).mean(dim=-1)
-    _, native = _native(spec, ids[1], concept, acts_c, layers, norms)
     n_boot, seed = doc["meta"].get("n_boot", spec.n_boot), doc["meta"].get("seed", spec.seed)
     lams = doc["lambdas"]
     readout = readout_for(concept, child.tokenizer)
@@ -513,7 +519,7 @@ def _add_random_draws(
             "model or the probes changed since it was measured; measure it again in a new folder"
         )
     stored_native = torch.tensor(doc["readouts"][NATIVE]) - base[None, :]
-    now_native = readout(child, native, lams, batch_size=spec.batch_size) - base[None, :]
+    now_native = readout(child, built.native, lams, batch_size=spec.batch_size) - base[None, :]
     drift = float((now_native - stored_native).abs().max())
     scale = float(stored_native.abs().mean())
     if drift > 0.05 * scale:
@@ -521,21 +527,24 @@ def _add_random_draws(
             f"{concept.name}: the native readout moved by {drift:.2g} (its effects average {scale:.2g}) since it "
             "was measured: the vectors or fit texts changed; measure it again in a new folder"
         )
-    native_effect = signed_effect(stored_native, lams)
-    doc["conditions"] += list(names)
-    doc["meta"].setdefault("random_draws_added", []).extend(names)
-    doc["meta"]["random_draws_native_drift"] = max(drift, doc["meta"].get("random_draws_native_drift", 0.0))
-    for n, v in _random_draws(native, names, spec.seed).items():
+    new = {n: v for n, v in built.conditions.items() if n not in doc["conditions"]}
+    t0 = time.time()
+    effects = {NATIVE: signed_effect(stored_native, lams)}
+    for n, v in new.items():
         r = readout(child, v, lams, batch_size=spec.batch_size)
         doc["readouts"][n] = r.tolist()
-        effect = signed_effect(r - base[None, :], lams)
-        doc["effects"][n] = effect_ci(effect, n_boot=n_boot, seed=seed).as_list()
-        doc["fidelity"][n] = (
-            fidelity_ci(effect, native_effect, n_boot=n_boot, seed=seed).as_list()
-            if doc["native_steers"]
-            else None
-        )
-    return doc
+        effects[n] = signed_effect(r - base[None, :], lams)
+    _, effect_cis, fidelity_cis = estimates(effects, n_boot=n_boot, seed=seed)
+    for n in new:
+        doc["effects"][n] = effect_cis[n].as_list()
+        doc["fidelity"][n] = None if (f := fidelity_cis[n]) is None else f.as_list()
+    doc["conditions"] += list(new)
+    for name, fit in built.fits.items():
+        doc["meta"].setdefault("maps", {}).setdefault(name, fit)
+    meta = doc["meta"]
+    meta.setdefault("conditions_added", []).extend(new)
+    meta["conditions_added_native_drift"] = max(drift, meta.get("conditions_added_native_drift", 0.0))
+    meta["seconds_added"] = round(meta.get("seconds_added", 0.0) + time.time() - t0, 1)
 
 
 def run_study(spec: FidelitySpec, out: str | Path, *, log: Any = print) -> list[Path]:

@@ -209,7 +209,7 @@ def fidelity_ci(
     return Estimate(float(mapped.double().mean() / native.double().mean()), lo, hi)
 
 
-def _estimates(
+def estimates(
     effects: Mapping[str, Float[Tensor, " probe"]], *, n_boot: int, seed: int
 ) -> tuple[Estimate, dict[str, Estimate], dict[str, Estimate | None]]:
     """Each condition's signed effect over probes → the native effect, every effect and every fidelity with
@@ -251,7 +251,7 @@ def restrict(
     base = torch.tensor(doc["baseline"])
     readouts = {c: [doc["readouts"][c][i] for i in index] for c in doc["conditions"]}
     effects = {c: signed_effect(torch.tensor(r) - base[None, :], lambdas) for c, r in readouts.items()}
-    native, effect_cis, fidelity_cis = _estimates(effects, n_boot=n_boot, seed=seed)
+    native, effect_cis, fidelity_cis = estimates(effects, n_boot=n_boot, seed=seed)
     return {
         **doc,
         "lambdas": list(lambdas),
@@ -369,7 +369,7 @@ def fidelity(
             readouts[name] = readout(child, v, lambdas, layers=layers, batch_size=batch_size)
             bar.update()
     effects = {name: signed_effect(r - base[None, :], lambdas) for name, r in readouts.items()}
-    native_est, effect_cis, fidelity_cis = _estimates(effects, n_boot=n_boot, seed=seed)
+    native_est, effect_cis, fidelity_cis = estimates(effects, n_boot=n_boot, seed=seed)
     result = FidelityResult(
         concept=concept.name,
         readout=readout.name,
@@ -475,6 +475,7 @@ __all__ = [
     "FidelityResult",
     "WordLogOdds",
     "effect_ci",
+    "estimates",
     "fidelity",
     "fidelity_ci",
     "monotone_lambdas",
