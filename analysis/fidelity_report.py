@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     results = load_results(args.run)
     old = args.out.read_text(encoding="utf-8") if args.out.exists() else "# Transfer fidelity\n\n"
     head = old.split(MARKER)[0].rstrip("\n")
-    figure = overview_figure(results, args.out.with_name("fidelity_overview"))
+    figure = overview_figure(results, args.out.with_name(f"{args.out.stem}_overview"))
     body = f"![pairs x concepts overview]({figure.name})\n\n{study_markdown(results)}\n"
     write_text_atomic(args.out, f"{head}\n\n{MARKER}\n\n## Tables (from {args.run})\n\n{body}")
     print(f"wrote {args.out} and {figure} from {len(results)} measurements")

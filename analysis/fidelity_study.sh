@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The transfer-fidelity study on the offline zoo (XSTEER_ZOO=full), resumable: rerun the same command and
 # finished (pair, concept) results are kept; one that lacks a map or random draw a command asks for gets only
-# those measured and added. Activations are reused.
+# those measured and added. Activations are reused. Each finished result is also copied to KEEP (committed, ~170
+# KB a measurement), so the write-up can be regenerated, and the study resumed, after OUT is lost.
 #   bash analysis/fidelity_study.sh runs/fidelity ../shared/data      # then: analysis/results/fidelity.md
 # Ordered so that a partial run answers the main questions first: one cross-family pair (Gemma-3-270M ->
 # SmolLM2-135M, the cheapest) with the full grid on sentiment, then the reduced grid (proportional and
@@ -15,6 +16,9 @@ set -euo pipefail
 OUT=${1:-runs/fidelity}
 DATA=${2:-../shared/data}
 XS=${XSTEER:-.venv/bin/xsteer}
+KEEP=${KEEP:-analysis/results/fidelity_runs}
+mkdir -p "$OUT/results" "$KEEP/results"
+cp -n "$KEEP"/results/*.json "$OUT/results/" 2>/dev/null || true  # resume from what was kept
 FULL=(--layer-map proportional --layer-map greedy --layer-map cka --layer-map cka_diff
       --width-map ridge --width-map procrustes --width-map anchor --width-map truncate_pad)
 SMALL=(--layer-map proportional --layer-map cka_diff --width-map ridge --width-map anchor --width-map truncate_pad)
@@ -22,6 +26,7 @@ run() {  # parent child concept grid...
   local parent=$1 child=$2 concept=$3; shift 3
   echo "== $parent -> $child: $concept ($(date +%H:%M:%S))"
   "$XS" fidelity --parent "$parent" --child "$child" --concept "$concept" "$@" --data-dir "$DATA" --out "$OUT"
+  cp -p "$OUT/results/"*.json "$KEEP/results/"
 }
 G=gemma3-270m S=smollm2-135m Q1=qwen2.5-coder-1.5b Q0=qwen2.5-coder-0.5b
 run $G $S sentiment "${FULL[@]}"
