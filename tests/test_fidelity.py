@@ -420,6 +420,45 @@ def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
     [path] = run_study(FidelitySpec(**base, random_draws=1), tmp_path, log=lambda *_: None)
     before = json.loads(path.read_text())
     assert [c for c in before["conditions"] if c.startswith("random")] == ["random"]
+    assert not list(tmp_path.glob("results/*.partial"))  # a finished measurement leaves no checkpoint
+
+    # An interrupted measurement resumes at the condition it stopped at, taking what its checkpoint holds as
+    # measured: stop one at its fourth readout (baseline, two conditions, then out), plant a stored readout,
+    # resume.
+    from xsteer.evaluation import fidelity as measure
+
+    real, calls = measure.readout_for, []
+
+    def stopping(concept, tokenizer):
+        inner = real(concept, tokenizer)
+
+        def read(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 4:
+                raise KeyboardInterrupt
+            return inner(*args, **kwargs)
+
+        read.probes, read.name = inner.probes, inner.name
+        return read
+
+    cut = tmp_path / "cut"
+    monkeypatch.setattr(measure, "readout_for", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(FidelitySpec(**base, random_draws=1), cut, log=lambda *_: None)
+    monkeypatch.setattr(measure, "readout_for", real)
+    [partial] = (cut / "results").glob("*.partial")
+    checkpoint = json.loads(partial.read_text())
+    first, second = before["conditions"][:2]
+    assert list(checkpoint["readouts"]) == [first, second]
+    checkpoint["readouts"][second] = before["readouts"][first]
+    partial.write_text(json.dumps(checkpoint))
+    [resumed] = run_study(FidelitySpec(**base, random_draws=1), cut, log=lambda *_: None)
+    doc = json.loads(resumed.read_text())
+    assert doc["readouts"][second] == before["readouts"][first]  # taken from the checkpoint, not read again
+    assert {k: v for k, v in doc["readouts"].items() if k != second} == {
+        k: v for k, v in before["readouts"].items() if k != second
+    }
+    assert not partial.exists()
 
     run_study(FidelitySpec(**base, random_draws=3), tmp_path, log=lambda *_: None)
     after = json.loads(path.read_text())

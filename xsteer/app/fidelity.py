@@ -40,6 +40,7 @@ from xsteer.app.grid import slug
 from xsteer.core.activations import last_token_resid
 from xsteer.core.io import atomic_path, write_json_atomic
 from xsteer.core.models import load_model, model_id, parse_spec
+from xsteer.core.progress import Progress
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import InputError, TransferError
 from xsteer.evaluation.evaluate import check_lambdas
@@ -299,8 +300,12 @@ def run_pair(
                 _add_conditions(spec, doc, built, child, concept, layers)
             write_json_atomic(files[concept.name], doc)
             continue
-        log(f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}")
-        result = _one_concept(spec, ids, child, concept, readers, acts_p, acts_c, layers)
+        partial = _Checkpoint(
+            files[concept.name].with_suffix(".partial"), _texts_key([ids, concept.name, _measured(spec)])
+        )
+        resumed = f" (resumed: {len(partial)} conditions already measured)" if partial else ""
+        log(f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}{resumed}")
+        result = _one_concept(spec, ids, child, concept, readers, acts_p, acts_c, layers, partial)
         result.meta.update(
             parent=parent_spec,
             child=child_spec,
@@ -309,8 +314,29 @@ def run_pair(
             spec={k: v for k, v in asdict(spec).items() if k not in ("parents", "children")},
         )
         write_json_atomic(files[concept.name], result.to_json())
+        partial.path.unlink(missing_ok=True)
         log(result.table())
     return list(files.values())
+
+
+def _measured(spec: FidelitySpec) -> dict[str, Any]:
+    """The fields of a spec that decide what one (pair, concept) measurement reads out."""
+    skip = ("parents", "children", "concepts", "device", "batch_size", "n_boot", "generation_probes")
+    return {k: v for k, v in asdict(spec).items() if k not in skip}
+
+
+class _Checkpoint(dict[str, Any]):
+    """The readouts by condition of a measurement under way, saved on every assignment, so that an interrupted
+    measurement resumes at the condition it stopped at. One written for another spec is ignored."""
+
+    def __init__(self, path: Path, key: str):
+        self.path, self.key = path, key
+        doc = json.loads(path.read_text()) if path.exists() else {}
+        super().__init__(doc.get("readouts", {}) if doc.get("key") == key else {})
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        super().__setitem__(name, value)
+        write_json_atomic(self.path, {"key": self.key, "readouts": dict(self)})
 
 
 @dataclass
@@ -407,6 +433,7 @@ def _one_concept(
     acts_p: _Acts,
     acts_c: _Acts,
     layers: list[int],
+    checkpoint: _Checkpoint | None = None,
 ) -> FidelityResult:
     built = _build_conditions(spec, ids, concept, concepts, acts_p, acts_c, layers)
     result = fidelity(
@@ -420,7 +447,7 @@ def _one_concept(
         batch_size=spec.batch_size,
         generation_probes=spec.generation_probes,
         max_new_tokens=spec.max_new_tokens,
-        progress=False,
+        checkpoint=checkpoint,
     )
     result.meta["maps"] = built.fits
     result.meta["vectors"] = {
@@ -530,10 +557,12 @@ def _add_conditions(
     new = {n: v for n, v in built.conditions.items() if n not in doc["conditions"]}
     t0 = time.time()
     effects = {NATIVE: signed_effect(stored_native, lams)}
-    for n, v in new.items():
-        r = readout(child, v, lams, batch_size=spec.batch_size)
-        doc["readouts"][n] = r.tolist()
-        effects[n] = signed_effect(r - base[None, :], lams)
+    with Progress(len(new), f"dose-response {concept.name} (added)", unit="conditions") as bar:
+        for n, v in new.items():
+            r = readout(child, v, lams, batch_size=spec.batch_size)
+            doc["readouts"][n] = r.tolist()
+            effects[n] = signed_effect(r - base[None, :], lams)
+            bar.update()
     _, effect_cis, fidelity_cis = estimates(effects, n_boot=n_boot, seed=seed)
     for n in new:
         doc["effects"][n] = effect_cis[n].as_list()

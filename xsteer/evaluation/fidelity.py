@@ -24,7 +24,7 @@ effect's CI covers 0), fidelity is undefined and reported so.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -338,6 +338,7 @@ def fidelity(
     seed: int = 0,
     batch_size: int = 32,
     progress: bool = True,
+    checkpoint: MutableMapping[str, list[list[float]]] | None = None,
 ) -> FidelityResult:
     """Measure how much of ``concept``'s effect each of ``conditions`` (child-space vectors: mapped parents,
     nulls) carries, relative to the child's own ``native`` vector, on one λ grid and norm convention.
@@ -345,6 +346,10 @@ def fidelity(
     ``generation_probes`` > 0 also generates ``max_new_tokens``-token continuations of that many probes at
     ``+generation_lam`` and ``-generation_lam`` (lexicon concepts): unsteered, with the native vector, the
     ``random`` null and the condition of highest fidelity.
+
+    ``checkpoint`` holds readouts by condition already measured (reused, not measured again); each readout
+    measured here is stored into it as soon as it is read, so a mapping that saves itself on assignment makes
+    a long measurement resumable condition by condition.
     """
     lambdas = [float(x) for x in lambdas]
     if not lambdas or any(x == 0 or not math.isfinite(x) for x in lambdas):
@@ -361,12 +366,17 @@ def fidelity(
     if len(readout.probes) < 2:
         raise InputError(f"concept {concept.name!r} has {len(readout.probes)} probes; a CI needs at least 2")
     base = readout(child, None, [0.0], batch_size=batch_size)[0]
+    done = checkpoint if checkpoint is not None else {}
     readouts: dict[str, Tensor] = {}
     with Progress(
         len(all_vectors), f"dose-response {concept.name}", unit="conditions", enabled=progress
     ) as bar:
         for name, v in all_vectors.items():
-            readouts[name] = readout(child, v, lambdas, layers=layers, batch_size=batch_size)
+            if name in done:
+                readouts[name] = torch.tensor(done[name], dtype=base.dtype)
+            else:
+                readouts[name] = readout(child, v, lambdas, layers=layers, batch_size=batch_size)
+                done[name] = readouts[name].tolist()
             bar.update()
     effects = {name: signed_effect(r - base[None, :], lambdas) for name, r in readouts.items()}
     native_est, effect_cis, fidelity_cis = estimates(effects, n_boot=n_boot, seed=seed)
