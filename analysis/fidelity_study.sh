@@ -3,7 +3,9 @@
 # finished (pair, concept) results are kept; one that lacks a map or random draw a command asks for gets only
 # those measured and added; an interrupted one resumes at the condition it stopped at (results/*.partial).
 # Activations are reused. Each finished result is also copied to KEEP (committed, ~170 KB a measurement), so the
-# write-up can be regenerated, and the study resumed, after OUT is lost (copy a *.partial there by hand to keep it).
+# write-up can be regenerated, and the study resumed, after OUT is lost (copy a *.partial there by hand to keep it),
+# with OUT/readouts: the readouts of the child's own vector and the random child directions, which every parent of
+# that child reuses (9 of a reduced-grid measurement's 21 conditions).
 #   bash analysis/fidelity_study.sh runs/fidelity ../shared/data      # then: analysis/results/fidelity.md
 # Ordered so that a partial run answers the main questions first: one cross-family pair (Gemma-3-270M ->
 # SmolLM2-135M, the cheapest) with the full grid on sentiment, then the reduced grid (proportional and
@@ -18,8 +20,9 @@ OUT=${1:-runs/fidelity}
 DATA=${2:-../shared/data}
 XS=${XSTEER:-.venv/bin/xsteer}
 KEEP=${KEEP:-analysis/results/fidelity_runs}
-mkdir -p "$OUT/results" "$KEEP/results"
+mkdir -p "$OUT/results" "$OUT/readouts" "$KEEP/results" "$KEEP/readouts"
 cp -n "$KEEP"/results/* "$OUT/results/" 2>/dev/null || true  # resume from what was kept
+cp -n "$KEEP"/readouts/* "$OUT/readouts/" 2>/dev/null || true
 FULL=(--layer-map proportional --layer-map greedy --layer-map cka --layer-map cka_diff
       --width-map ridge --width-map procrustes --width-map anchor --width-map truncate_pad)
 SMALL=(--layer-map proportional --layer-map cka_diff --width-map ridge --width-map anchor --width-map truncate_pad)
@@ -28,6 +31,7 @@ run() {  # parent child concept grid...
   echo "== $parent -> $child: $concept ($(date +%H:%M:%S))"
   "$XS" fidelity --parent "$parent" --child "$child" --concept "$concept" "$@" --data-dir "$DATA" --out "$OUT"
   cp -p "$OUT/results/"*.json "$KEEP/results/"
+  cp -p "$OUT/readouts/"*.json "$KEEP/readouts/" 2>/dev/null || true  # the child-side readouts every parent shares
   for f in "$KEEP"/results/*.partial; do [ -e "${f%.partial}.json" ] && rm -f "$f"; done  # finished since
 }
 G=gemma3-270m S=smollm2-135m Q1=qwen2.5-coder-1.5b Q0=qwen2.5-coder-0.5b

@@ -660,3 +660,66 @@ def test_fit_vs_fidelity_ranks_each_width_map_on_the_steered_layers():
     by_cos = predicts_fidelity(results, cos_to_native, "cos to native", n_boot=200).splitlines()
     assert by_cos[0].startswith("| width map | cells | cos to native |")
     assert by_cos[2] == "| ridge | 5 | -0.90 … -0.50 | -1.00 [-1.00, -1.00] |"
+
+
+def test_a_child_side_readout_is_read_once_whatever_the_parent(
+    two_tiny_dirs, tmp_path, shared_data, monkeypatch
+):
+    import json
+
+    from conftest import tiny_hf
+
+    from xsteer.app import fidelity as study
+    from xsteer.app.fidelity import FidelitySpec, run_study
+    from xsteer.evaluation import fidelity as measure
+    from xsteer.evaluation.fidelity import NATIVE, answer_concept
+
+    monkeypatch.setattr(study, "answer_concept", lambda **kw: answer_concept(n_pairs=8, n_probes=6, **kw))
+    parent, child = two_tiny_dirs
+    third = tmp_path / "tiny-llama-32"
+    hf, tok = tiny_hf("llama", d_model=32, n_layers=3, seed=2)
+    hf.save_pretrained(third)
+    tok.save_pretrained(third)
+
+    real, read = measure.readout_for, []
+
+    def counting(concept, tokenizer):
+        inner = real(concept, tokenizer)
+
+        def call(model, vectors, lambdas, **kwargs):
+            read.append(vectors.method if vectors is not None else "baseline")
+            return inner(model, vectors, lambdas, **kwargs)
+
+        call.probes, call.name = inner.probes, inner.name
+        return call
+
+    monkeypatch.setattr(measure, "readout_for", counting)
+    base = dict(
+        children=(child,),
+        concepts=("corrupted_answer",),
+        lambdas=(-0.5, 0.5),
+        data_dir=str(shared_data),
+        generic_texts=16,
+        generation_probes=0,
+        n_boot=200,
+        random_draws=2,
+    )
+    logs: list[str] = []
+    [first] = run_study(FidelitySpec(**base, parents=(parent,)), tmp_path / "run", log=logs.append)
+    n_first = len(read)
+    [second] = run_study(FidelitySpec(**base, parents=(str(third),)), tmp_path / "run", log=logs.append)
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    child_side = [NATIVE, "random", "random#2"]
+    # The second parent's measurement reads the baseline and its mapped conditions only ...
+    assert n_first == 1 + len(a["conditions"])
+    assert len(read) - n_first == 1 + len(b["conditions"]) - len(child_side)
+    assert any("3 child-side conditions taken from another parent's measurement" in m for m in logs)
+    # ... and its child-side readouts are the first measurement's, as a fresh read gives them.
+    assert {k: b["readouts"][k] for k in child_side} == {k: a["readouts"][k] for k in child_side}
+    [fresh] = run_study(FidelitySpec(**base, parents=(str(third),)), tmp_path / "fresh", log=lambda *_: None)
+    fresh_doc = json.loads(fresh.read_text())
+    assert fresh_doc["readouts"].keys() == b["readouts"].keys()
+    for k in b["readouts"]:
+        assert torch.allclose(
+            torch.tensor(fresh_doc["readouts"][k]), torch.tensor(b["readouts"][k]), atol=1e-5
+        )

@@ -19,7 +19,9 @@ more random direction's fidelity, from the draws' spread (the largest of 8 draws
 in 9, and a measurement tests several maps).
 ``truncate_pad`` is one of the width maps (the paper's literal reading, a control). Each (parent, child,
 concept) result is one JSON file, so a killed study resumes where it stopped; a result with fewer maps or
-random draws than the spec asks for gets the missing ones added (what it has is not measured again).
+random draws than the spec asks for gets the missing ones added (what it has is not measured again). The
+child-side conditions (the child's own vector, the random child directions) steer with the same vectors whatever
+the parent, so their readouts are read once per (child, concept) and reused by every parent (``out/readouts``).
 """
 
 from __future__ import annotations
@@ -303,9 +305,17 @@ def run_pair(
         partial = _Checkpoint(
             files[concept.name].with_suffix(".partial"), _texts_key([ids, concept.name, _measured(spec)])
         )
-        resumed = f" (resumed: {len(partial)} conditions already measured)" if partial else ""
-        log(f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}{resumed}")
-        result = _one_concept(spec, ids, child, concept, readers, acts_p, acts_c, layers, partial)
+        resumed = len(partial)
+        built = _build_conditions(spec, ids, concept, readers, acts_p, acts_c, layers)
+        shared = partial.share(
+            _ChildReadouts(out / "readouts" / f"{slug(child_spec)}__{concept.name}.json"),
+            _child_side_keys(spec, ids[1], concept, built),
+        )
+        notes = [f"resumed: {resumed} conditions already measured"] if resumed else []
+        notes += [f"{shared} child-side conditions taken from another parent's measurement"] if shared else []
+        note = f" ({'; '.join(notes)})" if notes else ""
+        log(f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}{note}")
+        result = _one_concept(spec, child, concept, built, partial)
         result.meta.update(
             parent=parent_spec,
             child=child_spec,
@@ -333,10 +343,59 @@ class _Checkpoint(dict[str, Any]):
         self.path, self.key = path, key
         doc = json.loads(path.read_text()) if path.exists() else {}
         super().__init__(doc.get("readouts", {}) if doc.get("key") == key else {})
+        self.store: _ChildReadouts | None = None
+        self.shared: dict[str, str] = {}
+
+    def share(self, store: _ChildReadouts, keys: Mapping[str, str]) -> int:
+        """Take from ``store`` the readouts of the conditions named in ``keys`` (name -> content key) that
+        another measurement read, and give it those this one reads; returns how many were taken."""
+        self.store, self.shared = store, dict(keys)
+        taken = {n: r for n, k in keys.items() if n not in self and (r := store.get(k)) is not None}
+        if taken:
+            super().update(taken)
+            write_json_atomic(self.path, {"key": self.key, "readouts": dict(self)})
+        return len(taken)
 
     def __setitem__(self, name: str, value: Any) -> None:
         super().__setitem__(name, value)
         write_json_atomic(self.path, {"key": self.key, "readouts": dict(self)})
+        if self.store is not None and name in self.shared:
+            self.store.put(self.shared[name], value)
+
+
+class _ChildReadouts:
+    """Readouts of the child-side conditions (the child's own vector and the random child directions) of one
+    (child, concept), shared by the measurements of every parent: those conditions steer with the same vectors
+    whatever the parent, and on the slow concepts they are 9 of 21 conditions. Keyed by content (see
+    :func:`_child_side_keys`), so a readout is reused only where the very same vector would be read out."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def _load(self) -> dict[str, Any]:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def get(self, key: str) -> Any:
+        return self._load().get(key)
+
+    def put(self, key: str, readout: Any) -> None:
+        doc = self._load()  # read again: another process may have added readouts since
+        doc[key] = readout
+        write_json_atomic(self.path, doc)
+
+
+def _child_side_keys(spec: FidelitySpec, child_id: str, concept: Any, built: _Conditions) -> dict[str, str]:
+    """Content keys of the conditions that do not depend on the parent: what decides a readout (the child, the
+    concept's texts, the λ grid) and the vector's own values, layers and norm convention."""
+    where = _texts_key([child_id, repr(concept), [float(x) for x in spec.lambdas]])
+    out = {}
+    for name in [NATIVE, *random_names(spec.random_draws)]:
+        v = built.native if name == NATIVE else built.conditions[name]
+        h = hashlib.sha256(where.encode())
+        h.update(v.vectors.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        h.update(json.dumps([list(v.layers), v.norm]).encode())
+        out[name] = h.hexdigest()[:16]
+    return out
 
 
 @dataclass
@@ -425,17 +484,8 @@ def _build_conditions(
 
 
 def _one_concept(
-    spec: FidelitySpec,
-    ids: tuple[str, str],
-    child: Any,
-    concept: Any,
-    concepts: Sequence[Any],
-    acts_p: _Acts,
-    acts_c: _Acts,
-    layers: list[int],
-    checkpoint: _Checkpoint | None = None,
+    spec: FidelitySpec, child: Any, concept: Any, built: _Conditions, checkpoint: _Checkpoint | None = None
 ) -> FidelityResult:
-    built = _build_conditions(spec, ids, concept, concepts, acts_p, acts_c, layers)
     result = fidelity(
         child,
         concept,
