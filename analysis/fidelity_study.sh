@@ -14,7 +14,8 @@
 # Each model reads each concept's texts once (cached in OUT/acts per text set, whatever the pair or the other
 # concepts): ~4 min for SmolLM2 or Gemma, ~12-17 min for the two Qwen models together. After that, on 2 CPU cores, a
 # (pair, concept) on the reduced grid takes ~4-9 min (SmolLM2 or Gemma child) or ~9-14 min (Qwen 0.5B child), and
-# corrupted_answer (GSM8K prompts) several times longer.
+# corrupted_answer (GSM8K prompts) several times longer: 21 conditions at ~1.5 min each into SmolLM2, ~2 min into
+# Gemma, several minutes into Qwen 0.5B (the second and third parent of a child skip its 9 child-side conditions).
 set -euo pipefail
 OUT=${1:-runs/fidelity}
 DATA=${2:-../shared/data}
