@@ -394,29 +394,41 @@ def two_tiny_dirs(tmp_path_factory, tiny_dir):
     return str(other), str(tiny_dir)
 
 
+@pytest.fixture
+def small_answer(monkeypatch):
+    """The paper's concept at 8 pairs and 6 probes keeps a study test fast; the logic under test is the same."""
+    from xsteer.app import fidelity as study
+    from xsteer.evaluation.fidelity import answer_concept
+
+    monkeypatch.setattr(study, "answer_concept", lambda **kw: answer_concept(n_pairs=8, n_probes=6, **kw))
+
+
+def _answer_study(child: str, shared_data, **fields) -> dict:
+    """The fields of a small corrupted_answer study into ``child`` (with ``small_answer``): the char tokenizer of
+    the tiny models gives lexicon poles no distinct first tokens."""
+    return (
+        dict(
+            children=(child,),
+            concepts=("corrupted_answer",),
+            lambdas=(-0.5, 0.5),
+            data_dir=str(shared_data),
+            generic_texts=16,
+            generation_probes=0,
+            n_boot=200,
+        )
+        | fields
+    )
+
+
 def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
-    two_tiny_dirs, tmp_path, shared_data, monkeypatch
+    two_tiny_dirs, tmp_path, shared_data, monkeypatch, small_answer
 ):
     import json
 
-    from xsteer.app import fidelity as study
     from xsteer.app.fidelity import FidelitySpec, run_study
-    from xsteer.evaluation.fidelity import answer_concept
-
-    # a small version of the paper's concept keeps this test fast; the logic under test is the same
-    monkeypatch.setattr(study, "answer_concept", lambda **kw: answer_concept(n_pairs=8, n_probes=6, **kw))
 
     parent, child = two_tiny_dirs
-    base = dict(
-        parents=(parent,),
-        children=(child,),
-        concepts=("corrupted_answer",),  # the char tokenizer gives lexicon poles no distinct first tokens
-        lambdas=(-0.5, 0.5),
-        data_dir=str(shared_data),
-        generic_texts=16,
-        generation_probes=0,
-        n_boot=200,
-    )
+    base = _answer_study(child, shared_data, parents=(parent,))
     [path] = run_study(FidelitySpec(**base, random_draws=1), tmp_path, log=lambda *_: None)
     before = json.loads(path.read_text())
     assert [c for c in before["conditions"] if c.startswith("random")] == ["random"]
@@ -502,27 +514,14 @@ def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
 
 
 def test_a_study_adds_missing_maps_exactly_as_a_fresh_run_measures_them(
-    two_tiny_dirs, tmp_path, shared_data, monkeypatch
+    two_tiny_dirs, tmp_path, shared_data, small_answer
 ):
     import json
 
-    from xsteer.app import fidelity as study
     from xsteer.app.fidelity import FidelitySpec, run_study
-    from xsteer.evaluation.fidelity import answer_concept
 
-    monkeypatch.setattr(study, "answer_concept", lambda **kw: answer_concept(n_pairs=8, n_probes=6, **kw))
     parent, child = two_tiny_dirs
-    base = dict(
-        parents=(parent,),
-        children=(child,),
-        concepts=("corrupted_answer",),
-        lambdas=(-0.5, 0.5),
-        data_dir=str(shared_data),
-        generic_texts=16,
-        generation_probes=0,
-        n_boot=200,
-        random_draws=2,
-    )
+    base = _answer_study(child, shared_data, parents=(parent,), random_draws=2)
     small = FidelitySpec(**base, layer_maps=("proportional",), width_maps=("ridge",))
     grown = FidelitySpec(**base, layer_maps=("proportional", "greedy"), width_maps=("ridge", "procrustes"))
     [path] = run_study(small, tmp_path / "grown", log=lambda *_: None)
@@ -558,15 +557,12 @@ def test_a_study_adds_missing_maps_exactly_as_a_fresh_run_measures_them(
 
 
 def test_cli_prints_this_runs_cells_and_writes_the_study_summary(
-    two_tiny_dirs, tmp_path, shared_data, monkeypatch
+    two_tiny_dirs, tmp_path, shared_data, small_answer
 ):
     from click.testing import CliRunner
 
-    from xsteer.app import fidelity as study
     from xsteer.app.cli import main
-    from xsteer.evaluation.fidelity import answer_concept
 
-    monkeypatch.setattr(study, "answer_concept", lambda **kw: answer_concept(n_pairs=8, n_probes=6, **kw))
     parent, child = two_tiny_dirs
     args = [
         "fidelity",
@@ -663,18 +659,16 @@ def test_fit_vs_fidelity_ranks_each_width_map_on_the_steered_layers():
 
 
 def test_a_child_side_readout_is_read_once_whatever_the_parent(
-    two_tiny_dirs, tmp_path, shared_data, monkeypatch
+    two_tiny_dirs, tmp_path, shared_data, monkeypatch, small_answer
 ):
     import json
 
     from conftest import tiny_hf
 
-    from xsteer.app import fidelity as study
     from xsteer.app.fidelity import FidelitySpec, run_study
     from xsteer.evaluation import fidelity as measure
-    from xsteer.evaluation.fidelity import NATIVE, answer_concept
+    from xsteer.evaluation.fidelity import NATIVE
 
-    monkeypatch.setattr(study, "answer_concept", lambda **kw: answer_concept(n_pairs=8, n_probes=6, **kw))
     parent, child = two_tiny_dirs
     third = tmp_path / "tiny-llama-32"
     hf, tok = tiny_hf("llama", d_model=32, n_layers=3, seed=2)
@@ -694,16 +688,7 @@ def test_a_child_side_readout_is_read_once_whatever_the_parent(
         return call
 
     monkeypatch.setattr(measure, "readout_for", counting)
-    base = dict(
-        children=(child,),
-        concepts=("corrupted_answer",),
-        lambdas=(-0.5, 0.5),
-        data_dir=str(shared_data),
-        generic_texts=16,
-        generation_probes=0,
-        n_boot=200,
-        random_draws=2,
-    )
+    base = _answer_study(child, shared_data, random_draws=2)
     logs: list[str] = []
     [first] = run_study(FidelitySpec(**base, parents=(parent,)), tmp_path / "run", log=logs.append)
     n_first = len(read)
