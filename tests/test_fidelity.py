@@ -421,7 +421,7 @@ def _answer_study(child: str, shared_data, **fields) -> dict:
 
 
 def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
-    two_tiny_dirs, tmp_path, shared_data, monkeypatch, small_answer
+    two_tiny_dirs, tmp_path, shared_data, monkeypatch, small_answer, capsys
 ):
     import json
 
@@ -464,7 +464,11 @@ def test_a_study_adds_missing_random_draws_without_rerunning_the_rest(
     assert list(checkpoint["readouts"]) == [first, second]
     checkpoint["readouts"][second] = before["readouts"][first]
     partial.write_text(json.dumps(checkpoint))
+    capsys.readouterr()
     [resumed] = run_study(FidelitySpec(**base, random_draws=1), cut, log=lambda *_: None)
+    # Progress counts only what is read again, so its rate and time left hold for the rest.
+    n = len(before["conditions"])
+    assert f"(2 of {n} conditions stored): {n - 2}/{n - 2} conditions" in capsys.readouterr().err
     doc = json.loads(resumed.read_text())
     assert doc["readouts"][second] == before["readouts"][first]  # taken from the checkpoint, not read again
     assert {k: v for k, v in doc["readouts"].items() if k != second} == {
