@@ -121,6 +121,7 @@ HEADER = {
     "description": "test",
     "poles": ["up", "down"],
     "words": {"up": ["glad", "joyful"], "down": ["gloomy", "glum"]},
+    "readout_words": {"up": ["cheerful", "merry"], "down": ["sad", "blue"]},
 }
 PAIR = {"pair": {"up": "The day ended and I felt glad.", "down": "The day ended and I felt gloomy."}}
 PAIR2 = {"pair": {"up": "After the call she was joyful.", "down": "After the call she was glum."}}
@@ -152,6 +153,31 @@ def test_user_file_loads(tmp_path):
     )
     assert c.probes == ("When the results came in, we were",)
     assert c.source == str(path)
+
+
+def test_readout_words_that_end_a_pair_are_refused(tmp_path):
+    # The readout would count the very tokens the vectors were read at.
+    for header in (
+        {k: v for k, v in HEADER.items() if k != "readout_words"},
+        {**HEADER, "readout_words": {"up": ["cheerful"], "down": ["Glum"]}},
+    ):
+        msg = _error(_write(tmp_path, [header, PAIR, PAIR2, PROBE]))
+        assert msg.startswith(f"{tmp_path / 'c.jsonl'}:")
+        assert "ends in the readout word" in msg and "readout_words" in msg
+    c = load_concept(_write(tmp_path, [HEADER, PAIR, PAIR2, PROBE]))
+    assert c.readout == (("cheerful", "merry"), ("sad", "blue")) and c.words[0] == ("glad", "joyful")
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_readout_words_occur_nowhere_in_the_pairs(name):
+    import re
+
+    c = load_concept(name)
+    assert c.readout_words is not None
+    text = " ".join(t for pair in c.pairs for t in pair).lower()
+    found = [w for ws in c.readout for w in ws if re.search(rf"(?<!\w){re.escape(w)}(?!\w)", text)]
+    assert found == []
+    assert all(len(ws) >= 8 for ws in c.readout)
 
 
 def test_existing_file_without_jsonl_suffix(tmp_path):

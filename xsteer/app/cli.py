@@ -117,6 +117,24 @@ def info_cmd(path: str) -> None:
         click.echo(layer_table(sv.layer_stats, [layer for layer in sv.layers if sv.layer_stats[layer]]))
 
 
+def _defaults(cls: Any) -> Any:
+    """A dataclass's field defaults as attributes, so a command's click defaults are read from the one place
+    that holds them."""
+    from dataclasses import MISSING, fields
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{f.name: f.default for f in fields(cls) if f.default is not MISSING})
+
+
+def _fidelity_defaults() -> Any:
+    from xsteer.app.fidelity import FidelitySpec
+
+    return _defaults(FidelitySpec)
+
+
+FIDELITY_DEFAULTS = _fidelity_defaults()
+
+
 # ---------------------------------------------------------------------------------------------- extract, transfer
 def _choices(registry: Any) -> click.Choice:
     return click.Choice(list(registry))
@@ -1002,62 +1020,60 @@ def _float_list(text: str, option: str) -> tuple[float, ...]:
 @click.option(
     "--layer-map", "layer_maps", multiple=True, help="Layer map(s) to compare (default: proportional)."
 )
-@click.option("--width-map", "width_maps", multiple=True, help="Width map(s) to compare (default: ridge).")
 @click.option(
-    "--map",
-    "maps",
+    "--width-map",
+    "width_maps",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="A fitted transfer map (.map.safetensors) to measure as it is (repeatable).",
+    help="Width map(s) to compare (default: ridge and the truncate_pad control).",
 )
 @click.option(
     "--lambdas",
-    default="-0.08,-0.04,-0.02,0.02,0.04,0.08",
+    default=",".join(f"{x:g}" for x in FIDELITY_DEFAULTS.lambdas),
     show_default=True,
     help="Dose-response λ grid (non-zero, both signs), relative to the child's residual norm.",
 )
 @click.option(
     "--layers",
-    default="middle",
+    default=FIDELITY_DEFAULTS.layers,
     show_default=True,
     help="Steered child layers: all, middle (central third) or a-b.",
 )
 @click.option(
-    "--method",
-    type=_methods(),
-    default="mean_diff",
+    "--placebos",
+    type=click.IntRange(min=1),
+    default=FIDELITY_DEFAULTS.placebos,
     show_default=True,
-    help="Direction method for both models.",
+    help="Placebo parent vectors per map (half neutral pairings, half balanced label flips; at least 10).",
 )
 @click.option(
-    "--generation-probes",
-    type=NonNegative,
-    default=3,
+    "--replicates",
+    type=click.IntRange(min=1),
+    default=FIDELITY_DEFAULTS.replicates,
     show_default=True,
-    help="Probes continued as text per condition.",
+    help="Whole-pipeline bootstrap replicates (pairs and fit texts resampled; at least 2).",
 )
 @click.option(
     "--random-draws",
     type=click.IntRange(min=1),
-    default=8,
+    default=FIDELITY_DEFAULTS.random_draws,
     show_default=True,
-    help="Random child directions in the null; the verdict compares with their 95% prediction bound.",
+    help="Random parent directions through each map, and covariance-shaped child directions (known nulls).",
 )
-@click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True)
+@click.option("--n-boot", type=click.IntRange(min=100), default=FIDELITY_DEFAULTS.n_boot, show_default=True)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
     default=None,
     help="Benchmark data (for corrupted_answer).",
 )
-@click.option("--batch-size", type=Positive, default=32, show_default=True)
+@click.option("--batch-size", type=Positive, default=FIDELITY_DEFAULTS.batch_size, show_default=True)
 @click.option("--seed", type=NonNegative, default=0, show_default=True)
 @click.option("--device", default=None)
 @click.option(
     "--out",
     required=True,
     type=click.Path(file_okay=False),
-    help="Folder: results/*.json, fidelity.md, figures/, report.html.",
+    help="Folder: results/*.json (readouts and verdicts) and fidelity.md.",
 )
 @friendly_errors
 def fidelity_cmd(
@@ -1066,11 +1082,10 @@ def fidelity_cmd(
     concepts: Sequence[str],
     layer_maps: Sequence[str],
     width_maps: Sequence[str],
-    maps: Sequence[str],
     lambdas: str,
     layers: str,
-    method: str,
-    generation_probes: int,
+    placebos: int,
+    replicates: int,
     random_draws: int,
     n_boot: int,
     data_dir: str | None,
@@ -1079,26 +1094,27 @@ def fidelity_cmd(
     device: str | None,
     out: str,
 ) -> None:
-    """Transfer fidelity: how much of a concept's effect on the child survives the parent -> child map.
+    """Transfer fidelity: does a concept cross from parent to child, or does the map only push the readout?
 
     For every parent, child and concept: both models' own vectors from the concept's pairs, maps fitted on
-    texts without that concept, and a dose-response on the concept's held-out probes for the mapped vector,
-    the child's own vector and the nulls (a random direction; a random parent direction through the same
-    map). Fidelity = mapped effect / native effect, with a bootstrap CI over probes. Resumable.
+    texts without that concept, and a dose-response on the concept's held-out probes. Fidelity = mapped effect
+    / native effect, with a whole-pipeline bootstrap interval (pairs and fit texts resampled). A map crosses
+    when that interval clears the 95th percentile of placebo vectors (no concept) through the same map;
+    specificity reads the mapped vector on the other concepts' readouts. Resumable.
 
     \b
     Examples:
       xsteer fidelity --parent gemma3-270m --child smollm2-135m --concept sentiment --out runs/fid
-      xsteer fidelity --parent qwen2.5-coder-1.5b --child qwen2.5-coder-0.5b --layer-map proportional \\
-          --layer-map cka_diff --width-map ridge --width-map anchor --width-map truncate_pad --out runs/fid-qwen
+      xsteer fidelity --parent qwen2.5-coder-1.5b --child qwen2.5-coder-0.5b --concept formality \\
+          --width-map ridge --width-map anchor --width-map truncate_pad --out runs/fid-qwen
     """
     from xsteer.app.fidelity import FidelitySpec, load_results, run_study
-    from xsteer.app.fidelity_report import study_markdown, study_table, write_fidelity_report
+    from xsteer.app.fidelity_tables import cell_table, is_instrument_result, study_markdown
     from xsteer.core.io import write_text_atomic
     from xsteer.core.models import resolve_device
     from xsteer.tasks.concepts import BUILTIN
 
-    out_path = check_output(out, folder=True, inputs=list(maps))
+    out_path = check_output(out, folder=True)
     for spec in (*parents, *children):
         check_spec(spec)
     resolve_device(device)
@@ -1106,25 +1122,24 @@ def fidelity_cmd(
         parents=tuple(parents),
         children=tuple(children),
         concepts=tuple(concepts) or BUILTIN,
-        layer_maps=tuple(layer_maps) or ("proportional",),
-        width_maps=tuple(width_maps) or ("ridge",),
+        layer_maps=tuple(layer_maps) or FIDELITY_DEFAULTS.layer_maps,
+        width_maps=tuple(width_maps) or FIDELITY_DEFAULTS.width_maps,
         lambdas=_float_list(lambdas, "--lambdas"),
         layers=layers,
-        method=method,
-        generation_probes=generation_probes,
+        placebos=placebos,
+        replicates=replicates,
         random_draws=random_draws,
         n_boot=n_boot,
         batch_size=batch_size,
         seed=seed,
         data_dir=data_dir,
         device=device,
-        maps=tuple(maps),
     )
     ran = run_study(fspec, out_path, log=click.echo)
-    click.echo(study_table([json.loads(p.read_text()) for p in ran]))  # this run's cells; fidelity.md: all
-    results = load_results(out_path)
+    click.echo(cell_table([json.loads(p.read_text()) for p in ran]))  # this run's cells; fidelity.md: all
+    results = [r for r in load_results(out_path) if is_instrument_result(r)]
     write_text_atomic(out_path / "fidelity.md", study_markdown(results) + "\n")
-    click.echo(f"wrote {out_path / 'fidelity.md'} and {write_fidelity_report(results, out_path)}")
+    click.echo(f"wrote {out_path / 'fidelity.md'}")
 
 
 # ---------------------------------------------------------------------------------------------- runs

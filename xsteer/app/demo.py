@@ -1,9 +1,9 @@
 """The pipeline on the embedded default (offline zoo, built-in data), on a CPU, with a report.
 
-``xsteer demo`` leads with a concept that crosses: Gemma-3-270M's sentiment vector, mapped into
-SmolLM2-135M-Instruct through a ridge map fitted on texts that never mention sentiment, measured against the
-child's own vector and the nulls on held-out probes (:mod:`xsteer.app.fidelity`): the fidelity table, the
-dose-response figure and example generations per condition.
+``xsteer demo`` asks whether Gemma-3-270M's sentiment crosses into SmolLM2-135M-Instruct, with the fidelity
+instrument (:mod:`xsteer.evaluation.instrument`) at a reduced size that fits a few minutes of CPU: a ridge map
+fitted on texts that never mention sentiment (and the ``truncate_pad`` control), placebo vectors through the
+same map, whole-pipeline bootstrap replicates, and the mapped vector read on the other concepts' readouts.
 
 ``xsteer demo --benchmark`` runs the paper's benchmark pipeline instead, as a one-job grid: Algorithm 1 on
 both models, the map, Algorithms 2 and 3 with ITS and every control on built-in arithmetic problems, and a
@@ -20,13 +20,18 @@ import click
 from xsteer.app.config import parse_config
 from xsteer.app.fidelity import FidelitySpec
 
+# The study runs K = 50 placebos, R = 20 replicates and 6 λ; the demo fits a few CPU minutes with fewer, and
+# says so in its output.
 FIDELITY = FidelitySpec(
     parents=("gemma3-270m",),
     children=("smollm2-135m",),
     concepts=("sentiment",),
     layer_maps=("proportional",),
     width_maps=("ridge", "truncate_pad"),
-    generation_probes=3,
+    lambdas=(-0.04, -0.02, 0.02, 0.04),
+    placebos=10,
+    replicates=4,
+    random_draws=2,
 )
 
 BENCHMARK = {
@@ -70,13 +75,17 @@ def run_demo(out: str | Path, *, device: str | None = None, benchmark: bool = Fa
         from dataclasses import replace
 
         from xsteer.app.fidelity import load_results, run_study
-        from xsteer.app.fidelity_report import study_table, write_fidelity_report
+        from xsteer.app.fidelity_tables import study_markdown
+        from xsteer.core.io import write_text_atomic
 
-        run_study(replace(FIDELITY, device=device), out, log=log)
-        results = load_results(out)
-        click.echo(study_table(results))
-        report = write_fidelity_report(
-            results, out, title="xsteer demo: does Gemma-3-270M's sentiment cross into SmolLM2-135M?"
+        spec = replace(FIDELITY, device=device)
+        click.echo(
+            f"reduced instrument: K = {spec.placebos} placebos, R = {spec.replicates} pipeline replicates, "
+            f"{len(spec.lambdas)} λ (the study: 50, 20, 6)"
         )
-    log(f"report: {report}")
+        run_study(spec, out, log=log)
+        text = study_markdown(load_results(out))
+        click.echo(text)
+        report = write_text_atomic(Path(out) / "fidelity.md", text + "\n")
+    log(f"wrote {report}")
     return report

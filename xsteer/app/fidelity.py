@@ -1,27 +1,22 @@
-"""The transfer-fidelity study: parents × children × concepts × (layer map × width map), with nulls.
+"""The transfer-fidelity study: parents × children × concepts × maps, each measured by the instrument of
+:mod:`xsteer.evaluation.instrument` (placebo null, whole-pipeline interval, specificity, known nulls).
 
-For one (parent, child) pair both models read every concept's pair texts once (last token, every layer).
-For each concept:
+For one (parent, child) pair both models read every concept's pair texts and the generic texts once (last
+token, every layer; cached per text set in ``out/acts``, so a study reuses every other study's reads). For each
+concept:
 
-* the parent's and the child's own vectors come from the concept's pairs (the same texts, each model's
-  activations);
-* every map is fitted on texts that never carry that concept — the OTHER concepts' pair texts plus
-  built-in generic texts — so a map cannot learn the concept by fitting its own examples; ``cka_diff`` layer
-  matching uses the concept's pair differences, which is the point of that method;
-* every condition is brought to the child's ``resid_mean`` norm, so λ is a share of the child's residual;
-* :func:`xsteer.evaluation.fidelity.fidelity` measures the dose-response on the concept's held-out probes.
+* the maps are fitted on texts that never carry that concept — the OTHER concepts' pair texts plus built-in
+  generic texts — so a map cannot learn the concept by fitting its own examples; the same texts, paired at
+  matched length, make the neutral placebos;
+* every vector is a mean difference brought to the child's ``resid_mean`` norm on the steered layers;
+* the target readout reads the native and mapped vectors, the placebos, the known nulls and the pipeline
+  replicates; every other built-in lexicon concept's readout reads the native and mapped vectors
+  (specificity).
 
-Conditions per map ``L×W``: the mapped parent vector and a random parent direction through the same map
-(``L×W/mapped-random``); plus ``random_draws`` random child directions of equal norm (``random``,
-``random#2``, …): one draw's CI is over probes, not over directions, so a single direction that happens to
-move the readout would pass for the null; the verdict compares against the 95% upper prediction bound of one
-more random direction's fidelity, from the draws' spread (the largest of 8 draws is exceeded by chance 1 time
-in 9, and a measurement tests several maps).
-``truncate_pad`` is one of the width maps (the paper's literal reading, a control). Each (parent, child,
-concept) result is one JSON file, so a killed study resumes where it stopped; a result with fewer maps or
-random draws than the spec asks for gets the missing ones added (what it has is not measured again). The
-child-side conditions (the child's own vector, the random child directions) steer with the same vectors whatever
-the parent, so their readouts are read once per (child, concept) and reused by every parent (``out/readouts``).
+One result file per (parent, child, concept), ``results/<parent>__<child>__<concept>.json``: the readouts
+themselves (every vector, λ and probe), the spec and the verdicts, so the tables regenerate from it with no
+model (:func:`xsteer.evaluation.instrument.analyze` is pure). A measurement saves its readouts as they are
+read (``<cell>.partial.json``, keyed to the spec), so a killed one resumes at its last chunk of vectors.
 """
 
 from __future__ import annotations
@@ -29,46 +24,41 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import einops
 import torch
-import torch.nn.functional as F
 
 from xsteer.app.grid import slug
 from xsteer.core.activations import last_token_resid
 from xsteer.core.io import atomic_path, write_json_atomic
 from xsteer.core.models import load_model, model_id, parse_spec
-from xsteer.core.progress import Progress
-from xsteer.core.vectors import SteeringVectors
-from xsteer.errors import InputError, TransferError
+from xsteer.errors import InputError
 from xsteer.evaluation.evaluate import check_lambdas
 from xsteer.evaluation.fidelity import (
     DEFAULT_LAMBDAS,
-    NATIVE,
     AnswerConcept,
-    FidelityResult,
+    AnswerLogOdds,
+    WordLogOdds,
     answer_concept,
-    estimates,
-    fidelity,
-    readout_for,
-    signed_effect,
 )
-from xsteer.extraction.extract import fit_directions
-from xsteer.extraction.methods import get_method
-from xsteer.extraction.pairs import ContrastivePair, pairs_hash
+from xsteer.evaluation.instrument import (
+    FORMAT,
+    InstrumentSpec,
+    ModelActs,
+    analyze,
+    build_cell,
+    read_cell,
+)
 from xsteer.tasks import get_task
-from xsteer.tasks.concepts import BUILTIN, Concept, load_concept
+from xsteer.tasks.concepts import BUILTIN, Concept, ConceptError, load_concept, pole_token_ids
 from xsteer.transfer.layermap import LAYER_MAPS
-from xsteer.transfer.maps import TransferMap, fit_texts, fit_transfer_from_activations
+from xsteer.transfer.maps import fit_texts
 from xsteer.transfer.widthmap import WIDTH_MAPS
 
 ANSWER = "corrupted_answer"
-#: What each map's fit report records of its vector's geometry against the child's own (see _build_conditions).
-COSINES = ("cos_to_native", "std_cos_to_native", "mapped_random_cos_to_native")
 
 
 @dataclass(frozen=True)
@@ -79,41 +69,33 @@ class FidelitySpec:
     children: tuple[str, ...]
     concepts: tuple[str, ...] = BUILTIN
     layer_maps: tuple[str, ...] = ("proportional",)
-    width_maps: tuple[str, ...] = ("ridge",)
+    width_maps: tuple[str, ...] = ("ridge", "truncate_pad")
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     layers: str = "middle"  # which child layers are steered: "all", "middle" (the central third) or "a-b"
-    method: str = "mean_diff"
-    generic_texts: int = 128  # built-in synthetic texts added to every map's fit set
-    generation_probes: int = 3
+    placebos: int = 50
+    replicates: int = 20
     random_draws: int = 8
-    max_new_tokens: int = 32
+    generic_texts: int = 128  # built-in synthetic texts added to every map's fit set
     n_boot: int = 2000
-    batch_size: int = 32
+    batch_size: int = 64
     seed: int = 0
     data_dir: str | None = None
     device: str | None = None
-    maps: tuple[str, ...] = ()  # fitted TransferMap files used as they are (beside the fitted grid)
 
     def __post_init__(self) -> None:
-        lams = check_lambdas(list(self.lambdas), where="the dose-response λ grid")
-        if self.random_draws < 1:
-            raise InputError(f"random_draws must be at least 1, got {self.random_draws}")
-        if 0.0 in lams:
-            raise InputError(
-                "the dose-response λ grid must not contain 0 (the unsteered baseline is always measured)"
-            )
+        check_lambdas(list(self.lambdas), where="the dose-response λ grid")
+        self.instrument()  # sizes and both signs of λ, checked before any model loads
         for name in self.layer_maps:
-            if name not in LAYER_MAPS or LAYER_MAPS[name].needs == "mapping":
+            if name not in LAYER_MAPS or LAYER_MAPS[name].needs in ("mapping", "cka_diff"):
                 raise InputError(
                     f"layer map {name!r} cannot be used here; options: "
-                    f"{', '.join(k for k, v in LAYER_MAPS.items() if v.needs != 'mapping')}"
+                    f"{', '.join(k for k, v in LAYER_MAPS.items() if v.needs not in ('mapping', 'cka_diff'))}"
                 )
         for name in self.width_maps:
             if name not in WIDTH_MAPS or name == "identity":
                 raise InputError(
                     f"width map {name!r} cannot be used here; options: {', '.join(k for k in WIDTH_MAPS if k != 'identity')}"
                 )
-        get_method(self.method)
         for c in self.concepts:
             if c != ANSWER:
                 load_concept(c)
@@ -121,14 +103,20 @@ class FidelitySpec:
             raise InputError("a fidelity study needs at least one parent and one child")
         if ANSWER in self.concepts:
             get_task("gsm8k").load("validation", data_dir=self.data_dir, limit=1)
-        ids = {parse_spec(p).model_id for p in self.parents}, {parse_spec(c).model_id for c in self.children}
-        for path in self.maps:
-            tmap = TransferMap.load(path)
-            if tmap.parent_id not in ids[0] or tmap.child_id not in ids[1]:
-                raise TransferError(
-                    f"{path} maps {tmap.parent_id!r} -> {tmap.child_id!r}, but this study's parents are "
-                    f"{sorted(ids[0])} and its children {sorted(ids[1])}; fit a map for them"
-                )
+
+    def instrument(self) -> InstrumentSpec:
+        return InstrumentSpec(
+            placebos=self.placebos,
+            replicates=self.replicates,
+            random_draws=self.random_draws,
+            lambdas=tuple(float(x) for x in self.lambdas),
+            n_boot=self.n_boot,
+            seed=self.seed,
+        )
+
+    @property
+    def maps(self) -> list[tuple[str, str]]:
+        return [(lm, wm) for lm in self.layer_maps for wm in self.width_maps]
 
 
 def steered_layers(spec: str, n_layers: int) -> list[int]:
@@ -145,21 +133,6 @@ def steered_layers(spec: str, n_layers: int) -> list[int]:
     if not 0 <= a <= b < n_layers:
         raise InputError(f"layers {spec!r} are outside 0..{n_layers - 1}")
     return list(range(a, b + 1))
-
-
-def random_names(draws: int) -> list[str]:
-    """Condition names of the random-direction null: ``random`` (the first draw, shown in plots and texts),
-    then ``random#2`` … ``random#<draws>``."""
-    return ["random", *(f"random#{i}" for i in range(2, draws + 1))]
-
-
-def is_random_draw(condition: str) -> bool:
-    return condition == "random" or condition.startswith("random#")
-
-
-def _random_draws(native: SteeringVectors, names: Sequence[str], seed: int) -> dict[str, SteeringVectors]:
-    # The first draw keeps the seed a one-draw study used, so old and new results share it.
-    return {n: native.random_like(seed if n == "random" else seed + 1000 + int(n[7:])) for n in names}
 
 
 def _concepts(spec: FidelitySpec) -> list[Concept | AnswerConcept]:
@@ -180,22 +153,22 @@ class _Acts:
     generic: torch.Tensor | None = None
 
 
-def _texts_key(texts: Any) -> str:
-    return hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:16]
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def model_acts(
     spec_name: str,
-    load: Any,
+    load: Callable[[], Any],
     concepts: Sequence[Any],
     generic: Sequence[str],
     out: Path,
     batch_size: int,
-    log: Any,
+    log: Callable[[str], Any],
 ) -> _Acts:
     """A model's activations of the study's texts, cached in ``out/acts`` per text set (one file per concept's
     pairs, one for the generic texts): they depend neither on the other model of a pair nor on which other
-    concepts a study measures, and reading them is the slow part of a study. The model is loaded only if a
+    concepts a study measures, and reading them is the slow part of setting up. The model is loaded only if a
     text set is missing."""
     model = None
 
@@ -204,8 +177,8 @@ def model_acts(
         model = load() if model is None else model
         return last_token_resid(model, texts, batch_size=batch_size)
 
-    def cached(name: str, texts: Any, compute: Any) -> Any:
-        path = out / "acts" / f"{slug(spec_name)}__{name}__{_texts_key(texts)}.pt"
+    def cached(name: str, texts: Any, compute: Callable[[], Any]) -> Any:
+        path = out / "acts" / f"{slug(spec_name)}__{name}__{_key(texts)}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
         log(f"{spec_name}: reading the {name} texts")
@@ -225,42 +198,81 @@ def model_acts(
     return acts
 
 
-def _vectors(
-    pos: torch.Tensor, neg: torch.Tensor, model: str, method: str, seed: int, pairs: Sequence[Any]
-) -> SteeringVectors:
-    directions, stats = fit_directions(pos, neg, method=method, seed=seed)
-    return SteeringVectors(
-        directions,
-        model,
-        method,
-        tuple(range(directions.shape[0])),
-        centring=get_method(method).centring,
-        layer_stats=tuple(stats),
-        pairs_hash=pairs_hash([ContrastivePair(p, n) for p, n in pairs]),
-        extra={"n_pairs": len(pairs)},
+def _fit_set(concept: str, readers: Sequence[Any], generic: Sequence[str], acts: _Acts) -> torch.Tensor:
+    """[n, L, d] activations of the texts a map of ``concept`` is fitted on: the other concepts' pair texts and
+    the generic texts (never the concept's own), in the order of :func:`_fit_lengths`."""
+    xs = [t for c in readers if c.name != concept for t in (acts.pos[c.name], acts.neg[c.name])]
+    if acts.generic is not None:
+        xs.append(acts.generic)
+    if not xs:
+        raise InputError("a map needs fit texts without the concept: add concepts or generic texts")
+    return torch.cat(xs)
+
+
+def _fit_lengths(concept: str, readers: Sequence[Any], generic: Sequence[str]) -> list[int]:
+    lengths = [
+        len(t) for c in readers if c.name != concept for side in (0, 1) for t in (p[side] for p in c.pairs)
+    ]
+    return lengths + [len(t) for t in generic]
+
+
+def _has_readout(concept: Concept, tokenizer: Any, log: Callable[[str], Any]) -> bool:
+    """Whether this tokenizer gives the concept's readout words distinct first tokens (a character-level one
+    does not); a concept without a readout is left out of the specificity readouts, and said so."""
+    try:
+        pole_token_ids(tokenizer, concept)
+    except ConceptError as e:
+        log(f"{concept.name}: no readout on this tokenizer, left out of specificity ({e})")
+        return False
+    return True
+
+
+def _readout(concept: Any, tokenizer: Any) -> WordLogOdds | AnswerLogOdds:
+    return (
+        AnswerLogOdds(concept.probes)
+        if isinstance(concept, AnswerConcept)
+        else WordLogOdds(concept, tokenizer)
     )
 
 
+class _Partial(dict[str, Any]):
+    """A measurement's readouts so far, ``{readout: {vector: [λ][probe]}}``, saved on every update; one
+    written for another spec (its key differs) is ignored."""
+
+    def __init__(self, path: Path, key: str):
+        self.path, self.key = path, key
+        doc = json.loads(path.read_text()) if path.exists() else {}
+        super().__init__(doc.get("readouts", {}) if doc.get("key") == key else {})
+
+    def store(self, readout: str) -> _Saving:
+        return _Saving(self, self.setdefault(readout, {}))
+
+    def save(self) -> None:
+        write_json_atomic(self.path, {"key": self.key, "readouts": dict(self)})
+
+
+class _Saving(dict[str, Any]):
+    """One readout's store: an update writes the whole partial file."""
+
+    def __init__(self, owner: _Partial, data: dict[str, Any]):
+        super().__init__(data)
+        self.owner, self.data = owner, data
+
+    def update(self, *args: Any, **kw: Any) -> None:  # type: ignore[override]
+        super().update(*args, **kw)
+        self.data.update(*args, **kw)
+        self.owner.save()
+
+
 def run_pair(
-    spec: FidelitySpec, parent_spec: str, child_spec: str, out: Path, *, log: Any = print
+    spec: FidelitySpec, parent_spec: str, child_spec: str, out: Path, *, log: Callable[[str], Any] = print
 ) -> list[Path]:
     """Every concept for one (parent, child); returns the result files (existing ones are kept)."""
     concepts = _concepts(spec)
     files = {
         c.name: out / "results" / f"{slug(parent_spec)}__{slug(child_spec)}__{c.name}.json" for c in concepts
     }
-    stored = {c.name: json.loads(files[c.name].read_text()) for c in concepts if files[c.name].exists()}
-    missing = {name: _missing(spec, doc) for name, doc in stored.items()}
-    no_cos = {
-        name
-        for name, doc in stored.items()
-        if doc["meta"].get("cosines_added") != list(COSINES)
-        and any(
-            "std_cos_to_native" not in fit and not m.endswith("×given")
-            for m, fit in doc["meta"].get("maps", {}).items()
-        )
-    }
-    todo = [c for c in concepts if not files[c.name].exists() or missing[c.name] or c.name in no_cos]
+    todo = [c for c in concepts if not files[c.name].exists()]
     if not todo:
         return list(files.values())
     t0 = time.time()
@@ -269,7 +281,7 @@ def run_pair(
         if spec.generic_texts
         else []
     )
-    # Every built-in concept's texts serve as fit texts for the maps of the others, measured or not.
+    # Every built-in lexicon concept serves as fit texts for the others' maps and as an off-target readout.
     readers = [*concepts, *(load_concept(n) for n in BUILTIN if n not in spec.concepts)]
     child = load_model(child_spec, device=spec.device)
     acts_p = model_acts(
@@ -284,365 +296,136 @@ def run_pair(
     acts_c = model_acts(child_spec, lambda: child, readers, generic, out, spec.batch_size, log)
     ids = (parse_spec(parent_spec).model_id, model_id(child))
     layers = steered_layers(spec.layers, child.cfg.n_layers)
+    ispec = spec.instrument()
+    lexicon = [c for c in readers if isinstance(c, Concept) and _has_readout(c, child.tokenizer, log)]
     for concept in todo:
-        if concept.name in stored:  # complete a stored result: nothing it already has is measured again
-            doc = stored[concept.name]
-            if concept.name in no_cos:
-                log(
-                    f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}: cosines to native"
+        name = concept.name
+        cells = build_cell(
+            ModelActs(acts_p.pos[name], acts_p.neg[name], _fit_set(name, readers, generic, acts_p)),
+            ModelActs(acts_c.pos[name], acts_c.neg[name], _fit_set(name, readers, generic, acts_c)),
+            lengths=_fit_lengths(name, readers, generic),
+            maps=spec.maps,
+            layers=layers,
+            ids=ids,
+            spec=ispec,
+            off_target={
+                c.name: ModelActs(acts_c.pos[c.name], acts_c.neg[c.name], acts_c.pos[c.name][:0])
+                for c in lexicon
+                if c.name != name
+            },
+        )
+        measured = {
+            k: v
+            for k, v in asdict(spec).items()
+            if k not in ("parents", "children", "concepts", "device", "batch_size")
+        }
+        partial = _Partial(files[name].with_suffix(".partial.json"), _key([ids, name, measured]))
+        resumed = sum(len(v) for v in partial.values())
+        log(
+            f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {name}: "
+            f"{sum(len(c.names) for c in cells.values())} vectors on {len(cells)} readouts"
+            + (f" ({resumed} read before, resumed)" if resumed else "")
+        )
+        readouts, baselines = {}, {}
+        for key, cell in cells.items():
+            target = concept if key == "target" else next(c for c in lexicon if c.name == key)
+            readout = _readout(target, child.tokenizer)
+            store = partial.store(key)
+            if "__baseline__" not in store:
+                store.update(
+                    {
+                        "__baseline__": readout.read_stack(child, cell.vectors[:1], [0.0], layers=layers)[
+                            0, 0
+                        ].tolist()
+                    }
                 )
-                grid = _grid_of(spec, doc)
-                _add_cosines(doc, _build_conditions(grid, ids, concept, readers, acts_p, acts_c, layers))
-            if missing[concept.name]:
-                log(
-                    f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}: adding "
-                    f"{', '.join(missing[concept.name])}"
-                )
-                built = _build_conditions(spec, ids, concept, readers, acts_p, acts_c, layers)
-                _add_conditions(spec, doc, built, child, concept, layers)
-            write_json_atomic(files[concept.name], doc)
-            continue
-        partial = _Checkpoint(
-            files[concept.name].with_suffix(".partial"), _texts_key([ids, concept.name, _measured(spec)])
-        )
-        resumed = len(partial)
-        built = _build_conditions(spec, ids, concept, readers, acts_p, acts_c, layers)
-        shared = partial.share(
-            _ChildReadouts(out / "readouts" / f"{slug(child_spec)}__{concept.name}.json"),
-            _child_side_keys(spec, ids[1], concept, built),
-        )
-        notes = [f"resumed: {resumed} conditions already measured"] if resumed else []
-        notes += [f"{shared} child-side conditions taken from another parent's measurement"] if shared else []
-        note = f" ({'; '.join(notes)})" if notes else ""
-        log(f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {concept.name}{note}")
-        result = _one_concept(spec, child, concept, built, partial)
-        result.meta.update(
-            parent=parent_spec,
-            child=child_spec,
-            steered_layers=layers,
-            seconds=round(time.time() - t0, 1),
-            spec={k: v for k, v in asdict(spec).items() if k not in ("parents", "children")},
-        )
-        write_json_atomic(files[concept.name], result.to_json())
+            baselines[key] = torch.tensor(store["__baseline__"])
+            reads = read_cell(
+                cell,
+                lambda stack, lams, r=readout: r.read_stack(
+                    child, stack, lams, layers=layers, batch_size=spec.batch_size
+                ),
+                ispec.lambdas,
+                store=store,
+                desc=f"{name} on the {'target' if key == 'target' else key} readout",
+            )
+            readouts[key] = reads
+        # The file keeps 5 decimals (10 µ-nats of log-odds, far below any effect), and the verdicts are read from
+        # what the file keeps, so regenerating them from it gives the very same numbers.
+        readouts = {k: {n: _rounded(r) for n, r in reads.items()} for k, reads in readouts.items()}
+        baselines = {k: _rounded(v) for k, v in baselines.items()}
+        result = analyze(readouts, baselines, maps=spec.maps, spec=ispec)
+        doc = {
+            "format": FORMAT,
+            "parent": parent_spec,
+            "child": child_spec,
+            "concept": name,
+            "readout": readout_name(concept),
+            "ids": list(ids),
+            "steered_layers": layers,
+            "spec": measured,
+            "n_probes": len(concept.probes),
+            "fits": cells["target"].fits,
+            "result": result,
+            "baselines": {k: v.tolist() for k, v in baselines.items()},
+            "readouts": {k: {n: r.tolist() for n, r in reads.items()} for k, reads in readouts.items()},
+            "seconds": round(time.time() - t0, 1),
+        }
+        write_json_atomic(files[name], doc)
         partial.path.unlink(missing_ok=True)
-        log(result.table())
+        log(f"[{time.time() - t0:6.0f} s] {name}: {result.get('verdict', result['reference'])}")
     return list(files.values())
 
 
-def _measured(spec: FidelitySpec) -> dict[str, Any]:
-    """The fields of a spec that decide what one (pair, concept) measurement reads out."""
-    skip = ("parents", "children", "concepts", "device", "batch_size", "n_boot", "generation_probes")
-    return {k: v for k, v in asdict(spec).items() if k not in skip}
+def _rounded(t: torch.Tensor) -> torch.Tensor:
+    return torch.round(t.double(), decimals=5)
 
 
-class _Checkpoint(dict[str, Any]):
-    """The readouts by condition of a measurement under way, saved on every assignment, so that an interrupted
-    measurement resumes at the condition it stopped at. One written for another spec is ignored."""
-
-    def __init__(self, path: Path, key: str):
-        self.path, self.key = path, key
-        doc = json.loads(path.read_text()) if path.exists() else {}
-        super().__init__(doc.get("readouts", {}) if doc.get("key") == key else {})
-        self.store: _ChildReadouts | None = None
-        self.shared: dict[str, str] = {}
-
-    def share(self, store: _ChildReadouts, keys: Mapping[str, str]) -> int:
-        """Take from ``store`` the readouts of the conditions named in ``keys`` (name -> content key) that
-        another measurement read, and give it those this one reads; returns how many were taken."""
-        self.store, self.shared = store, dict(keys)
-        taken = {n: r for n, k in keys.items() if n not in self and (r := store.get(k)) is not None}
-        if taken:
-            super().update(taken)
-            write_json_atomic(self.path, {"key": self.key, "readouts": dict(self)})
-        return len(taken)
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        super().__setitem__(name, value)
-        write_json_atomic(self.path, {"key": self.key, "readouts": dict(self)})
-        if self.store is not None and name in self.shared:
-            self.store.put(self.shared[name], value)
-
-
-class _ChildReadouts:
-    """Readouts of the child-side conditions (the child's own vector and the random child directions) of one
-    (child, concept), shared by the measurements of every parent: those conditions steer with the same vectors
-    whatever the parent, and on the slow concepts they are 9 of 21 conditions. Keyed by content (see
-    :func:`_child_side_keys`), so a readout is reused only where the very same vector would be read out."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def _load(self) -> dict[str, Any]:
-        return json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def get(self, key: str) -> Any:
-        return self._load().get(key)
-
-    def put(self, key: str, readout: Any) -> None:
-        doc = self._load()  # read again: another process may have added readouts since
-        doc[key] = readout
-        write_json_atomic(self.path, doc)
-
-
-def _child_side_keys(spec: FidelitySpec, child_id: str, concept: Any, built: _Conditions) -> dict[str, str]:
-    """Content keys of the conditions that do not depend on the parent: what decides a readout (the child, the
-    concept's texts, the λ grid) and the vector's own values, layers and norm convention."""
-    where = _texts_key([child_id, repr(concept), [float(x) for x in spec.lambdas]])
-    out = {}
-    for name in [NATIVE, *random_names(spec.random_draws)]:
-        v = built.native if name == NATIVE else built.conditions[name]
-        h = hashlib.sha256(where.encode())
-        h.update(v.vectors.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        h.update(json.dumps([list(v.layers), v.norm]).encode())
-        out[name] = h.hexdigest()[:16]
-    return out
-
-
-@dataclass
-class _Conditions:
-    """What one concept's measurement steers with: the child's own vector (as fitted, and at the steered
-    layers' ``resid_mean``), the parent's, every other condition, and each map's fit report."""
-
-    v_parent: SteeringVectors
-    v_native: SteeringVectors
-    native: SteeringVectors
-    conditions: dict[str, SteeringVectors]
-    fits: dict[str, Any]
-
-
-def _build_conditions(
-    spec: FidelitySpec,
-    ids: tuple[str, str],
-    concept: Any,
-    concepts: Sequence[Any],
-    acts_p: _Acts,
-    acts_c: _Acts,
-    layers: list[int],
-) -> _Conditions:
-    parent_id, child_id = ids
-    pp, np_ = acts_p.pos[concept.name], acts_p.neg[concept.name]
-    pc, nc = acts_c.pos[concept.name], acts_c.neg[concept.name]
-    v_parent = _vectors(pp, np_, parent_id, spec.method, spec.seed, concept.pairs)
-    xp, yc = _fit_acts(concept, concepts, acts_p), _fit_acts(concept, concepts, acts_c)
-    norms = yc.norm(dim=-1).mean(dim=-1)
-    spread = yc.std(dim=1).clamp_min(1e-6)  # [layer, d]: each coordinate's spread over the fit texts
-    diffs = (einops.rearrange(pp - np_, "n l d -> l n d"), einops.rearrange(pc - nc, "n l d -> l n d"))
-    v_native, native = _native(spec, child_id, concept, acts_c, layers, norms)
-    random_parent = v_parent.random_like(spec.seed + 1)
-    conditions: dict[str, SteeringVectors] = _random_draws(native, random_names(spec.random_draws), spec.seed)
-    fits: dict[str, Any] = {}
-    cache: dict[tuple[str, int, int], Any] = {}
-
-    def maps() -> Iterator[tuple[str, TransferMap]]:
-        for path in spec.maps:  # given maps first, as they are
-            tmap = TransferMap.load(path)
-            if (tmap.parent_id, tmap.child_id) == ids:
-                yield f"{Path(path).stem}×given", tmap
-        for lm in spec.layer_maps:
-            for wm in spec.width_maps:
-                yield (
-                    f"{lm}×{wm}",
-                    fit_transfer_from_activations(
-                        xp,
-                        yc,
-                        parent_id=parent_id,
-                        child_id=child_id,
-                        layer_map=lm,
-                        width_map=wm,
-                        diffs=diffs,
-                        seed=spec.seed,
-                        width_cache=cache,
-                    ),
-                )
-
-    for name, tmap in maps():
-        fits[name] = {
-            "layer_map": tmap.info.get("layer_map"),
-            "heldout_r2": {str(c): r["r2"] for c, r in tmap.report.items()},
-            "heldout_cos_centred": {str(c): r["cosine_centred"] for c, r in tmap.report.items()},
-        }
-        for label, v in ((name, v_parent), (f"{name}/mapped-random", random_parent)):
-            try:
-                mapped = tmap.apply(v, norm="unit")
-            except InputError:  # e.g. truncation dropped every coordinate the direction lived in
-                continue
-            steer = tuple(layer for layer in layers if layer in mapped.layers)
-            if steer:
-                conditions[label] = mapped.replace(layers=steer).scaled_to(norms, "resid_mean")
-                # A large effect from a vector orthogonal to the child's own says the readout moved by
-                # another route than the concept: worth seeing beside the fidelity. Raw cosines are ruled by a
-                # few massive-activation coordinates (Qwen's mean differences put ~98% of their norm in three),
-                # so the standardized one (each coordinate over the child's spread) is recorded too.
-                idx = list(steer)
-                a, b = mapped.vectors[idx], v_native.vectors[idx]
-                prefix = "mapped_random_" if label != name else ""
-                fits[name][f"{prefix}cos_to_native"] = F.cosine_similarity(a, b, dim=-1).mean().item()
-                if not prefix:
-                    std = F.cosine_similarity(a / spread[idx], b / spread[idx], dim=-1)
-                    fits[name]["std_cos_to_native"] = std.mean().item()
-    return _Conditions(v_parent, v_native, native, conditions, fits)
-
-
-def _one_concept(
-    spec: FidelitySpec, child: Any, concept: Any, built: _Conditions, checkpoint: _Checkpoint | None = None
-) -> FidelityResult:
-    result = fidelity(
-        child,
-        concept,
-        built.conditions,
-        native=built.native,
-        lambdas=spec.lambdas,
-        n_boot=spec.n_boot,
-        seed=spec.seed,
-        batch_size=spec.batch_size,
-        generation_probes=spec.generation_probes,
-        max_new_tokens=spec.max_new_tokens,
-        checkpoint=checkpoint,
+def readout_name(concept: Any) -> str:
+    return (
+        "log-odds of the gold vs a corrupted final answer"
+        if isinstance(concept, AnswerConcept)
+        else "next-token log-odds of the readout words (none ends a pair)"
     )
-    result.meta["maps"] = built.fits
-    result.meta["vectors"] = {
-        "parent_separation": [s.get("separation") for s in built.v_parent.layer_stats],
-        "native_separation": [s.get("separation") for s in built.v_native.layer_stats],
+
+
+def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored result's verdicts computed again from its readouts (no model): what regeneration runs."""
+    spec = doc["spec"]
+    ispec = InstrumentSpec(
+        placebos=spec["placebos"],
+        replicates=spec["replicates"],
+        random_draws=spec["random_draws"],
+        lambdas=tuple(spec["lambdas"]),
+        n_boot=spec["n_boot"],
+        seed=spec["seed"],
+    )
+    maps = [(lm, wm) for lm in spec["layer_maps"] for wm in spec["width_maps"]]
+    readouts = {
+        k: {n: torch.tensor(r, dtype=torch.float64) for n, r in reads.items()}
+        for k, reads in doc["readouts"].items()
     }
-    return result
+    baselines = {k: torch.tensor(v, dtype=torch.float64) for k, v in doc["baselines"].items()}
+    return analyze(readouts, baselines, maps=maps, spec=ispec)
 
 
-def _grid_of(spec: FidelitySpec, doc: Mapping[str, Any]) -> FidelitySpec:
-    """``spec`` with the grid of fitted maps a stored result was measured with."""
-    names = [n for n in doc["meta"].get("maps", {}) if not n.endswith("×given")]
-    return replace(
-        spec,
-        layer_maps=tuple(dict.fromkeys(n.split("×")[0] for n in names)),
-        width_maps=tuple(dict.fromkeys(n.split("×")[1] for n in names)),
-        maps=(),
-    )
-
-
-def _add_cosines(doc: dict[str, Any], built: _Conditions) -> None:
-    """Give a stored result measured before the cosines were recorded the ones of its maps, fitted again
-    (nothing is steered)."""
-    for name, fit in doc["meta"].get("maps", {}).items():
-        for key in COSINES:
-            if key in built.fits.get(name, {}):
-                fit[key] = built.fits[name][key]
-    doc["meta"]["cosines_added"] = list(COSINES)
-
-
-def _native(
-    spec: FidelitySpec, child_id: str, concept: Any, acts_c: _Acts, layers: list[int], norms: torch.Tensor
-) -> tuple[SteeringVectors, SteeringVectors]:
-    """The child's own vectors of ``concept``: as fitted (every layer, with their stats), and on the steered
-    layers at ``resid_mean`` of ``norms`` (what is measured)."""
-    pc, nc = acts_c.pos[concept.name], acts_c.neg[concept.name]
-    v_native = _vectors(pc, nc, child_id, spec.method, spec.seed, concept.pairs)
-    return v_native, v_native.replace(layers=tuple(layers)).scaled_to(norms, "resid_mean")
-
-
-def _fit_acts(concept: Any, concepts: Sequence[Any], acts: _Acts) -> torch.Tensor:
-    """[layer, n, d] activations of the texts a map of ``concept`` is fitted on: the other concepts' pair
-    texts and the generic texts (never the concept's own)."""
-    xs = [t for c in concepts if c.name != concept.name for t in (acts.pos[c.name], acts.neg[c.name])]
-    if acts.generic is not None:
-        xs.append(acts.generic)
-    if not xs:
-        raise InputError("a map needs fit texts without the concept: add concepts or generic texts")
-    return einops.rearrange(torch.cat(xs), "n l d -> l n d")
-
-
-def _missing(spec: FidelitySpec, doc: Mapping[str, Any]) -> list[str]:
-    """What ``spec`` asks for that a stored result lacks: random draws, and fitted maps (a map counts as
-    there once its fit is recorded, even where it had no vector to steer with)."""
-    grid = [f"{lm}×{wm}" for lm in spec.layer_maps for wm in spec.width_maps]
-    return [n for n in random_names(spec.random_draws) if n not in doc["conditions"]] + [
-        n for n in grid if n not in doc["meta"].get("maps", {})
-    ]
-
-
-def _add_conditions(
-    spec: FidelitySpec,
-    doc: dict[str, Any],
-    built: _Conditions,
-    child: Any,
-    concept: Any,
-    layers: list[int],
-) -> None:
-    """Add to a stored result the conditions of ``built`` it lacks (missing random draws, missing maps with
-    their mapped-random nulls and fit reports), measured as the study measured the rest: the same λ grid,
-    probes and bootstrap seed, each effect read against the stored unsteered baseline and divided by the stored
-    native effect. No example generations are added for them.
-
-    Checked: the unsteered readout must come out as stored (else the model or probes changed), and the native
-    readout within 5% of the native effect's size (the conditions are scaled to the child's residual norm on
-    the study's current fit texts; a text set that changed since the result was measured moves that norm a
-    little, and the drift is recorded)."""
-    stored_spec = doc["meta"].get("spec", {})
-    if (
-        [float(x) for x in doc["lambdas"]] != [float(x) for x in spec.lambdas]
-        or doc["meta"].get("steered_layers") not in (None, layers)
-        or stored_spec.get("method", spec.method) != spec.method
-    ):
-        raise InputError(
-            f"{concept.name}: the stored result used another λ grid, steered layers or method than this spec; "
-            "add to it with the spec it was measured with, or measure it again in a new folder"
-        )
-    n_boot, seed = doc["meta"].get("n_boot", spec.n_boot), doc["meta"].get("seed", spec.seed)
-    lams = doc["lambdas"]
-    readout = readout_for(concept, child.tokenizer)
-    base = torch.tensor(doc["baseline"])
-    unsteered = readout(child, None, [0.0], batch_size=spec.batch_size)[0]
-    if (off := float((unsteered - base).abs().max())) > 1e-3:
-        raise TransferError(
-            f"{concept.name}: the unsteered readout no longer matches the stored one (max |Δ| {off:.2g}): the "
-            "model or the probes changed since it was measured; measure it again in a new folder"
-        )
-    stored_native = torch.tensor(doc["readouts"][NATIVE]) - base[None, :]
-    now_native = readout(child, built.native, lams, batch_size=spec.batch_size) - base[None, :]
-    drift = float((now_native - stored_native).abs().max())
-    scale = float(stored_native.abs().mean())
-    if drift > 0.05 * scale:
-        raise TransferError(
-            f"{concept.name}: the native readout moved by {drift:.2g} (its effects average {scale:.2g}) since it "
-            "was measured: the vectors or fit texts changed; measure it again in a new folder"
-        )
-    new = {n: v for n, v in built.conditions.items() if n not in doc["conditions"]}
-    t0 = time.time()
-    effects = {NATIVE: signed_effect(stored_native, lams)}
-    with Progress(len(new), f"dose-response {concept.name} (added)", unit="conditions") as bar:
-        for n, v in new.items():
-            r = readout(child, v, lams, batch_size=spec.batch_size)
-            doc["readouts"][n] = r.tolist()
-            effects[n] = signed_effect(r - base[None, :], lams)
-            bar.update()
-    _, effect_cis, fidelity_cis = estimates(effects, n_boot=n_boot, seed=seed)
-    for n in new:
-        doc["effects"][n] = effect_cis[n].as_list()
-        doc["fidelity"][n] = None if (f := fidelity_cis[n]) is None else f.as_list()
-    doc["conditions"] += list(new)
-    for name, fit in built.fits.items():
-        doc["meta"].setdefault("maps", {}).setdefault(name, fit)
-    meta = doc["meta"]
-    meta.setdefault("conditions_added", []).extend(new)
-    meta["conditions_added_native_drift"] = max(drift, meta.get("conditions_added_native_drift", 0.0))
-    meta["seconds_added"] = round(meta.get("seconds_added", 0.0) + time.time() - t0, 1)
-
-
-def run_study(spec: FidelitySpec, out: str | Path, *, log: Any = print) -> list[Path]:
+def run_study(spec: FidelitySpec, out: str | Path, *, log: Callable[[str], Any] = print) -> list[Path]:
     """Every (parent, child) pair of the spec, skipping a child that is its own parent."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "spec.json", asdict(spec))
     files: list[Path] = []
     for p in spec.parents:
         for c in spec.children:
             if p == c:
                 continue
             files += run_pair(spec, p, c, out, log=log)
+            write_json_atomic(out / "spec.json", asdict(spec))  # written once something is measured
     return files
 
 
 def load_results(folder: str | Path) -> list[dict[str, Any]]:
     """Every result JSON of a study folder."""
     paths = sorted(Path(folder).glob("results/*.json"))
+    paths = [p for p in paths if not p.name.endswith(".partial.json")]
     if not paths:
         raise InputError(f"{folder} holds no fidelity results (results/*.json)")
     return [json.loads(p.read_text()) for p in paths]

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from xsteer.app.fidelity import is_random_draw
 from xsteer.app.report import embed_png, heatmap, save_figure
 from xsteer.core.io import write_text_atomic
 from xsteer.evaluation.fidelity import NATIVE, effect_ci, monotone_lambdas, restrict
@@ -62,7 +61,7 @@ def random_null(result: Mapping[str, Any]) -> RandomNull | None:
     fids = [
         result["fidelity"][c][0]
         for c in result["conditions"]
-        if is_random_draw(c) and result["fidelity"].get(c) is not None
+        if (c == "random" or c.startswith("random#")) and result["fidelity"].get(c) is not None
     ]
     return RandomNull(tuple(fids)) if fids else None
 

@@ -100,14 +100,21 @@ def next_token_logprobs(
     lam: Sequence[float] | None = None,
     layers: Sequence[int] | None = None,
     batch_size: int = 32,
+    which: Sequence[int] | None = None,
 ) -> Float[Tensor, "n token"]:
     """log p(token | text) for each text and each of ``token_ids``, at the position after the text's last token.
 
-    With ``vectors``, row ``i`` is steered by ``lam[i]`` at every position (prompt included), so a whole
-    dose-response — texts × λ — is one batched pass. Only the requested columns of the vocabulary leave the
-    forward pass (Gemma's vocabulary is 262k wide).
+    With ``vectors`` (a :class:`SteeringVectors`), row ``i`` is steered by ``lam[i]`` at every position
+    (prompt included), so a whole dose-response — texts × λ — is one batched pass. With ``vectors`` a stack
+    ``[m, layer, d_model]`` and ``which`` one index into it per text, row ``i`` is steered by
+    ``lam[i] · vectors[which[i]]`` at ``layers``: many vectors × λ × texts in one pass. Only the requested
+    columns of the vocabulary leave the forward pass (Gemma's vocabulary is 262k wide).
     """
-    from xsteer.core.inject import steer
+    from xsteer.core.inject import steer, steer_rows
+
+    stack = isinstance(vectors, Tensor)
+    if stack and (which is None or len(which) != len(texts) or layers is None):
+        raise InputError("a stack of per-row vectors needs `which` (one index per text) and `layers`")
 
     if not texts:
         raise InputError("no texts to read next-token log-probabilities from")
@@ -122,11 +129,14 @@ def next_token_logprobs(
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
             enc = encode(model.tokenizer, chunk)
-            manager = (
-                nullcontext()
-                if vectors is None
-                else steer(model, vectors, lam=list(lam[start : start + len(chunk)]), layers=layers)  # type: ignore[index]
-            )
+            rows_lam = None if lam is None else list(lam[start : start + len(chunk)])
+            if vectors is None:
+                manager: Any = nullcontext()
+            elif stack:
+                index = torch.as_tensor(list(which[start : start + len(chunk)]))  # type: ignore[index]
+                manager = steer_rows(model, vectors[index], lam=rows_lam, layers=layers)  # type: ignore[arg-type]
+            else:
+                manager = steer(model, vectors, lam=rows_lam, layers=layers)  # type: ignore[arg-type]
             with manager:
                 logits = model(
                     enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device), logits_to_keep=1

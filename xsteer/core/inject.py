@@ -2,7 +2,9 @@
 
 :func:`steer` is a context manager: hooks go on at entry and always come off at exit, exception or not.
 λ is a scalar or one value per batch row, so one batched forward (or generation) covers a whole λ grid:
-row ``b`` of the batch is steered by ``λ[b]``.
+row ``b`` of the batch is steered by ``λ[b]``. :func:`steer_rows` goes one step further: each row carries its
+own vector too, so many conditions (placebos, bootstrap replicates, every concept of a specificity matrix)
+× λ × probes are read in a few large batched forwards instead of one small pass per vector.
 
 The per-layer displacements ``λ[:, None, None] * v_l`` are computed once per λ setting and kept on the
 model's device, so a hook call does no host work, no host-to-device copy and no sync: it is one add.
@@ -35,14 +37,17 @@ class SteeringHandle:
 
     def __init__(
         self,
-        vectors: Float[Tensor, "layer d_model"],
+        vectors: Float[Tensor, "layer d_model"] | Float[Tensor, "row layer d_model"],
         layers: Sequence[int],
         lam: Lambda,
         device: Any,
         dtype: torch.dtype,
     ):
         self.layers = tuple(layers)
-        self._v = {layer: vectors[layer].to(device=device, dtype=dtype) for layer in self.layers}
+        # Shared vectors are [1, d] per layer; per-row vectors [rows, d], so one broadcast covers both.
+        rows = vectors if vectors.ndim == 3 else vectors[None]
+        self._v = {layer: rows[:, layer].to(device=device, dtype=dtype) for layer in self.layers}
+        self.per_row = vectors.ndim == 3
         self.device, self.dtype = device, dtype
         self.active = True
         self.set_lambda(lam)
@@ -54,18 +59,27 @@ class SteeringHandle:
             raise InputError(f"λ must be a scalar or one value per batch row, got shape {tuple(lam_t.shape)}")
         if not torch.isfinite(lam_t).all():
             raise InputError(f"λ must be finite, got {lam_t.tolist()}")
+        n_vec = next(iter(self._v.values())).shape[0]
+        if self.per_row and lam_t.ndim == 1 and lam_t.shape[0] != n_vec:
+            raise InputError(f"{n_vec} per-row vectors but {lam_t.shape[0]} λ values")
         self.lam = lam_t
-        coef = lam_t.to(device=self.device, dtype=self.dtype).reshape(-1, 1, 1)
-        self._delta = {layer: coef * v for layer, v in self._v.items()}  # [rows or 1, 1, d_model]
+        coef = lam_t.to(device=self.device, dtype=self.dtype).reshape(-1, 1)
+        self._delta = {layer: (coef * v)[:, None, :] for layer, v in self._v.items()}  # [rows or 1, 1, d]
 
     @property
     def n_rows(self) -> int | None:
+        if self.per_row:
+            return int(next(iter(self._v.values())).shape[0])
         return None if self.lam.ndim == 0 else int(self.lam.shape[0])
 
     def select_rows(self, index: Tensor) -> None:
         """Keep only these batch rows (a generation loop dropped the others)."""
-        if self.n_rows is not None:
+        if self.per_row:
+            self._v = {layer: v[index.to(v.device)] for layer, v in self._v.items()}
+        if self.lam.ndim == 1:
             self.set_lambda(self.lam[index.cpu()])
+        elif self.per_row:
+            self.set_lambda(self.lam)
 
     def hook(self, layer: int):
         """The hook function for one layer; `layer` is bound now, not looked up late (lm-eval's bug)."""
@@ -135,4 +149,36 @@ def steer(
         yield handle
 
 
-__all__ = ["steer", "SteeringHandle", "resolve_layers", "VectorFileError"]
+@contextmanager
+def steer_rows(
+    model: HookedModel,
+    vectors: Float[Tensor, "row layer d_model"],
+    *,
+    lam: Lambda,
+    layers: Sequence[int],
+    hook: str = "hook_resid_post",
+) -> Iterator[SteeringHandle]:
+    """Steer row ``b`` of every batch inside the block by ``λ[b] · vectors[b, l]`` at each of ``layers``.
+
+    The vectors are a plain stack in this model's residual space: the caller has checked where they come from
+    (:meth:`SteeringVectors.check_compatible`) and given them one norm convention. ``lam`` is a scalar or one
+    value per row; the batch run inside the block must have exactly ``rows`` rows.
+    """
+    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+    if vectors.ndim != 3 or tuple(vectors.shape[1:]) != (n_layers, d_model):
+        raise InputError(
+            f"per-row vectors must be [rows, {n_layers}, {d_model}] for this model, got {tuple(vectors.shape)}"
+        )
+    if not torch.isfinite(vectors).all():
+        raise InputError("per-row vectors hold NaN or infinite values")
+    bad = [x for x in layers if not 0 <= int(x) < n_layers]
+    if bad or not layers:
+        raise InputError(f"layers {list(layers)} must be a non-empty subset of 0..{n_layers - 1}")
+    chosen = sorted({int(x) for x in layers})
+    param = next(model.parameters())
+    handle = SteeringHandle(vectors, chosen, lam, param.device, param.dtype)
+    with model.hooks(fwd_hooks=[(f"blocks.{layer}.{hook}", handle.hook(layer)) for layer in chosen]):
+        yield handle
+
+
+__all__ = ["steer", "steer_rows", "SteeringHandle", "resolve_layers", "VectorFileError"]

@@ -28,6 +28,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import einops
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -109,6 +110,33 @@ class WordLogOdds(Readout):
         odds = torch.logsumexp(lp[:, :k], dim=-1) - torch.logsumexp(lp[:, k:], dim=-1)
         return odds.reshape(len(lambdas), len(self.probes))
 
+    def read_stack(
+        self,
+        model: HookedModel,
+        stack: Float[Tensor, "m layer d_model"],
+        lambdas: Sequence[float],
+        *,
+        layers: Sequence[int],
+        batch_size: int = 64,
+    ) -> Float[Tensor, "m lam probe"]:
+        """The readout of many vectors at once: rows are (vector, λ, probe), each steered by its own vector,
+        ordered probe-major so a batch holds few distinct probe lengths (little padding)."""
+        m, n_lam, n_p = stack.shape[0], len(lambdas), len(self.probes)
+        grid = [(p, v, j) for p in range(n_p) for v in range(m) for j in range(n_lam)]
+        lp = next_token_logprobs(
+            model,
+            [self.probes[p] for p, _, _ in grid],
+            self.pos + self.neg,
+            vectors=stack,
+            which=[v for _, v, _ in grid],
+            lam=[float(lambdas[j]) for _, _, j in grid],
+            layers=layers,
+            batch_size=batch_size,
+        )
+        k = len(self.pos)
+        odds = torch.logsumexp(lp[:, :k], dim=-1) - torch.logsumexp(lp[:, k:], dim=-1)
+        return einops.rearrange(odds, "(p m j) -> m j p", p=n_p, m=m, j=n_lam)
+
 
 class AnswerLogOdds(Readout):
     """log p(gold answer) - log p(corrupted answer) after each probe's context (summed over tokens)."""
@@ -133,6 +161,75 @@ class AnswerLogOdds(Readout):
         steering = Steering(vectors, lam, layers) if vectors is not None else None
         lp = torch.tensor(continuation_logprobs(model, ctx, cont, steering=steering, batch_size=batch_size))
         return (lp[0::2] - lp[1::2]).reshape(len(lambdas), len(self.probes))
+
+    def read_stack(
+        self,
+        model: HookedModel,
+        stack: Float[Tensor, "m layer d_model"],
+        lambdas: Sequence[float],
+        *,
+        layers: Sequence[int],
+        batch_size: int = 64,
+    ) -> Float[Tensor, "m lam probe"]:
+        """The readout of many vectors at once, each row (vector, λ, probe, answer) steered by its own vector:
+        context and answer run as one sequence (no shared prefill, so rows need not share a vector)."""
+        m, n_lam, n_p = stack.shape[0], len(lambdas), len(self.probes)
+        grid = [(p, v, j, a) for p in range(n_p) for v in range(m) for j in range(n_lam) for a in (0, 1)]
+        lp = sequence_logprobs(
+            model,
+            [self.probes[p].context for p, _, _, _ in grid],
+            [(self.probes[p].gold, self.probes[p].wrong)[a] for p, _, _, a in grid],
+            stack=stack,
+            which=[v for _, v, _, _ in grid],
+            lam=[float(lambdas[j]) for _, _, j, _ in grid],
+            layers=layers,
+            batch_size=batch_size,
+        )
+        return einops.rearrange(lp[0::2] - lp[1::2], "(p m j) -> m j p", p=n_p, m=m, j=n_lam)
+
+
+@torch.inference_mode()
+def sequence_logprobs(
+    model: HookedModel,
+    contexts: Sequence[str],
+    continuations: Sequence[str],
+    *,
+    stack: Float[Tensor, "m layer d_model"],
+    which: Sequence[int],
+    lam: Sequence[float],
+    layers: Sequence[int],
+    batch_size: int = 32,
+) -> Float[Tensor, " n"]:
+    """Sum of log p(continuation | context) per row, row ``i`` steered at every position by
+    ``lam[i] · stack[which[i]]``. Context and continuation are tokenized apart (exact boundary, as lm-eval)."""
+    from xsteer.core.inject import steer_rows
+    from xsteer.core.models import native_attention
+
+    tok = model.tokenizer
+    device = next(model.parameters()).device
+    ctx = [tok(c).input_ids for c in contexts]  # the BOS, where the tokenizer adds one, leads the context
+    cont = [tok(c, add_special_tokens=False).input_ids for c in continuations]
+    out = torch.empty(len(contexts))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    with native_attention(model):
+        for start in range(0, len(contexts), batch_size):
+            rows = range(start, min(start + batch_size, len(contexts)))
+            seqs = [ctx[i] + cont[i] for i in rows]
+            width = max(len(x) for x in seqs)
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, x in enumerate(seqs):  # left padding: every row's last token is at -1
+                ids[r, width - len(x) :] = torch.tensor(x)
+                mask[r, width - len(x) :] = 1
+            index = torch.as_tensor([which[i] for i in rows])
+            with steer_rows(model, stack[index], lam=[lam[i] for i in rows], layers=layers):
+                logits = model(ids.to(device), attention_mask=mask.to(device))
+            lp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None].to(device))[
+                ..., 0
+            ]
+            for r, i in enumerate(rows):
+                out[i] = lp[r, width - 1 - len(cont[i]) :].sum().cpu()
+    return out
 
 
 def readout_for(concept: Any, tokenizer: Any) -> Readout:
@@ -497,6 +594,7 @@ __all__ = [
     "generation_readout",
     "moved_share",
     "readout_for",
+    "sequence_logprobs",
     "signed_effect",
 ]
 

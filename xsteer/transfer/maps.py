@@ -146,6 +146,24 @@ class TransferMap:
         )
         return mapped if norm == "unit" else mapped.scaled_to(self.child_resid_norm, "resid_mean")
 
+    def map_stack(
+        self, stack: Float[Tensor, "k parent_layer d_parent"]
+    ) -> Float[Tensor, "k child_layer d_child"]:
+        """Many parent directions through the map at once (placebos, bootstrap replicates): each child layer's
+        vector has unit norm; a child layer the map feeds nothing to, or where the direction vanished (e.g.
+        truncation dropped every coordinate it lived in), stays zero."""
+        if tuple(stack.shape[1:]) != tuple(self.parent_shape):
+            raise TransferError(
+                f"this map takes parent directions {list(self.parent_shape)}, got {list(stack.shape[1:])}"
+            )
+        out = torch.zeros(stack.shape[0], *self.child_shape)
+        for c, p in sorted(self.layer_map.items()):
+            v = self.width_maps[c].map_directions(stack[:, p].double()).float()
+            out[:, c] = (
+                v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30) * (v.norm(dim=-1, keepdim=True) > 1e-8)
+            )
+        return out
+
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
         """safetensors (one weight/bias pair per child layer) + JSON header; atomic, no pickle."""

@@ -4,7 +4,14 @@ Each concept is a JSON Lines file (UTF-8, one object a line, blank lines allowed
 line is the header::
 
     {"concept": "sentiment", "description": "...", "poles": ["positive", "negative"],
-     "words": {"positive": ["good", ...], "negative": ["bad", ...]}}
+     "words": {"positive": ["good", ...], "negative": ["bad", ...]},
+     "readout_words": {"positive": ["splendid", ...], "negative": ["lousy", ...]}}
+
+``words`` is the lexicon that scores generated text (:func:`lexicon_score`); ``readout_words`` are the words
+whose next-token log-odds read the concept out (:func:`pole_token_ids`; ``words`` when absent). A readout
+word must never be the last word of a pair text: vectors are read at the last token, so a readout that
+counts the very words the pairs end in measures the pairs' final tokens, not the concept. Loading refuses
+that overlap; the built-in concepts' readout words occur nowhere in their pairs.
 
 Every other line is a contrastive pair or a neutral probe::
 
@@ -36,6 +43,7 @@ __all__ = [
     "Concept",
     "ConceptError",
     "concept_names",
+    "final_word",
     "lexicon_score",
     "load_concept",
     "pole_token_ids",
@@ -57,10 +65,16 @@ class Concept:
     name: str
     description: str
     poles: tuple[str, str]
-    words: tuple[tuple[str, ...], tuple[str, ...]]  # (+ pole words, - pole words)
+    words: tuple[tuple[str, ...], tuple[str, ...]]  # (+ pole words, - pole words): the lexicon
     pairs: tuple[tuple[str, str], ...]  # (positive text, negative text)
     probes: tuple[str, ...]
     source: str  # file path or "builtin:<name>"
+    readout_words: tuple[tuple[str, ...], tuple[str, ...]] | None = None  # None: the lexicon reads out
+
+    @property
+    def readout(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The words whose next-token log-odds read this concept out."""
+        return self.readout_words if self.readout_words is not None else self.words
 
 
 def concept_names() -> list[str]:
@@ -87,9 +101,10 @@ def _resolve(name_or_path: str | Path) -> tuple[Path, str]:
     )
 
 
-def _header(
-    obj: dict[str, Any], where: str
-) -> tuple[str, str, tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]]:
+_Words = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def _header(obj: dict[str, Any], where: str) -> tuple[str, str, tuple[str, str], _Words, _Words | None]:
     name = obj.get("concept")
     if not isinstance(name, str) or not name.strip():
         raise ConceptError(f"{where}header needs a non-empty string 'concept' (the concept's name)")
@@ -106,24 +121,46 @@ def _header(
         raise ConceptError(
             f"{where}header 'poles' must be a list of 2 distinct non-empty strings, got {poles!r}"
         )
-    words = obj.get("words")
+    words = _pole_words(obj.get("words"), "words", (poles[0], poles[1]), where)
+    readout = (
+        _pole_words(obj["readout_words"], "readout_words", (poles[0], poles[1]), where)
+        if "readout_words" in obj
+        else None
+    )
+    return name, description, (poles[0], poles[1]), words, readout
+
+
+def _pole_words(
+    words: Any, key: str, poles: tuple[str, str], where: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A header's word list per pole (``words`` or ``readout_words``), checked."""
     if not isinstance(words, dict):
-        raise ConceptError(f"{where}header 'words' must be an object with a word list per pole {poles!r}")
+        raise ConceptError(
+            f"{where}header '{key}' must be an object with a word list per pole {list(poles)!r}"
+        )
     lists: list[tuple[str, ...]] = []
     for pole in poles:
         ws = words.get(pole)
         if not isinstance(ws, list) or not ws or not all(isinstance(w, str) and w.strip() for w in ws):
             raise ConceptError(
-                f"{where}header 'words' needs a non-empty list of non-empty strings for pole {pole!r}"
+                f"{where}header '{key}' needs a non-empty list of non-empty strings for pole {pole!r}"
             )
         lists.append(tuple(dict.fromkeys(w.strip() for w in ws)))
     extra = set(words) - set(poles)
     if extra:
-        raise ConceptError(f"{where}header 'words' has keys {sorted(extra)} that are not poles {poles!r}")
+        raise ConceptError(
+            f"{where}header '{key}' has keys {sorted(extra)} that are not poles {list(poles)!r}"
+        )
     both = sorted({w.lower() for w in lists[0]} & {w.lower() for w in lists[1]})
     if both:
-        raise ConceptError(f"{where}header 'words': {both} appear in both poles {poles!r}")
-    return name, description, (poles[0], poles[1]), (lists[0], lists[1])
+        raise ConceptError(f"{where}header '{key}': {both} appear in both poles {list(poles)!r}")
+    return lists[0], lists[1]
+
+
+def final_word(text: str) -> str:
+    """The last word of a text, lower-cased, punctuation dropped ("... was lovely." -> "lovely")."""
+    found = re.findall(r"[\w'-]+", text.lower())
+    return found[-1] if found else ""
 
 
 def load_concept(name_or_path: str | Path, *, min_pairs: int = 1, min_probes: int = 1) -> Concept:
@@ -165,7 +202,7 @@ def load_concept(name_or_path: str | Path, *, min_pairs: int = 1, min_probes: in
                 )
             header = _header(obj, where)
             continue
-        _, _, poles, _ = header
+        poles = header[2]
         kinds = [k for k in ("pair", "probe") if k in obj]
         if len(kinds) != 1 or len(obj) != 1:
             raise ConceptError(
@@ -203,7 +240,17 @@ def load_concept(name_or_path: str | Path, *, min_pairs: int = 1, min_probes: in
 
     if header is None:
         raise ConceptError(f"{path}: empty concept file (no header line)")
-    name, description, poles, words = header
+    name, description, poles, words, readout = header
+    # The readout must not count the tokens the vectors were read at (the pairs' last words).
+    finals = {final_word(t): ln for (p, n), ln in zip(pairs, pair_lines, strict=True) for t in (p, n)}
+    key_r = "readout_words" if readout is not None else "words"
+    for w in (x for ws in (readout or words) for x in ws):
+        if w.lower() in finals:
+            raise ConceptError(
+                f"{path}:{finals[w.lower()]}: the pair on this line ends in the readout word {w!r} (header "
+                f"'{key_r}'); a readout that counts the pairs' final words measures those tokens, not the "
+                "concept. Name 'readout_words' per pole that no pair text ends in"
+            )
 
     # A probe must not leak a pair: equal to, or contained in, any pair text.
     pair_texts = [(_norm(t), ln) for (p, n), ln in zip(pairs, pair_lines, strict=True) for t in (p, n)]
@@ -232,6 +279,7 @@ def load_concept(name_or_path: str | Path, *, min_pairs: int = 1, min_probes: in
         pairs=tuple(pairs),
         probes=tuple(probes),
         source=source,
+        readout_words=readout,
     )
 
 
@@ -250,13 +298,14 @@ def lexicon_score(text: str, concept: Concept) -> int:
 
 
 def pole_token_ids(tokenizer: Any, concept: Concept) -> tuple[list[int], list[int]]:
-    """First-token ids of each pole's words (``" word"`` and ``" Word"``), deduplicated, shared ids removed.
+    """First-token ids of each pole's readout words (``" word"`` and ``" Word"``), deduplicated, shared ids
+    removed.
 
     Raises :class:`ConceptError` if a pole is left with no ids (its words all share first tokens with the
     other pole's words).
     """
     per_pole: list[list[int]] = []
-    for words in concept.words:
+    for words in concept.readout:
         ids: list[int] = []
         for word in words:
             for form in (word, word.capitalize()):

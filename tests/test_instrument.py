@@ -1,0 +1,335 @@
+"""The fidelity instrument: placebo nulls built like a concept, many vectors per batched pass, verdicts on
+planted readouts, and the whole path on a parent that IS the child in another basis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_fidelity import LAMS, _concept, child_and_widened_parent  # noqa: F401 (a fixture)
+
+from xsteer.core.vectors import SteeringVectors
+from xsteer.errors import InputError
+from xsteer.evaluation.fidelity import AnswerLogOdds, signed_effect
+from xsteer.evaluation.instrument import (
+    InstrumentSpec,
+    ModelActs,
+    analyze,
+    build_cell,
+    mean_diff,
+    read_cell,
+    reference_check,
+)
+from xsteer.evaluation.nulls import (
+    covariance_directions,
+    flip_placebos,
+    max_threshold,
+    neutral_placebos,
+    placebo_threshold,
+)
+
+
+# ---------------------------------------------------------------------------------------------- nulls
+def test_balanced_flips_cancel_the_concept_exactly():
+    # Every pair differs by the concept a plus its own noise: flipping exactly half cancels a.
+    g = torch.Generator().manual_seed(0)
+    n, d = 12, 16
+    a = torch.zeros(d)
+    a[0] = 5.0
+    noise = 0.1 * torch.randn(n, 2, d, generator=g)
+    noise[:, :, 0] = 0.0
+    neg = torch.randn(n, 2, d, generator=g)
+    pos = neg + a + noise
+    placebos = flip_placebos(pos, neg, 20, seed=1)
+    assert placebos.shape == (20, 2, d)
+    assert torch.allclose(placebos.norm(dim=-1), torch.ones(20, 2), atol=1e-5)
+    assert placebos[..., 0].abs().max() < 1e-5  # no component along the concept is left
+    assert mean_diff(pos, neg)[:, 0].min() > 0.99  # while the concept's own vector is almost all a
+    assert len({tuple(p.flatten().tolist()) for p in placebos}) == 20  # fresh flips each time
+
+
+def test_neutral_placebos_pair_texts_of_matched_length():
+    n, d = 40, 8
+    acts = torch.zeros(n, 1, d)
+    lengths = list(range(n))
+    acts[:, 0, 0] = torch.tensor(lengths, dtype=torch.float32)  # coordinate 0 = length
+    acts[:, 0, 1:] = 10 * torch.randn(n, d - 1, generator=torch.Generator().manual_seed(0))
+    placebos = neutral_placebos(acts, lengths, 10, 8, seed=0)
+    # Neighbours in length differ by 1 in coordinate 0, a small part of each pair's difference (texts
+    # paired at random would differ by ~13 there, as much as in any other coordinate).
+    assert placebos[..., 0].abs().max() < 0.15
+    assert torch.equal(placebos, neutral_placebos(acts, lengths, 10, 8, seed=0))
+    with pytest.raises(InputError, match="need 80 texts"):
+        neutral_placebos(acts, lengths, 10, 40, seed=0)
+
+
+def test_covariance_directions_live_in_the_activations_spread():
+    g = torch.Generator().manual_seed(0)
+    n, d = 30, 10
+    acts = torch.zeros(n, 2, d)
+    acts[:, 0, 3] = 100.0 + torch.randn(n, generator=g)  # a massive mean, one direction of spread
+    acts[:, 1] = torch.randn(n, d, generator=g) * torch.linspace(0.01, 3.0, d)
+    dirs = covariance_directions(acts, 50, seed=0)
+    assert torch.allclose(dirs[:, 0, 3].abs(), torch.ones(50), atol=1e-5)
+    # Draws weigh each coordinate by its spread: the widest coordinate dominates on average.
+    share = (dirs[:, 1] ** 2).mean(dim=0)
+    assert share.argmax() == d - 1 and share[0] < 1e-3
+
+
+def test_placebo_bars():
+    vals = [float(x) for x in range(100)]
+    assert placebo_threshold(vals) == pytest.approx(94.05)
+    with pytest.raises(InputError, match="at least 10 placebos"):
+        placebo_threshold(vals[:9])
+    # The family-wise bar is the quantile of each placebo's maximum over the maps.
+    assert max_threshold({"a": vals, "b": vals[::-1]}) == pytest.approx(
+        np.quantile(np.maximum(vals, vals[::-1]), 0.95)
+    )
+
+
+def test_spec_refuses_what_cannot_make_a_verdict():
+    with pytest.raises(InputError, match="at least 10 placebos"):
+        InstrumentSpec(placebos=9)
+    with pytest.raises(InputError, match="at least 2 replicates"):
+        InstrumentSpec(replicates=1)
+    with pytest.raises(InputError, match="both signs"):
+        InstrumentSpec(lambdas=(0.02, 0.04))
+
+
+# ---------------------------------------------------------------------------------------------- verdicts
+def _readouts(
+    f_mapped: float, *, native_sign: float = 1.0, n_probes: int = 36, seed: int = 0, off: float = 0.0
+):
+    """Planted readouts: Δ(λ, p) = k·λ·a_p + noise, native k = 1, mapped k = f, placebos k ~ N(0, 0.1)."""
+    g = torch.Generator().manual_seed(seed)
+    lams = torch.tensor(LAMS)[:, None]
+    a = 1.0 + 0.5 * torch.rand(n_probes, generator=g)
+
+    def dose(k: float) -> torch.Tensor:
+        return k * lams * a + 0.02 * torch.randn(len(LAMS), n_probes, generator=g)
+
+    target = {"native": dose(native_sign), "p×ridge/mapped": dose(f_mapped)}
+    for i in range(20):
+        target[f"p×ridge/placebo:{'neutral' if i < 10 else 'flip'}#{i}"] = dose(
+            0.1 * float(torch.randn(1, generator=g))
+        )
+    for i in range(4):
+        target[f"p×ridge/random-parent#{i}"] = dose(0.05 * float(torch.randn(1, generator=g)))
+    for r in range(5):
+        target[f"native@{r}"] = dose(native_sign)
+        target[f"p×ridge/mapped@{r}"] = dose(f_mapped * (1 + 0.02 * r))
+    other = {"native": dose(1.0), "p×ridge/mapped": dose(off)}
+    zero = torch.zeros(n_probes)
+    return {"target": target, "formality": other}, {"target": zero, "formality": zero}
+
+
+def test_a_planted_transfer_crosses_and_is_specific():
+    readouts, base = _readouts(0.9)
+    spec = InstrumentSpec(placebos=20, replicates=5, random_draws=4, lambdas=tuple(LAMS))
+    res = analyze(readouts, base, maps=[("p", "ridge")], spec=spec)
+    row = res["maps"]["p×ridge"]
+    assert res["reference"] == "valid"
+    assert row["fidelity"] == pytest.approx(0.9, abs=0.02)
+    assert row["pipeline_ci"][0] < 0.9 < row["pipeline_ci"][1] + 0.1
+    assert row["beats_placebo"] and res["crosses"] == ["p×ridge"]
+    assert row["specificity"]["index"] == pytest.approx(0.9, abs=0.05)
+    assert res["verdict"] == "crosses, specific"
+    assert res["calibration"]["random_parent"][1] == 4
+
+
+def test_a_push_that_moves_every_readout_is_named_so():
+    readouts, base = _readouts(0.9, off=1.2)  # the mapped vector moves formality more than the child's own
+    spec = InstrumentSpec(placebos=20, replicates=5, random_draws=4, lambdas=tuple(LAMS))
+    res = analyze(readouts, base, maps=[("p", "ridge")], spec=spec)
+    assert res["maps"]["p×ridge"]["specificity"]["index"] < 0
+    assert res["verdict"] == "crosses, not specific (a push)"
+
+
+def test_no_fidelity_where_the_childs_own_vector_does_not_steer_both_ways():
+    readouts, base = _readouts(0.9, native_sign=-1.0)
+    spec = InstrumentSpec(placebos=20, replicates=5, random_draws=4, lambdas=tuple(LAMS))
+    res = analyze(readouts, base, maps=[("p", "ridge")], spec=spec)
+    assert res["reference"].startswith("undefined: the child's own vector does not raise")
+    assert res["maps"] == {}
+    # One sign only (breaking the child at −λ, as Qwen 0.5B's answer vector does) is undefined as well.
+    delta = torch.ones(len(LAMS), 12)
+    assert "does not lower" in reference_check(delta, LAMS)
+
+
+# ---------------------------------------------------------------------------------------------- real path
+def test_a_stack_reads_as_each_vector_alone(child_and_widened_parent):  # noqa: F811
+    child = child_and_widened_parent[0]
+    readout = AnswerLogOdds(_concept().probes[:3])
+    g = torch.Generator().manual_seed(0)
+    stack = torch.randn(3, 3, child.cfg.d_model, generator=g) * 4
+    together = readout.read_stack(child, stack, LAMS, layers=[1, 2], batch_size=7)
+    for i in range(3):
+        alone = readout(child, SteeringVectors(stack[i], "tiny-child", "x", (1, 2)), LAMS)
+        torch.testing.assert_close(together[i], alone, atol=2e-4, rtol=1e-4)
+
+
+def test_the_instrument_carries_a_concept_whole_through_an_exact_map(child_and_widened_parent):  # noqa: F811
+    """Parent = the child in a wider rotated basis: the ridge map is exact, so the mapped vector and every
+    pipeline replicate carry the concept whole (fidelity 1), while its placebos carry no concept direction."""
+    from xsteer.core.activations import last_token_resid
+
+    child, parent, _ = child_and_widened_parent
+    concept = _concept()
+    texts = [
+        f"{a} {b} {c}"
+        for a in ("we", "they", "the cat", "a man")
+        for b in ("saw", "met", "took", "liked", "lost")
+        for c in ("a dog", "the sea", "two hats", "my book", "it")
+    ]
+
+    def acts(model):
+        pos = last_token_resid(model, [p for p, _ in concept.pairs])
+        neg = last_token_resid(model, [n for _, n in concept.pairs])
+        return ModelActs(pos, neg, last_token_resid(model, texts))
+
+    spec = InstrumentSpec(placebos=10, replicates=3, random_draws=2, lambdas=tuple(LAMS), n_boot=500)
+    cells = build_cell(
+        acts(parent),
+        acts(child),
+        lengths=[len(t) for t in texts],
+        maps=[("greedy", "ridge")],
+        layers=[1, 2],
+        ids=("tiny-wide-parent", "tiny-child"),
+        spec=spec,
+    )
+    cell = cells["target"]
+    assert cell.names[:2] == ["native", "greedy×ridge/mapped"]
+    torch.testing.assert_close(cell.vectors[1], cell.vectors[0], atol=2e-3, rtol=1e-3)  # the exact map
+    readout = AnswerLogOdds(concept.probes)
+    store: dict = {}
+    reads = read_cell(
+        cell,
+        lambda s, lams: readout.read_stack(child, s, lams, layers=[1, 2]),
+        LAMS,
+        store=store,
+        chunk=8,
+        progress=False,
+    )
+    assert set(store) == set(cell.names)
+    base = readout.read_stack(child, cell.vectors[:1], [0.0], layers=[1, 2])[0, 0]
+    if signed_effect(reads["native"] - base, LAMS).mean() < 0:
+        # A random model's " x" vs " z" has no preferred side: orient the concept.
+        reads = {n: 2 * base - r for n, r in reads.items()}
+    res = analyze({"target": reads}, {"target": base}, maps=[("greedy", "ridge")], spec=spec)
+    if res["reference"] != "valid":
+        pytest.skip(f"the toy readout does not steer at the smallest λ here: {res['reference']}")
+    row = res["maps"]["greedy×ridge"]
+    assert row["fidelity"] == pytest.approx(1.0, abs=0.02)
+    assert row["pipeline_ci"][0] > 0.9 and row["pipeline_ci"][1] < 1.1
+    # The placebos are not the concept: the balanced flips keep none of the native direction.
+    flips = [i for i, n in enumerate(cell.names) if "placebo:flip" in n]
+    cos = torch.nn.functional.cosine_similarity(cell.vectors[flips][:, 1:], cell.vectors[:1, 1:], dim=-1)
+    assert cos.abs().max() < 0.5, cos
+    assert row["placebo"]["n"] == 10
+
+
+# ---------------------------------------------------------------------------------------------- the study
+@pytest.fixture(scope="module")
+def two_tiny_dirs(tmp_path_factory, tiny_dir):
+    from conftest import tiny_hf
+
+    other = tmp_path_factory.mktemp("tiny-qwen2")
+    hf, tok = tiny_hf("qwen2", d_model=48, n_layers=4, seed=1)
+    hf.save_pretrained(other)
+    tok.save_pretrained(other)
+    return str(other), str(tiny_dir)
+
+
+def _answer_study(child: str, shared_data, **fields) -> dict:
+    """The fields of a small corrupted_answer study into ``child``: the char tokenizer of
+    the tiny models gives lexicon poles no distinct first tokens."""
+    return (
+        dict(
+            children=(child,),
+            concepts=("corrupted_answer",),
+            lambdas=(-0.5, 0.5),
+            data_dir=str(shared_data),
+            generic_texts=16,
+            placebos=10,
+            replicates=2,
+            random_draws=1,
+            n_boot=200,
+        )
+        | fields
+    )
+
+
+def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
+    two_tiny_dirs, tmp_path, shared_data, monkeypatch
+):
+    import json
+
+    from xsteer.app import fidelity as study
+    from xsteer.app.fidelity import FidelitySpec, reanalyze, run_study
+    from xsteer.evaluation import instrument
+    from xsteer.evaluation.fidelity import AnswerLogOdds, answer_concept
+
+    # 8 pairs and 3 probes (a character model reads GSM8K contexts as ~300 tokens); chunks of 8 vectors.
+    monkeypatch.setattr(study, "answer_concept", lambda **kw: answer_concept(n_pairs=8, n_probes=3, **kw))
+    monkeypatch.setattr(instrument, "CHUNK", 8)
+    parent, child = two_tiny_dirs
+    spec = FidelitySpec(**_answer_study(child, shared_data, parents=(parent,)))
+    [path] = run_study(spec, tmp_path / "whole", log=lambda *_: None)
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "xsteer.fidelity/2" and not list(path.parent.glob("*.partial.json"))
+    names = list(doc["readouts"]["target"])
+    assert "native" in names and "proportional×ridge/mapped" in names and "native@1" in names
+    assert sum("placebo:" in n for n in names) == 20  # 10 per map, the control included
+    assert "proportional×truncate_pad/mapped@0" not in names  # a control gets no replicates
+    # The verdicts come back from the stored readouts alone (what regeneration runs).
+    assert json.dumps(reanalyze(doc), sort_keys=True) == json.dumps(doc["result"], sort_keys=True)
+
+    # Killed during its second chunk of vectors (ctrl-C), then run again: nothing lost, nothing read twice,
+    # and the same file as the uninterrupted run.
+    real, calls = AnswerLogOdds.read_stack, []
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        if kill and len(calls) == 3:  # the baseline, one chunk, then out
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    kill = True
+    monkeypatch.setattr(AnswerLogOdds, "read_stack", counted)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, tmp_path / "cut", log=lambda *_: None)
+    [partial] = (tmp_path / "cut" / "results").glob("*.partial.json")
+    assert len(json.loads(partial.read_text())["readouts"]["target"]) == 1 + 8  # baseline + one chunk
+    kill, calls[:] = False, []
+    [again] = run_study(spec, tmp_path / "cut", log=lambda *_: None)
+    resumed = json.loads(again.read_text())
+    assert resumed["readouts"] == doc["readouts"] and resumed["result"] == doc["result"]
+    assert len(calls) == -(-(len(names) - 8) // 8)  # only the chunks not read before
+    assert not partial.exists()
+
+
+def test_bad_instrument_settings_are_one_line_before_any_model_loads(tmp_path):
+    from click.testing import CliRunner
+
+    from xsteer.app.cli import main
+
+    for args, msg in (
+        (["--placebos", "5"], "at least 10 placebos"),
+        (["--replicates", "1"], "at least 2 replicates"),
+        (["--lambdas", "0.02,0.04"], "both signs"),
+    ):
+        res = CliRunner().invoke(
+            main,
+            [
+                "fidelity",
+                "--parent",
+                "gemma3-270m",
+                "--child",
+                "smollm2-135m",
+                "--out",
+                str(tmp_path / "o"),
+                *args,
+            ],
+        )
+        assert res.exit_code != 0 and msg in res.output, res.output
+        assert "Traceback" not in res.output

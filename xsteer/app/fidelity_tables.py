@@ -1,0 +1,166 @@
+"""Tables of a fidelity study measured by the instrument (results of format ``xsteer.fidelity/2``).
+
+Everything here is computed from the result files alone (:func:`xsteer.app.fidelity.reanalyze` re-derives the
+verdicts from the stored readouts), so the tables regenerate on any machine with no model.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from xsteer.evaluation.instrument import FORMAT
+from xsteer.evaluation.stats import wilson_ci
+
+
+def is_instrument_result(doc: Mapping[str, Any]) -> bool:
+    return doc.get("format") == FORMAT
+
+
+def _ci(lo_hi: Sequence[float] | None) -> str:
+    return "—" if not lo_hi else f"[{lo_hi[0]:+.2f}, {lo_hi[1]:+.2f}]"
+
+
+def cell_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (parent, child, concept, map), in the result files' order."""
+    rows = []
+    for doc in results:
+        res = doc["result"]
+        base = {"parent": doc["parent"], "child": doc["child"], "concept": doc["concept"]}
+        if res["reference"] != "valid":
+            rows.append({**base, "map": "—", "verdict": res["reference"]})
+            continue
+        for m, row in res["maps"].items():
+            if "fidelity" not in row:
+                rows.append({**base, "map": m, "verdict": row.get("note", "")})
+                continue
+            spec = row.get("specificity")
+            rows.append(
+                {
+                    **base,
+                    "map": m + (" (control)" if row["control"] else ""),
+                    "fidelity": row["fidelity"],
+                    "pipeline_ci": row.get("pipeline_ci"),
+                    "probe_ci": row["probe_ci"],
+                    "placebo_q95": row["placebo_q95"],
+                    "beats_placebo": row["beats_placebo"],
+                    "specificity": None if spec is None else spec["index"],
+                    "specificity_ci": None if spec is None else spec["ci"],
+                    "verdict": res.get("verdict", "") if not row["control"] else "",
+                }
+            )
+    return rows
+
+
+def cell_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """The per-map table: fidelity with its whole-pipeline interval (headline) and probe-only interval, the
+    placebo bar it must clear, specificity, and the (pair, concept) verdict."""
+    lines = [
+        "| parent → child | concept | map | fidelity [pipeline 95% CI] | probe-only CI | placebo q95 | "
+        "beats placebo | specificity [CI] | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in cell_rows(results):
+        pair = f"{r['parent']} → {r['child']}"
+        if "fidelity" not in r:
+            lines.append(f"| {pair} | {r['concept']} | {r['map']} | — | — | — | — | — | {r['verdict']} |")
+            continue
+        spec = "—" if r["specificity"] is None else f"{r['specificity']:+.2f} {_ci(r['specificity_ci'])}"
+        lines.append(
+            f"| {pair} | {r['concept']} | {r['map']} | {r['fidelity']:+.2f} {_ci(r['pipeline_ci'])} | "
+            f"{_ci(r['probe_ci'])} | {r['placebo_q95']:+.2f} | {'yes' if r['beats_placebo'] else 'no'} | {spec} | "
+            f"{r['verdict']} |"
+        )
+    return "\n".join(lines)
+
+
+def calibration_counts(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[int]]]:
+    """Per child, false passes of each known null summed over its measurements: [passes, trials]."""
+    out: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for doc in results:
+        res = doc["result"]
+        for kind, (k, n) in res.get("calibration", {}).items():
+            out[doc["child"]][kind][0] += k
+            out[doc["child"]][kind][1] += n
+        q95 = [row["placebo_q95"] for row in res.get("maps", {}).values() if not row.get("control", True)]
+        if q95 and res.get("random_child"):
+            bar = min(q95)
+            out[doc["child"]]["random_child"][0] += sum(x > bar for x in res["random_child"])
+            out[doc["child"]]["random_child"][1] += len(res["random_child"])
+    return {c: dict(v) for c, v in out.items()}
+
+
+KNOWN_NULLS = {
+    "control": "truncate_pad's mapped concept vector (cross-family: cannot carry it)",
+    "random_parent": "random parent directions through each map",
+    "placebo_cross_kind": "placebos of one kind against the other kind's 95th percentile",
+    "random_child": "covariance-shaped random child directions against the candidate map's placebo q95",
+}
+
+
+def calibration_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """The instrument's false-pass rate per child on known nulls, with Wilson 95% intervals (target ≤ 5%)."""
+    counts = calibration_counts(results)
+    lines = ["| child | known null | false passes | rate [Wilson 95% CI] |", "|---|---|---|---|"]
+    for child, kinds in counts.items():
+        for kind, (k, n) in kinds.items():
+            if not n:
+                continue
+            ci = wilson_ci(k, n)
+            lines.append(
+                f"| {child} | {KNOWN_NULLS.get(kind, kind)} | {k} of {n} | "
+                f"{100 * k / n:.0f}% [{100 * ci.low:.0f}%, {100 * ci.high:.0f}%] |"
+            )
+    return "\n".join(lines)
+
+
+def overview(results: Sequence[Mapping[str, Any]]) -> str:
+    """Pairs × concepts: the verdict and the best candidate map that crosses (or the best that does not)."""
+    concepts = list(dict.fromkeys(doc["concept"] for doc in results))
+    pairs = list(dict.fromkeys(f"{doc['parent']} → {doc['child']}" for doc in results))
+    cells: dict[tuple[str, str], str] = {}
+    for doc in results:
+        res = doc["result"]
+        key = (f"{doc['parent']} → {doc['child']}", doc["concept"])
+        if res["reference"] != "valid":
+            cells[key] = "undefined (reference)"
+            continue
+        cand = {m: r for m, r in res["maps"].items() if "fidelity" in r and not r["control"]}
+        if not cand:
+            cells[key] = "no candidate map"
+            continue
+        best = max(cand, key=lambda m: cand[m]["pipeline_ci"][0])
+        r = cand[best]
+        cells[key] = (
+            f"{res['verdict']}: {best} {r['fidelity']:+.2f} {_ci(r['pipeline_ci'])} (bar {res['family_q95']:+.2f})"
+        )
+    lines = ["| pair | " + " | ".join(concepts) + " |", "|---|" + "---|" * len(concepts)]
+    for p in pairs:
+        lines.append(f"| {p} | " + " | ".join(cells.get((p, c), "—") for c in concepts) + " |")
+    return "\n".join(lines)
+
+
+def study_markdown(results: Sequence[Mapping[str, Any]]) -> str:
+    return "\n\n".join(
+        [
+            "## Overview (pairs × concepts)",
+            overview(results),
+            "## Every map",
+            cell_table(results),
+            "## Calibration on known nulls",
+            calibration_table(results),
+        ]
+    )
+
+
+__all__ = [
+    "KNOWN_NULLS",
+    "calibration_counts",
+    "calibration_table",
+    "cell_rows",
+    "cell_table",
+    "is_instrument_result",
+    "overview",
+    "study_markdown",
+]

@@ -1,0 +1,463 @@
+"""The fidelity instrument: does a concept cross from parent to child, or does the map only push the readout?
+
+For one (parent, child, concept) and a set of maps, from both models' last-token activations (no model is run
+until the readouts), every vector the verdict needs is built the same way and read in a few large batched
+forwards (:meth:`WordLogOdds.read_stack`: each batch row carries its own vector and λ):
+
+* the child's own vector (``native``) and, per map, the mapped parent vector: mean differences of the
+  concept's pairs (the parent's through the map), at the child's ``resid_mean`` norm on the steered layers;
+* **placebo null** (:mod:`xsteer.evaluation.nulls`): K placebo parent vectors, half neutral pairings and half
+  balanced label flips, through the *same* fitted map; a map crosses when its fidelity interval's lower bound
+  clears the placebos' 95th percentile, and the (pair, concept) verdict over several candidate maps uses the
+  placebos' maximum over those maps (family-wise 5%);
+* **whole-pipeline interval**: R bootstrap replicates resample the concept's pairs and the map's fit texts,
+  re-extract both vectors, re-fit the map and read again; each replicate's ratio is then read on resampled
+  probes, and the pooled percentiles are the headline interval (the probe-only interval is shown beside it);
+* **specificity**: the mapped vector read on every other concept's readout, each effect as a share of that
+  concept's own native effect there; specificity = on-target fidelity − the largest |off-target| share;
+* **reference validity**: fidelity is defined only where the child's own vector moves the readout the
+  concept's way at both signs of the smallest λ (each mean with a CI that excludes 0);
+* **known nulls for calibration**: the control map (``truncate_pad``, which cannot carry a concept across
+  families), random parent directions through each map, and random child directions drawn from the child's
+  activation covariance; each is counted as a false pass when its point fidelity exceeds the placebo 95th
+  percentile (a point, not an interval, bound: the counts are upper bounds on the false-pass rate).
+
+Control maps get placebos but no replicates (their verdict is a false-pass count, read from the point value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import einops
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from xsteer.core.progress import Progress
+from xsteer.errors import InputError
+from xsteer.evaluation.fidelity import DEFAULT_LAMBDAS, signed_effect
+from xsteer.evaluation.nulls import (
+    covariance_directions,
+    exceed_rate,
+    flip_placebos,
+    isotropic_directions,
+    max_threshold,
+    neutral_placebos,
+    placebo_threshold,
+)
+from xsteer.transfer.maps import TransferMap, fit_transfer_from_activations
+
+#: Width maps that cannot carry a concept across families: read as known nulls, never as candidates.
+CONTROLS = ("truncate_pad",)
+FORMAT = "xsteer.fidelity/2"
+#: Vectors read per chunk: what a killed measurement loses at most (one chunk is a few batched forwards).
+CHUNK = 16
+
+
+@dataclass(frozen=True)
+class InstrumentSpec:
+    """How hard the instrument looks: sizes of the nulls and of the pipeline bootstrap."""
+
+    placebos: int = 50  # K: half neutral pairings, half balanced label flips
+    replicates: int = 20  # R: whole-pipeline bootstrap replicates (candidate maps only)
+    random_draws: int = 8  # random parent directions through each map; covariance child directions
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    probe_boot: int = 100  # probe resamples per replicate (pooled over replicates)
+    n_boot: int = 2000  # probe-only bootstrap
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.placebos < 10:
+            raise InputError(f"a placebo null needs at least 10 placebos (--placebos), got {self.placebos}")
+        if self.replicates < 2:
+            raise InputError(
+                f"a pipeline interval needs at least 2 replicates (--replicates), got {self.replicates}"
+            )
+        if self.random_draws < 1:
+            raise InputError(f"random_draws must be at least 1, got {self.random_draws}")
+        lams = [float(x) for x in self.lambdas]
+        if not any(x > 0 for x in lams) or not any(x < 0 for x in lams) or 0.0 in lams:
+            raise InputError(
+                f"the dose-response λ grid needs non-zero values of both signs (a concept is read both ways), got {lams}"
+            )
+
+
+@dataclass
+class ModelActs:
+    """One model's last-token activations [n, layer, d]: a concept's pairs, and the map's fit texts."""
+
+    pos: Float[Tensor, "n layer d"]
+    neg: Float[Tensor, "n layer d"]
+    fit: Float[Tensor, "m layer d"]
+
+
+@dataclass
+class Cell:
+    """What one (parent, child, concept) measurement reads: named child-space vectors, per readout."""
+
+    names: list[str]
+    vectors: Float[Tensor, "k layer d"]
+    fits: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def mean_diff(pos: Tensor, neg: Tensor) -> Float[Tensor, "layer d"]:
+    """The concept's unit mean difference per layer (CAA; the placebos are built the same way)."""
+    v = (pos - neg).double().mean(dim=0)
+    return (v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)).float()
+
+
+def _scaled(stack: Tensor, layers: Sequence[int], norms: Tensor) -> Tensor:
+    """Unit vectors per steered layer times the child's mean ‖h_l‖ there; every other layer zero."""
+    out = torch.zeros_like(stack)
+    idx = list(layers)
+    v = stack[:, idx]
+    out[:, idx] = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30) * norms[idx].reshape(1, -1, 1)
+    return out
+
+
+def build_cell(
+    parent: ModelActs,
+    child: ModelActs,
+    *,
+    lengths: Sequence[int],
+    maps: Sequence[tuple[str, str]],
+    layers: Sequence[int],
+    ids: tuple[str, str],
+    spec: InstrumentSpec,
+    off_target: Mapping[str, ModelActs] | None = None,
+) -> dict[str, Cell]:
+    """Every vector one concept's measurement reads, grouped by the readout it is read on (``"target"`` and
+    each off-target concept's name), at the child's ``resid_mean`` norm on ``layers``.
+
+    ``lengths`` are the fit texts' lengths (neutral placebos pair texts of matched length); ``off_target`` the
+    child's activations of the other concepts' pairs (their native vectors normalise the off-target shares).
+    """
+    g = spec.seed
+    norms = child.fit.norm(dim=-1).mean(dim=0)
+    n_pairs = parent.pos.shape[0]
+    xp = einops.rearrange(parent.fit, "n l d -> l n d")
+    yc = einops.rearrange(child.fit, "n l d -> l n d")
+    half = spec.placebos // 2
+    placebos = torch.cat(
+        [
+            neutral_placebos(parent.fit, lengths, half, min(n_pairs, parent.fit.shape[0] // 2), seed=g + 11),
+            flip_placebos(parent.pos, parent.neg, spec.placebos - half, seed=g + 12),
+        ]
+    )
+    placebo_names = [f"placebo:neutral#{i}" for i in range(half)] + [
+        f"placebo:flip#{i}" for i in range(spec.placebos - half)
+    ]
+    random_parent = isotropic_directions(spec.random_draws, *parent.pos.shape[1:], seed=g + 13)
+    v_parent = mean_diff(parent.pos, parent.neg)[None]
+    v_native = mean_diff(child.pos, child.neg)[None]
+
+    names = ["native"]
+    vecs = [v_native]
+    fits: dict[str, dict[str, Any]] = {}
+    tmaps: dict[str, TransferMap] = {}
+    cache: dict[tuple[str, int, int], Any] = {}
+    for lm, wm in maps:
+        name = f"{lm}×{wm}"
+        tmap = fit_transfer_from_activations(
+            xp, yc, parent_id=ids[0], child_id=ids[1], layer_map=lm, width_map=wm, seed=g, width_cache=cache
+        )
+        tmaps[name] = tmap
+        fits[name] = {
+            "control": wm in CONTROLS,
+            "heldout_r2": float(np.mean([r["r2"] for r in tmap.report.values()])) if tmap.report else None,
+        }
+        block = tmap.map_stack(torch.cat([v_parent, placebos, random_parent]))
+        names += [f"{name}/mapped"] + [f"{name}/{p}" for p in placebo_names]
+        names += [f"{name}/random-parent#{i}" for i in range(spec.random_draws)]
+        vecs.append(block)
+    names += [f"random-child#{i}" for i in range(spec.random_draws)]
+    vecs.append(covariance_directions(child.fit, spec.random_draws, seed=g + 14))
+
+    # Whole-pipeline replicates: resample the pairs and the fit texts, extract and fit again.
+    rng = torch.Generator().manual_seed(g + 15)
+    for r in range(spec.replicates):
+        pi = torch.randint(0, n_pairs, (n_pairs,), generator=rng)
+        fi = torch.randint(0, parent.fit.shape[0], (parent.fit.shape[0],), generator=rng)
+        names.append(f"native@{r}")
+        vecs.append(mean_diff(child.pos[pi], child.neg[pi])[None])
+        vp = mean_diff(parent.pos[pi], parent.neg[pi])[None]
+        for lm, wm in maps:
+            if wm in CONTROLS:
+                continue
+            rmap = fit_transfer_from_activations(
+                xp[:, fi],
+                yc[:, fi],
+                parent_id=ids[0],
+                child_id=ids[1],
+                layer_map=lm,
+                width_map=wm,
+                seed=g + r,
+            )
+            names.append(f"{lm}×{wm}/mapped@{r}")
+            vecs.append(rmap.map_stack(vp))
+    stack = torch.cat(vecs)
+    alive = stack[:, list(layers)].norm(dim=-1).amax(dim=-1) > 0  # a map may feed no steered layer
+    cells = {
+        "target": Cell(
+            [n for n, ok in zip(names, alive.tolist(), strict=True) if ok],
+            _scaled(stack[alive], layers, norms),
+            fits,
+        )
+    }
+    for concept, acts in (off_target or {}).items():
+        own = mean_diff(acts.pos, acts.neg)[None]
+        mapped = [tmaps[f"{lm}×{wm}"].map_stack(v_parent) for lm, wm in maps]
+        cells[concept] = Cell(
+            ["native"] + [f"{lm}×{wm}/mapped" for lm, wm in maps],
+            _scaled(torch.cat([own, *mapped]), layers, norms),
+        )
+    return cells
+
+
+Reader = Callable[[Float[Tensor, "k layer d"], Sequence[float]], Float[Tensor, "k lam probe"]]
+
+
+def read_cell(
+    cell: Cell,
+    read: Reader,
+    lambdas: Sequence[float],
+    *,
+    store: MutableMapping[str, Any],
+    chunk: int | None = None,
+    desc: str = "readouts",
+    progress: bool = True,
+) -> dict[str, Float[Tensor, "lam probe"]]:
+    """Each vector's readout [λ, probe], read ``chunk`` vectors at a time; ``store`` holds those already read
+    (reused) and takes each chunk as soon as it is read, so a killed measurement resumes at its last chunk."""
+    chunk = chunk or CHUNK
+    todo = [i for i, n in enumerate(cell.names) if n not in store]
+    stored = len(cell.names) - len(todo)
+    label = desc + (f" ({stored} of {len(cell.names)} vectors stored)" if stored else "")
+    with Progress(len(todo), label, unit="vectors", enabled=progress) as bar:
+        for start in range(0, len(todo), chunk):
+            idx = todo[start : start + chunk]
+            out = read(cell.vectors[idx], lambdas)
+            store.update({cell.names[i]: out[j].tolist() for j, i in enumerate(idx)})
+            bar.update(len(idx))
+    return {n: torch.tensor(store[n]) for n in cell.names}
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def reference_check(
+    native_delta: Float[Tensor, "lam probe"], lambdas: Sequence[float], *, n_boot: int = 2000, seed: int = 0
+) -> str | None:
+    """None when the child's own vector moves the readout the concept's way at both signs of the smallest |λ|
+    (each mean Δ with a probe-bootstrap CI that excludes 0, the right side); otherwise the reason it does not."""
+    from xsteer.evaluation.fidelity import effect_ci
+
+    lams = [float(x) for x in lambdas]
+    small = min(abs(x) for x in lams)
+    for sign, word in ((1.0, "raise"), (-1.0, "lower")):
+        if sign * small not in lams:
+            return f"the λ grid lacks {sign * small:+g}"
+        e = effect_ci(native_delta[lams.index(sign * small)] * sign, n_boot=n_boot, seed=seed)
+        if e.low <= 0:
+            return (
+                f"undefined: the child's own vector does not {word} the readout at λ = {sign * small:+g} "
+                f"(Δ {sign * e.estimate:+.3f} [{min(sign * e.low, sign * e.high):+.3f}, {max(sign * e.low, sign * e.high):+.3f}])"
+            )
+    return None
+
+
+def _ratio_boot(num: np.ndarray, den: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    idx = rng.integers(0, num.shape[-1], size=(n, num.shape[-1]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return num[idx].mean(axis=1) / den[idx].mean(axis=1)
+
+
+def _interval(values: np.ndarray) -> list[float]:
+    v = values[np.isfinite(values)]
+    return [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))]
+
+
+def analyze(
+    readouts: Mapping[str, Mapping[str, Tensor]],
+    baselines: Mapping[str, Tensor],
+    *,
+    maps: Sequence[tuple[str, str]],
+    spec: InstrumentSpec,
+) -> dict[str, Any]:
+    """The verdicts of one measurement from its readouts (pure; what the result file stores is enough to run it
+    again). ``readouts[readout][vector]`` is [λ, probe]; ``baselines[readout]`` the unsteered [probe]."""
+    lams = list(spec.lambdas)
+    rng = np.random.default_rng(spec.seed)
+
+    def effect(readout: str, name: str) -> np.ndarray:
+        delta = readouts[readout][name] - baselines[readout][None, :]
+        return signed_effect(delta, lams).double().numpy()
+
+    target = readouts["target"]
+    native_delta = target["native"] - baselines["target"][None, :]
+    reason = reference_check(native_delta, lams, n_boot=spec.n_boot, seed=spec.seed)
+    nat = effect("target", "native")
+    out: dict[str, Any] = {
+        "native_effect": [
+            float(nat.mean()),
+            *_interval(_ratio_boot(nat, np.ones_like(nat), spec.n_boot, rng)),
+        ],
+        "reference": reason or "valid",
+        "curves": {
+            n: (r - baselines["target"][None, :]).mean(dim=1).tolist()
+            for n, r in target.items()
+            if "#" not in n and "@" not in n
+        },
+        "maps": {},
+    }
+    if reason is not None:
+        return out
+
+    def fid(name: str) -> float:
+        return float(effect("target", name).mean() / nat.mean())
+
+    candidates = [f"{lm}×{wm}" for lm, wm in maps if wm not in CONTROLS]
+    placebo_fids: dict[str, list[float]] = {}
+    for lm, wm in maps:
+        m = f"{lm}×{wm}"
+        if f"{m}/mapped" not in target:
+            out["maps"][m] = {"note": "the map feeds no steered layer"}
+            continue
+        placebo_fids[m] = [fid(n) for n in target if n.startswith(f"{m}/placebo:")]
+        threshold = placebo_threshold(placebo_fids[m])
+        mapped = effect("target", f"{m}/mapped")
+        row: dict[str, Any] = {
+            "control": wm in CONTROLS,
+            "fidelity": float(mapped.mean() / nat.mean()),
+            "probe_ci": _interval(_ratio_boot(mapped, nat, spec.n_boot, rng)),
+            "placebo_q95": threshold,
+            "placebo": _summary(placebo_fids[m]),
+            "placebo_neutral": [fid(n) for n in target if n.startswith(f"{m}/placebo:neutral")],
+            "placebo_flip": [fid(n) for n in target if n.startswith(f"{m}/placebo:flip")],
+            "random_parent": [fid(n) for n in target if n.startswith(f"{m}/random-parent#")],
+        }
+        reps = [r for r in range(spec.replicates) if f"{m}/mapped@{r}" in target]
+        if reps:
+            pooled = np.concatenate(
+                [
+                    _ratio_boot(
+                        effect("target", f"{m}/mapped@{r}"),
+                        effect("target", f"native@{r}"),
+                        spec.probe_boot,
+                        rng,
+                    )
+                    for r in reps
+                ]
+            )
+            row["pipeline_ci"] = _interval(pooled)
+            row["replicates"] = len(reps)
+            row["beats_placebo"] = row["pipeline_ci"][0] > threshold
+        else:
+            row["beats_placebo"] = row["fidelity"] > threshold  # a control: point value, an upper bound
+        row["specificity"] = _specificity(readouts, baselines, m, row["fidelity"], lams, rng, spec)
+        out["maps"][m] = row
+    usable = [m for m in candidates if m in placebo_fids]
+    if usable:
+        bar = max_threshold({m: placebo_fids[m] for m in usable})
+        crossing = [m for m in usable if out["maps"][m]["pipeline_ci"][0] > bar]
+        out["family_q95"] = bar
+        out["crosses"] = crossing
+        specific = [m for m in crossing if (s := out["maps"][m]["specificity"]) is None or s["ci"][0] > 0]
+        out["verdict"] = (
+            "crosses, specific"
+            if specific
+            else "crosses, not specific (a push)"
+            if crossing
+            else "does not cross"
+        )
+    out["random_child"] = [fid(n) for n in target if n.startswith("random-child#")]
+    out["calibration"] = calibration(out)
+    return out
+
+
+def _summary(values: Sequence[float]) -> dict[str, Any]:
+    v = np.asarray(values, dtype=float)
+    return {
+        "n": len(v),
+        "median": float(np.median(v)),
+        "q95": float(np.quantile(v, 0.95)),
+        "max": float(v.max()),
+    }
+
+
+def _specificity(
+    readouts: Mapping[str, Mapping[str, Tensor]],
+    baselines: Mapping[str, Tensor],
+    m: str,
+    on_target: float,
+    lams: Sequence[float],
+    rng: np.random.Generator,
+    spec: InstrumentSpec,
+) -> dict[str, Any] | None:
+    """On-target fidelity − the largest |off-target share|, each off-target effect over that concept's own
+    native effect on its readout (readouts where the child's own vector does not steer are left out)."""
+    shares, boots, skipped = {}, [], []
+    for concept, reads in readouts.items():
+        if concept == "target" or f"{m}/mapped" not in reads:
+            continue
+        delta = {n: reads[n] - baselines[concept][None, :] for n in ("native", f"{m}/mapped")}
+        if reference_check(delta["native"], lams, n_boot=spec.n_boot, seed=spec.seed) is not None:
+            skipped.append(concept)
+            continue
+        nat = signed_effect(delta["native"], lams).double().numpy()
+        mapped = signed_effect(delta[f"{m}/mapped"], lams).double().numpy()
+        shares[concept] = float(mapped.mean() / nat.mean())
+        boots.append(np.abs(_ratio_boot(mapped, nat, spec.n_boot, rng)))
+    if not shares:
+        return None
+    # The on-target side's spread is the pipeline's; here the off-target shares' probe spread is what varies.
+    worst = np.max(np.stack(boots), axis=0)
+    spec_boot = on_target - worst
+    return {
+        "index": on_target - max(abs(x) for x in shares.values()),
+        "ci": _interval(spec_boot),
+        "off_target": shares,
+        "skipped": skipped,
+    }
+
+
+def calibration(result: Mapping[str, Any]) -> dict[str, list[int]]:
+    """False passes of known nulls against each map's placebo 95th percentile: the control map's mapped vector,
+    random parent directions through every map, and the placebos of one kind judged by the other kind's."""
+    counts: dict[str, list[int]] = {"control": [0, 0], "random_parent": [0, 0], "placebo_cross_kind": [0, 0]}
+    for row in result.get("maps", {}).values():
+        if "placebo_q95" not in row:
+            continue
+        if row["control"]:
+            counts["control"][0] += int(row["fidelity"] > row["placebo_q95"])
+            counts["control"][1] += 1
+        for key, values, q95 in (
+            ("random_parent", row["random_parent"], row["placebo_q95"]),
+            ("placebo_cross_kind", row["placebo_neutral"], _q95(row["placebo_flip"])),
+            ("placebo_cross_kind", row["placebo_flip"], _q95(row["placebo_neutral"])),
+        ):
+            k, n = exceed_rate(values, q95)
+            counts[key][0] += k
+            counts[key][1] += n
+    return counts
+
+
+def _q95(values: Sequence[float]) -> float:
+    return float(np.quantile(np.asarray(values, dtype=float), 0.95))
+
+
+__all__ = [
+    "CONTROLS",
+    "FORMAT",
+    "Cell",
+    "InstrumentSpec",
+    "ModelActs",
+    "analyze",
+    "build_cell",
+    "calibration",
+    "mean_diff",
+    "read_cell",
+    "reference_check",
+]
