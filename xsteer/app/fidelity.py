@@ -33,12 +33,11 @@ import torch
 
 from xsteer.app.grid import slug
 from xsteer.core.activations import last_token_resid
-from xsteer.core.io import atomic_path, write_json_atomic
+from xsteer.core.io import atomic_path, write_json_atomic, write_text_atomic
 from xsteer.core.models import load_model, model_id, parse_spec
 from xsteer.errors import InputError
 from xsteer.evaluation.evaluate import check_lambdas
 from xsteer.evaluation.fidelity import (
-    DEFAULT_LAMBDAS,
     AnswerConcept,
     AnswerLogOdds,
     WordLogOdds,
@@ -46,6 +45,7 @@ from xsteer.evaluation.fidelity import (
 )
 from xsteer.evaluation.instrument import (
     FORMAT,
+    LAMBDAS,
     InstrumentSpec,
     ModelActs,
     analyze,
@@ -70,11 +70,11 @@ class FidelitySpec:
     concepts: tuple[str, ...] = BUILTIN
     layer_maps: tuple[str, ...] = ("proportional",)
     width_maps: tuple[str, ...] = ("ridge", "truncate_pad")
-    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    lambdas: tuple[float, ...] = LAMBDAS
     layers: str = "middle"  # which child layers are steered: "all", "middle" (the central third) or "a-b"
     placebos: int = 50
     replicates: int = 20
-    random_draws: int = 8
+    random_draws: int = 4
     generic_texts: int = 128  # built-in synthetic texts added to every map's fit set
     n_boot: int = 2000
     batch_size: int = 64
@@ -248,7 +248,8 @@ class _Partial(dict[str, Any]):
         return _Saving(self, self.setdefault(readout, {}))
 
     def save(self) -> None:
-        write_json_atomic(self.path, {"key": self.key, "readouts": dict(self)})
+        doc = {"key": self.key, "readouts": dict(self)}
+        write_text_atomic(self.path, json.dumps(doc, separators=(",", ":")) + "\n")
 
 
 class _Saving(dict[str, Any]):
@@ -350,7 +351,7 @@ def run_pair(
                 desc=f"{name} on the {'target' if key == 'target' else key} readout",
             )
             readouts[key] = reads
-        # The file keeps 5 decimals (10 µ-nats of log-odds, far below any effect), and the verdicts are read from
+        # The file keeps 4 decimals (0.1 milli-nats of log-odds, far below any effect), and the verdicts are read from
         # what the file keeps, so regenerating them from it gives the very same numbers.
         readouts = {k: {n: _rounded(r) for n, r in reads.items()} for k, reads in readouts.items()}
         baselines = {k: _rounded(v) for k, v in baselines.items()}
@@ -371,14 +372,15 @@ def run_pair(
             "readouts": {k: {n: r.tolist() for n, r in reads.items()} for k, reads in readouts.items()},
             "seconds": round(time.time() - t0, 1),
         }
-        write_json_atomic(files[name], doc)
+        # Compact: a measurement holds ~40k readouts, and the study's files are committed.
+        write_text_atomic(files[name], json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n")
         partial.path.unlink(missing_ok=True)
         log(f"[{time.time() - t0:6.0f} s] {name}: {result.get('verdict', result['reference'])}")
     return list(files.values())
 
 
 def _rounded(t: torch.Tensor) -> torch.Tensor:
-    return torch.round(t.double(), decimals=5)
+    return torch.round(t.double(), decimals=4)
 
 
 def readout_name(concept: Any) -> str:

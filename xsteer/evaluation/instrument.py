@@ -39,7 +39,7 @@ from torch import Tensor
 
 from xsteer.core.progress import Progress
 from xsteer.errors import InputError
-from xsteer.evaluation.fidelity import DEFAULT_LAMBDAS, signed_effect
+from xsteer.evaluation.fidelity import signed_effect
 from xsteer.evaluation.nulls import (
     covariance_directions,
     exceed_rate,
@@ -54,6 +54,10 @@ from xsteer.transfer.maps import TransferMap, fit_transfer_from_activations
 #: Width maps that cannot carry a concept across families: read as known nulls, never as candidates.
 CONTROLS = ("truncate_pad",)
 FORMAT = "xsteer.fidelity/2"
+#: The instrument's dose-response grid, a share of the child's residual norm: within the range where the
+#: children's own vectors act monotonically (at ±0.08 several break: Qwen 0.5B's curves turn over), and 4 values
+#: where 6 cost half as much again on every one of a measurement's ~170 vectors.
+LAMBDAS: tuple[float, ...] = (-0.04, -0.02, 0.02, 0.04)
 #: Vectors read per chunk: what a killed measurement loses at most (one chunk is a few batched forwards).
 CHUNK = 16
 
@@ -64,8 +68,8 @@ class InstrumentSpec:
 
     placebos: int = 50  # K: half neutral pairings, half balanced label flips
     replicates: int = 20  # R: whole-pipeline bootstrap replicates (candidate maps only)
-    random_draws: int = 8  # random parent directions through each map; covariance child directions
-    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    random_draws: int = 4  # random parent directions through each map; covariance child directions
+    lambdas: tuple[float, ...] = LAMBDAS
     probe_boot: int = 100  # probe resamples per replicate (pooled over replicates)
     n_boot: int = 2000  # probe-only bootstrap
     seed: int = 0
@@ -163,7 +167,15 @@ def build_cell(
     for lm, wm in maps:
         name = f"{lm}×{wm}"
         tmap = fit_transfer_from_activations(
-            xp, yc, parent_id=ids[0], child_id=ids[1], layer_map=lm, width_map=wm, seed=g, width_cache=cache
+            xp,
+            yc,
+            parent_id=ids[0],
+            child_id=ids[1],
+            layer_map=lm,
+            width_map=wm,
+            seed=g,
+            width_cache=cache,
+            child_layers=layers,
         )
         tmaps[name] = tmap
         fits[name] = {
@@ -188,6 +200,7 @@ def build_cell(
         for lm, wm in maps:
             if wm in CONTROLS:
                 continue
+            point = tmaps[f"{lm}×{wm}"]
             rmap = fit_transfer_from_activations(
                 xp[:, fi],
                 yc[:, fi],
@@ -196,6 +209,15 @@ def build_cell(
                 layer_map=lm,
                 width_map=wm,
                 seed=g + r,
+                heldout=0.0,
+                child_layers=layers,
+                # The penalty the full fit chose by cross-validation: choosing it again costs a 5-fold CV per
+                # layer and replicate (the interval is conditional on it).
+                layer_options={
+                    c: {"alpha": w.params["alpha"]}
+                    for c, w in point.width_maps.items()
+                    if "alpha" in w.params
+                },
             )
             names.append(f"{lm}×{wm}/mapped@{r}")
             vecs.append(rmap.map_stack(vp))
@@ -453,6 +475,7 @@ __all__ = [
     "FORMAT",
     "Cell",
     "InstrumentSpec",
+    "LAMBDAS",
     "ModelActs",
     "analyze",
     "build_cell",

@@ -248,6 +248,8 @@ def fit_transfer_from_activations(
     seed: int = 0,
     info: dict[str, Any] | None = None,
     width_cache: dict[tuple[str, int, int], Any] | None = None,
+    child_layers: Sequence[int] | None = None,
+    layer_options: Mapping[int, Mapping[str, Any]] | None = None,
     **width_options: Any,
 ) -> TransferMap:
     """Fit a :class:`TransferMap` on paired activations (pure: no models involved).
@@ -294,6 +296,8 @@ def fit_transfer_from_activations(
             )
         cka = cka_matrix(dc, dp)
     lmap = make_layer_map(layer_map, n_p, n_c, cka=cka, mapping=mapping)
+    if child_layers is not None:
+        lmap = {c: p for c, p in lmap.items() if c in set(child_layers)}
     width_maps, report = {}, {}
     for c, p in sorted(lmap.items()):
         key = (width_map, p, c)
@@ -303,7 +307,8 @@ def fit_transfer_from_activations(
                 report[c] = rep
             continue
         x, y = xp[p].double(), yc[c].double()
-        wm = fit_width_map(width_map, x[tr], y[tr], d_parent=d_p, d_child=d_c, seed=seed, **width_options)
+        options = {**width_options, **(layer_options or {}).get(c, {})}
+        wm = fit_width_map(width_map, x[tr], y[tr], d_parent=d_p, d_child=d_c, seed=seed, **options)
         width_maps[c] = wm
         if n_test:
             report[c] = {k: float(v) for k, v in fit_report(wm, x[te], y[te]).items()}
