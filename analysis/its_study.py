@@ -31,8 +31,7 @@ from xsteer.core.io import write_json_atomic
 from xsteer.core.models import load_model, runtime
 from xsteer.core.vectors import SteeringVectors
 from xsteer.evaluation.conditions import build_conditions
-from xsteer.evaluation.evaluate import EvalConfig
-from xsteer.tasks import get_task
+from xsteer.evaluation.plan import EvalPlan
 from xsteer.transfer.maps import TransferMap
 
 
@@ -81,7 +80,18 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     lambdas = geometric_grid(args.lam_lo, args.lam_hi, args.n_lambdas)
-    task = get_task(args.task)
+    # The study's recorded settings, positions="generated" among them (not the plan's default "all"): its
+    # records were made so, and a rerun into the same folder must hash the same to resume.
+    plan = EvalPlan(
+        shots=args.shots,
+        lambdas=lambdas,
+        positions="generated",
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        val_items=args.val_items,
+        test_items=args.test_items,
+        batch_size=args.batch_size,
+    )
     pairs_spec = PairsSpec(builder="corrupted_answer", n=args.n_pairs, split="train", method="pca")
     transfer = TransferSpec(
         layer_map="proportional",
@@ -123,21 +133,8 @@ def main() -> None:
     if args.native:
         vectors["native"] = SteeringVectors.load(native_path)
     vectors = {k: v.replace(layers=tuple(x for x in layers if x in v.layers)) for k, v in vectors.items()}
-    conditions = build_conditions(vectors, random=True, seed=args.seed, norm="resid_mean", norms=norms)
-    cfg = EvalConfig(
-        dataset=args.task,
-        shots=args.shots,
-        lambdas=lambdas,
-        positions="generated",
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-    )
-    val = (
-        task.load("validation", data_dir=args.data_dir, limit=args.val_items, seed=args.seed)
-        if args.val_items
-        else []
-    )
-    test = task.load("test", data_dir=args.data_dir, limit=args.test_items, seed=args.seed)
+    conditions = build_conditions(vectors, random=plan.random, seed=args.seed, norm="resid_mean", norms=norms)
+    val, test = steps.load_splits(args.task, plan, data_dir=args.data_dir)
     n_gen = len(val) * len(lambdas) * (len(conditions) - 1) + len(test) * (1 + len(lambdas) * len(conditions))
     write_json_atomic(
         out / "study.json",
@@ -154,19 +151,18 @@ def main() -> None:
         f"{len(val)} validation and {len(test)} test items, {len(lambdas)} λ from {lambdas[0]} to {lambdas[-1]}, "
         f"conditions {list(conditions)} + self_consistency: {n_gen} generations"
     )
-    doc = steps.evaluate_child(
+    summary = steps.run_evaluation(
         child,
         conditions,
-        cfg,
-        validation=val,
-        test=test,
-        out=out / "eval",
-        batch_size=args.batch_size,
+        plan,
+        task=args.task,
         data_dir=args.data_dir,
+        out=out / "eval",
+        splits=(val, test),
         extra={"child": args.child, "parents": args.parents},
     )
     (out / "eval" / "wall.json").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
-    log(f"done: λ* = {doc['lambda_star']}")
+    log(f"done: λ* = {summary.lambda_star}")
     print((out / "eval" / "summary.md").read_text())
 
 

@@ -181,3 +181,55 @@ def test_cli_and_grid_build_the_same_conditions(tiny_dirs, tmp_path):
     grid_records = records(job_dir(out, parent, child, "synthetic"))
     assert {r[2] for r in grid_records} == {"baseline", "parent", "native", "random"}
     assert records(tmp_path / "cli") == grid_records
+
+
+def test_cli_and_grid_make_the_same_evaluation_by_default(tiny_dirs, tmp_path, monkeypatch):
+    """#27.1: when neither the config nor the command line names the λ grid, the steered positions, the item
+    counts or the controls, both hand the one evaluation wiring the same plan (EvalPlan's defaults), the same
+    conditions and the same items. (The test above shows the same inputs write the same records; running the
+    19-λ default grid here would only make the test slow.)"""
+    from click.testing import CliRunner
+
+    from xsteer.app import steps
+    from xsteer.app.cli import main
+    from xsteer.app.grid import map_path, vectors_path
+    from xsteer.evaluation.plan import EvalPlan
+    from xsteer.evaluation.run import _conditions
+
+    class Captured(Exception):
+        pass
+
+    seen = []
+
+    def capture(child, conditions_or_vectors, plan, *, task, norm=None, norms=None, splits=None, **_):
+        conditions = _conditions(conditions_or_vectors, plan, norm, norms)
+        vectors = {k: None if v is None else v.vectors for k, v in conditions.items()}
+        seen.append((plan, task, vectors, [[ex.id for ex in split] for split in splits]))
+        raise Captured
+
+    monkeypatch.setattr(steps, "run_evaluation", capture)
+    parent, child = tiny_dirs
+    raw = tiny_config(parent, child, datasets=["synthetic"], eval={}, controls={})
+    cfg = parse_config(raw)
+    out = tmp_path / "grid"
+    with pytest.raises(Captured):
+        run_grid(cfg, out)
+    out = out.resolve()
+    mapped = tmp_path / "mapped.safetensors"
+    cli = CliRunner()
+    pmap = map_path(out, parent, child, cfg)
+    args = ["transfer", "--vectors", str(vectors_path(out, parent, "synthetic")), "--child", child]
+    r = cli.invoke(main, [*args, "--map", str(pmap), "--norm", "resid_mean", "--out", str(mapped)])
+    assert r.exit_code == 0, r.output
+    r = cli.invoke(main, [
+        "evaluate", "--child", child, "--vectors", f"parent={mapped}",
+        "--vectors", f"native={vectors_path(out, child, 'synthetic')}", "--norm", "resid_mean", "--map", str(pmap),
+        "--dataset", "synthetic", "--device", "cpu", "--out", str(tmp_path / "cli"),
+    ])  # fmt: skip
+    assert isinstance(r.exception, Captured), r.output
+    (grid_plan, grid_task, grid_vectors, grid_items), (cli_plan, cli_task, cli_vectors, cli_items) = seen
+    assert grid_plan == cli_plan == EvalPlan() and grid_task == cli_task == "synthetic"
+    assert grid_items == cli_items and len(grid_items[0]) == EvalPlan.val_items
+    assert list(grid_vectors) == list(cli_vectors) == ["baseline", "parent", "native", "random"]
+    for name, v in grid_vectors.items():
+        assert (v is None and cli_vectors[name] is None) or bool((v == cli_vectors[name]).all()), name

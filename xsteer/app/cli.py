@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -25,6 +25,8 @@ from xsteer.app.cli_common import (
     parse_lambdas,
 )
 from xsteer.app.cli_interop import export_cmd, export_model_cmd, import_cmd
+from xsteer.evaluation.plan import DEFAULT_NORM_TEXT, PAPER_GRID, EvalPlan, Mode, Positions
+from xsteer.transfer.maps import DEFAULT_FIT_TEXT
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -198,7 +200,7 @@ def _width_maps() -> click.Choice:
 @click.option(
     "--shots",
     type=NonNegative,
-    default=5,
+    default=EvalPlan.shots,
     show_default=True,
     help="Few-shot exemplars kept out of the pairs.",
 )
@@ -289,7 +291,7 @@ def extract_cmd(
 @click.option("--width-map", type=_width_maps(), default="ridge", show_default=True)
 @click.option(
     "--fit-text",
-    default="gsm8k:train:512",
+    default=DEFAULT_FIT_TEXT,
     show_default=True,
     help="TASK:SPLIT:N texts the maps are fitted on.",
 )
@@ -401,14 +403,20 @@ def transfer_cmd(
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
+def grid_text(lambdas: Sequence[float]) -> str:
+    """A λ grid as ``--lambdas`` reads it ('paper' for the paper's grid)."""
+    return "paper" if tuple(lambdas) == PAPER_GRID else ",".join(f"{x:g}" for x in lambdas)
+
+
 def eval_options(
     *,
-    lambdas: str = "paper",
+    lambdas: str = grid_text(EvalPlan.lambdas),
     lambdas_help: str = "'paper' or comma-separated λ values.",
-    batch_size: int = 32,
+    batch_size: int = EvalPlan.batch_size,
 ) -> Callable[..., Any]:
     """The options every command that runs a child on task items shares (evaluate, tune, ablate):
-    the child, the data, the prompt, the λ grid and the batch. One definition, so they cannot drift."""
+    the child, the data, the prompt, the λ grid and the batch. One definition, so they cannot drift; the
+    defaults are :class:`EvalPlan`'s, the same as ``xs.evaluate``'s and the grid's."""
     options = [
         click.option(
             "--child",
@@ -427,19 +435,24 @@ def eval_options(
         ),
         click.option(
             "--mode",
-            type=click.Choice(["generate", "loglik"]),
-            default="generate",
+            type=click.Choice(get_args(Mode)),
+            default=EvalPlan.mode,
             show_default=True,
             help="Score by generation, or by choice log-likelihood (multiple-choice tasks).",
         ),
         click.option("--lambdas", default=lambdas, show_default=True, help=lambdas_help),
         click.option(
-            "--positions", type=click.Choice(["all", "generated"]), default="all", show_default=True
+            "--positions",
+            type=click.Choice(get_args(Positions)),
+            default=EvalPlan.positions,
+            show_default=True,
+            help="Steer the prompt and generated tokens (all), or only the generated ones (faster: the "
+            "prompt is prefilled once for the whole λ grid).",
         ),
-        click.option("--shots", type=NonNegative, default=5, show_default=True),
-        click.option("--max-new-tokens", type=Positive, default=256, show_default=True),
+        click.option("--shots", type=NonNegative, default=EvalPlan.shots, show_default=True),
+        click.option("--max-new-tokens", type=Positive, default=EvalPlan.max_new_tokens, show_default=True),
         click.option("--batch-size", type=Positive, default=batch_size, show_default=True),
-        click.option("--seed", type=NonNegative, default=0, show_default=True),
+        click.option("--seed", type=NonNegative, default=EvalPlan.seed, show_default=True),
         click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)."),
     ]
 
@@ -451,20 +464,33 @@ def eval_options(
     return decorate
 
 
-def _eval_config(
-    dataset: str, mode: str, lambdas: str, positions: str, shots: int, max_new_tokens: int, seed: int
-) -> Any:
-    from xsteer.evaluation.evaluate import EvalConfig
+def _eval_plan(
+    dataset: str,
+    *,
+    mode: str,
+    lambdas: str,
+    positions: str,
+    shots: int,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int,
+    **items: Any,
+) -> EvalPlan:
+    """The options as a plan, checked with the task (a mode the task lacks fails here, before any load)."""
+    from xsteer.evaluation.plan import check_mode, check_positions
 
-    return EvalConfig(
-        dataset=dataset,
-        mode=mode,  # type: ignore[arg-type]
+    plan = EvalPlan(
+        mode=check_mode(mode),
         shots=shots,
         lambdas=parse_lambdas(lambdas),
-        positions=positions,  # type: ignore[arg-type]
+        positions=check_positions(positions),
         max_new_tokens=max_new_tokens,
         seed=seed,
+        batch_size=batch_size,
+        **items,
     )
+    plan.config(dataset)
+    return plan
 
 
 def _named_vectors(specs: Sequence[str], option: str = "--vectors") -> dict[str, Any]:
@@ -514,23 +540,31 @@ def _named_vectors(specs: Sequence[str], option: str = "--vectors") -> dict[str,
 @click.option(
     "--fit-text",
     default=None,
-    help="TASK:SPLIT:N texts the child's residual norms are measured on (default TASK:train:128).",
+    help="TASK:SPLIT:N texts the child's residual norms are measured on "
+    f"(default {DEFAULT_NORM_TEXT.format(dataset='TASK')}).",
 )
 @click.option(
     "--random-control/--no-random-control",
-    default=True,
+    default=EvalPlan.random,
     show_default=True,
     help="Add a random direction of equal norm per layer for the first vectors.",
 )
-@click.option("--self-consistency/--no-self-consistency", default=True, show_default=True)
+@click.option(
+    "--self-consistency/--no-self-consistency", default=EvalPlan.self_consistency, show_default=True
+)
 @click.option(
     "--val-items",
     type=NonNegative,
-    default=32,
+    default=EvalPlan.val_items,
     show_default=True,
     help="Validation items for λ search (0: skip, λ* unknown).",
 )
-@click.option("--test-items", type=Positive, default=None, help="Test items (default: the whole test split).")
+@click.option(
+    "--test-items",
+    type=Positive,
+    default=EvalPlan.test_items,
+    help="Test items (default: the whole test split).",
+)
 @click.option(
     "--out",
     required=True,
@@ -572,10 +606,22 @@ def evaluate_cmd(
     """
     from xsteer.app import steps
     from xsteer.core.models import load_model, parse_spec, resolve_device
-    from xsteer.tasks import get_task
     from xsteer.transfer.maps import TransferMap
 
-    cfg = _eval_config(dataset, mode, lambdas, positions, shots, max_new_tokens, seed)
+    plan = _eval_plan(
+        dataset,
+        mode=mode,
+        lambdas=lambdas,
+        positions=positions,
+        shots=shots,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
+        val_items=val_items,
+        test_items=test_items,
+        random=random_control,
+        self_consistency=self_consistency,
+    )
     out_path = check_output(out, folder=True)
     vectors = _named_vectors(vector_specs)
     check_spec(child_spec)
@@ -584,10 +630,8 @@ def evaluate_cmd(
     tmap = TransferMap.load(map_path) if map_path else None
     if tmap is not None:
         steps.check_map(tmap, child_id=child_id)
-    task = get_task(dataset)
-    test = task.load("test", data_dir=data_dir, limit=test_items, seed=seed)
-    val = task.load("validation", data_dir=data_dir, limit=val_items, seed=seed) if val_items else []
-    text_spec = fit_text or f"{dataset}:train:128"
+    val, test = steps.load_splits(dataset, plan, data_dir=data_dir)
+    text_spec = fit_text or DEFAULT_NORM_TEXT.format(dataset=dataset)
     if norm == "resid_mean" and tmap is None:
         steps.shared_texts(text_spec, data_dir=data_dir, seed=seed)
     if norm == "keep":  # refuse a mix now, not after the model has loaded
@@ -602,22 +646,19 @@ def evaluate_cmd(
                 model, steps.shared_texts(text_spec, data_dir=data_dir, seed=seed), batch_size=batch_size
             )
         )
-    conditions = steps.build_conditions(
-        vectors, random=random_control, seed=seed, norm=None if norm == "keep" else norm, norms=norms
-    )
-    doc = steps.evaluate_child(
+    summary = steps.run_evaluation(
         model,
-        conditions,
-        cfg,
-        validation=val,
-        test=test,
-        out=out_path,
-        batch_size=batch_size,
-        self_consistency=self_consistency,
+        vectors,
+        plan,
+        task=dataset,
         data_dir=data_dir,
+        out=out_path,
+        norm=None if norm == "keep" else norm,
+        norms=norms,
+        splits=(val, test),
         extra={"child": child_spec},
     )
-    click.echo(f"λ* on {len(val)} validation items: {doc['lambda_star']}")
+    click.echo(f"λ* on {len(val)} validation items: {summary.lambda_star}")
     click.echo((out_path / "summary.md").read_text())
 
 
@@ -632,7 +673,7 @@ def evaluate_cmd(
 @click.option(
     "--val-items",
     type=Positive,
-    default=32,
+    default=EvalPlan.val_items,
     show_default=True,
     help="Validation items the λ search runs on (the first N).",
 )
@@ -678,35 +719,45 @@ def tune_cmd(
       xsteer tune --child smollm2-135m --vectors g2s.safetensors --dataset arc_challenge --mode loglik \\
           --lambdas 0.01,0.05,0.1,0.5 --data-dir ../shared/data --out runs/g2s-arc-tune
     """
+    from xsteer.app import steps
     from xsteer.core.models import load_model, resolve_device
-    from xsteer.evaluation.evaluate import Evaluator
-    from xsteer.evaluation.records import RecordStore
-    from xsteer.evaluation.summary import BASELINE, tune_markdown
-    from xsteer.tasks import get_task
+    from xsteer.evaluation.summary import tune_markdown
 
-    cfg = _eval_config(dataset, mode, lambdas, positions, shots, max_new_tokens, seed)
+    # No random control here: the λ search is for the given vectors only.
+    plan = _eval_plan(
+        dataset,
+        mode=mode,
+        lambdas=lambdas,
+        positions=positions,
+        shots=shots,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
+        val_items=val_items,
+        random=False,
+    )
     out_path = check_output(out, folder=True)
     if "=" not in vector_spec or Path(vector_spec).is_file():
         vector_spec = f"steered={vector_spec}"
     vectors = _named_vectors([vector_spec])
     check_spec(child_spec)
     resolve_device(device)
-    val = get_task(dataset).load("validation", data_dir=data_dir, limit=val_items, seed=seed)
+    val, _ = steps.load_splits(dataset, plan, data_dir=data_dir, test=False)
     if not val:
         raise click.UsageError(f"{dataset} has no validation items")
     model = load_model(child_spec, device=device)
-    [(name, sv)] = vectors.items()
-    ev = Evaluator(
+    [name] = vectors
+    click.echo(f"λ search: {len(plan.lambdas)} λ x {len(val)} validation items ({mode}) -> {out_path}")
+    doc = steps.run_tune(
         model,
-        cfg,
-        RecordStore(out_path / "records.jsonl"),
-        {BASELINE: None, name: sv},
-        batch_size=batch_size,
+        vectors,
+        plan,
+        task=dataset,
         data_dir=data_dir,
-    )
-    click.echo(f"λ search: {len(cfg.lambdas)} λ x {len(val)} validation items ({mode}) -> {out_path}")
-    doc = ev.tune_and_summarize(
-        val, [name], baseline=baseline, extra={"child": child_spec, "vectors": vector_spec.partition("=")[2]}
+        out=out_path,
+        validation=val,
+        baseline=baseline,
+        extra={"child": child_spec, "vectors": vector_spec.partition("=")[2]},
     )
     click.echo(tune_markdown(doc))
     click.echo(f"λ* ({name}): {doc['lambda_star'][name]:g}")
@@ -806,7 +857,16 @@ def ablate_cmd(
     from xsteer.evaluation.ablate import ablation_study, ablation_table
     from xsteer.tasks import get_task
 
-    cfg = _eval_config(dataset, mode, lambdas, positions, shots, max_new_tokens, seed)
+    cfg = _eval_plan(
+        dataset,
+        mode=mode,
+        lambdas=lambdas,
+        positions=positions,
+        shots=shots,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
+    ).config(dataset)
     out_path = check_output(out, folder=True)
     vectors = SteeringVectors.load(vectors_path)
     if study == "leave_one_out" and len(vectors.layers) < 2:
@@ -886,7 +946,7 @@ def ablate_cmd(
 @click.option(
     "--text",
     "text_spec",
-    default="gsm8k:train:256",
+    default=DEFAULT_FIT_TEXT,
     show_default=True,
     help="TASK:SPLIT:N shared texts for --models.",
 )
@@ -929,7 +989,7 @@ def similarity_cmd(
     Examples:
       xsteer similarity --vectors g2s.safetensors --map g2s.map.safetensors \\
           --reference smol-native.safetensors --out runs/similarity
-      xsteer similarity --models gemma3-270m smollm2-135m --text gsm8k:train:256 \\
+      xsteer similarity --models gemma3-270m smollm2-135m --text gsm8k:train:512 \\
           --data-dir ../shared/data --out runs/similarity        # also saves the activations for --acts
       xsteer similarity --acts runs/similarity/acts/gemma3-270m_to_smollm2-135m.acts.pt --out runs/similarity
     """

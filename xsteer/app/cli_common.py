@@ -83,7 +83,7 @@ def parse_layers(spec: str, n_layers: int, option: str = "--layers") -> list[int
 
 def parse_lambdas(text: str) -> tuple[float, ...]:
     """'paper' (the paper's 19 values), or comma-separated numbers."""
-    from xsteer.evaluation.evaluate import PAPER_GRID, check_lambdas
+    from xsteer.evaluation.plan import PAPER_GRID, check_lambdas
 
     if text == "paper":
         return PAPER_GRID

@@ -12,15 +12,16 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from xsteer.core.models import parse_spec, resolve_device
 from xsteer.errors import ConfigError, InputError, XsteerError
-from xsteer.evaluation.evaluate import check_lambdas
+from xsteer.evaluation.plan import EvalPlan, Positions, check_lambdas, check_mode, check_positions
 from xsteer.extraction.methods import METHODS
 from xsteer.extraction.pairs import BUILDERS
 from xsteer.tasks import SPLITS, get_task, task_names
 from xsteer.transfer.layermap import LAYER_MAPS
+from xsteer.transfer.maps import DEFAULT_FIT_TEXT
 from xsteer.transfer.widthmap import WIDTH_MAPS
 
 NORMS = ("unit", "resid_mean")
@@ -42,33 +43,35 @@ class TransferSpec:
 
     layer_map: str = "proportional"
     width_map: str = "ridge"
-    fit_text: str = "gsm8k:train:384"
+    fit_text: str = DEFAULT_FIT_TEXT
     norm: str = "resid_mean"
     mapping: str | None = None
 
 
+# The evaluation's defaults are EvalPlan's, as for `xsteer evaluate` and xs.evaluate: a key left out of a
+# config means what the same option left out means on the command line.
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    mode: str = "generate"
-    val_items: int = 32
-    test_items: int | None = None
+    mode: str = EvalPlan.mode
+    val_items: int = EvalPlan.val_items
+    test_items: int | None = EvalPlan.test_items
 
 
 @dataclass(frozen=True)
 class EvalSpec:
-    lambdas: tuple[float, ...] = (0.01, 0.03, 0.1)
-    positions: str = "generated"
-    shots: int = 5
-    max_new_tokens: int = 256
-    batch_size: int = 32
+    lambdas: tuple[float, ...] = EvalPlan.lambdas
+    positions: str = EvalPlan.positions
+    shots: int = EvalPlan.shots
+    max_new_tokens: int = EvalPlan.max_new_tokens
+    batch_size: int = EvalPlan.batch_size
 
 
 @dataclass(frozen=True)
 class ControlsSpec:
     native: bool = True
-    random: bool = True
-    self_consistency: bool = True
+    random: bool = EvalPlan.random
+    self_consistency: bool = EvalPlan.self_consistency
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,25 @@ class ExperimentConfig:
     transfer: TransferSpec = field(default_factory=TransferSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
     controls: ControlsSpec = field(default_factory=ControlsSpec)
-    seed: int = 0
+    seed: int = EvalPlan.seed
     device: str | None = None
+
+    def eval_plan(self, dataset: str) -> EvalPlan:
+        """The evaluation plan of this config's jobs on ``dataset``."""
+        d = next(d for d in self.datasets if d.name == dataset)
+        return EvalPlan(
+            mode=check_mode(d.mode),
+            shots=self.eval.shots,
+            lambdas=self.eval.lambdas,
+            positions=check_positions(self.eval.positions),
+            max_new_tokens=self.eval.max_new_tokens,
+            seed=self.seed,
+            val_items=d.val_items,
+            test_items=d.test_items,
+            batch_size=self.eval.batch_size,
+            random=self.controls.random,
+            self_consistency=self.controls.self_consistency,
+        )
 
 
 @dataclass(frozen=True)
@@ -238,7 +258,7 @@ def validate(cfg: ExperimentConfig, *, where: str = "config", check_data: bool =
         check_lambdas(list(cfg.eval.lambdas), where="eval.lambdas")
     except InputError as e:
         raise ConfigError(f"{where}: {e}") from None
-    _choice(f"{where}: eval.positions", cfg.eval.positions, ("all", "generated"))
+    _choice(f"{where}: eval.positions", cfg.eval.positions, get_args(Positions))
     _at_least(f"{where}: eval.shots", cfg.eval.shots, 0)
     _at_least(f"{where}: eval.max_new_tokens", cfg.eval.max_new_tokens, 1)
     _at_least(f"{where}: eval.batch_size", cfg.eval.batch_size, 1)
@@ -271,6 +291,10 @@ def validate(cfg: ExperimentConfig, *, where: str = "config", check_data: bool =
             )
         _at_least(f"{where}: datasets[{i}].val_items", d.val_items, 0)
         _at_least(f"{where}: datasets[{i}].test_items", d.test_items, 1)
+        try:  # whatever else the job's plan would refuse, refused now
+            cfg.eval_plan(d.name)
+        except InputError as e:
+            raise ConfigError(f"{where}: datasets[{i}] with eval: {e}") from None
     _at_least(f"{where}: seed", cfg.seed, 0)
     if check_data:
         _check_splits(cfg, fit, where)

@@ -85,49 +85,29 @@ def run_job(cfg: ExperimentConfig, parent: str, child: str, dataset: str, out: s
     from xsteer.app.report import write_report
     from xsteer.core.models import load_model
     from xsteer.core.vectors import SteeringVectors
-    from xsteer.evaluation.evaluate import EvalConfig
-    from xsteer.tasks import get_task
     from xsteer.transfer.maps import TransferMap, report_table
 
-    dspec = next(d for d in cfg.datasets if d.name == dataset)
+    plan = cfg.eval_plan(dataset)
     tmap = TransferMap.load(map_path(Path(out), parent, child, cfg))
     native = SteeringVectors.load(vectors_path(Path(out), child, dataset)) if cfg.controls.native else None
     conditions = steps.job_conditions(
         cfg, tmap, SteeringVectors.load(vectors_path(Path(out), parent, dataset)), native
     )
-    ecfg = EvalConfig(
-        dataset=dataset,
-        mode=dspec.mode,  # type: ignore[arg-type]
-        shots=cfg.eval.shots,
-        lambdas=cfg.eval.lambdas,  # type: ignore[arg-type]
-        positions=cfg.eval.positions,  # type: ignore[arg-type]
-        max_new_tokens=cfg.eval.max_new_tokens,
-        seed=cfg.seed,
-    )
-    task = get_task(dataset)
-    val = (
-        task.load("validation", data_dir=cfg.data_dir, limit=dspec.val_items, seed=cfg.seed)
-        if dspec.val_items
-        else []
-    )
-    test = task.load("test", data_dir=cfg.data_dir, limit=dspec.test_items, seed=cfg.seed)
+    val, test = steps.load_splits(dataset, plan, data_dir=cfg.data_dir)
     model = load_model(child, device=cfg.device)
     print(
         f"job {parent} -> {child} on {dataset}: {len(val)} validation, {len(test)} test items, "
         f"conditions {', '.join(conditions)}",
         flush=True,
     )
-    doc = steps.evaluate_child(
+    summary = steps.run_evaluation(
         model,
         conditions,
-        ecfg,
-        validation=val,
-        test=test,
-        out=folder,
-        batch_size=cfg.eval.batch_size,
-        self_consistency=cfg.controls.self_consistency,
+        plan,
+        task=dataset,
         data_dir=cfg.data_dir,
-        progress=True,
+        out=folder,
+        splits=(val, test),
         extra={"parent": parent, "child": child, "dataset": dataset},
     )
     write_report(
@@ -140,7 +120,7 @@ def run_job(cfg: ExperimentConfig, parent: str, child: str, dataset: str, out: s
             )
         ],
     )
-    (folder / DONE).write_text(json.dumps({"config_hash": doc["config_hash"]}))
+    (folder / DONE).write_text(json.dumps({"config_hash": summary.config_hash}))
     return str(folder)
 
 

@@ -1,4 +1,5 @@
-"""The pipeline, wired once: pairs → vectors → map → conditions → evaluation.
+"""The pipeline, wired once: pairs → vectors → map → conditions → evaluation (the last step is
+:mod:`xsteer.evaluation.run`'s, re-exported here: an :class:`~xsteer.evaluation.plan.EvalPlan` and one call).
 
 The CLI, the grid, the demo and notebooks parse their input into these calls and nothing else, so there is
 one place where a rule lives: which items pairs come from (a task's few-shot exemplars never double as
@@ -18,16 +19,14 @@ from torch import Tensor
 
 from xsteer.app.config import ExperimentConfig, PairsSpec, TextSpec, TransferSpec
 from xsteer.core.activations import last_token_resid
-from xsteer.core.models import model_id
 from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import TransferError
 from xsteer.evaluation.conditions import Conditions, build_conditions
-from xsteer.evaluation.evaluate import EvalConfig, Evaluator
-from xsteer.evaluation.records import RecordStore
+from xsteer.evaluation.run import load_splits, run_evaluation, run_tune
 from xsteer.extraction.extract import extract
 from xsteer.extraction.pairs import ContrastivePair, build_pairs, load_pairs_jsonl
-from xsteer.tasks import Example, get_task
+from xsteer.tasks import get_task
 from xsteer.transfer.maps import TransferMap, fit_texts, fit_transfer
 
 
@@ -164,51 +163,18 @@ def job_conditions(
     )
 
 
-# ---------------------------------------------------------------------------------------------- evaluation
-def evaluate_child(
-    child: HookedModel,
-    conditions: Conditions,
-    ecfg: EvalConfig,
-    *,
-    validation: Sequence[Example],
-    test: Sequence[Example],
-    out: str | Path,
-    batch_size: int = 32,
-    self_consistency: bool = True,
-    data_dir: str | Path | None = None,
-    progress: bool = True,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Algorithms 2 + 3 on one child into ``out`` (records, ``summary.json``, ``summary.md``); resumable."""
-    ev = Evaluator(
-        child,
-        ecfg,
-        RecordStore(Path(out) / "records.jsonl"),
-        dict(conditions),
-        batch_size=batch_size,
-        progress=progress,
-        data_dir=data_dir,
-    )
-    vector_names = [n for n, v in conditions.items() if v is not None]
-    return ev.run_and_summarize(
-        validation,
-        test,
-        vector_names,
-        self_consistency=self_consistency,
-        extra={"child": model_id(child), **(extra or {})},
-    )
-
-
 __all__ = [
     "Conditions",
     "build_conditions",
     "check_map",
-    "evaluate_child",
     "job_conditions",
+    "load_splits",
     "make_map",
     "make_pairs",
     "make_vectors",
     "read_pairs",
     "resid_norms",
+    "run_evaluation",
+    "run_tune",
     "shared_texts",
 ]

@@ -8,51 +8,21 @@
 
 It runs Algorithm 2 (λ* on validation), Algorithm 3 (test at λ*, ITS over the grid) with the baseline, a
 random direction of equal norm and self-consistency, and keeps every record in ``out`` (a temporary folder
-by default), so a rerun with the same ``out`` resumes.
+by default), so a rerun with the same ``out`` resumes. Its defaults are :class:`EvalPlan`'s, the same as
+``xsteer evaluate`` and ``xsteer grid``.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
-from xsteer.evaluation.conditions import build_conditions
-from xsteer.evaluation.evaluate import PAPER_GRID, EvalConfig, Evaluator
-from xsteer.evaluation.records import Record, RecordStore
-from xsteer.evaluation.summary import summary_markdown
-from xsteer.tasks import Task, get_task
-
-
-@dataclass(frozen=True)
-class EvalSummary:
-    """What an evaluation found: one summary per metric, λ*, and where the records are."""
-
-    task: str
-    summaries: dict[str, dict[str, Any]]
-    lambda_star: dict[str, float]
-    folder: Path
-
-    @property
-    def rows(self) -> list[dict[str, Any]]:
-        """The main metric's rows: condition, accuracy, CI, Δ vs baseline with CI, McNemar p."""
-        return next(iter(self.summaries.values()))["rows"]
-
-    def records(self) -> list[Record]:
-        return RecordStore(self.folder / "records.jsonl").load()
-
-    def table(self) -> str:
-        return "\n\n".join(summary_markdown(s) for s in self.summaries.values())
-
-    def _repr_markdown_(self) -> str:
-        return f"**{self.task}**, λ* = {self.lambda_star}\n\n{self.table()}"
-
-    def __str__(self) -> str:
-        return self.table()
+from xsteer.evaluation.plan import EvalPlan, check_mode, check_positions
+from xsteer.evaluation.run import EvalSummary, run_evaluation
+from xsteer.tasks import Task
 
 
 def evaluate(
@@ -60,51 +30,40 @@ def evaluate(
     vectors: Mapping[str, SteeringVectors],
     *,
     task: str | Task,
-    lambdas: Sequence[float] = PAPER_GRID,
-    val_items: int = 16,
-    test_items: int | None = 64,
-    mode: str = "generate",
-    shots: int = 5,
-    positions: str = "generated",
-    max_new_tokens: int = 256,
-    random: bool = True,
-    self_consistency: bool = True,
+    lambdas: Sequence[float] = EvalPlan.lambdas,
+    val_items: int = EvalPlan.val_items,
+    test_items: int | None = EvalPlan.test_items,
+    mode: str = EvalPlan.mode,
+    shots: int = EvalPlan.shots,
+    positions: str = EvalPlan.positions,
+    max_new_tokens: int = EvalPlan.max_new_tokens,
+    random: bool = EvalPlan.random,
+    self_consistency: bool = EvalPlan.self_consistency,
     norm: str | None = None,
     norms: Any = None,
     data_dir: str | Path | None = None,
     out: str | Path | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
+    batch_size: int = EvalPlan.batch_size,
+    seed: int = EvalPlan.seed,
     progress: bool = True,
 ) -> EvalSummary:
     """Evaluate ``child`` steered by each of ``vectors`` (child-space, one norm convention) on ``task``."""
-    t = get_task(task)
-    cfg = EvalConfig(
-        dataset=t.name,
-        mode=mode,  # type: ignore[arg-type]
+    plan = EvalPlan(
+        mode=check_mode(mode),
         shots=shots,
         lambdas=tuple(lambdas),
-        positions=positions,  # type: ignore[arg-type]
+        positions=check_positions(positions),
         max_new_tokens=max_new_tokens,
         seed=seed,
-    )
-    conditions = build_conditions(vectors, random=random, seed=seed, norm=norm, norms=norms)
-    folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="xsteer-eval-"))
-    val = t.load("validation", data_dir=data_dir, limit=val_items, seed=seed) if val_items else []
-    test = t.load("test", data_dir=data_dir, limit=test_items, seed=seed)
-    ev = Evaluator(
-        child,
-        cfg,
-        RecordStore(folder / "records.jsonl"),
-        conditions,
+        val_items=val_items,
+        test_items=test_items,
         batch_size=batch_size,
-        progress=progress,
-        data_dir=data_dir,
+        random=random,
+        self_consistency=self_consistency,
     )
-    doc = ev.run_and_summarize(
-        val,
-        test,
-        [n for n, v in conditions.items() if v is not None],
-        self_consistency=self_consistency and mode == "generate",
+    return run_evaluation(
+        child, vectors, plan, task=task, data_dir=data_dir, out=out, norm=norm, norms=norms, progress=progress
     )
-    return EvalSummary(t.name, doc["summaries"], doc["lambda_star"], folder)
+
+
+__all__ = ["EvalSummary", "evaluate"]

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from xsteer.core.generate import Steering, generate
 from xsteer.core.io import write_json_atomic, write_text_atomic
@@ -37,6 +36,10 @@ from xsteer.core.models import model_id, runtime
 from xsteer.core.progress import Progress
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import InputError, NormConventionError
+from xsteer.evaluation.plan import (
+    PAPER_GRID as PAPER_GRID,  # lived here before the plan did; callers still import it from here
+)
+from xsteer.evaluation.plan import EvalPlan, Mode, Positions, check_lambdas, check_mode, check_settings
 from xsteer.evaluation.records import Record, RecordStore, of_items, record_key
 from xsteer.evaluation.summary import (
     BASELINE,
@@ -51,26 +54,8 @@ from xsteer.tasks import Example, Task, get_task
 from xsteer.tasks.prompts import render
 from xsteer.tasks.scoring import arc_loglik_choice
 
-PAPER_GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 10)) + tuple(
-    round(0.1 * i, 1) for i in range(1, 11)
-)
 #: Condition names the evaluator gives meaning to; a user's vectors cannot take them.
 RESERVED = (BASELINE, SELF_CONSISTENCY, "random")
-
-
-def check_lambdas(lambdas: Sequence[Any], *, where: str = "the λ grid") -> tuple[float, ...]:
-    """The one validation of a λ grid (CLI, configs, API): non-empty, finite numbers, no value twice."""
-    grid = list(lambdas) if isinstance(lambdas, (list, tuple)) else None
-    if grid is None:
-        raise InputError(f"{where} must be a list of numbers, got {type(lambdas).__name__} {lambdas!r}")
-    if not grid:
-        raise InputError(f"{where} is empty")
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in grid):
-        raise InputError(f"{where} must hold finite numbers, got {grid}")
-    dupes = sorted({float(x) for x in grid if [float(y) for y in grid].count(float(x)) > 1})
-    if dupes:
-        raise InputError(f"{where} repeats {dupes}: each λ would be run and averaged twice")
-    return tuple(float(x) for x in grid)
 
 
 def check_norms(conditions: Mapping[str, SteeringVectors | None]) -> str | None:
@@ -88,36 +73,36 @@ def check_norms(conditions: Mapping[str, SteeringVectors | None]) -> str | None:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Everything that decides what a record means (hashed into every record)."""
+    """Everything that decides what a record means (hashed into every record). Entry points build it from an
+    :class:`xsteer.evaluation.plan.EvalPlan`; its defaults equal the plan's (tests/test_plan.py), and its
+    fields stay as they are, since records are found again by their hash."""
 
     dataset: str
-    mode: Literal["generate", "loglik"] = "generate"
-    shots: int = 5
-    lambdas: tuple[float, ...] = PAPER_GRID
-    positions: Literal["all", "generated"] = "all"
+    mode: Mode = EvalPlan.mode
+    shots: int = EvalPlan.shots
+    lambdas: tuple[float, ...] = EvalPlan.lambdas
+    positions: Positions = EvalPlan.positions
     layers: tuple[int, ...] | None = None
-    max_new_tokens: int = 256
-    sc_temperature: float = 0.7
-    seed: int = 0
+    max_new_tokens: int = EvalPlan.max_new_tokens
+    sc_temperature: float = EvalPlan.sc_temperature
+    seed: int = EvalPlan.seed
     system_prompt: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lambdas", check_lambdas(self.lambdas))
         task = get_task(self.dataset)
-        if self.mode not in ("generate", "loglik"):
-            raise InputError(f"unknown mode {self.mode!r}; options: generate, loglik")
+        check_mode(self.mode)
         if self.mode not in task.modes:
             raise InputError(
                 f"mode {self.mode!r} is for multiple-choice tasks; {task.name!r} supports {', '.join(task.modes)}"
             )
-        if self.positions not in ("all", "generated"):
-            raise InputError(f"positions must be 'all' or 'generated', got {self.positions!r}")
-        for name in ("shots", "max_new_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "shots" else 1):
-                raise InputError(f"{name} must be an integer >= {0 if name == 'shots' else 1}, got {value!r}")
-        if not (isinstance(self.sc_temperature, (int, float)) and self.sc_temperature > 0):
-            raise InputError(f"sc_temperature must be > 0, got {self.sc_temperature!r}")
+        check_settings(
+            mode=self.mode,
+            positions=self.positions,
+            shots=self.shots,
+            max_new_tokens=self.max_new_tokens,
+            sc_temperature=self.sc_temperature,
+        )
 
     @property
     def task(self) -> Task:

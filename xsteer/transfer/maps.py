@@ -39,6 +39,11 @@ from xsteer.transfer.layermap import LAYER_MAPS, describe, make_layer_map
 from xsteer.transfer.similarity import cka_matrix
 from xsteer.transfer.widthmap import WIDTH_MAPS, WidthMap, fit_report, fit_width_map
 
+#: ``TASK:SPLIT:N`` plain texts a map is fitted on (and two models are compared on by CKA) unless told
+#: otherwise: one default for `xsteer transfer`, `xsteer similarity` and the grid's ``transfer.fit_text``,
+#: so a map made by one front end is the map the others would make.
+DEFAULT_FIT_TEXT = "gsm8k:train:512"
+
 
 def fit_texts(examples: Sequence[Any], *, seed: int = 0) -> list[str]:
     """Plain texts for fitting maps: question + reference reasoning, cut at a seeded word boundary.

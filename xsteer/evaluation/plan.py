@@ -1,0 +1,149 @@
+"""One evaluation plan with one set of defaults.
+
+Every entry point that evaluates a child (``xs.evaluate``, ``xsteer evaluate`` and ``tune``, the grid's jobs,
+the analysis scripts) parses its input into an :class:`EvalPlan` and calls
+:func:`xsteer.evaluation.run.run_evaluation` (or ``run_tune``, Algorithm 2 alone). Their defaults are read
+from the plan's fields, and tests/test_plan.py fails when one drifts: two entry points with different
+defaults give different numbers for what a user takes to be the same evaluation.
+
+The defaults:
+
+* ``positions="all"``: steer the prompt and every generated token, as the paper, RepE, repeng and
+  steering-vectors do. ``"generated"`` (the last prompt token and every generated one) is the faster
+  option: the unsteered prompt is prefilled once and shared by the whole λ grid.
+* ``lambdas=PAPER_GRID`` (the paper's 19 values), 5 shots, 256 new tokens, seed 0.
+* 32 validation items for the λ search, the whole test split.
+* The random control and self-consistency on.
+
+This module imports no torch or model code, so the CLI can read its defaults when it starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+
+from xsteer.errors import InputError
+
+if TYPE_CHECKING:
+    from xsteer.evaluation.evaluate import EvalConfig
+
+Mode = Literal["generate", "loglik"]
+Positions = Literal["all", "generated"]
+
+PAPER_GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 10)) + tuple(
+    round(0.1 * i, 1) for i in range(1, 11)
+)
+
+#: ``TASK:SPLIT:N`` texts the child's residual norms are measured on for ``--norm resid_mean`` when no map
+#: brings them (``{dataset}`` is the evaluated task): the task's own train texts, never its evaluation items.
+DEFAULT_NORM_TEXT = "{dataset}:train:128"
+
+
+def check_lambdas(lambdas: Sequence[Any], *, where: str = "the λ grid") -> tuple[float, ...]:
+    """The one validation of a λ grid (CLI, configs, API): non-empty, finite numbers, no value twice."""
+    grid = list(lambdas) if isinstance(lambdas, (list, tuple)) else None
+    if grid is None:
+        raise InputError(f"{where} must be a list of numbers, got {type(lambdas).__name__} {lambdas!r}")
+    if not grid:
+        raise InputError(f"{where} is empty")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in grid):
+        raise InputError(f"{where} must hold finite numbers, got {grid}")
+    dupes = sorted({float(x) for x in grid if [float(y) for y in grid].count(float(x)) > 1})
+    if dupes:
+        raise InputError(f"{where} repeats {dupes}: each λ would be run and averaged twice")
+    return tuple(float(x) for x in grid)
+
+
+def check_mode(mode: str) -> Mode:
+    """``mode`` as a :data:`Mode`, or a clear error (whether the task supports it is the task's question)."""
+    if mode not in get_args(Mode):
+        raise InputError(f"unknown mode {mode!r}; options: {', '.join(get_args(Mode))}")
+    return cast(Mode, mode)
+
+
+def check_positions(positions: str) -> Positions:
+    """``positions`` as a :data:`Positions`, or a clear error."""
+    if positions not in get_args(Positions):
+        raise InputError(f"positions must be 'all' or 'generated', got {positions!r}")
+    return cast(Positions, positions)
+
+
+def check_settings(
+    *, mode: str, positions: str, shots: int, max_new_tokens: int, sc_temperature: float
+) -> None:
+    """The one check of the generation settings an evaluation hashes (EvalConfig and EvalPlan both call it)."""
+    check_mode(mode)
+    check_positions(positions)
+    for name, value, least in (("shots", shots, 0), ("max_new_tokens", max_new_tokens, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
+    if not (isinstance(sc_temperature, (int, float)) and sc_temperature > 0):
+        raise InputError(f"sc_temperature must be > 0, got {sc_temperature!r}")
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """Every setting of an evaluation that changes its results, with THE defaults; checked when made."""
+
+    mode: Mode = "generate"
+    shots: int = 5
+    lambdas: tuple[float, ...] = PAPER_GRID
+    positions: Positions = "all"
+    max_new_tokens: int = 256
+    sc_temperature: float = 0.7
+    seed: int = 0
+    val_items: int = 32
+    test_items: int | None = None  # None: the whole test split
+    batch_size: int = 32
+    random: bool = True
+    self_consistency: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lambdas", check_lambdas(self.lambdas))
+        check_settings(
+            mode=self.mode,
+            positions=self.positions,
+            shots=self.shots,
+            max_new_tokens=self.max_new_tokens,
+            sc_temperature=self.sc_temperature,
+        )
+        for name, least in (("val_items", 0), ("test_items", 1), ("batch_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if name == "test_items" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
+        for name in ("random", "self_consistency"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    def config(self, dataset: str) -> EvalConfig:
+        """What the records of this plan on ``dataset`` are hashed under (refuses a mode the task lacks)."""
+        from xsteer.evaluation.evaluate import EvalConfig  # here, so reading the defaults loads no model code
+
+        return EvalConfig(
+            dataset=dataset,
+            mode=self.mode,
+            shots=self.shots,
+            lambdas=self.lambdas,
+            positions=self.positions,
+            max_new_tokens=self.max_new_tokens,
+            sc_temperature=self.sc_temperature,
+            seed=self.seed,
+        )
+
+
+__all__ = [
+    "DEFAULT_NORM_TEXT",
+    "PAPER_GRID",
+    "EvalPlan",
+    "Mode",
+    "Positions",
+    "check_lambdas",
+    "check_mode",
+    "check_positions",
+    "check_settings",
+]
