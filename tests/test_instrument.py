@@ -118,7 +118,7 @@ def _readouts(
     for r in range(5):
         target[f"native@{r}"] = dose(native_sign)
         target[f"p×ridge/mapped@{r}"] = dose(f_mapped * (1 + 0.02 * r))
-    other = {"native": dose(1.0), "p×ridge/mapped": dose(off)}
+    other = {"native": dose(1.0), "target-native": dose(0.05), "p×ridge/mapped": dose(off)}
     zero = torch.zeros(n_probes)
     return {"target": target, "formality": other}, {"target": zero, "formality": zero}
 
@@ -133,7 +133,7 @@ def test_a_planted_transfer_crosses_and_is_specific():
     assert row["pipeline_ci"][0] < 0.9 < row["pipeline_ci"][1] + 0.1
     assert row["beats_placebo"] and res["crosses"] == ["p×ridge"]
     assert row["specificity"]["index"] == pytest.approx(0.9, abs=0.05)
-    assert res["verdict"] == "crosses, specific"
+    assert res["verdict"] == "crosses, as specific as the child's own vector"
     assert res["calibration"]["random_parent"][1] == 4
 
 
@@ -142,7 +142,7 @@ def test_a_push_that_moves_every_readout_is_named_so():
     spec = InstrumentSpec(placebos=20, replicates=5, random_draws=4, lambdas=tuple(LAMS))
     res = analyze(readouts, base, maps=[("p", "ridge")], spec=spec)
     assert res["maps"]["p×ridge"]["specificity"]["index"] < 0
-    assert res["verdict"] == "crosses, not specific (a push)"
+    assert res["verdict"] == "crosses, less specific than the child's own vector (a push)"
 
 
 def test_no_fidelity_where_the_childs_own_vector_does_not_steer_both_ways():

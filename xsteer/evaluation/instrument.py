@@ -233,9 +233,12 @@ def build_cell(
     for concept, acts in (off_target or {}).items():
         own = mean_diff(acts.pos, acts.neg)[None]
         mapped = [tmaps[f"{lm}×{wm}"].map_stack(v_parent) for lm, wm in maps]
+        # The child's own vector of the target concept is read there too: concepts are not orthogonal (negative
+        # sentiment leans towards doubt), so a transfer is judged against the off-target profile of the child's
+        # own vector, not against zero.
         cells[concept] = Cell(
-            ["native"] + [f"{lm}×{wm}/mapped" for lm, wm in maps],
-            _scaled(torch.cat([own, *mapped]), layers, norms),
+            ["native", "target-native"] + [f"{lm}×{wm}/mapped" for lm, wm in maps],
+            _scaled(torch.cat([own, v_native, *mapped]), layers, norms),
         )
     return cells
 
@@ -378,7 +381,7 @@ def analyze(
             row["beats_placebo"] = row["pipeline_ci"][0] > threshold
         else:
             row["beats_placebo"] = row["fidelity"] > threshold  # a control: point value, an upper bound
-        row["specificity"] = _specificity(readouts, baselines, m, row["fidelity"], lams, rng, spec)
+        row["specificity"] = _specificity(readouts, baselines, m, mapped, nat, lams, rng, spec)
         out["maps"][m] = row
     usable = [m for m in candidates if m in placebo_fids]
     if usable:
@@ -386,11 +389,11 @@ def analyze(
         crossing = [m for m in usable if out["maps"][m]["pipeline_ci"][0] > bar]
         out["family_q95"] = bar
         out["crosses"] = crossing
-        specific = [m for m in crossing if (s := out["maps"][m]["specificity"]) is None or s["ci"][0] > 0]
+        specific = [m for m in crossing if (s := out["maps"][m]["specificity"]) is None or s["specific"]]
         out["verdict"] = (
-            "crosses, specific"
+            "crosses, as specific as the child's own vector"
             if specific
-            else "crosses, not specific (a push)"
+            else "crosses, less specific than the child's own vector (a push)"
             if crossing
             else "does not cross"
         )
@@ -413,36 +416,70 @@ def _specificity(
     readouts: Mapping[str, Mapping[str, Tensor]],
     baselines: Mapping[str, Tensor],
     m: str,
-    on_target: float,
+    on_target: np.ndarray,
+    nat: np.ndarray,
     lams: Sequence[float],
     rng: np.random.Generator,
     spec: InstrumentSpec,
 ) -> dict[str, Any] | None:
-    """On-target fidelity − the largest |off-target share|, each off-target effect over that concept's own
-    native effect on its readout (readouts where the child's own vector does not steer are left out)."""
-    shares, boots, skipped = {}, [], []
+    """Specificity index = on-target fidelity − the largest |off-target share|, each off-target effect over
+    that concept's own native effect on its readout (readouts where the child's own vector of that concept does
+    not steer are left out). Concepts overlap (negative sentiment leans towards doubt), so the verdict compares
+    the mapped vector's largest off-target share per unit of its on-target fidelity with the child's own vector's
+    largest off-target share: "as specific as the child's own" unless the first is clearly larger (its CI above
+    the other's), "a push" when it is."""
+    shares: dict[str, float] = {}
+    native_shares: dict[str, float] = {}
+    boots: list[np.ndarray] = []
+    native_boots: list[np.ndarray] = []
+    skipped: list[str] = []
+    n = spec.n_boot
+    idx_t = rng.integers(0, len(nat), size=(n, len(nat)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        on_boot = on_target[idx_t].mean(axis=1) / nat[idx_t].mean(axis=1)
     for concept, reads in readouts.items():
         if concept == "target" or f"{m}/mapped" not in reads:
             continue
-        delta = {n: reads[n] - baselines[concept][None, :] for n in ("native", f"{m}/mapped")}
+        keys = [k for k in ("native", "target-native", f"{m}/mapped") if k in reads]
+        delta = {k: reads[k] - baselines[concept][None, :] for k in keys}
         if reference_check(delta["native"], lams, n_boot=spec.n_boot, seed=spec.seed) is not None:
             skipped.append(concept)
             continue
-        nat = signed_effect(delta["native"], lams).double().numpy()
-        mapped = signed_effect(delta[f"{m}/mapped"], lams).double().numpy()
-        shares[concept] = float(mapped.mean() / nat.mean())
-        boots.append(np.abs(_ratio_boot(mapped, nat, spec.n_boot, rng)))
+        own = signed_effect(delta["native"], lams).double().numpy()
+        idx = rng.integers(0, len(own), size=(n, len(own)))
+        for key, store, bstore in (
+            (f"{m}/mapped", shares, boots),
+            ("target-native", native_shares, native_boots),
+        ):
+            if key not in delta:
+                continue
+            e = signed_effect(delta[key], lams).double().numpy()
+            store[concept] = float(e.mean() / own.mean())
+            with np.errstate(divide="ignore", invalid="ignore"):
+                bstore.append(np.abs(e[idx].mean(axis=1) / own[idx].mean(axis=1)))
     if not shares:
         return None
-    # The on-target side's spread is the pipeline's; here the off-target shares' probe spread is what varies.
-    worst = np.max(np.stack(boots), axis=0)
-    spec_boot = on_target - worst
-    return {
-        "index": on_target - max(abs(x) for x in shares.values()),
-        "ci": _interval(spec_boot),
+    off_boot = np.max(np.stack(boots), axis=0)
+    on = float(on_target.mean() / nat.mean())
+    out: dict[str, Any] = {
+        "index": on - max(abs(x) for x in shares.values()),
+        "ci": _interval(on_boot - off_boot),
         "off_target": shares,
         "skipped": skipped,
     }
+    if native_shares:
+        # What decides "a push" is how far off target a vector moves per unit of its own on-target effect,
+        # against the child's own vector (whose on-target fidelity is 1 by definition).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["off_ratio"] = max(abs(x) for x in shares.values()) / on
+            out["off_ratio_ci"] = _interval(off_boot / on_boot)
+        out["native_off"] = max(abs(x) for x in native_shares.values())
+        out["native_off_ci"] = _interval(np.max(np.stack(native_boots), axis=0))
+        out["native_off_target"] = native_shares
+        out["specific"] = bool(out["off_ratio_ci"][0] <= out["native_off_ci"][1])
+    else:
+        out["specific"] = bool(out["ci"][0] > 0)
+    return out
 
 
 def calibration(result: Mapping[str, Any]) -> dict[str, list[int]]:
