@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ import click
 from xsteer.errors import XsteerError
 
 Positive = click.IntRange(min=1)
+# Writing a result here fails half-way at best, and as root can replace a device node with a plain file.
+SYSTEM_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
 NonNegative = click.IntRange(min=0)
 
 
@@ -40,12 +43,26 @@ def check_output(
                 f"{path} is also an input of this command; writing it would destroy the input",
                 param_hint=option,
             )
+    shm = Path("/dev/shm")  # a RAM disk for ordinary files
+    for system in SYSTEM_DIRS:
+        if (target == system or system in target.parents) and not (target == shm or shm in target.parents):
+            raise click.BadParameter(
+                f"{path} is under {system}, the kernel's own files, not a place for results; "
+                "choose a folder on disk",
+                param_hint=option,
+            )
     parent = target if folder else target.parent
     for p in [parent, *parent.parents]:
         if p.exists():
             if not p.is_dir():
                 raise click.BadParameter(
                     f"{p} is a file, so {path} cannot be created under it", param_hint=option
+                )
+            # The nearest folder that exists is where the output (or its new folders) would be made.
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise click.BadParameter(
+                    f"{p} is not writable, so {path} cannot be written; choose a folder you can write to",
+                    param_hint=option,
                 )
             break
     if folder and target.exists() and not target.is_dir():
