@@ -23,6 +23,7 @@ from xsteer.app.cli_common import (
     check_spec,
     friendly_errors,
     parse_lambdas,
+    removed_on_failure,
 )
 from xsteer.app.cli_interop import export_cmd, export_model_cmd, import_cmd
 
@@ -765,20 +766,24 @@ def tune_cmd(
     val = get_task(dataset).load("validation", data_dir=data_dir, limit=val_items, seed=seed)
     if not val:
         raise click.UsageError(f"{dataset} has no validation items")
-    model = load_model(child_spec, device=device)
-    [(name, sv)] = vectors.items()
-    ev = Evaluator(
-        model,
-        cfg,
-        RecordStore(out_path / "records.jsonl"),
-        {BASELINE: None, name: sv},
-        batch_size=batch_size,
-        data_dir=data_dir,
-    )
-    click.echo(f"λ search: {len(cfg.lambdas)} λ x {len(val)} validation items ({mode}) -> {out_path}")
-    doc = ev.tune_and_summarize(
-        val, [name], baseline=baseline, extra={"child": child_spec, "vectors": vector_spec.partition("=")[2]}
-    )
+    with removed_on_failure(out_path, keep=lambda: (out_path / "records.jsonl").exists()):
+        model = load_model(child_spec, device=device)
+        [(name, sv)] = vectors.items()
+        ev = Evaluator(
+            model,
+            cfg,
+            RecordStore(out_path / "records.jsonl"),
+            {BASELINE: None, name: sv},
+            batch_size=batch_size,
+            data_dir=data_dir,
+        )
+        click.echo(f"λ search: {len(cfg.lambdas)} λ x {len(val)} validation items ({mode}) -> {out_path}")
+        doc = ev.tune_and_summarize(
+            val,
+            [name],
+            baseline=baseline,
+            extra={"child": child_spec, "vectors": vector_spec.partition("=")[2]},
+        )
     click.echo(tune_markdown(doc))
     click.echo(f"λ* ({name}): {doc['lambda_star'][name]:g}")
     click.echo(f"wrote {out_path / 'tune.json'} and {out_path / 'records.jsonl'}")
@@ -1180,6 +1185,7 @@ def fidelity_cmd(
     from xsteer.app.fidelity_report import study_markdown, study_table, write_fidelity_report
     from xsteer.core.io import write_text_atomic
     from xsteer.core.models import resolve_device
+    from xsteer.errors import InputError
     from xsteer.tasks.concepts import BUILTIN
 
     out_path = check_output(out, folder=True, inputs=list(maps))
@@ -1204,7 +1210,20 @@ def fidelity_cmd(
         device=device,
         maps=tuple(maps),
     )
-    ran = run_study(fspec, out_path, log=click.echo)
+    from xsteer.app.fidelity import steered_layers
+    from xsteer.interop.hf import model_shape
+
+    for child in children:  # the zoo or the model's config says its depth: no weights are read
+        n = model_shape(child).n_layers
+        if n is not None:
+            try:
+                steered_layers(layers, n)
+            except InputError as e:
+                raise click.BadParameter(
+                    f"{e} for child {child} ({n} layers)", param_hint="--layers"
+                ) from None
+    with removed_on_failure(out_path, keep=lambda: any(out_path.glob("results/*.json")), files=["spec.json"]):
+        ran = run_study(fspec, out_path, log=click.echo)
     click.echo(study_table([json.loads(p.read_text()) for p in ran]))  # this run's cells; fidelity.md: all
     results = load_results(out_path)
     write_text_atomic(out_path / "fidelity.md", study_markdown(results) + "\n")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,26 @@ def check_output(
     if not folder and target.is_dir():
         raise click.BadParameter(f"{path} is a folder, not a file", param_hint=option)
     return out
+
+
+@contextmanager
+def removed_on_failure(
+    folder: Path, *, keep: Callable[[], bool], files: Sequence[str] = ()
+) -> Iterator[None]:
+    """On a failure before ``keep()`` holds (no result worth resuming from yet), delete ``files`` this run
+    made in ``folder``, and ``folder`` itself if this run made it and it is left empty: a failed command
+    leaves no run folder that looks started."""
+    existed = folder.exists()
+    fresh = [folder / f for f in files if not (folder / f).exists()]
+    try:
+        yield
+    except BaseException:
+        if not keep():
+            for f in fresh:
+                f.unlink(missing_ok=True)
+            if not existed and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
 
 
 def parse_layers(spec: str, n_layers: int, option: str = "--layers") -> list[int]:

@@ -96,6 +96,11 @@ class FidelitySpec:
 
     def __post_init__(self) -> None:
         lams = check_lambdas(list(self.lambdas), where="the dose-response λ grid")
+        if min(lams) > 0 or max(lams) < 0:
+            raise InputError(
+                f"the dose-response λ grid {list(lams)} has one sign only; the effect is read across the "
+                "unsteered point from both sides, so give negative and positive values, e.g. -0.04,-0.02,0.02,0.04"
+            )
         if self.random_draws < 1:
             raise InputError(f"random_draws must be at least 1, got {self.random_draws}")
         if 0.0 in lams:
