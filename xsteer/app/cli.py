@@ -1044,7 +1044,8 @@ def similarity_cmd(
         try:
             pair = load_torch(p, what="a (parent, child) pair of activation tensors")
         except InputError as e:  # a pickle, a truncated file, ...: one line, not a traceback
-            raise InputError(f"{p} is not a readable activation file ({e})") from None
+            why = str(e).removeprefix(f"{p} is not a readable torch file")
+            raise InputError(f"{p} is not a readable activation file{why}") from None
         if not (
             isinstance(pair, (tuple, list))
             and len(pair) == 2
