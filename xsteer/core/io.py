@@ -188,9 +188,7 @@ def load_torch(
             f"strings, which xsteer never unpickles (weights_only=True); expected {what}"
         ) from None
     except Exception as e:
-        raise error(
-            f"{path} is not a readable torch file ({type(e).__name__}: {_first_line(e)}); expected {what}"
-        ) from None
+        raise error(f"{path} is not a readable torch file ({_first_line(e)}); expected {what}") from None
 
 
 def _first_line(e: BaseException) -> str:
