@@ -21,7 +21,6 @@ rows); progress lines go to stderr, so `nohup ... > log` shows them. Then
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -161,7 +160,7 @@ def main() -> None:
         splits=(val, test),
         extra={"child": args.child, "parents": args.parents},
     )
-    (out / "eval" / "wall.json").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
+    write_json_atomic(out / "eval" / "wall.json", {"seconds": round(time.time() - t0, 1)})
     log(f"done: λ* = {summary.lambda_star}")
     print((out / "eval" / "summary.md").read_text())
 

@@ -18,9 +18,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from xsteer.app.report import similarity_report, similarity_table, vector_labels
+from xsteer.core.io import load_torch
 from xsteer.core.vectors import SteeringVectors
 from xsteer.transfer.maps import TransferMap
 
@@ -48,7 +47,10 @@ def main() -> None:
     mapped = [(Path(p).stem, SteeringVectors.load(p)) for p in args.mapped]
     maps = [TransferMap.load(p) for p in args.maps] + [None] * (len(mapped) - len(args.maps))
     names = vector_labels(mapped)
-    acts = [(Path(p).name.removesuffix(".acts.pt"), *torch.load(p)) for p in args.acts]
+    acts = [
+        (Path(p).name.removesuffix(".acts.pt"), *load_torch(p, what="a (parent, child) pair of activations"))
+        for p in args.acts
+    ]
     doc = similarity_report(
         args.out,
         reference=("native", native),

@@ -11,12 +11,10 @@ Writes a CSV (one row per pair, layer map, width map, child layer) and a markdow
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
-import torch
-
+from xsteer.core.io import load_torch, save_torch, write_csv_atomic, write_text_atomic
 from xsteer.core.models import load_model
 from xsteer.tasks.data import load_examples
 from xsteer.transfer.layermap import LAYER_MAPS
@@ -42,14 +40,14 @@ def main() -> None:
     tag = f"{args.parent}_to_{args.child}"
     cache = out / f"{tag}.acts.pt"
     if cache.exists():  # activations are the slow part; fits are seconds
-        xp, yc = torch.load(cache)
+        xp, yc = load_torch(cache, what="a (parent, child) pair of activations")
     else:
         texts = fit_texts(load_examples(args.dataset, args.split, data_dir=args.data_dir)[: args.n_texts])
         t0 = time.time()
         parent = load_model(args.parent, device="cpu")
         child = load_model(args.child, device="cpu")
         xp, yc = paired_activations(parent, child, texts, batch_size=args.batch_size, progress=True)
-        torch.save((xp, yc), cache)
+        save_torch((xp, yc), cache)
         print(f"activations: {len(texts)} texts through both models in {time.time() - t0:.0f} s")
 
     rows = []
@@ -88,11 +86,8 @@ def main() -> None:
                     for c, r in sorted(tm.report.items())
                 )
             )
-    with open(out / f"{tag}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    (out / f"{tag}.md").write_text("\n".join(summary) + "\n")
+    write_csv_atomic(out / f"{tag}.csv", rows, fieldnames=list(rows[0]))
+    write_text_atomic(out / f"{tag}.md", "\n".join(summary) + "\n")
     print("\n".join(summary))
 
 

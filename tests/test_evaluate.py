@@ -262,3 +262,19 @@ def test_each_metric_votes_over_its_own_answer():
     assert not vote_correct(rows, "correct_norm")  # C wins the acc_norm vote, and C is wrong
     rows[0]["answer_norm"], rows[0]["correct_norm"] = "B", True
     assert vote_correct(rows, "correct_norm")
+
+
+def test_self_consistency_samples_differ(tiny, tmp_path):
+    """The vote is only a vote if its samples are drawn: a sampler that fell back to greedy (or reused one
+    seed) would give k copies of the baseline and the condition would measure nothing."""
+    cfg = EvalConfig(dataset="synthetic", lambdas=(0.1, 0.2, 0.3, 0.4, 0.5), shots=0, max_new_tokens=12)
+    ev = Evaluator(
+        tiny, cfg, RecordStore(tmp_path / "r.jsonl"), {BASELINE: None}, batch_size=8, progress=False
+    )
+    items = load_examples("synthetic", "test", limit=2)
+    ev.test(items, [], self_consistency=True)
+    recs = [r for r in ev.store.load() if r["condition"] == SELF_CONSISTENCY]
+    assert len(recs) == 2 * 5
+    for item in {r["item"] for r in recs}:
+        samples = [r["completion"] for r in recs if r["item"] == item]
+        assert len(samples) == 5 and len(set(samples)) > 1, samples

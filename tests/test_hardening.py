@@ -383,6 +383,106 @@ def test_extract_creates_a_missing_output_folder(tiny_dir, tmp_path):
 def test_shared_files_get_ordinary_permissions(tmp_path):
     from xsteer.core.io import write_text_atomic
 
-    os.umask(0o022)
-    p = write_text_atomic(tmp_path / "report.html", "<html></html>")
+    old = os.umask(0o022)
+    try:
+        p = write_text_atomic(tmp_path / "report.html", "<html></html>")
+    finally:
+        os.umask(old)  # the process's umask is every later test's too
     assert oct(p.stat().st_mode & 0o777) == oct(0o644)
+
+
+# ------------------------------------------------------------------ checked before a model loads
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    import xsteer.app.fidelity as fidelity
+    import xsteer.core.models as models
+
+    def fail(*a, **k):
+        pytest.fail("a model was loaded")
+
+    monkeypatch.setattr(models, "load_model", fail)
+    monkeypatch.setattr(fidelity, "run_pair", fail)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lambdas", "0.02,0.04"], "has one sign only"),
+        (["--lambdas", "-0.04,-0.02"], "has one sign only"),
+        (["--layers", "40-50"], "layers '40-50' are outside 0..2 for child"),
+    ],
+)
+def test_fidelity_refuses_before_loading(tiny_dir, tmp_path, no_model_loads, args, message):
+    out = tmp_path / "fid"
+    res = run("fidelity", "--parent", "smollm2-135m", "--child", tiny_dir, *args, "--out", out)
+    assert_clean_error(res, message)
+    assert not out.exists()
+
+
+def test_failed_fidelity_leaves_no_spec(tiny_dir, tmp_path, monkeypatch):
+    import xsteer.app.fidelity as fidelity
+    from xsteer.errors import ModelSpecError
+
+    def fail(*a, **k):
+        raise ModelSpecError("cannot load the parent")
+
+    monkeypatch.setattr(fidelity, "run_pair", fail)
+    out = tmp_path / "fid"
+    res = run("fidelity", "--parent", "smollm2-135m", "--child", tiny_dir, "--out", out)
+    assert_clean_error(res, "cannot load the parent")
+    assert not out.exists()
+    out.mkdir()  # an existing folder stays, without a spec.json that says a study was started
+    res = run("fidelity", "--parent", "smollm2-135m", "--child", tiny_dir, "--out", out)
+    assert_clean_error(res, "cannot load the parent")
+    assert out.is_dir() and not (out / "spec.json").exists()
+
+
+def test_failed_tune_leaves_no_run_folder(tiny_dir, tmp_path):
+    vectors(n_layers=4, d=16).save(tmp_path / "v.safetensors")  # another model's vectors
+    out = tmp_path / "run"
+    res = run(
+        "tune", "--child", tiny_dir, "--vectors", tmp_path / "v.safetensors", "--dataset", "synthetic",
+        "--val-items", 2, "--lambdas", "0.1", "--out", out,
+    )  # fmt: skip
+    assert_clean_error(res, "map them into the child's space first")
+    assert not out.exists()
+
+
+def test_lmeval_export_refuses_lambda_zero(tmp_path):
+    from xsteer.core.vectors import VectorFileError
+    from xsteer.interop.lmeval import export_lmeval
+
+    src = vectors().save(tmp_path / "v.safetensors")
+    res = run("export", src, "--format", "lm-eval", "--lam", 0, "--out", tmp_path / "v.pt")
+    assert_clean_error(res, "must not be 0")
+    with pytest.raises(VectorFileError, match="must not be 0"):
+        export_lmeval(vectors(), tmp_path / "v.pt", lam=0.0)
+    assert not (tmp_path / "v.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--scale", "nan"], "must be a finite, non-zero number, got nan"),
+        (["--scale", "0"], "must be a finite, non-zero number, got 0.0"),
+        (["--model-hint", ""], "must be a llama.cpp architecture name"),
+    ],
+)
+def test_gguf_export_options_are_one_line(tmp_path, monkeypatch, args, message):
+    import xsteer.core.vectors as cv
+
+    src = vectors().save(tmp_path / "v.safetensors")
+    monkeypatch.setattr(cv.SteeringVectors, "load", lambda *a: pytest.fail("the vectors were read"))
+    res = run("export", src, "--format", "gguf", *args, "--out", tmp_path / "v.gguf")
+    assert_clean_error(res, message)
+    assert not (tmp_path / "v.gguf").exists()
+
+
+def test_yaml_key_given_twice_is_named_with_its_line(tmp_path):
+    from xsteer.app.config import load_config
+    from xsteer.errors import ConfigError
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("name: t\nparents: [a]\nchildren: [b]\nparents: [c]\ndatasets: [gsm8k]\n")
+    with pytest.raises(ConfigError, match=r"grid.yaml:4: key 'parents' is given twice \(first on line 2\)"):
+        load_config(path)

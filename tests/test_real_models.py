@@ -59,8 +59,10 @@ def test_smollm2_own_vectors_lambda_zero_identical_large_lambda_changes(smollm2,
     assert [g.text for g in zero] == [g.text for g in plain]
     big = generate(smollm2, prompts, max_new_tokens=24, steering=Steering(sv, 40.0))
     assert all(b.text != p.text for b, p in zip(big, plain, strict=True))
-    with steer(smollm2, sv, lam=0.0):
-        pass  # hooks are gone again
+    # Steer where it shows inside the block, so a hook left behind after it would show after it too.
+    with steer(smollm2, sv, lam=40.0):
+        inside = generate(smollm2, prompts, max_new_tokens=24)
+    assert all(i.text != p.text for i, p in zip(inside, plain, strict=True))
     assert [g.text for g in generate(smollm2, prompts, max_new_tokens=24)] == [g.text for g in plain]
 
 

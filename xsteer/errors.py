@@ -41,6 +41,10 @@ class ConfigError(InputError):
     """A config is malformed; the message names the key."""
 
 
+class WriteError(XsteerError, OSError):
+    """An output that could not be written (a full disk, a read-only folder); the old file, if any, is kept."""
+
+
 class NormConventionError(InputError):
     """Vectors under different norm conventions were put on one λ grid, where λ would mean different things."""
 
@@ -54,5 +58,6 @@ __all__ = [
     "NormConventionError",
     "TransferError",
     "VectorFileError",
+    "WriteError",
     "XsteerError",
 ]

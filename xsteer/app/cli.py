@@ -23,6 +23,7 @@ from xsteer.app.cli_common import (
     check_spec,
     friendly_errors,
     parse_lambdas,
+    removed_on_failure,
 )
 from xsteer.app.cli_interop import export_cmd, export_model_cmd, import_cmd
 from xsteer.evaluation.plan import DEFAULT_NORM_TEXT, PAPER_GRID, EvalPlan, Mode, Positions
@@ -75,14 +76,30 @@ def models_cmd(prepare: Sequence[str]) -> None:
         )
 
 
+EXTRACT_STATS = ("explained_variance", "separation", "effect_size", "mean_diff_norm")
+
+
 def layer_table(stats: Any, layers: Any) -> str:
-    """The per-layer fit table printed after extraction."""
-    lines = [f"{'layer':>5}  {'expl.var':>8}  {'separation':>10}  {'effect':>7}  {'|mean Δ|':>9}"]
+    """The per-layer statistics of a vector file: the fit table printed after extraction, or, for vectors
+    made otherwise (transferred ones carry the map's fit), whatever numbers each layer records."""
+    if all(all(k in stats[layer] for k in EXTRACT_STATS) for layer in layers):
+        lines = [f"{'layer':>5}  {'expl.var':>8}  {'separation':>10}  {'effect':>7}  {'|mean Δ|':>9}"]
+        for layer in layers:
+            s = stats[layer]
+            lines.append(
+                f"{layer:>5}  {s['explained_variance']:>8.3f}  {s['separation']:>10.3f}  {s['effect_size']:>7.2f}  {s['mean_diff_norm']:>9.3f}"
+            )
+        return "\n".join(lines)
+    keys = list(dict.fromkeys(k for layer in layers for k in stats[layer]))
+    width = {k: max(len(k), 8) for k in keys}
+    lines = [f"{'layer':>5}  " + "  ".join(f"{k:>{width[k]}}" for k in keys)]
     for layer in layers:
-        s = stats[layer]
-        lines.append(
-            f"{layer:>5}  {s['explained_variance']:>8.3f}  {s['separation']:>10.3f}  {s['effect_size']:>7.2f}  {s['mean_diff_norm']:>9.3f}"
-        )
+        cells = []
+        for k in keys:
+            v = stats[layer].get(k)
+            text = "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+            cells.append(f"{text:>{width[k]}}")
+        lines.append(f"{layer:>5}  " + "  ".join(cells))
     return "\n".join(lines)
 
 
@@ -90,12 +107,42 @@ def layer_table(stats: Any, layers: Any) -> str:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @friendly_errors
 def info_cmd(path: str) -> None:
-    """Print a vector file's metadata and per-layer statistics.
+    """Print what a file xsteer writes holds: a vector file (extracted or transferred), a transfer map
+    (.map.safetensors), a llama.cpp control vector (.gguf), an lm-eval steering file or an activation
+    file (.pt).
 
     \b
     Example:
       xsteer info gemma.safetensors
     """
+    from xsteer.errors import InputError
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:4] == b"GGUF":
+        _info_gguf(path)
+    elif head[:2] == b"PK":  # torch.save's zip archive
+        _info_torch(path)
+    elif len(head) < 8:
+        raise InputError(f"{path} is empty or truncated ({len(head)} bytes); it is no file xsteer writes")
+    elif _safetensors_kind(path) == "xsteer_transfer":
+        _info_map(path)
+    else:
+        _info_vectors(path)
+
+
+def _safetensors_kind(path: str) -> str | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # not safetensors: the vector loader names the problem
+        return None
+    return "xsteer_transfer" if "xsteer_transfer" in meta else None
+
+
+def _info_vectors(path: str) -> None:
     from xsteer.core.vectors import SteeringVectors
 
     sv = SteeringVectors.load(path)
@@ -115,8 +162,51 @@ def info_cmd(path: str) -> None:
     click.echo(f"{'layers':>10}: {list(sv.layers)}")
     if meta["extra"]:
         click.echo(f"{'extra':>10}: {meta['extra']}")
-    if any(sv.layer_stats):
-        click.echo(layer_table(sv.layer_stats, [layer for layer in sv.layers if sv.layer_stats[layer]]))
+    shown = [layer for layer in sv.layers if layer < len(sv.layer_stats) and sv.layer_stats[layer]]
+    if shown:
+        click.echo(layer_table(sv.layer_stats, shown))
+
+
+def _info_map(path: str) -> None:
+    from xsteer.transfer.maps import TransferMap, report_table
+
+    tmap = TransferMap.load(path)
+    click.echo(f"{'kind':>10}: transfer map")
+    click.echo(f"{'parent':>10}: {tmap.parent_id} {list(tmap.parent_shape)} (layers x d_model)")
+    click.echo(f"{'child':>10}: {tmap.child_id} {list(tmap.child_shape)}")
+    click.echo(f"{'maps':>10}: {tmap.layer_map_name} x {tmap.width_map_name}")
+    click.echo(f"{'fit text':>10}: {tmap.info.get('fit_text')}")
+    click.echo(report_table(tmap))
+
+
+def _info_gguf(path: str) -> None:
+    from xsteer.interop.gguf import read_gguf_control_vector
+
+    cv = read_gguf_control_vector(path)
+    click.echo(f"{'kind':>10}: llama.cpp control vector (GGUF)")
+    click.echo(f"{'model hint':>10}: {cv.model_hint}")
+    click.echo(f"{'layers':>10}: {list(cv.layers)} (direction.L is added to block L's output)")
+    click.echo(f"{'d_model':>10}: {cv.vectors.shape[1]}")
+    for k, v in cv.meta.items():
+        click.echo(f"{k:>10}: {v}")
+
+
+def _info_torch(path: str) -> None:
+    from xsteer.core.io import load_torch
+
+    obj = load_torch(path, what="an lm-eval steering file or an activation file")
+    if isinstance(obj, (tuple, list)) and len(obj) == 2 and all(getattr(t, "ndim", 0) == 3 for t in obj):
+        click.echo(f"{'kind':>10}: paired activations (parent, child), [layer, text, d_model]")
+        click.echo(f"{'parent':>10}: {list(obj[0].shape)}")
+        click.echo(f"{'child':>10}: {list(obj[1].shape)}")
+        return
+    from xsteer.interop.lmeval import load_lmeval
+
+    sv = load_lmeval(path)
+    click.echo(f"{'kind':>10}: lm-eval steering file")
+    click.echo(f"{'layers':>10}: {list(sv.layers)} (hook points layers.N)")
+    click.echo(f"{'d_model':>10}: {sv.d_model}")
+    click.echo(f"{'λ':>10}: {sv.extra.get('lam')} ({'folded' if sv.extra.get('folded') else 'as written'})")
 
 
 def _defaults(cls: Any) -> Any:
@@ -745,20 +835,21 @@ def tune_cmd(
     val, _ = steps.load_splits(dataset, plan, data_dir=data_dir, test=False)
     if not val:
         raise click.UsageError(f"{dataset} has no validation items")
-    model = load_model(child_spec, device=device)
-    [name] = vectors
-    click.echo(f"λ search: {len(plan.lambdas)} λ x {len(val)} validation items ({mode}) -> {out_path}")
-    doc = steps.run_tune(
-        model,
-        vectors,
-        plan,
-        task=dataset,
-        data_dir=data_dir,
-        out=out_path,
-        validation=val,
-        baseline=baseline,
-        extra={"child": child_spec, "vectors": vector_spec.partition("=")[2]},
-    )
+    with removed_on_failure(out_path, keep=lambda: (out_path / "records.jsonl").exists()):
+        model = load_model(child_spec, device=device)
+        [name] = vectors
+        click.echo(f"λ search: {len(plan.lambdas)} λ x {len(val)} validation items ({mode}) -> {out_path}")
+        doc = steps.run_tune(
+            model,
+            vectors,
+            plan,
+            task=dataset,
+            data_dir=data_dir,
+            out=out_path,
+            validation=val,
+            baseline=baseline,
+            extra={"child": child_spec, "vectors": vector_spec.partition("=")[2]},
+        )
     click.echo(tune_markdown(doc))
     click.echo(f"λ* ({name}): {doc['lambda_star'][name]:g}")
     click.echo(f"wrote {out_path / 'tune.json'} and {out_path / 'records.jsonl'}")
@@ -995,11 +1086,9 @@ def similarity_cmd(
     """
     import re
 
-    import torch
-
     from xsteer.app import steps
     from xsteer.app.report import similarity_report, similarity_table, vector_labels
-    from xsteer.core.io import atomic_path
+    from xsteer.core.io import load_torch, save_torch
     from xsteer.core.models import load_model, parse_spec
     from xsteer.core.vectors import SteeringVectors
     from xsteer.errors import InputError
@@ -1028,11 +1117,10 @@ def similarity_cmd(
     acts = []
     for p in acts_paths:
         try:
-            pair = torch.load(p, weights_only=True)
-        except Exception:  # a pickle error, a truncated file, ...: one line, not a traceback
-            raise InputError(
-                f"{p} is not a readable activation file (a (parent, child) pair of tensors)"
-            ) from None
+            pair = load_torch(p, what="a (parent, child) pair of activation tensors")
+        except InputError as e:  # a pickle, a truncated file, ...: one line, not a traceback
+            why = str(e).removeprefix(f"{p} is not a readable torch file")
+            raise InputError(f"{p} is not a readable activation file{why}") from None
         if not (
             isinstance(pair, (tuple, list))
             and len(pair) == 2
@@ -1047,8 +1135,7 @@ def similarity_cmd(
         click.echo(f"activations: {len(texts)} texts of {text_spec} through {names[0]} and {names[1]}")
         xp, yc = paired_activations(parent, child, texts, batch_size=batch_size, progress=True)
         tag = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{names[0]}_to_{names[1]}")
-        with atomic_path(out_path / "acts" / f"{tag}.acts.pt") as tmp:
-            torch.save((xp.cpu(), yc.cpu()), tmp)
+        save_torch((xp.cpu(), yc.cpu()), out_path / "acts" / f"{tag}.acts.pt")
         click.echo(f"saved {out_path / 'acts' / f'{tag}.acts.pt'} (reuse with --acts)")
         acts.append((tag, xp, yc))
     doc = similarity_report(out_path, reference=reference, vectors=vectors, activations=acts, q=quantile)
@@ -1172,6 +1259,7 @@ def fidelity_cmd(
     from xsteer.app.fidelity_tables import cell_table, is_instrument_result, study_markdown
     from xsteer.core.io import write_text_atomic
     from xsteer.core.models import resolve_device
+    from xsteer.errors import InputError
     from xsteer.tasks.concepts import BUILTIN
 
     out_path = check_output(out, folder=True)
@@ -1195,7 +1283,20 @@ def fidelity_cmd(
         data_dir=data_dir,
         device=device,
     )
-    ran = run_study(fspec, out_path, log=click.echo)
+    from xsteer.app.fidelity import steered_layers
+    from xsteer.interop.hf import model_shape
+
+    for child in children:  # the zoo or the model's config says its depth: no weights are read
+        n = model_shape(child).n_layers
+        if n is not None:
+            try:
+                steered_layers(layers, n)
+            except InputError as e:
+                raise click.BadParameter(
+                    f"{e} for child {child} ({n} layers)", param_hint="--layers"
+                ) from None
+    with removed_on_failure(out_path, keep=lambda: any(out_path.glob("results/*.json")), files=["spec.json"]):
+        ran = run_study(fspec, out_path, log=click.echo)
     click.echo(cell_table([json.loads(p.read_text()) for p in ran]))  # this run's cells; fidelity.md: all
     results = [r for r in load_results(out_path) if is_instrument_result(r)]
     write_text_atomic(out_path / "fidelity.md", study_markdown(results) + "\n")
@@ -1245,6 +1346,7 @@ def report_cmd(folder: str, title: str | None) -> None:
     """
     from xsteer.app.report import write_report
 
+    check_output(folder, folder=True, option="FOLDER")
     click.echo(f"wrote {write_report(folder, title=title or f'xsteer report: {folder}')}")
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ import click
 from xsteer.errors import XsteerError
 
 Positive = click.IntRange(min=1)
+# Writing a result here fails half-way at best, and as root can replace a device node with a plain file.
+SYSTEM_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
 NonNegative = click.IntRange(min=0)
 
 
@@ -40,6 +44,14 @@ def check_output(
                 f"{path} is also an input of this command; writing it would destroy the input",
                 param_hint=option,
             )
+    shm = Path("/dev/shm")  # a RAM disk for ordinary files
+    for system in SYSTEM_DIRS:
+        if (target == system or system in target.parents) and not (target == shm or shm in target.parents):
+            raise click.BadParameter(
+                f"{path} is under {system}, the kernel's own files, not a place for results; "
+                "choose a folder on disk",
+                param_hint=option,
+            )
     parent = target if folder else target.parent
     for p in [parent, *parent.parents]:
         if p.exists():
@@ -47,12 +59,38 @@ def check_output(
                 raise click.BadParameter(
                     f"{p} is a file, so {path} cannot be created under it", param_hint=option
                 )
+            # The nearest folder that exists is where the output (or its new folders) would be made.
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise click.BadParameter(
+                    f"{p} is not writable, so {path} cannot be written; choose a folder you can write to",
+                    param_hint=option,
+                )
             break
     if folder and target.exists() and not target.is_dir():
         raise click.BadParameter(f"{path} is a file, not a folder", param_hint=option)
     if not folder and target.is_dir():
         raise click.BadParameter(f"{path} is a folder, not a file", param_hint=option)
     return out
+
+
+@contextmanager
+def removed_on_failure(
+    folder: Path, *, keep: Callable[[], bool], files: Sequence[str] = ()
+) -> Iterator[None]:
+    """On a failure before ``keep()`` holds (no result worth resuming from yet), delete ``files`` this run
+    made in ``folder``, and ``folder`` itself if this run made it and it is left empty: a failed command
+    leaves no run folder that looks started."""
+    existed = folder.exists()
+    fresh = [folder / f for f in files if not (folder / f).exists()]
+    try:
+        yield
+    except BaseException:
+        if not keep():
+            for f in fresh:
+                f.unlink(missing_ok=True)
+            if not existed and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
 
 
 def parse_layers(spec: str, n_layers: int, option: str = "--layers") -> list[int]:

@@ -77,9 +77,23 @@ def export_cmd(
       lm_eval --model steered --model_args pretrained=DIR,steer_path=g2s.pt,dtype=float32,add_bos_token=True ...
     """
     from xsteer.core.inject import resolve_layers
-    from xsteer.core.vectors import SteeringVectors
+    from xsteer.core.vectors import SteeringVectors, VectorFileError
 
     check_output(out, inputs=[vectors_path])
+    if fmt == "gguf":
+        from xsteer.errors import InputError
+        from xsteer.interop.gguf import check_export_options
+
+        for name, kw in (
+            ("--scale", {"scale": 1.0 if scale is None else scale, "model_hint": None}),
+            ("--model-hint", {"scale": 1.0, "model_hint": model_hint}),
+        ):
+            try:
+                check_export_options(**kw)
+            except InputError as e:
+                raise click.BadParameter(
+                    str(e).replace("scale must", "must").replace("model_hint must", "must"), param_hint=name
+                ) from None
     if fmt == "gguf" and lam is not None:
         raise click.BadParameter(
             "llama.cpp takes λ at run time (--control-vector-scaled FILE λ); "
@@ -89,6 +103,12 @@ def export_cmd(
     if fmt == "lm-eval":
         if lam is None:
             raise click.BadParameter("lm-eval reads λ from the file: give --lam", param_hint="--lam")
+        from xsteer.interop.lmeval import check_lam
+
+        try:
+            check_lam(lam)
+        except VectorFileError as e:
+            raise click.BadParameter(str(e).replace("lam must", "must"), param_hint="--lam") from None
         for name, value in (("--model-hint", model_hint), ("--scale", scale)):
             if value is not None:
                 raise click.BadParameter(

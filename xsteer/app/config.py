@@ -182,6 +182,32 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
+class DuplicateKeyError(Exception):
+    """A mapping in a YAML file gives one key twice (YAML itself silently keeps the last)."""
+
+
+def _unique_keys_loader() -> Any:
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                if key == "<<" or not isinstance(key, (str, int, float, bool)):
+                    continue  # merge keys, and keys SafeLoader itself judges
+                if key in seen:
+                    raise DuplicateKeyError(
+                        f"{line}: key {key!r} is given twice (first on line {seen[key]}); "
+                        "YAML would silently keep the last one, so keep only the one you mean"
+                    )
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def load_config(path: str | Path, *, check_data: bool = True) -> ExperimentConfig:
     """Read and validate an experiment YAML file (no model is loaded)."""
     import yaml
@@ -192,7 +218,9 @@ def load_config(path: str | Path, *, check_data: bool = True) -> ExperimentConfi
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the file is not UTF-8 text; save it as UTF-8") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_unique_keys_loader())  # noqa: S506 -- a SafeLoader subclass
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{path}:{e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     return parse_config(raw, where=str(path), base=path.parent, check_data=check_data)

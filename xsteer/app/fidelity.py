@@ -33,7 +33,7 @@ import torch
 
 from xsteer.app.grid import slug
 from xsteer.core.activations import last_token_resid
-from xsteer.core.io import atomic_path, write_json_atomic, write_text_atomic
+from xsteer.core.io import save_torch, write_json_atomic, write_text_atomic
 from xsteer.core.models import load_model, model_id, parse_spec
 from xsteer.errors import InputError
 from xsteer.evaluation.evaluate import check_lambdas
@@ -83,7 +83,12 @@ class FidelitySpec:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        check_lambdas(list(self.lambdas), where="the dose-response λ grid")
+        lams = check_lambdas(list(self.lambdas), where="the dose-response λ grid")
+        if min(lams) > 0 or max(lams) < 0:
+            raise InputError(
+                f"the dose-response λ grid {list(lams)} has one sign only; the effect is read across the "
+                "unsteered point from both sides, so give negative and positive values, e.g. -0.04,-0.02,0.02,0.04"
+            )
         self.instrument()  # sizes and both signs of λ, checked before any model loads
         for name in self.layer_maps:
             if name not in LAYER_MAPS or LAYER_MAPS[name].needs in ("mapping", "cka_diff"):
@@ -183,16 +188,16 @@ def model_acts(
             return torch.load(path, weights_only=True)
         log(f"{spec_name}: reading the {name} texts")
         value = compute()
-        with atomic_path(path) as tmp:
-            torch.save(value, tmp)
+        save_torch(value, path)
         return value
+
+    def both(pairs: list[list[str]]) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+        return lambda: (read([p for p, _ in pairs]), read([n for _, n in pairs]))
 
     acts = _Acts()
     for c in concepts:
         pairs = [list(p) for p in c.pairs]
-        acts.pos[c.name], acts.neg[c.name] = cached(
-            c.name, pairs, lambda pairs=pairs: (read([p for p, _ in pairs]), read([n for _, n in pairs]))
-        )
+        acts.pos[c.name], acts.neg[c.name] = cached(c.name, pairs, both(pairs))
     if generic:
         acts.generic = cached("generic", list(generic), lambda: read(list(generic)))
     return acts
@@ -214,6 +219,13 @@ def _fit_lengths(concept: str, readers: Sequence[Any], generic: Sequence[str]) -
         len(t) for c in readers if c.name != concept for side in (0, 1) for t in (p[side] for p in c.pairs)
     ]
     return lengths + [len(t) for t in generic]
+
+
+def _reader(readout: WordLogOdds | AnswerLogOdds, child: Any, layers: list[int], batch_size: int) -> Any:
+    def read(stack: torch.Tensor, lams: Sequence[float]) -> torch.Tensor:
+        return readout.read_stack(child, stack, lams, layers=layers, batch_size=batch_size)
+
+    return read
 
 
 def _has_readout(concept: Concept, tokenizer: Any, log: Callable[[str], Any]) -> bool:
@@ -343,9 +355,7 @@ def run_pair(
             baselines[key] = torch.tensor(store["__baseline__"])
             reads = read_cell(
                 cell,
-                lambda stack, lams, r=readout: r.read_stack(
-                    child, stack, lams, layers=layers, batch_size=spec.batch_size
-                ),
+                _reader(readout, child, layers, spec.batch_size),
                 ispec.lambdas,
                 store=store,
                 desc=f"{name} on the {'target' if key == 'target' else key} readout",

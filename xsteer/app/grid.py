@@ -22,6 +22,7 @@ from typing import Any
 
 from xsteer.app import steps
 from xsteer.app.config import ExperimentConfig
+from xsteer.core.io import write_text_atomic
 
 DONE = "done.json"
 
@@ -120,7 +121,7 @@ def run_job(cfg: ExperimentConfig, parent: str, child: str, dataset: str, out: s
             )
         ],
     )
-    (folder / DONE).write_text(json.dumps({"config_hash": summary.config_hash}))
+    write_text_atomic(folder / DONE, json.dumps({"config_hash": summary.config_hash}))
     return str(folder)
 
 
@@ -146,7 +147,7 @@ def run_grid(
     """Run every phase; returns the job folders. Finished tasks are skipped (resume)."""
     out = str(Path(out).resolve())
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    write_text_atomic(Path(out) / "config.json", json.dumps(asdict(cfg), indent=2, default=str))
     results: list[str] = []
     for phase in plan(cfg):
         results = (

@@ -4,18 +4,19 @@ ordinary permissions, and JSON Lines reading whose every error names the file an
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, overload
 
 from torch import Tensor
 
-from xsteer.errors import DataNotFoundError, InputError
+from xsteer.errors import DataNotFoundError, InputError, WriteError, XsteerError
 
 
 def _umask() -> int:
@@ -25,27 +26,82 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on a clean exit it is renamed onto ``path``, else deleted."""
+def atomic_path(path: str | Path, *, verify: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on a clean exit it is synced, checked by ``verify`` (which raises
+    if the temp file does not hold what was meant) and renamed onto ``path``; else it is deleted and
+    ``path`` keeps its old content. A failed write (a full disk, a read-only folder) is a
+    :class:`~xsteer.errors.WriteError` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        yield Path(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise WriteError(cannot_write(path, e)) from e
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        # Some writers (numpy's tofile, a close in a finally) lose a full disk's error, and delayed
+        # allocation reports it only at fsync: sync, then check the bytes, before the old file is replaced.
+        _fsync(tmp)
+        if verify is not None:
+            verify(tmp)
         # mkstemp makes files 0600; results are shared with colleagues, so give them the usual mode.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, XsteerError):
+            raise WriteError(cannot_write(path, e)) from e
         raise
+
+
+def cannot_write(path: str | Path, e: OSError) -> str:
+    """One line for a write that failed: the path, the system's reason, and what to do."""
+    path = Path(path)
+    what = {
+        errno.ENOSPC: "free some space or write elsewhere",
+        errno.EDQUOT: "free some space or write elsewhere",
+        errno.EROFS: "the file system is read-only; choose a writable folder",
+        errno.EACCES: "choose a folder you can write to",
+        errno.EPERM: "choose a folder you can write to",
+    }.get(e.errno or 0, "check that the disk has space and the folder is writable")
+    kept = "; the old file is kept" if path.is_file() else ""
+    return f"cannot write {path}: {e.strerror or e}; {what}{kept}"
+
+
+def _fsync(path: Path) -> None:
+    if not path.is_file():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WrittenWrongError(OSError):
+    """The bytes on disk are not what was written (a full disk some writer did not report)."""
+
+    def __init__(self, path: Path, detail: str):
+        super().__init__(errno.EIO, f"the file on disk is not what was written ({detail})", str(path))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """``Path.write_bytes`` through a temp file and an atomic rename, read back before the rename."""
+
+    def same(tmp: Path) -> None:
+        if tmp.read_bytes() != data:
+            raise WrittenWrongError(tmp, f"{tmp.stat().st_size} of {len(data)} bytes")
+
+    with atomic_path(path, verify=same) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """``Path.write_text`` (UTF-8) through a temp file and an atomic rename."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | Path, doc: Any) -> Path:
@@ -77,12 +133,67 @@ def _finite(o: Any) -> Any:
 
 
 def save_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
-    """``safetensors.torch.save_file`` through a temp file in the same folder and an atomic rename."""
+    """``safetensors.torch.save_file`` through a temp file in the same folder and an atomic rename; the
+    temp file is read back (header and tensors) before it replaces ``path``."""
+    from safetensors import safe_open
     from safetensors.torch import save_file
 
-    with atomic_path(path) as tmp:
+    def same(tmp: Path) -> None:
+        try:
+            with safe_open(str(tmp), framework="pt") as f:
+                ok = (f.metadata() or {}) == metadata and set(f.keys()) == set(tensors)
+                # Opening checks the data's length against the header, so shapes are enough.
+                ok = ok and all(list(f.get_slice(k).get_shape()) == list(t.shape) for k, t in tensors.items())
+        except Exception as e:  # a truncated file fails inside the reader
+            raise WrittenWrongError(tmp, f"unreadable: {e}") from e
+        if not ok:
+            raise WrittenWrongError(tmp, "its header or tensors differ")
+
+    with atomic_path(path, verify=same) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return Path(path)
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` through a temp file and an atomic rename; the temp file is loaded back first."""
+    import torch
+
+    def loads(tmp: Path) -> None:
+        try:
+            torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # a truncated zip archive fails here
+            raise WrittenWrongError(tmp, f"unreadable: {_first_line(e)}") from e
+
+    with atomic_path(path, verify=loads) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def load_torch(
+    path: str | Path, *, what: str = "a file of tensors", error: type[InputError] = InputError
+) -> Any:
+    """``torch.load`` with ``weights_only=True``: nothing in a file xsteer reads may run code. A file that
+    holds other objects, or is not a torch file, is one line naming it (``error``); ``what`` says what
+    was expected."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message is a page of advice about allow-lists; the user needs the file and the rule.
+        raise error(
+            f"{path} is not a readable torch file: it holds Python objects beyond tensors, numbers and "
+            f"strings, which xsteer never unpickles (weights_only=True); expected {what}"
+        ) from None
+    except Exception as e:
+        raise error(f"{path} is not a readable torch file ({_first_line(e)}); expected {what}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 @overload

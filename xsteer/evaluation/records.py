@@ -7,13 +7,15 @@ kill loses at most the batch in flight, and a torn last line is dropped on the n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
-from xsteer.core.io import read_jsonl
+from xsteer.core.io import cannot_write, read_jsonl
+from xsteer.errors import WriteError
 
 
 class _RecordKey(TypedDict):
@@ -78,10 +80,17 @@ class RecordStore:
         blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         if not blob:
             return
-        with open(self.path, "a") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
+        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            # A full disk may have taken part of the batch: cut back to the whole lines already there.
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, size)
+            raise WriteError(cannot_write(self.path, e)) from e
 
 
 def of_items(records: Iterable[Record], items: Mapping[str, Iterable[str]]) -> list[Record]:

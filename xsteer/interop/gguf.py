@@ -49,8 +49,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xsteer.core.io import atomic_path
+from xsteer.core.io import WrittenWrongError, atomic_path
 from xsteer.core.vectors import NORMS, SteeringVectors, VectorFileError
+from xsteer.errors import InputError
 
 ARCH = "controlvector"
 HOOK = "hook_resid_post"  # the only point llama.cpp adds at: the block output
@@ -84,12 +85,12 @@ class ControlVectorFile(NamedTuple):
 
 
 def infer_model_hint(model: str) -> str:
-    """The llama.cpp architecture name for a model id or HF architecture name; ValueError if unknown."""
+    """The llama.cpp architecture name for a model id or HF architecture name; InputError (a ValueError) if unknown."""
     key = re.sub(r"[^a-z0-9]", "", model.lower())
     for family, hint in LLAMACPP_ARCH.items():
         if family in key:
             return hint
-    raise ValueError(
+    raise InputError(
         f"cannot tell the llama.cpp architecture of model {model!r} (known families: {', '.join(LLAMACPP_ARCH)}); "
         "pass model_hint= (the model GGUF's general.architecture, e.g. 'llama', 'gemma3', 'qwen2')"
     )
@@ -116,12 +117,28 @@ def export_gguf(
             f"block (direction.0 makes it reject the file); export vectors.replace(layers={kept}) instead"
             + ("" if kept else " -- which leaves nothing, so pick other layers")
         )
-    if not math.isfinite(scale) or scale == 0:
-        raise ValueError(f"scale must be finite and non-zero, got {scale}")
+    check_export_options(scale=scale, model_hint=model_hint)
     hint = model_hint if model_hint is not None else infer_model_hint(vectors.model_id)
-    if not hint:
-        raise ValueError("model_hint must be a non-empty llama.cpp architecture name")
     return _write(Path(path), _directions(vectors, scale), hint, _provenance(vectors, scale))
+
+
+def check_export_options(*, scale: float, model_hint: str | None) -> None:
+    """Refuse a ``scale`` or ``model_hint`` that would make a useless file (InputError, a ValueError)."""
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, (int, float))
+        or not math.isfinite(scale)
+        or scale == 0
+    ):
+        raise InputError(
+            f"scale must be a finite, non-zero number, got {scale!r} (a zero scale steers nothing, a NaN or "
+            "infinite one breaks the model); leave it at 1 and give λ to llama.cpp"
+        )
+    if model_hint is not None and not model_hint.strip():
+        raise InputError(
+            "model_hint must be a llama.cpp architecture name such as 'llama', 'qwen2' or 'gemma3', not empty "
+            "(leave it out to infer it from the vectors' model id)"
+        )
 
 
 def read_gguf_control_vector(path: str | Path, n_layers: int | None = None) -> ControlVectorFile:
@@ -295,7 +312,22 @@ def _provenance(vectors: SteeringVectors, scale: float) -> dict[str, Any]:
 def _write(path: Path, directions: dict[str, np.ndarray], hint: str, meta: dict[str, Any]) -> Path:
     from gguf import GGUFWriter
 
-    with atomic_path(path) as tmp:
+    def same(tmp: Path) -> None:
+        # numpy's tofile, which GGUFWriter uses, can lose a full disk's error: read the file back.
+        try:
+            back = read_gguf_control_vector(tmp)
+            ok = back.model_hint == hint and {f"direction.{layer}" for layer in back.layers} == set(
+                directions
+            )
+            ok = ok and all(
+                np.array_equal(back.vectors[int(k.split(".")[1])].numpy(), v) for k, v in directions.items()
+            )
+        except VectorFileError as e:
+            raise WrittenWrongError(tmp, str(e)) from e
+        if not ok:
+            raise WrittenWrongError(tmp, "its directions differ from those written")
+
+    with atomic_path(path, verify=same) as tmp:
         writer = GGUFWriter(tmp, ARCH)  # sets general.architecture
         try:
             writer.add_string(f"{ARCH}.model_hint", hint)

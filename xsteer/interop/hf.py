@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from xsteer.errors import InputError, ModelSpecError, VectorFileError
+from xsteer.core.io import WrittenWrongError, cannot_write
+from xsteer.errors import InputError, ModelSpecError, VectorFileError, WriteError, XsteerError
 from xsteer.interop.gguf import infer_model_hint
 
 PROVENANCE = "xsteer_export.json"
@@ -59,9 +60,12 @@ def export_model(spec: str, out_dir: str | Path, *, overwrite: bool = False) -> 
         (tmp / PROVENANCE).write_text(json.dumps(_provenance(spec, source, hf, tok, out), indent=2) + "\n")
         # mkdtemp makes the folder 0700; a model directory is shared like any other output.
         os.chmod(tmp, 0o777 & ~_umask())
+        _check_weights_readable(tmp)
         _swap_into_place(tmp, out, overwrite)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, XsteerError):
+            raise WriteError(cannot_write(out, e)) from e
         raise
     return out
 
@@ -117,6 +121,18 @@ def _adds_bos(tok: Any) -> bool:
         return False
     ids = tok("a").input_ids
     return bool(ids) and ids[0] == tok.bos_token_id
+
+
+def _check_weights_readable(folder: Path) -> None:
+    # A full disk can go unreported by a writer; safetensors checks each file's length against its header.
+    from safetensors import safe_open
+
+    for f in folder.glob("*.safetensors"):
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except Exception as e:
+            raise WrittenWrongError(f, f"unreadable: {e}") from e
 
 
 def _swap_into_place(tmp: Path, out: Path, overwrite: bool) -> None:

