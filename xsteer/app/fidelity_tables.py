@@ -67,8 +67,9 @@ def cell_table(results: Sequence[Mapping[str, Any]]) -> str:
             lines.append(f"| {pair} | {r['concept']} | {r['map']} | — | — | — | — | — | {r['verdict']} |")
             continue
         spec = "—" if r["specificity"] is None else f"{r['specificity']:+.2f} {_ci(r['specificity_ci'])}"
+        interval = _ci(r["pipeline_ci"]) if r["pipeline_ci"] else "(a control: no replicates)"
         lines.append(
-            f"| {pair} | {r['concept']} | {r['map']} | {r['fidelity']:+.2f} {_ci(r['pipeline_ci'])} | "
+            f"| {pair} | {r['concept']} | {r['map']} | {r['fidelity']:+.2f} {interval} | "
             f"{_ci(r['probe_ci'])} | {r['placebo_q95']:+.2f} | {'yes' if r['beats_placebo'] else 'no'} | {spec} | "
             f"{r['verdict']} |"
         )
@@ -164,3 +165,53 @@ __all__ = [
     "overview",
     "study_markdown",
 ]
+
+
+def overview_figure(results: Sequence[Mapping[str, Any]], path_stem: Any) -> Any:
+    """One row per (pair, concept): each candidate map's fidelity with its whole-pipeline interval against its
+    placebos (grey) and the family-wise bar (red tick); the control's fidelity as an orange cross."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from xsteer.app.report import save_figure
+
+    rows = [d for d in results]
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(rows) + 1.2))
+    labels = []
+    for y, doc in enumerate(rows):
+        res = doc["result"]
+        labels.append(f"{doc['parent']} → {doc['child']}: {doc['concept']}")
+        if res["reference"] != "valid":
+            ax.text(0.0, y, "undefined: the child's own vector does not steer", va="center", fontsize=7)
+            continue
+        for row in res["maps"].values():
+            if "fidelity" not in row:
+                continue
+            if row["control"]:
+                ax.plot(row["fidelity"], y, "x", color="tab:orange", ms=7)
+                continue
+            pl = row["placebo_neutral"] + row["placebo_flip"]
+            ax.plot(pl, [y + 0.18] * len(pl), "|", color="0.6", ms=6)
+            lo, hi = row["pipeline_ci"]
+            ax.errorbar(
+                row["fidelity"],
+                y,
+                xerr=[[row["fidelity"] - lo], [hi - row["fidelity"]]],
+                fmt="o",
+                color="black",
+                ms=4,
+                capsize=2,
+            )
+        if "family_q95" in res:
+            ax.plot([res["family_q95"]] * 2, [y - 0.3, y + 0.3], color="tab:red", lw=2)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.axvline(0, color="0.8", lw=0.8)
+    ax.axvline(1, color="0.8", lw=0.8, ls="--")
+    ax.invert_yaxis()
+    ax.set_xlabel(
+        "fidelity (mapped effect / child's own effect); black: candidate map with whole-pipeline 95% CI;\n"
+        "grey: its placebos; red: family-wise placebo bar; orange ×: truncate_pad control",
+        fontsize=7,
+    )
+    return save_figure(fig, Path(path_stem))
