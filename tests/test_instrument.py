@@ -333,3 +333,49 @@ def test_bad_instrument_settings_are_one_line_before_any_model_loads(tmp_path):
         )
         assert res.exit_code != 0 and msg in res.output, res.output
         assert "Traceback" not in res.output
+
+
+# ---------------------------------------------------------------------------------------------- the judge readout
+def test_steered_continuations_are_the_generators_text(child_and_widened_parent):  # noqa: F811
+    from xsteer.core.generate import Steering, generate
+    from xsteer.evaluation.judge import steered_continuations
+
+    child = child_and_widened_parent[0]
+    prompts = ["the day was", "at noon we", "by the sea it"]
+    plain = steered_continuations(child, prompts, None, [], [], layers=[1], max_new_tokens=6)
+    assert plain == [g.text for g in generate(child, prompts, max_new_tokens=6)]
+    g = torch.Generator().manual_seed(1)
+    stack = torch.randn(2, 3, child.cfg.d_model, generator=g) * 3
+    lams = [0.5, -0.5, 1.0]
+    steered = steered_continuations(child, prompts, stack, [1, 1, 1], lams, layers=[1, 2], max_new_tokens=6)
+    sv = SteeringVectors(stack[1], "tiny-child", "x", (1, 2))
+    ref = generate(child, prompts, max_new_tokens=6, steering=Steering(sv, lams, None, "all"))
+    assert steered == [r.text for r in ref]
+    assert steered != plain  # the push is large enough to change the text
+
+
+def test_the_judge_reads_fidelity_and_fluency_from_planted_scores():
+    from xsteer.evaluation.judge import judge_analysis
+
+    g = torch.Generator().manual_seed(0)
+    n = 30
+    base = torch.zeros(n)
+
+    def scored(k: float) -> torch.Tensor:
+        return torch.stack([k + 0.1 * torch.randn(n, generator=g), -k + 0.1 * torch.randn(n, generator=g)])
+
+    scores = {"native": scored(1.0), "m/mapped": scored(0.8)}
+    scores |= {f"m/placebo:neutral#{i}": scored(0.05 * i) for i in range(10)}
+    nll = {k: torch.full((2, n), 3.0 + (0.5 if k == "m/mapped" else 0.0)) for k in scores}
+    res = judge_analysis(scores, nll, base, torch.full((n,), 3.0), maps=["m"], n_boot=500)
+    row = res["maps"]["m"]
+    assert res["reference"] == "valid" and row["fidelity"] == pytest.approx(0.8, abs=0.05)
+    assert row["beats_placebo"] and row["placebo_q95"] < 0.5
+    assert res["fluency_cost"]["m/mapped"] == pytest.approx(0.5) and res["fluency_cost"]["native"] == 0.0
+
+
+def test_a_judge_that_is_the_parent_or_child_is_refused_before_any_model_loads():
+    from xsteer.app.fidelity import FidelitySpec
+
+    with pytest.raises(InputError, match="must be neither"):
+        FidelitySpec(parents=("gemma3-270m",), children=("smollm2-135m",), judge="smollm2-135m")

@@ -1206,6 +1206,18 @@ def _float_list(text: str, option: str) -> tuple[float, ...]:
     show_default=True,
     help="Random parent directions through each map, and covariance-shaped child directions (known nulls).",
 )
+@click.option(
+    "--judge",
+    default=None,
+    help="A model that is neither parent nor child: it reads the steered continuations (second readout, fluency).",
+)
+@click.option(
+    "--judge-placebos",
+    type=click.IntRange(min=1),
+    default=FIDELITY_DEFAULTS.judge_placebos,
+    show_default=True,
+    help="Placebos per candidate map the judge reads too (its own null; at least 10).",
+)
 @click.option("--n-boot", type=click.IntRange(min=100), default=FIDELITY_DEFAULTS.n_boot, show_default=True)
 @click.option(
     "--data-dir",
@@ -1234,6 +1246,8 @@ def fidelity_cmd(
     placebos: int,
     replicates: int,
     random_draws: int,
+    judge: str | None,
+    judge_placebos: int,
     n_boot: int,
     data_dir: str | None,
     batch_size: int,
@@ -1263,7 +1277,7 @@ def fidelity_cmd(
     from xsteer.tasks.concepts import BUILTIN
 
     out_path = check_output(out, folder=True)
-    for spec in (*parents, *children):
+    for spec in (*parents, *children, *([judge] if judge else [])):
         check_spec(spec)
     resolve_device(device)
     fspec = FidelitySpec(
@@ -1277,6 +1291,8 @@ def fidelity_cmd(
         placebos=placebos,
         replicates=replicates,
         random_draws=random_draws,
+        judge=judge,
+        judge_placebos=judge_placebos,
         n_boot=n_boot,
         batch_size=batch_size,
         seed=seed,

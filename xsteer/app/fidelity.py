@@ -75,6 +75,9 @@ class FidelitySpec:
     placebos: int = 50
     replicates: int = 20
     random_draws: int = 4
+    judge: str | None = None  # a model that is neither parent nor child reads the steered continuations
+    judge_placebos: int = 10  # placebos per candidate map continued and judged (the judge's own null)
+    judge_tokens: int = 24  # greedy tokens each probe is continued by
     generic_texts: int = 128  # built-in synthetic texts added to every map's fit set
     n_boot: int = 2000
     batch_size: int = 64
@@ -106,6 +109,19 @@ class FidelitySpec:
                 load_concept(c)
         if not self.parents or not self.children:
             raise InputError("a fidelity study needs at least one parent and one child")
+        if self.judge is not None:
+            same = {parse_spec(self.judge).model_id} & {
+                parse_spec(m).model_id for m in (*self.parents, *self.children)
+            }
+            if same:
+                raise InputError(
+                    f"the judge {self.judge!r} is also a parent or child of this study; a judge must be neither "
+                    "(it would read its own steering), e.g. --judge qwen2.5-coder-0.5b for Gemma-3 -> SmolLM2"
+                )
+            if self.judge_placebos < 10 or self.judge_placebos > self.placebos:
+                raise InputError(
+                    f"judge_placebos must be between 10 and --placebos ({self.placebos}), got {self.judge_placebos}"
+                )
         if ANSWER in self.concepts:
             get_task("gsm8k").load("validation", data_dir=self.data_dir, limit=1)
 
@@ -285,7 +301,14 @@ def run_pair(
     files = {
         c.name: out / "results" / f"{slug(parent_spec)}__{slug(child_spec)}__{c.name}.json" for c in concepts
     }
-    todo = [c for c in concepts if not files[c.name].exists()]
+    stored = {c.name: json.loads(files[c.name].read_text()) for c in concepts if files[c.name].exists()}
+    # A finished measurement is kept; one read before the judge was asked for gets only the judge readout added.
+    todo = [
+        c
+        for c in concepts
+        if c.name not in stored
+        or (spec.judge is not None and isinstance(c, Concept) and not stored[c.name].get("judged"))
+    ]
     if not todo:
         return list(files.values())
     t0 = time.time()
@@ -311,6 +334,7 @@ def run_pair(
     layers = steered_layers(spec.layers, child.cfg.n_layers)
     ispec = spec.instrument()
     lexicon = [c for c in readers if isinstance(c, Concept) and _has_readout(c, child.tokenizer, log)]
+    judge_model = None
     for concept in todo:
         name = concept.name
         cells = build_cell(
@@ -327,12 +351,17 @@ def run_pair(
                 if c.name != name
             },
         )
+        # What decides the readouts (the judge's settings live with its own scores, so asking for a judge later
+        # does not discard readouts already made).
         measured = {
             k: v
             for k, v in asdict(spec).items()
             if k not in ("parents", "children", "concepts", "device", "batch_size")
+            and not k.startswith("judge")
         }
         partial = _Partial(files[name].with_suffix(".partial.json"), _key([ids, name, measured]))
+        if spec.judge is not None:
+            measured.update({k: v for k, v in asdict(spec).items() if k.startswith("judge")})
         resumed = sum(len(v) for v in partial.values())
         log(
             f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {name}: "
@@ -340,7 +369,14 @@ def run_pair(
             + (f" ({resumed} read before, resumed)" if resumed else "")
         )
         readouts, baselines = {}, {}
+        if name in stored:  # the readouts were made; only the judge is missing
+            readouts = {
+                k: {n: torch.tensor(r) for n, r in v.items()} for k, v in stored[name]["readouts"].items()
+            }
+            baselines = {k: torch.tensor(v) for k, v in stored[name]["baselines"].items()}
         for key, cell in cells.items():
+            if key in readouts:
+                continue
             target = concept if key == "target" else next(c for c in lexicon if c.name == key)
             readout = _readout(target, child.tokenizer)
             store = partial.store(key)
@@ -361,11 +397,21 @@ def run_pair(
                 desc=f"{name} on the {'target' if key == 'target' else key} readout",
             )
             readouts[key] = reads
+        judged = None
+        if spec.judge is not None and isinstance(concept, Concept):
+            store = partial.store("__judge__")
+            if "scores" not in store or store.get("model") != spec.judge:
+                judge_model = judge_model or load_model(spec.judge, device=spec.device)
+                log(
+                    f"[{time.time() - t0:6.0f} s] {name}: the judge ({spec.judge}) reads steered continuations"
+                )
+                store.update(_judge_cell(child, judge_model, concept, cells["target"], layers, spec))
+            judged = dict(store)
         # The file keeps 4 decimals (0.1 milli-nats of log-odds, far below any effect), and the verdicts are read from
         # what the file keeps, so regenerating them from it gives the very same numbers.
         readouts = {k: {n: _rounded(r) for n, r in reads.items()} for k, reads in readouts.items()}
         baselines = {k: _rounded(v) for k, v in baselines.items()}
-        result = analyze(readouts, baselines, maps=spec.maps, spec=ispec)
+        result = analyze(readouts, baselines, maps=spec.maps, spec=ispec, judged=judged)
         doc = {
             "format": FORMAT,
             "parent": parent_spec,
@@ -380,13 +426,90 @@ def run_pair(
             "result": result,
             "baselines": {k: v.tolist() for k, v in baselines.items()},
             "readouts": {k: {n: r.tolist() for n, r in reads.items()} for k, reads in readouts.items()},
-            "seconds": round(time.time() - t0, 1),
+            "judged": judged,
+            "seconds": round(time.time() - t0, 1) + (stored[name]["seconds"] if name in stored else 0.0),
         }
         # Compact: a measurement holds ~40k readouts, and the study's files are committed.
         write_text_atomic(files[name], json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n")
         partial.path.unlink(missing_ok=True)
         log(f"[{time.time() - t0:6.0f} s] {name}: {result.get('verdict', result['reference'])}")
     return list(files.values())
+
+
+def _judge_cell(
+    child: Any, judge_model: Any, concept: Concept, cell: Any, layers: list[int], spec: FidelitySpec
+) -> dict[str, Any]:
+    """Continue every probe at ±λ (the grid's largest) under the native vector, each map's mapped vector and
+    ``judge_placebos`` placebos of each candidate map (half of each kind), and unsteered; the judge scores them."""
+    from xsteer.evaluation.instrument import CONTROLS
+    from xsteer.evaluation.judge import PROMPT, judge, steered_continuations
+
+    half = spec.judge_placebos // 2
+    names = ["native"]
+    for lm, wm in spec.maps:
+        m = f"{lm}×{wm}"
+        names.append(f"{m}/mapped")
+        if wm not in CONTROLS:
+            for kind, k in (("neutral", half), ("flip", spec.judge_placebos - half)):
+                names += [n for n in cell.names if n.startswith(f"{m}/placebo:{kind}#")][:k]
+    names = [n for n in names if n in cell.names]
+    lam = max(abs(float(x)) for x in spec.lambdas)
+    probes = list(concept.probes)
+    stack = cell.vectors[[cell.names.index(n) for n in names]]
+    rows = [(v, s, p) for v in range(len(names)) for s in (1.0, -1.0) for p in probes]
+    conts = steered_continuations(
+        child,
+        [p for _, _, p in rows],
+        stack,
+        [v for v, _, _ in rows],
+        [s * lam for _, s, _ in rows],
+        layers=layers,
+        max_new_tokens=spec.judge_tokens,
+        batch_size=spec.batch_size,
+    )
+    plain = steered_continuations(
+        child,
+        probes,
+        None,
+        [],
+        [],
+        layers=layers,
+        max_new_tokens=spec.judge_tokens,
+        batch_size=spec.batch_size,
+    )
+    j = judge(
+        judge_model,
+        [p for _, _, p in rows] + probes,
+        conts + plain,
+        concept.poles,
+        batch_size=spec.batch_size,
+    )
+    n = len(probes)
+    score, nll = _rounded(j.score), _rounded(j.nll)
+    return {
+        "model": spec.judge,
+        "prompt": PROMPT,
+        "poles": list(concept.poles),
+        "lam": lam,
+        "max_new_tokens": spec.judge_tokens,
+        "scores": {
+            nm: score[2 * v * n : 2 * (v + 1) * n].reshape(2, n).tolist() for v, nm in enumerate(names)
+        },
+        "nll": {nm: nll[2 * v * n : 2 * (v + 1) * n].reshape(2, n).tolist() for v, nm in enumerate(names)},
+        "base_score": score[-n:].tolist(),
+        "base_nll": nll[-n:].tolist(),
+        # For a reader: the first three probes' continuations, unsteered and under the native and mapped vectors.
+        "examples": [
+            {"condition": nm, "lam": s * lam, "probe": p, "text": conts[i]}
+            for i, (v, s, p) in enumerate(rows)
+            if probes.index(p) < 3 and ("placebo" not in names[v])
+            for nm in [names[v]]
+        ]
+        + [
+            {"condition": "unsteered", "lam": 0.0, "probe": p, "text": c}
+            for p, c in zip(probes[:3], plain, strict=False)
+        ],
+    }
 
 
 def _rounded(t: torch.Tensor) -> torch.Tensor:
@@ -418,7 +541,7 @@ def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
         for k, reads in doc["readouts"].items()
     }
     baselines = {k: torch.tensor(v, dtype=torch.float64) for k, v in doc["baselines"].items()}
-    return analyze(readouts, baselines, maps=maps, spec=ispec)
+    return analyze(readouts, baselines, maps=maps, spec=ispec, judged=doc.get("judged"))
 
 
 def run_study(spec: FidelitySpec, out: str | Path, *, log: Callable[[str], Any] = print) -> list[Path]:

@@ -310,9 +310,11 @@ def analyze(
     *,
     maps: Sequence[tuple[str, str]],
     spec: InstrumentSpec,
+    judged: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The verdicts of one measurement from its readouts (pure; what the result file stores is enough to run it
-    again). ``readouts[readout][vector]`` is [λ, probe]; ``baselines[readout]`` the unsteered [probe]."""
+    again). ``readouts[readout][vector]`` is [λ, probe]; ``baselines[readout]`` the unsteered [probe];
+    ``judged`` the judge readout's scores (:mod:`xsteer.evaluation.judge`), when one was read."""
     lams = list(spec.lambdas)
     rng = np.random.default_rng(spec.seed)
 
@@ -399,7 +401,34 @@ def analyze(
         )
     out["random_child"] = [fid(n) for n in target if n.startswith("random-child#")]
     out["calibration"] = calibration(out)
+    if judged is not None:
+        out["judge"] = _judge(judged, out, maps, spec)
     return out
+
+
+def _judge(
+    judged: Mapping[str, Any], out: Mapping[str, Any], maps: Sequence[tuple[str, str]], spec: InstrumentSpec
+) -> dict[str, Any]:
+    """The judge readout's verdicts, and whether each candidate map's two readouts agree on "crosses"."""
+    from xsteer.evaluation.judge import judge_analysis
+
+    def t(x: Any) -> Tensor:
+        return torch.tensor(x, dtype=torch.float64)
+
+    res: dict[str, Any] = judge_analysis(
+        {n: t(v) for n, v in judged["scores"].items()},
+        {n: t(v) for n, v in judged["nll"].items()},
+        t(judged["base_score"]),
+        t(judged["base_nll"]),
+        maps=[f"{lm}×{wm}" for lm, wm in maps],
+        n_boot=spec.n_boot,
+        seed=spec.seed,
+    )
+    for m, row in res.get("maps", {}).items():
+        first = out["maps"].get(m, {})
+        if "beats_placebo" in row and "beats_placebo" in first and not first.get("control"):
+            row["agrees"] = bool(row["beats_placebo"] == first["beats_placebo"])
+    return res
 
 
 def _summary(values: Sequence[float]) -> dict[str, Any]:
