@@ -30,10 +30,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # annotations only: importing generate (tqdm, the KV cache) waits until a check runs
+    from xsteer.core.generate import CacheKind
 
 PROMPTS = (
     "The capital of France is",
@@ -208,7 +211,7 @@ def check_generation(
     prompts: Sequence[str] = PROMPTS,
     *,
     max_new_tokens: int = 16,
-    caches: Sequence[str] = ("static", "dynamic"),
+    caches: Sequence[CacheKind] = ("static", "dynamic"),
 ) -> list[CheckRow]:
     """Check 4: generation through each KV cache (batched, as xsteer generates) against the no-cache reference.
 
@@ -221,7 +224,7 @@ def check_generation(
     want = [greedy_without_cache(model, p, max_new_tokens) for p in prompts]
     rows = []
     for cache in caches:
-        got = [g.text for g in generate(model, list(prompts), max_new_tokens=max_new_tokens, cache=cache)]  # type: ignore[arg-type]
+        got = [g.text for g in generate(model, list(prompts), max_new_tokens=max_new_tokens, cache=cache)]
         bad = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b]
         detail = f"{len(prompts)} prompts x {max_new_tokens} tokens, greedy"
         if bad:
