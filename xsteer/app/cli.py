@@ -16,6 +16,7 @@ from typing import Any, get_args
 
 import click
 
+from xsteer.app.cli_check import check_model_cmd
 from xsteer.app.cli_common import (
     NonNegative,
     Positive,
@@ -1414,7 +1415,7 @@ def grid_cmd(config_path: str, out: str | None, ray_address: str | None, check: 
     )
 
 
-for _command in (export_cmd, export_model_cmd, import_cmd):
+for _command in (export_cmd, export_model_cmd, import_cmd, check_model_cmd):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -120,3 +120,8 @@ def kv_layout(model: Any) -> tuple[int, int, int]:
     kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     return int(cfg.num_hidden_layers), int(kv_heads), int(head_dim)
+
+
+def decoder_layers(hf_model: Any) -> Any:
+    """The decoder blocks of a plain Hugging Face causal LM, in order."""
+    return hf_model.get_decoder().layers

@@ -1,0 +1,118 @@
+"""`xsteer check-model`: a sound model passes every check; a broken one fails the check that names its fault."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from click.testing import CliRunner
+from conftest import tiny_hf
+
+from xsteer.app.cli import main
+from xsteer.core.models import check as check_mod
+from xsteer.core.models import wrap
+from xsteer.core.models.check import format_table, run_checks
+
+
+def tiny_pair():
+    hf, tok = tiny_hf("llama", d_model=32, n_layers=3)
+    reference = copy.deepcopy(hf)
+    return wrap(hf, tok, model_id="tiny-llama", device="cpu"), reference
+
+
+def offset_resid(model, layer: int, by: float = 0.5):
+    """Break the bridge: every read of block `layer`'s output is off by a constant, which HF does not see."""
+    model.hook_dict[f"blocks.{layer}.hook_resid_post"].add_hook(lambda x, hook: x + by, is_permanent=True)
+    return model
+
+
+def by_name(rows):
+    return {r.check: r for r in rows}
+
+
+def test_a_sound_model_passes_every_check():
+    model, reference = tiny_pair()
+    rows = run_checks(model, reference, max_new_tokens=8)
+    assert all(r.ok for r in rows), format_table(rows)
+    names = [r.check for r in rows]
+    assert names == [
+        "resid L0",
+        "resid L1",
+        "resid L2",
+        "logits",
+        "steer λ=0",
+        "steer λ·v L1",
+        "generate static cache",
+        "generate dynamic cache",
+    ]
+    assert by_name(rows)["steer λ=0"].abs_err == 0.0
+
+
+def test_an_offset_residual_fails_that_layer_and_what_follows():
+    model, reference = tiny_pair()
+    offset_resid(model, layer=1)
+    rows = by_name(run_checks(model, reference, max_new_tokens=8))
+    assert rows["resid L0"].ok
+    assert not rows["resid L1"].ok and rows["resid L1"].abs_err == pytest.approx(0.5, rel=1e-3)
+    assert not rows["resid L2"].ok and not rows["logits"].ok
+    # steering and the caches are consistent with the (broken) forward they run through
+    assert rows["steer λ=0"].ok and rows["steer λ·v L1"].ok and rows["generate static cache"].ok
+
+
+def test_steering_that_adds_the_wrong_amount_fails_the_planted_check(monkeypatch):
+    from xsteer.core.inject import SteeringHandle
+
+    model, reference = tiny_pair()
+    hook = SteeringHandle.hook
+
+    def off_by_one_percent(self, layer):
+        add = hook(self, layer)
+        return lambda resid, hook=None: resid + 1.01 * (add(resid, hook) - resid)
+
+    monkeypatch.setattr(SteeringHandle, "hook", off_by_one_percent)
+    rows = by_name(check_mod.check_steering(model))
+    assert rows["steer λ=0"].ok and not rows["steer λ·v L1"].ok
+
+
+def test_cli_passes_a_sound_local_model(tiny_dir):
+    res = CliRunner().invoke(main, ["check-model", str(tiny_dir), "--device", "cpu", "--max-new-tokens", "6"])
+    assert res.exit_code == 0, res.output
+    assert "resid L2" in res.output and "generate static cache" in res.output
+    assert "all 8 checks passed" in res.output
+
+
+def test_cli_exits_nonzero_and_names_the_failing_check(tiny_dir, monkeypatch):
+    model, reference = tiny_pair()
+    monkeypatch.setattr(
+        check_mod, "load_with_reference", lambda spec, device=None: (offset_resid(model, 1), reference)
+    )
+    res = CliRunner().invoke(main, ["check-model", str(tiny_dir), "--max-new-tokens", "6"])
+    assert res.exit_code == 1, res.output
+    fail_line = res.output.strip().splitlines()[-1]
+    assert fail_line.startswith("Error:") and "resid L1" in fail_line and "resid L0" not in fail_line
+    assert any(ln.startswith("resid L1") and "FAIL" in ln for ln in res.output.splitlines())
+
+
+def test_cli_refuses_an_unknown_spec_in_one_line_before_loading(monkeypatch):
+    def never(*a, **k):
+        raise AssertionError("loaded a model for a bad spec")
+
+    monkeypatch.setattr(check_mod, "load_with_reference", never)
+    res = CliRunner().invoke(main, ["check-model", "no-such-model"])
+    assert res.exit_code == 1
+    assert res.output.strip().count("\n") == 0 and "unknown model spec 'no-such-model'" in res.output
+
+
+def test_smollm2_passes_every_check():
+    """The real thing: SmolLM2-135M from the offline zoo (~30 s on a loaded 2-core CPU, load included)."""
+    from xsteer.errors import ModelSpecError
+
+    try:
+        model, reference = check_mod.load_with_reference("smollm2-135m", device="cpu")
+    except ModelSpecError as e:
+        if "not installed" in str(e):
+            pytest.skip(f"zoo model smollm2-135m not installed: {e}")
+        raise
+    rows = run_checks(model, reference)
+    assert len(rows) == model.cfg.n_layers + 5
+    assert all(r.ok for r in rows), format_table(rows)
