@@ -8,6 +8,8 @@
 # (results/*.partial.json, saved after each chunk of 16 vectors) lands there as it is made, so a kill, a reset
 # or the end of a session loses at most one chunk. Rerun the same command to go on: finished measurements are
 # skipped, a partial one resumes at its last chunk.
+# The judge readout (a model that is neither parent nor child reads the steered continuations) is added to a
+# measurement made before it was asked for, without reading the rest again.
 # Order: the cells the instrument is judged on first (Gemma-3 -> SmolLM2 and Qwen 1.5B -> SmolLM2 on sentiment
 # and certainty, Qwen 1.5B -> 0.5B formality), then every pair's remaining concepts, cheapest child first.
 set -euo pipefail
@@ -15,13 +17,16 @@ OUT=${1:-analysis/results/fidelity_study}
 DATA=${2:-../shared/data}
 XS=${XSTEER:-.venv/bin/xsteer}
 MAPS=(--layer-map proportional --width-map ridge --width-map truncate_pad)
+G=gemma3-270m S=smollm2-135m Q1=qwen2.5-coder-1.5b Q0=qwen2.5-coder-0.5b
+judge() {  # the judge of a pair: a zoo model that is neither its parent nor its child
+  for j in $Q0 $S $G; do [ "$j" != "$1" ] && [ "$j" != "$2" ] && { echo "$j"; return; }; done
+}
 run() {  # parent child concept
   local parent=$1 child=$2 concept=$3
   echo "== $parent -> $child: $concept ($(date +%H:%M:%S))"
   "$XS" fidelity --parent "$parent" --child "$child" --concept "$concept" "${MAPS[@]}" --data-dir "$DATA" \
-    --out "$OUT"
+    --judge "$(judge "$parent" "$child")" --out "$OUT"
 }
-G=gemma3-270m S=smollm2-135m Q1=qwen2.5-coder-1.5b Q0=qwen2.5-coder-0.5b
 run $G $S sentiment
 run $G $S certainty
 run $Q1 $Q0 formality

@@ -466,6 +466,7 @@ def _judge_cell(
         layers=layers,
         max_new_tokens=spec.judge_tokens,
         batch_size=spec.batch_size,
+        progress=True,
     )
     plain = steered_continuations(
         child,

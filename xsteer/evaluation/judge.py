@@ -24,6 +24,7 @@ from torch import Tensor
 
 from xsteer.core.likelihood import continuation_logprobs
 from xsteer.core.models import encode, native_attention
+from xsteer.core.progress import Progress
 from xsteer.core.types import HookedModel
 from xsteer.errors import InputError
 
@@ -52,6 +53,7 @@ def steered_continuations(
     layers: Sequence[int],
     max_new_tokens: int = 24,
     batch_size: int = 32,
+    progress: bool = False,
 ) -> list[str]:
     """Greedy continuations, row ``i`` steered at every position by ``lam[i] · stack[which[i]]`` (unsteered with
     ``stack`` None). Rows run to ``max_new_tokens`` (short continuations; an EOS ends the decoded text)."""
@@ -61,7 +63,8 @@ def steered_continuations(
     device = next(model.parameters()).device
     eos = tok.eos_token_id
     out: list[str] = []
-    with native_attention(model):
+    bar = Progress(len(prompts), "steered continuations", unit="texts", enabled=progress)
+    with native_attention(model), bar:
         for start in range(0, len(prompts), batch_size):
             rows = list(range(start, min(start + batch_size, len(prompts))))
             enc = encode(tok, [prompts[i] for i in rows])
@@ -106,6 +109,7 @@ def steered_continuations(
             for ts in tokens:
                 cut = ts.index(eos) if eos is not None and eos in ts else len(ts)
                 out.append(tok.decode(ts[:cut], skip_special_tokens=True))
+            bar.update(len(rows))
     return out
 
 
