@@ -69,3 +69,17 @@ def test_random_controls_are_the_stored_control(tiny):
     assert torch.equal(draws["random#2"].vectors, first.random_like(9).vectors)
     with pytest.raises(XsteerError, match="at least 1"):
         random_controls(first, 0)
+
+
+def test_vectors_apply_is_steer(tiny):
+    """``with v.apply(model) as h`` is :func:`steer`'s context and hands out its handle."""
+    from xsteer.core.inject import SteeringHandle
+
+    sv = random_vectors(tiny, layers=[1])
+    ids = tiny.tokenizer(["steer me exactly"], return_tensors="pt").input_ids
+    with steer(tiny, sv, lam=2.0):
+        want = tiny(ids)
+    with sv.apply(tiny, lam=2.0, layers=[1]) as handle:
+        got = tiny(ids)
+    assert isinstance(handle, SteeringHandle)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
