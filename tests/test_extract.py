@@ -3,7 +3,7 @@ import torch
 
 from xsteer.core.activations import last_token_resid
 from xsteer.core.vectors import SteeringVectors
-from xsteer.extraction.extract import extract, fit_directions
+from xsteer.extraction.extract import extract, fit_directions, vectors_from_activations
 from xsteer.extraction.methods import METHODS
 from xsteer.extraction.pairs import ContrastivePair
 
@@ -93,3 +93,32 @@ def test_extract_end_to_end(tiny):
     assert len(sv.layer_stats) == tiny.cfg.n_layers and "separation" in sv.layer_stats[0]
     with pytest.raises(ValueError, match="empty"):
         extract(tiny, [], progress=False)
+
+
+def test_vectors_from_activations_is_what_extract_writes(tiny, tmp_path):
+    """Vectors built from activations read elsewhere (a study's stored acts) are the file extract writes."""
+    from xsteer.core.models import runtime
+
+    pairs = [ContrastivePair(f"good answer {i}", f"bad answer {i}") for i in range(6)]
+    layers = [1, 3]
+    via_model = extract(
+        tiny, pairs, method="mean_diff", layers=layers, seed=2, progress=False, extra={"k": 1}
+    )
+    acts = last_token_resid(tiny, [p.positive for p in pairs] + [p.negative for p in pairs], layers=layers)
+    pure = vectors_from_activations(
+        acts[:6],
+        acts[6:],
+        model_id="tiny-llama",
+        method="mean_diff",
+        seed=2,
+        pairs=pairs,
+        layers=layers,
+        n_layers=tiny.cfg.n_layers,
+        extra={**runtime(tiny), "k": 1},
+    )
+    a, b = via_model.save(tmp_path / "a.safetensors"), pure.save(tmp_path / "b.safetensors")
+    assert a.read_bytes() == b.read_bytes()
+    with pytest.raises(ValueError, match="do not fit layers"):
+        vectors_from_activations(acts[:6], acts[6:], model_id="m", pairs=pairs, layers=[0, 1, 2])
+    with pytest.raises(ValueError, match="for 5 pairs"):
+        vectors_from_activations(acts[:6], acts[6:], model_id="m", pairs=pairs[:5])

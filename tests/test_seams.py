@@ -34,3 +34,52 @@ def test_one_evaluation_never_mixes_norm_conventions(tiny):
     for name in ("parent", "native", "random"):
         assert conds[name].norm == "resid_mean"
         torch.testing.assert_close(conds[name].vectors.norm(dim=-1), torch.full((tiny.cfg.n_layers,), 40.0))
+
+
+def test_one_definition_of_resid_mean_norms(tiny):
+    """What λ means under ``resid_mean`` is defined once: the norms a transfer map stores for its child and the
+    norms an evaluation reads off the child are the same numbers, bit for bit, on the same texts."""
+    from conftest import tiny_model
+
+    from xsteer.app import steps
+    from xsteer.core.activations import last_token_resid, resid_norms
+    from xsteer.transfer.maps import fit_transfer
+
+    texts = [f"text number {i} about {'abc'[i % 3]}" * (1 + i % 3) for i in range(24)]
+    parent = tiny_model("qwen2", d_model=32, n_layers=3, seed=1)
+    tmap = fit_transfer(parent, tiny, texts)
+    from_steps = steps.resid_norms(tiny, texts)
+    assert torch.equal(tmap.child_resid_norm, from_steps)
+    acts = last_token_resid(tiny, texts)
+    assert torch.equal(resid_norms(acts), acts.norm(dim=-1).mean(dim=0))  # the text-major definition
+
+
+def test_random_controls_are_the_stored_control(tiny):
+    """The random control build_conditions adds is random_controls' first draw, which is today's
+    ``random_like(seed)`` of the first vector condition: records stored before still resume."""
+    from xsteer.evaluation.conditions import random_controls
+
+    first, second = random_vectors(tiny, seed=1), random_vectors(tiny, seed=2)
+    conds = build_conditions({"parent": first, "native": second}, seed=7)
+    old = first.random_like(7)
+    assert torch.equal(conds["random"].vectors, old.vectors) and conds["random"].method == old.method
+    draws = random_controls(first, 3, seed=7)
+    assert list(draws) == ["random", "random#1", "random#2"]
+    assert torch.equal(draws["random"].vectors, old.vectors)
+    assert torch.equal(draws["random#2"].vectors, first.random_like(9).vectors)
+    with pytest.raises(XsteerError, match="at least 1"):
+        random_controls(first, 0)
+
+
+def test_vectors_apply_is_steer(tiny):
+    """``with v.apply(model) as h`` is :func:`steer`'s context and hands out its handle."""
+    from xsteer.core.inject import SteeringHandle
+
+    sv = random_vectors(tiny, layers=[1])
+    ids = tiny.tokenizer(["steer me exactly"], return_tensors="pt").input_ids
+    with steer(tiny, sv, lam=2.0):
+        want = tiny(ids)
+    with sv.apply(tiny, lam=2.0, layers=[1]) as handle:
+        got = tiny(ids)
+    assert isinstance(handle, SteeringHandle)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

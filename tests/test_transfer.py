@@ -87,6 +87,31 @@ def test_clear_errors():
         tmap.check_child("D", (4, 40))
 
 
+def test_vectors_of_another_parent_are_refused_unless_allowed():
+    """Same shape is not same space: a vector of another model of the parent's size is refused by id, in the
+    map itself (so notebooks and every front end get the rule), with an explicit opt-out for fine-tunes."""
+    from xsteer.app.steps import check_map
+
+    xp, yc, _, _ = synthetic()
+    tmap = fit_transfer_from_activations(xp, yc, parent_id="P", child_id="C")
+    other = SteeringVectors(torch.randn(6, 48), "P-finetune", "pca", tuple(range(6)))
+    for refuse in (
+        lambda: tmap.apply(other),
+        lambda: tmap.check(other),
+        lambda: check_map(tmap, vectors=other),
+    ):
+        with pytest.raises(TransferError, match="'P'.*'P-finetune'.*allow_other_parent=True"):
+            refuse()
+    mapped = tmap.apply(other, allow_other_parent=True)
+    own = tmap.apply(other.replace(model_id="P"))
+    torch.testing.assert_close(mapped.vectors, own.vectors, rtol=0, atol=0)
+    assert mapped.extra["parent"] == "P-finetune" and mapped.extra["map_parent"] == "P"
+    assert "map_parent" not in own.extra
+    # the opt-out loosens the id only: another shape is still refused
+    with pytest.raises(TransferError, match="fit a map for that parent"):
+        tmap.apply(SteeringVectors(torch.randn(5, 48), "Q", "pca", (0,)), allow_other_parent=True)
+
+
 def test_fit_between_two_tiny_models():
     from conftest import tiny_model
 

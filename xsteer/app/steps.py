@@ -5,7 +5,9 @@ The CLI, the grid, the demo and notebooks parse their input into these calls and
 one place where a rule lives: which items pairs come from (a task's few-shot exemplars never double as
 pairs), how λ's norm convention is set (every condition of one evaluation shares one, or the run refuses),
 which vectors the random control copies (the first vector condition), and that a transfer map is used only
-with the parent and child it was fitted for.
+for the child it was fitted for. Rules that hold for notebooks too live in the objects and are only called
+here: the map refuses another parent's vectors itself (:meth:`~xsteer.transfer.maps.TransferMap.check`), and
+``resid_mean``'s norms have one definition (:func:`xsteer.core.activations.resid_norms`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from xsteer.app.config import ExperimentConfig, PairsSpec, TextSpec, TransferSpec
+from xsteer.core import activations
 from xsteer.core.activations import last_token_resid
 from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
@@ -119,14 +122,10 @@ def check_map(
     child_id: str | None = None,
     child_shape: tuple[int, int] | None = None,
 ) -> None:
-    """Refuse a map used with vectors of another parent, or for another child than it was fitted for."""
+    """Refuse a map used with vectors of another parent (the map's own rule), or for another child than it
+    was fitted for."""
     if vectors is not None:
         tmap.check(vectors)
-        if vectors.model_id != tmap.parent_id:
-            raise TransferError(
-                f"the map was fitted for parent {tmap.parent_id!r}, but the vectors come from "
-                f"{vectors.model_id!r}; fit a map for that parent"
-            )
     if child_id is not None and child_id != tmap.child_id:
         raise TransferError(
             f"the map was fitted for child {tmap.child_id!r}, not {child_id!r}: it would write vectors "
@@ -137,8 +136,9 @@ def check_map(
 
 
 def resid_norms(child: HookedModel, texts: Sequence[str], *, batch_size: int = 16) -> Float[Tensor, " layer"]:
-    """The child's mean ‖h_l‖ per layer on ``texts``: what ``resid_mean`` scales λ by."""
-    return last_token_resid(child, texts, batch_size=batch_size).norm(dim=-1).mean(dim=0)
+    """The child's mean ‖h_l‖ per layer on ``texts``: what ``resid_mean`` scales λ by (the same numbers a map
+    fitted on these texts stores as ``child_resid_norm``)."""
+    return activations.resid_norms(last_token_resid(child, texts, batch_size=batch_size))
 
 
 # ---------------------------------------------------------------------------------------------- conditions
@@ -150,7 +150,6 @@ def job_conditions(
 ) -> Conditions:
     """A grid job's conditions: the mapped parent, the child's own vectors, the random control, all under
     the config's norm convention (the map's residual norms for ``resid_mean``)."""
-    check_map(tmap, vectors=parent_vectors)
     vectors = {"parent": tmap.apply(parent_vectors, norm=cfg.transfer.norm)}
     if native_vectors is not None:
         vectors["native"] = native_vectors

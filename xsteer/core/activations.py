@@ -90,6 +90,15 @@ def last_token_resid(
     return out
 
 
+def resid_norms(acts: Float[Tensor, "n layer d_model"]) -> Float[Tensor, " layer"]:
+    """Mean ‖h_l‖ over texts per layer (text-major, as :func:`last_token_resid` returns them).
+
+    The one definition of what λ means under the ``resid_mean`` convention: a transfer map stores this for its
+    child, and an evaluation's norm source is this on the child's texts, so both must compute it alike.
+    """
+    return acts.norm(dim=-1).mean(dim=0).float()
+
+
 @torch.inference_mode()
 def next_token_logprobs(
     model: HookedModel,

@@ -66,6 +66,7 @@ from xsteer.core.inject import Lambda, steer
 from xsteer.core.kvcache import SharedKVCache
 from xsteer.core.models import encode, eos_ids, has_sliding_window, native_attention
 from xsteer.core.models.backend import hf_config, kv_layout, register_attention
+from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 
 Positions = Literal["all", "generated"]
@@ -105,7 +106,7 @@ def lambda_rows(lam: Lambda, n: int) -> Tensor:
 
 
 def generate(
-    model: Any,
+    model: HookedModel,
     prompts: Sequence[str],
     *,
     max_new_tokens: int = 256,
@@ -179,7 +180,7 @@ def generate(
 
 
 def _run_batches(
-    model: Any,
+    model: HookedModel,
     prompts: Sequence[str],
     order: list[int],
     results: list,
@@ -216,7 +217,7 @@ def _available_bytes(device: torch.device) -> int:
 
 
 def auto_batch_size(
-    model: Any,
+    model: HookedModel,
     prompt_tokens: int,
     max_new_tokens: int,
     n_rows: int,
@@ -260,7 +261,7 @@ def shared_prefix_len(seqs: Sequence[Tensor]) -> int:
 
 
 def _prefill(
-    model: Any, seqs: list[Tensor], device: Any, *, lam: Tensor | None = None, handle: Any = None
+    model: HookedModel, seqs: list[Tensor], device: Any, *, lam: Tensor | None = None, handle: Any = None
 ) -> tuple:
     """Run ``seqs`` (unpadded token ids) through the model, filling a KV cache; returns (cache, mask, last
     position per row, last logits), or Nones when every sequence is empty.
@@ -314,7 +315,7 @@ def _prefill(
 
 
 def _prompt_units(
-    model: Any, prompts: list[str], steering: Steering | None, lam: Tensor | None
+    model: HookedModel, prompts: list[str], steering: Steering | None, lam: Tensor | None
 ) -> tuple[bool, list[Tensor], list[int], Any]:
     """What both KV caches prefill: whether prompts are shared, the unpadded ids of each unit, each row's unit,
     and the steering context.
@@ -338,7 +339,7 @@ def _prompt_units(
 
 @torch.inference_mode()
 def _generate_batch_dynamic(
-    model: Any,
+    model: HookedModel,
     prompts: list[str],
     *,
     max_new_tokens: int,
@@ -442,7 +443,7 @@ def _left_pad(
 
 
 def _forward(
-    model: Any,
+    model: HookedModel,
     cache: SharedKVCache,
     ids: Int[Tensor, "row q"],
     real: Bool[Tensor, "row q"],
@@ -458,12 +459,12 @@ def _forward(
 
 
 def _new_cache(
-    model: Any, rows: int, capacity: int, device: Any, levels: Sequence[kvcache.Level] = ()
+    model: HookedModel, rows: int, capacity: int, device: Any, levels: Sequence[kvcache.Level] = ()
 ) -> SharedKVCache:
     return SharedKVCache(kv_layout(model)[0], rows, capacity, levels=levels, device=device)
 
 
-def _prefix_level(model: Any, ids: Int[Tensor, "group p"], device: Any) -> list[kvcache.Level]:
+def _prefix_level(model: HookedModel, ids: Int[Tensor, "group p"], device: Any) -> list[kvcache.Level]:
     """Prefill identical-length blocks (no padding), one row per group; the result as a level of one group per row."""
     g, p = ids.shape
     pre = _new_cache(model, g, p, device)
@@ -479,7 +480,7 @@ def _prefix_level(model: Any, ids: Int[Tensor, "group p"], device: Any) -> list[
     return pre.as_level(range(g))
 
 
-def _context_levels(model: Any, contexts: list[Tensor], device: Any) -> list[kvcache.Level]:
+def _context_levels(model: HookedModel, contexts: list[Tensor], device: Any) -> list[kvcache.Level]:
     """KV levels holding ``contexts`` (one group per context): the prefix they all share once, then the rest
     of each. Runs unsteered (the caller switched steering off)."""
     if all(len(c) == 0 for c in contexts):
@@ -514,7 +515,7 @@ def _sample(
 
 @torch.inference_mode()
 def _generate_batch_static(
-    model: Any,
+    model: HookedModel,
     prompts: list[str],
     *,
     max_new_tokens: int,

@@ -12,7 +12,7 @@ model's device, so a hook call does no host work, no host-to-device copy and no 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -81,7 +81,7 @@ class SteeringHandle:
         elif self.per_row:
             self.set_lambda(self.lam)
 
-    def hook(self, layer: int):
+    def hook(self, layer: int) -> Callable[..., Tensor]:
         """The hook function for one layer; `layer` is bound now, not looked up late (lm-eval's bug)."""
 
         def add(resid: Tensor, hook: Any = None) -> Tensor:

@@ -19,6 +19,7 @@ from torch import Tensor
 from xsteer.core.generate import Steering, lambda_rows
 from xsteer.core.inject import steer
 from xsteer.core.models import encode, native_attention
+from xsteer.core.types import HookedModel
 
 
 def _groups(contexts: Sequence[str], lam: Tensor | None) -> list[tuple[int, int]]:
@@ -32,7 +33,7 @@ def _groups(contexts: Sequence[str], lam: Tensor | None) -> list[tuple[int, int]
 
 
 def continuation_logprobs(
-    model: Any,
+    model: HookedModel,
     contexts: Sequence[str],
     continuations: Sequence[str],
     *,
@@ -72,7 +73,7 @@ def continuation_logprobs(
 
 @torch.inference_mode()
 def _score_groups(
-    model: Any,
+    model: HookedModel,
     tok: Any,
     device: Any,
     contexts: Sequence[str],

@@ -14,9 +14,24 @@ from typing import Any, Protocol, runtime_checkable
 from torch import Tensor
 
 
+class ModelConfig(Protocol):
+    """What xsteer reads of a model's config. ``n_ctx`` is read with ``getattr`` where a context length is
+    checked: bridges of some architectures do not know it. Read-only here, so a config whose fields are plain
+    attributes (TransformerBridge's) or properties both satisfy it."""
+
+    @property
+    def n_layers(self) -> int: ...
+
+    @property
+    def d_model(self) -> int: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+
 @runtime_checkable
 class HookedModel(Protocol):
-    cfg: Any  # n_layers, d_model, model_name (n_ctx when known)
+    cfg: ModelConfig
     tokenizer: Any
 
     def hooks(
@@ -32,4 +47,4 @@ class HookedModel(Protocol):
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
-__all__ = ["HookedModel"]
+__all__ = ["HookedModel", "ModelConfig"]

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from xsteer.core.types import HookedModel
 from xsteer.errors import VectorFileError
+
+if TYPE_CHECKING:  # inject imports this module: the names are for the checker only
+    from xsteer.core.inject import Lambda, SteeringHandle
 
 FORMAT_VERSION = 1
 
@@ -198,7 +204,9 @@ class SteeringVectors:
         )
 
     # ------------------------------------------------------------------ use and arithmetic
-    def apply(self, model: Any, *, lam: Any = 1.0, layers: Any = None) -> Any:
+    def apply(
+        self, model: HookedModel, *, lam: Lambda = 1.0, layers: Sequence[int] | None = None
+    ) -> AbstractContextManager[SteeringHandle]:
         """Steer ``model`` inside a ``with`` block (:func:`xsteer.core.inject.steer`): ``h_l += λ · v_l``."""
         from xsteer.core.inject import steer
 

@@ -23,6 +23,17 @@ from xsteer.evaluation.summary import BASELINE
 Conditions = dict[str, SteeringVectors | None]
 
 
+def random_controls(v: SteeringVectors, n: int = 1, seed: int = 0) -> dict[str, SteeringVectors]:
+    """``n`` random-direction controls copying ``v``: a seeded random direction of ``v``'s norm per steered layer.
+
+    Draw ``i`` uses seed ``seed + i``, and the first is named ``random`` (a reserved condition name), so one
+    control is exactly the one every stored record was made with; further draws are ``random#1``, ...
+    """
+    if n < 1:
+        raise InputError(f"the number of random controls must be at least 1, got {n}")
+    return {("random" if i == 0 else f"random#{i}"): v.random_like(seed + i) for i in range(n)}
+
+
 def build_conditions(
     vectors: Mapping[str, SteeringVectors],
     *,
@@ -59,5 +70,5 @@ def build_conditions(
     if random and vectors:
         first = out[next(iter(vectors))]
         assert first is not None
-        out["random"] = first.random_like(seed)
+        out.update(random_controls(first, 1, seed))
     return out

@@ -34,6 +34,7 @@ from xsteer.core.io import write_json_atomic, write_text_atomic
 from xsteer.core.likelihood import continuation_logprobs
 from xsteer.core.models import model_id, runtime
 from xsteer.core.progress import Progress
+from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import InputError, NormConventionError
 from xsteer.evaluation.plan import (
@@ -137,7 +138,7 @@ def _seed(seed: int, item: str, sample: int) -> int:
 class Evaluator:
     """Runs conditions on one child model and writes records to ``store``."""
 
-    model: Any
+    model: HookedModel
     cfg: EvalConfig
     store: RecordStore
     conditions: dict[str, SteeringVectors | None]  # name -> vectors; None = baseline

@@ -83,6 +83,52 @@ def _layer_stats(
     }
 
 
+def vectors_from_activations(
+    pos: Float[Tensor, "n layer d_model"],
+    neg: Float[Tensor, "n layer d_model"],
+    *,
+    model_id: str,
+    method: str | MethodFn = "pca",
+    seed: int = 0,
+    pairs: Sequence[ContrastivePair],
+    layers: Sequence[int] | None = None,
+    n_layers: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> SteeringVectors:
+    """Algorithm 1 without a model: :class:`SteeringVectors` from the pairs' activations already read.
+
+    ``pos``/``neg`` hold the (sorted) ``layers`` of a model of ``n_layers`` layers (default: every layer, in
+    order); the others stay zero and unsteered. The file records the pairs' hash and count and the seed, as
+    :func:`extract` writes it, so vectors from stored activations and vectors from a model are one kind.
+    """
+    m = get_method(method)
+    n, n_read, d_model = pos.shape
+    layers = list(range(n_read)) if layers is None else list(layers)
+    n_layers = n_read if n_layers is None else n_layers
+    if len(layers) != n_read or layers != sorted(set(layers)) or (layers and layers[-1] >= n_layers):
+        raise InputError(
+            f"activations of {n_read} layers do not fit layers {layers} of a {n_layers}-layer model"
+        )
+    if len(pairs) != n:
+        raise InputError(f"{n} activation rows for {len(pairs)} pairs")
+    directions, stats = fit_directions(pos, neg, method=method, seed=seed)
+    full = torch.zeros(n_layers, d_model)
+    full[layers] = directions
+    all_stats: list[dict[str, float]] = [{} for _ in range(n_layers)]
+    for layer, st in zip(layers, stats, strict=True):
+        all_stats[layer] = st
+    return SteeringVectors(
+        vectors=full,
+        model_id=model_id,
+        method=m.name,
+        layers=tuple(layers),
+        centring=m.centring,
+        pairs_hash=pairs_hash(pairs),
+        layer_stats=tuple(all_stats),
+        extra={"n_pairs": len(pairs), "seed": seed, **(extra or {})},
+    )
+
+
 def identical_token_pairs(tokenizer: Any, pairs: Sequence[ContrastivePair]) -> list[str]:
     """Pairs whose two texts tokenize to the same ids (e.g. they differ only in trailing whitespace)."""
     ids = tokenizer([t for p in pairs for t in (p.positive, p.negative)]).input_ids
@@ -110,7 +156,7 @@ def extract(
         raise InputError("the pair set is empty: extraction needs at least one contrastive pair")
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
-    m = get_method(method)
+    get_method(method)  # an unknown method fails before any forward pass
     check_pairs(pairs)
     same = identical_token_pairs(model.tokenizer, pairs)
     if same:
@@ -123,19 +169,14 @@ def extract(
     texts = [p.positive for p in pairs] + [p.negative for p in pairs]
     acts = last_token_resid(model, texts, layers=layers, batch_size=batch_size, progress=progress)
     pos, neg = acts[: len(pairs)], acts[len(pairs) :]
-    directions, stats = fit_directions(pos, neg, method=method, seed=seed)
-    full = torch.zeros(model.cfg.n_layers, model.cfg.d_model)
-    full[layers] = directions
-    all_stats: list[dict[str, float]] = [{} for _ in range(model.cfg.n_layers)]
-    for layer, st in zip(layers, stats, strict=True):
-        all_stats[layer] = st
-    return SteeringVectors(
-        vectors=full,
+    return vectors_from_activations(
+        pos,
+        neg,
         model_id=model_id(model),
-        method=m.name,
-        layers=tuple(layers),
-        centring=m.centring,
-        pairs_hash=pairs_hash(pairs),
-        layer_stats=tuple(all_stats),
-        extra={"n_pairs": len(pairs), "seed": seed, **runtime(model), **(extra or {})},
+        method=method,
+        seed=seed,
+        pairs=pairs,
+        layers=layers,
+        n_layers=model.cfg.n_layers,
+        extra={**runtime(model), **(extra or {})},
     )

@@ -477,8 +477,8 @@ def _math_verify_equiv(pred: str, gold: str) -> bool:
         # Both sides go in as one inline-math expression; math_verify extracts $...$.
         return "$" + x.strip().strip("$").strip() + "$"
 
-    gold_p = parse(wrap(gold), parsing_timeout=timeout)  # type: ignore[arg-type]
-    pred_p = parse(wrap(pred), parsing_timeout=timeout)  # type: ignore[arg-type]
+    gold_p = parse(wrap(gold), parsing_timeout=timeout)
+    pred_p = parse(wrap(pred), parsing_timeout=timeout)
     if not gold_p or not pred_p:
         return False
     return bool(verify(gold_p, pred_p, timeout_seconds=timeout))

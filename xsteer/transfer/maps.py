@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xsteer.core.activations import last_token_resid
+from xsteer.core.activations import last_token_resid, resid_norms
 from xsteer.core.io import save_safetensors
 from xsteer.core.models import model_id, runtime
 from xsteer.core.types import HookedModel
@@ -93,13 +93,25 @@ class TransferMap:
     report: dict[int, dict[str, float]] = field(default_factory=dict)  # child layer -> held-out fit
     info: dict[str, Any] = field(default_factory=dict)  # fit text spec, sizes, seed, CKA matrix ...
 
-    def check(self, vectors: SteeringVectors) -> None:
-        """Raise a clear error unless ``vectors`` live in this map's parent space."""
+    def check(self, vectors: SteeringVectors, *, allow_other_parent: bool = False) -> None:
+        """Raise a clear error unless ``vectors`` live in this map's parent space and come from its parent.
+
+        A same-shape vector of another model (another family's parent of equal size, or a fine-tune of this
+        one) would map without complaint into a meaningless child direction, so it is refused by id unless
+        ``allow_other_parent`` says the caller knows the two share a residual basis (fine-tunes of one base).
+        """
         if (vectors.n_layers, vectors.d_model) != self.parent_shape:
             raise TransferError(
                 f"this map was fitted for parent {self.parent_id!r} {list(self.parent_shape)} -> child "
                 f"{self.child_id!r} {list(self.child_shape)}, but the vectors come from {vectors.model_id!r} "
                 f"[{vectors.n_layers}, {vectors.d_model}]; fit a map for that parent with `xsteer transfer`"
+            )
+        if vectors.model_id != self.parent_id and not allow_other_parent:
+            raise TransferError(
+                f"this map was fitted for parent {self.parent_id!r}, but the vectors come from "
+                f"{vectors.model_id!r}; fit a map for that parent with `xsteer transfer`, or pass "
+                f"allow_other_parent=True if {vectors.model_id!r} shares {self.parent_id!r}'s residual basis "
+                "(a fine-tune of the same base)"
             )
 
     def check_child(self, child_id: str, shape: tuple[int, int]) -> None:
@@ -108,9 +120,14 @@ class TransferMap:
                 f"this map targets child {self.child_id!r} {list(self.child_shape)}, not {child_id!r} {list(shape)}"
             )
 
-    def apply(self, vectors: SteeringVectors, *, norm: str = "unit") -> SteeringVectors:
-        """Map parent vectors to child space: ``v_c = W_c(v_{layer_map[c]})`` then the norm convention."""
-        self.check(vectors)
+    def apply(
+        self, vectors: SteeringVectors, *, norm: str = "unit", allow_other_parent: bool = False
+    ) -> SteeringVectors:
+        """Map parent vectors to child space: ``v_c = W_c(v_{layer_map[c]})`` then the norm convention.
+
+        ``allow_other_parent`` accepts vectors of another model of the parent's shape (see :meth:`check`).
+        """
+        self.check(vectors, allow_other_parent=allow_other_parent)
         if norm not in NORMS:
             raise TransferError(f"unknown norm convention {norm!r}; options: {', '.join(NORMS)}")
         n_c, d_c = self.child_shape
@@ -147,6 +164,8 @@ class TransferMap:
                 "layer_map": self.layer_map_name,
                 "width_map": self.width_map_name,
                 "fit": self.info.get("fit_text"),
+                # Only under allow_other_parent: the map's own parent, since "parent" names the vectors'.
+                **({"map_parent": self.parent_id} if vectors.model_id != self.parent_id else {}),
             },
         )
         return mapped if norm == "unit" else mapped.scaled_to(self.child_resid_norm, "resid_mean")
@@ -332,7 +351,7 @@ def fit_transfer_from_activations(
         width_map_name=width_map,
         layer_map=lmap,
         width_maps=width_maps,
-        child_resid_norm=yc.norm(dim=-1).mean(dim=-1).float(),
+        child_resid_norm=resid_norms(einops.rearrange(yc, "l n d -> n l d")),
         report=report,
         info=info,
     )
