@@ -36,9 +36,15 @@ def cell_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 rows.append({**base, "map": m, "verdict": row.get("note", "")})
                 continue
             spec = row.get("specificity")
+            judged = res.get("judge") or {}
+            jrow = (judged.get("maps") or {}).get(m)
+            cost = judged.get("fluency_cost") or {}
             rows.append(
                 {
                     **base,
+                    "judge": jrow,
+                    "judge_reference": judged.get("reference"),
+                    "fluency": (cost.get(f"{m}/mapped"), cost.get("native")),
                     "map": m + (" (control)" if row["control"] else ""),
                     "fidelity": row["fidelity"],
                     "pipeline_ci": row.get("pipeline_ci"),
@@ -58,22 +64,39 @@ def cell_table(results: Sequence[Mapping[str, Any]]) -> str:
     placebo bar it must clear, specificity, and the (pair, concept) verdict."""
     lines = [
         "| parent → child | concept | map | fidelity [pipeline 95% CI] | probe-only CI | placebo q95 | "
-        "beats placebo | specificity [CI] | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "beats placebo | specificity [CI] | judge: fidelity [CI] (placebo q95) | fluency cost, mapped / native | "
+        "verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in cell_rows(results):
         pair = f"{r['parent']} → {r['child']}"
         if "fidelity" not in r:
-            lines.append(f"| {pair} | {r['concept']} | {r['map']} | — | — | — | — | — | {r['verdict']} |")
+            lines.append(
+                f"| {pair} | {r['concept']} | {r['map']} | — | — | — | — | — | — | — | {r['verdict']} |"
+            )
             continue
         spec = "—" if r["specificity"] is None else f"{r['specificity']:+.2f} {_ci(r['specificity_ci'])}"
         interval = _ci(r["pipeline_ci"]) if r["pipeline_ci"] else "(a control: no replicates)"
         lines.append(
             f"| {pair} | {r['concept']} | {r['map']} | {r['fidelity']:+.2f} {interval} | "
             f"{_ci(r['probe_ci'])} | {r['placebo_q95']:+.2f} | {'yes' if r['beats_placebo'] else 'no'} | {spec} | "
-            f"{r['verdict']} |"
+            f"{_judged(r)} | {_fluency(r['fluency'])} | {r['verdict']} |"
         )
     return "\n".join(lines)
+
+
+def _judged(r: Mapping[str, Any]) -> str:
+    j = r.get("judge")
+    if j is None:
+        return "not read" if r.get("judge_reference") is None else str(r["judge_reference"]).split(":")[0]
+    bar = f" ({j['placebo_q95']:+.2f})" if "placebo_q95" in j else ""
+    agree = "" if "agrees" not in j else ("; agrees" if j["agrees"] else "; **disagrees**")
+    return f"{j['fidelity']:+.2f} {_ci(j['ci'])}{bar}{agree}"
+
+
+def _fluency(pair: tuple[Any, Any]) -> str:
+    mapped, native = pair
+    return "—" if mapped is None or native is None else f"{mapped:+.2f} / {native:+.2f} nats"
 
 
 def calibration_counts(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[int]]]:
