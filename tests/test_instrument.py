@@ -316,7 +316,9 @@ def test_bad_instrument_settings_are_one_line_before_any_model_loads(tmp_path):
     for args, msg in (
         (["--placebos", "5"], "at least 10 placebos"),
         (["--replicates", "1"], "at least 2 replicates"),
-        (["--lambdas", "0.02,0.04"], "both signs"),
+        (["--lambdas", "0.02,0.04"], "one sign only"),
+        (["--judge", "smollm2-135m"], "must be neither"),
+        (["--judge-placebos", "5"], "judge_placebos must be between 10"),
     ):
         res = CliRunner().invoke(
             main,

@@ -368,35 +368,16 @@ def run_pair(
             f"{sum(len(c.names) for c in cells.values())} vectors on {len(cells)} readouts"
             + (f" ({resumed} read before, resumed)" if resumed else "")
         )
-        readouts, baselines = {}, {}
-        if name in stored:  # the readouts were made; only the judge is missing
-            readouts = {
-                k: {n: torch.tensor(r) for n, r in v.items()} for k, v in stored[name]["readouts"].items()
-            }
-            baselines = {k: torch.tensor(v) for k, v in stored[name]["baselines"].items()}
-        for key, cell in cells.items():
-            if key in readouts:
-                continue
-            target = concept if key == "target" else next(c for c in lexicon if c.name == key)
-            readout = _readout(target, child.tokenizer)
-            store = partial.store(key)
-            if "__baseline__" not in store:
-                store.update(
-                    {
-                        "__baseline__": readout.read_stack(child, cell.vectors[:1], [0.0], layers=layers)[
-                            0, 0
-                        ].tolist()
-                    }
-                )
-            baselines[key] = torch.tensor(store["__baseline__"])
-            reads = read_cell(
-                cell,
-                _reader(readout, child, layers, spec.batch_size),
-                ispec.lambdas,
-                store=store,
-                desc=f"{name} on the {'target' if key == 'target' else key} readout",
-            )
-            readouts[key] = reads
+        readouts, baselines = _read_all(
+            cells,
+            concept,
+            lexicon,
+            child,
+            layers,
+            spec,
+            partial,
+            stored.get(name),
+        )
         judged = None
         if spec.judge is not None and isinstance(concept, Concept):
             store = partial.store("__judge__")
@@ -434,6 +415,40 @@ def run_pair(
         partial.path.unlink(missing_ok=True)
         log(f"[{time.time() - t0:6.0f} s] {name}: {result.get('verdict', result['reference'])}")
     return list(files.values())
+
+
+def _read_all(
+    cells: dict[str, Any],
+    concept: Any,
+    lexicon: Sequence[Concept],
+    child: Any,
+    layers: list[int],
+    spec: FidelitySpec,
+    partial: _Partial,
+    stored: dict[str, Any] | None,
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """Every readout of one measurement: ``{readout: {vector: [λ, probe]}}`` and the unsteered ``{readout:
+    [probe]}``, taken from a stored result where there is one, else read (resuming from the partial file)."""
+    if stored:  # the readouts were made; only the judge is missing
+        readouts = {k: {n: torch.tensor(r) for n, r in v.items()} for k, v in stored["readouts"].items()}
+        return readouts, {k: torch.tensor(v) for k, v in stored["baselines"].items()}
+    readouts, baselines = {}, {}
+    for key, cell in cells.items():
+        target = concept if key == "target" else next(c for c in lexicon if c.name == key)
+        readout = _readout(target, child.tokenizer)
+        store = partial.store(key)
+        if "__baseline__" not in store:
+            base = readout.read_stack(child, cell.vectors[:1], [0.0], layers=layers)[0, 0]
+            store.update({"__baseline__": base.tolist()})
+        baselines[key] = torch.tensor(store["__baseline__"])
+        readouts[key] = read_cell(
+            cell,
+            _reader(readout, child, layers, spec.batch_size),
+            spec.instrument().lambdas,
+            store=store,
+            desc=f"{concept.name} on the {'target' if key == 'target' else key} readout",
+        )
+    return readouts, baselines
 
 
 def _judge_cell(
