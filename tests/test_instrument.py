@@ -269,8 +269,13 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
     from xsteer.evaluation import instrument
     from xsteer.evaluation.fidelity import AnswerLogOdds, answer_concept
 
-    # 8 pairs and 3 probes (a character model reads GSM8K contexts as ~300 tokens); chunks of 8 vectors.
-    monkeypatch.setattr(study, "answer_concept", lambda **kw: answer_concept(n_pairs=8, n_probes=3, **kw))
+    # 8 pairs and 3 probes of the short synthetic problems (a character model reads GSM8K contexts as ~300
+    # tokens); chunks of 8 vectors.
+    monkeypatch.setattr(
+        study,
+        "answer_concept",
+        lambda **kw: answer_concept(n_pairs=8, n_probes=3, **{**kw, "task": "synthetic"}),
+    )
     monkeypatch.setattr(instrument, "CHUNK", 8)
     parent, child = two_tiny_dirs
     spec = FidelitySpec(**_answer_study(child, shared_data, parents=(parent,)))
@@ -308,17 +313,23 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
     assert not partial.exists()
 
 
-def test_bad_instrument_settings_are_one_line_before_any_model_loads(tmp_path):
+def test_bad_instrument_settings_are_one_line_before_any_model_loads(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
+    from xsteer.app import fidelity as study
     from xsteer.app.cli import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded: the bad setting was not refused first")
+
+    monkeypatch.setattr(study, "load_model", no_model)
 
     for args, msg in (
         (["--placebos", "5"], "at least 10 placebos"),
         (["--replicates", "1"], "at least 2 replicates"),
         (["--lambdas", "0.02,0.04"], "one sign only"),
         (["--judge", "smollm2-135m"], "must be neither"),
-        (["--judge-placebos", "5"], "judge_placebos must be between 10"),
+        (["--judge", "qwen2.5-coder-0.5b", "--judge-placebos", "5"], "judge_placebos must be between 10"),
     ):
         res = CliRunner().invoke(
             main,

@@ -109,6 +109,10 @@ class FidelitySpec:
                 load_concept(c)
         if not self.parents or not self.children:
             raise InputError("a fidelity study needs at least one parent and one child")
+        if not 10 <= self.judge_placebos <= self.placebos:
+            raise InputError(
+                f"judge_placebos must be between 10 and --placebos ({self.placebos}), got {self.judge_placebos}"
+            )
         if self.judge is not None:
             same = {parse_spec(self.judge).model_id} & {
                 parse_spec(m).model_id for m in (*self.parents, *self.children)
@@ -118,10 +122,7 @@ class FidelitySpec:
                     f"the judge {self.judge!r} is also a parent or child of this study; a judge must be neither "
                     "(it would read its own steering), e.g. --judge qwen2.5-coder-0.5b for Gemma-3 -> SmolLM2"
                 )
-            if self.judge_placebos < 10 or self.judge_placebos > self.placebos:
-                raise InputError(
-                    f"judge_placebos must be between 10 and --placebos ({self.placebos}), got {self.judge_placebos}"
-                )
+
         if ANSWER in self.concepts:
             get_task("gsm8k").load("validation", data_dir=self.data_dir, limit=1)
 
