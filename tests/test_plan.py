@@ -51,6 +51,7 @@ OTHER_MEANING = {
     ("similarity", "batch_size"): "activation passes over the texts",
     ("fidelity", "batch_size"): "dose-response passes over the probes",
     ("fidelity", "lambdas"): "the dose-response grid, signed and relative to the residual norm",
+    ("check-model", "max_new_tokens"): "greedy tokens of the cache-vs-no-cache generation check",
 }
 #: Options whose default is the map fit texts.
 FIT_TEXT = {("transfer", "fit_text"), ("similarity", "text_spec")}
