@@ -16,6 +16,7 @@ the disagreement is the result (AxBench reads concept and fluency the same way, 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -78,7 +79,7 @@ def steered_continuations(
                     layers=layers,
                 )
                 if stack is not None
-                else _null()
+                else nullcontext()
             )
             tokens: list[list[int]] = [[] for _ in rows]
             with manager:
@@ -111,14 +112,6 @@ def steered_continuations(
                 out.append(tok.decode(ts[:cut], skip_special_tokens=True))
             bar.update(len(rows))
     return out
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def judge(
