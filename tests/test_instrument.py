@@ -19,6 +19,7 @@ from xsteer.evaluation.instrument import (
     mean_diff,
     read_cell,
     reference_check,
+    scaled,
 )
 from xsteer.evaluation.nulls import (
     covariance_directions,
@@ -94,6 +95,35 @@ def test_spec_refuses_what_cannot_make_a_verdict():
         InstrumentSpec(replicates=1)
     with pytest.raises(InputError, match="both signs"):
         InstrumentSpec(lambdas=(0.02, 0.04))
+    with pytest.raises(InputError, match="unknown norm convention 'l2'; options: resid_mean, whitened"):
+        InstrumentSpec(norm="l2")
+
+
+def test_norm_conventions_set_what_lambda_is_a_share_of():
+    # Activations with one massive coordinate (spread 100) among quiet ones (spread 1), over 2 layers.
+    g = torch.Generator().manual_seed(0)
+    spread = torch.ones(8)
+    spread[0] = 100.0
+    fit = torch.randn(4000, 2, 8, generator=g) * spread
+    massive, quiet = torch.zeros(2, 8), torch.zeros(2, 8)
+    massive[:, 0], quiet[:, 3] = 1.0, 1.0
+    stack = torch.stack([massive, quiet, massive + quiet])
+
+    # resid_mean: every vector gets the mean residual norm on the steered layer 1, layer 0 stays zero.
+    out = scaled(stack, [1], fit, "resid_mean")
+    assert torch.equal(out[:, 0], torch.zeros(3, 8))
+    mean_norm = fit[:, 1].norm(dim=-1).mean()
+    torch.testing.assert_close(out[:, 1].norm(dim=-1), mean_norm.expand(3))
+
+    # whitened: each vector is √d spreads long in the child's own units, so a push along the massive coordinate
+    # is ~100x longer than one along a quiet coordinate, and the direction is kept.
+    out = scaled(stack, [1], fit, "whitened")
+    sigma = fit[:, 1].std(dim=0)
+    torch.testing.assert_close((out[:, 1] / sigma).norm(dim=-1), torch.full((3,), 8**0.5))
+    assert torch.equal(out[:, 0], torch.zeros(3, 8))
+    ratio = out[0, 1].norm() / out[1, 1].norm()
+    assert 95 < ratio < 105
+    torch.testing.assert_close(out[2, 1] / out[2, 1].norm(), stack[2, 1] / stack[2, 1].norm())
 
 
 # ---------------------------------------------------------------------------------------------- verdicts
@@ -311,6 +341,30 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
     assert resumed["readouts"] == doc["readouts"] and resumed["result"] == doc["result"]
     assert len(calls) == -(-(len(names) - 8) // 8)  # only the chunks not read before
     assert not partial.exists()
+
+
+def test_a_measurement_stored_with_other_settings_is_refused_not_returned(tmp_path, monkeypatch):
+    import json
+
+    from xsteer.app import fidelity as study
+    from xsteer.app.fidelity import FidelitySpec, _measured, run_pair
+
+    monkeypatch.setattr(study, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    spec = FidelitySpec(parents=("gemma3-270m",), children=("smollm2-135m",), concepts=("sentiment",))
+    path = tmp_path / "results" / "gemma3-270m__smollm2-135m__sentiment.json"
+    path.parent.mkdir()
+    stored = {**json.loads(json.dumps(_measured(spec))), "placebos": 20, "data_dir": "/elsewhere"}
+    path.write_text(json.dumps({"spec": stored, "judged": {"x": 1}}))
+    with pytest.raises(InputError, match=r"placebos=20 \(now 50\)\); give another --out"):
+        run_pair(spec, "gemma3-270m", "smollm2-135m", tmp_path)
+    # The same settings (the data folder is a place, not a setting) return the stored file as it is.
+    path.write_text(json.dumps({"spec": {**stored, "placebos": 50}, "judged": {"x": 1}}))
+    assert run_pair(spec, "gemma3-270m", "smollm2-135m", tmp_path) == [path]
+    # A non-default norm is a setting.
+    with pytest.raises(InputError, match=r"norm=None \(now 'whitened'\)"):
+        run_pair(
+            FidelitySpec(**{**spec.__dict__, "norm": "whitened"}), "gemma3-270m", "smollm2-135m", tmp_path
+        )
 
 
 def test_bad_instrument_settings_are_one_line_before_any_model_loads(tmp_path, monkeypatch):

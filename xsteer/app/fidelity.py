@@ -75,6 +75,7 @@ class FidelitySpec:
     placebos: int = 50
     replicates: int = 20
     random_draws: int = 4
+    norm: str = "resid_mean"  # what λ is a share of (instrument.NORMS)
     judge: str | None = None  # a model that is neither parent nor child reads the steered continuations
     judge_placebos: int = 10  # placebos per candidate map continued and judged (the judge's own null)
     judge_tokens: int = 24  # greedy tokens each probe is continued by
@@ -134,6 +135,7 @@ class FidelitySpec:
             lambdas=tuple(float(x) for x in self.lambdas),
             n_boot=self.n_boot,
             seed=self.seed,
+            norm=self.norm,
         )
 
     @property
@@ -303,6 +305,20 @@ def run_pair(
         c.name: out / "results" / f"{slug(parent_spec)}__{slug(child_spec)}__{c.name}.json" for c in concepts
     }
     stored = {c.name: json.loads(files[c.name].read_text()) for c in concepts if files[c.name].exists()}
+    # A stored measurement made with other settings would be returned as this one's: refuse (where the data lie
+    # is no setting).
+    asked = {k: v for k, v in json.loads(json.dumps(_measured(spec))).items() if k != "data_dir"}
+    for name, doc in stored.items():
+        kept = {k: v for k, v in doc["spec"].items() if not k.startswith("judge") and k != "data_dir"}
+        if kept != asked:
+            diff = ", ".join(
+                f"{k}={kept.get(k)!r} (now {asked.get(k)!r})"
+                for k in sorted({*kept, *asked})
+                if kept.get(k) != asked.get(k)
+            )
+            raise InputError(
+                f"{files[name]} was measured with other settings ({diff}); give another --out, or remove it to measure again"
+            )
     # A finished measurement is kept; one read before the judge was asked for gets only the judge readout added.
     todo = [
         c
@@ -354,12 +370,7 @@ def run_pair(
         )
         # What decides the readouts (the judge's settings live with its own scores, so asking for a judge later
         # does not discard readouts already made).
-        measured = {
-            k: v
-            for k, v in asdict(spec).items()
-            if k not in ("parents", "children", "concepts", "device", "batch_size")
-            and not k.startswith("judge")
-        }
+        measured = _measured(spec)
         partial = _Partial(files[name].with_suffix(".partial.json"), _key([ids, name, measured]))
         if spec.judge is not None:
             measured.update({k: v for k, v in asdict(spec).items() if k.startswith("judge")})
@@ -529,6 +540,19 @@ def _judge_cell(
     }
 
 
+def _measured(spec: FidelitySpec) -> dict[str, Any]:
+    """The spec fields that decide a measurement's readouts (the judge's settings live with its own scores, so
+    asking for a judge later does not discard readouts already made). The default norm is left out, so the keys
+    and files of measurements made before the norm was a choice still match."""
+    return {
+        k: v
+        for k, v in asdict(spec).items()
+        if k not in ("parents", "children", "concepts", "device", "batch_size")
+        and not k.startswith("judge")
+        and not (k == "norm" and v == "resid_mean")
+    }
+
+
 def _rounded(t: torch.Tensor) -> torch.Tensor:
     return torch.round(t.double(), decimals=4)
 
@@ -551,6 +575,7 @@ def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
         lambdas=tuple(spec["lambdas"]),
         n_boot=spec["n_boot"],
         seed=spec["seed"],
+        norm=spec.get("norm", "resid_mean"),
     )
     maps = [(lm, wm) for lm in spec["layer_maps"] for wm in spec["width_maps"]]
     readouts = {

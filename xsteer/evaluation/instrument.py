@@ -5,7 +5,7 @@ until the readouts), every vector the verdict needs is built the same way and re
 forwards (:meth:`WordLogOdds.read_stack`: each batch row carries its own vector and λ):
 
 * the child's own vector (``native``) and, per map, the mapped parent vector: mean differences of the
-  concept's pairs (the parent's through the map), at the child's ``resid_mean`` norm on the steered layers;
+  concept's pairs (the parent's through the map), at the child's norm on the steered layers (:data:`NORMS`);
 * **placebo null** (:mod:`xsteer.evaluation.nulls`): K placebo parent vectors, half neutral pairings and half
   balanced label flips, through the *same* fitted map; a map crosses when its fidelity interval's lower bound
   clears the placebos' 95th percentile, and the (pair, concept) verdict over several candidate maps uses the
@@ -58,6 +58,12 @@ FORMAT = "xsteer.fidelity/2"
 #: children's own vectors act monotonically (at ±0.08 several break: Qwen 0.5B's curves turn over), and 4 values
 #: where 6 cost half as much again on every one of a measurement's ~170 vectors.
 LAMBDAS: tuple[float, ...] = (-0.04, -0.02, 0.02, 0.04)
+#: What λ is a share of. ``resid_mean``: the child's mean ‖h_l‖, so λ = 0.02 moves the residual by 2% of its
+#: typical length. ``whitened``: the child's spread per coordinate, ‖λ·v ⊘ σ_l‖ = λ·√d, so "equal norm" is the same
+#: push in units of each coordinate's own spread, and a direction along a massive-activation coordinate (σ in the
+#: hundreds on some children) is not starved next to one along quiet coordinates. The two agree where the residual
+#: is isotropic.
+NORMS = ("resid_mean", "whitened")
 #: Vectors read per chunk: what a killed measurement loses at most (one chunk is a few batched forwards).
 CHUNK = 16
 
@@ -73,8 +79,11 @@ class InstrumentSpec:
     probe_boot: int = 100  # probe resamples per replicate (pooled over replicates)
     n_boot: int = 2000  # probe-only bootstrap
     seed: int = 0
+    norm: str = "resid_mean"  # a key of NORMS
 
     def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise InputError(f"unknown norm convention {self.norm!r}; options: {', '.join(NORMS)}")
         if self.placebos < 10:
             raise InputError(f"a placebo null needs at least 10 placebos (--placebos), got {self.placebos}")
         if self.replicates < 2:
@@ -114,12 +123,22 @@ def mean_diff(pos: Tensor, neg: Tensor) -> Float[Tensor, "layer d"]:
     return (v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)).float()
 
 
-def _scaled(stack: Tensor, layers: Sequence[int], norms: Tensor) -> Tensor:
-    """Unit vectors per steered layer times the child's mean ‖h_l‖ there; every other layer zero."""
+def scaled(
+    stack: Float[Tensor, "k layer d"], layers: Sequence[int], fit: Float[Tensor, "m layer d"], norm: str
+) -> Float[Tensor, "k layer d"]:
+    """Each vector's steered layers at the child's ``norm`` (:data:`NORMS`), read from the child's activations
+    ``fit``; every other layer zero, so λ means the same push for every vector of a measurement."""
     out = torch.zeros_like(stack)
     idx = list(layers)
     v = stack[:, idx]
-    out[:, idx] = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30) * norms[idx].reshape(1, -1, 1)
+    if norm == "resid_mean":
+        norms = fit.norm(dim=-1).mean(dim=0)
+        out[:, idx] = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30) * norms[idx].reshape(1, -1, 1)
+    elif norm == "whitened":
+        sigma = fit[:, idx].std(dim=0).clamp_min(1e-12)  # [layer, d]; a dead coordinate must not divide by 0
+        out[:, idx] = v / (v / sigma).norm(dim=-1, keepdim=True).clamp_min(1e-30) * stack.shape[-1] ** 0.5
+    else:
+        raise InputError(f"unknown norm convention {norm!r}; options: {', '.join(NORMS)}")
     return out
 
 
@@ -135,13 +154,12 @@ def build_cell(
     off_target: Mapping[str, ModelActs] | None = None,
 ) -> dict[str, Cell]:
     """Every vector one concept's measurement reads, grouped by the readout it is read on (``"target"`` and
-    each off-target concept's name), at the child's ``resid_mean`` norm on ``layers``.
+    each off-target concept's name), at the child's ``spec.norm`` on ``layers``.
 
     ``lengths`` are the fit texts' lengths (neutral placebos pair texts of matched length); ``off_target`` the
     child's activations of the other concepts' pairs (their native vectors normalise the off-target shares).
     """
     g = spec.seed
-    norms = child.fit.norm(dim=-1).mean(dim=0)
     n_pairs = parent.pos.shape[0]
     xp = einops.rearrange(parent.fit, "n l d -> l n d")
     yc = einops.rearrange(child.fit, "n l d -> l n d")
@@ -226,7 +244,7 @@ def build_cell(
     cells = {
         "target": Cell(
             [n for n, ok in zip(names, alive.tolist(), strict=True) if ok],
-            _scaled(stack[alive], layers, norms),
+            scaled(stack[alive], layers, child.fit, spec.norm),
             fits,
         )
     }
@@ -238,7 +256,7 @@ def build_cell(
         # own vector, not against zero.
         cells[concept] = Cell(
             ["native", "target-native"] + [f"{lm}×{wm}/mapped" for lm, wm in maps],
-            _scaled(torch.cat([own, v_native, *mapped]), layers, norms),
+            scaled(torch.cat([own, v_native, *mapped]), layers, child.fit, spec.norm),
         )
     return cells
 
