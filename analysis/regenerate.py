@@ -12,12 +12,17 @@
 Each file keeps what is written by hand above its marker line; everything below is generated. Not regenerable, and
 marked so where it is published: ``fidelity.md`` (the earlier instrument's first 26 measurements, raw results lost),
 and the ITS, zoo-study, speed and lm-eval parity figures (their raw runs were not committed).
+
+``--check`` also reads every number published by hand (README's results section, each file's reading above its
+generated part) and fails on one that no committed table carries, and on a README paragraph that quotes only
+tables which are not regenerable without saying so (:func:`published_numbers`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -118,6 +123,78 @@ def readme(path: Path = ROOT / "README.md") -> str:
     return f"{head}{README_START}\n{block}\n{README_END}{tail}"
 
 
+#: A published result: a decimal, a percentage or a ratio ("0.87", "53.1%", "12.6x"); integers alone are counts
+#: and sizes ("7 pairs", "384 items") whose every use cannot be told from prose, and a number glued to letters
+#: is a name ("Qwen2.5", "0.5B").
+NUMBER = re.compile(r"(?<![\w.])[+−-]?(\d+(?:\.\d+)?(?=%|x\b)|\d+\.\d+(?!\w|\.\d))")
+#: A run's wall time ("1.27 h", "6.9 s") in a reading is a fact of the run, not a result a table carries.
+DURATION = re.compile(r"\d+(?:\.\d+)?\s?(?:h|s|min|ms)\b")
+NOT_REGENERABLE = "not regenerable"
+README_RESULTS = ("## Results on the offline zoo", "## Conventions")
+#: Readings not checked number by number: superseded, and quoting figures whose data were lost with the raw results.
+LEGACY = {"fidelity.md"}
+
+
+def _generated(text: str) -> tuple[str, str]:
+    """(reading written by hand, generated tables) of a results file."""
+    for marker in (
+        MARKER,
+        "<!-- generated below by analysis/fidelity_report.py; write the reading above this line -->",
+    ):
+        if marker in text:
+            head, body = text.split(marker, 1)
+            return head, body
+    if (
+        text.startswith("<!-- written by") and "\n#" in text
+    ):  # its_report.py: the reading precedes the first heading
+        i = text.index("\n#")
+        return text[:i], text[i:]
+    return "", text
+
+
+def published_numbers(readme_path: Path = ROOT / "README.md", results: Path = RESULTS) -> list[str]:
+    """What a published number does wrong: absent from every committed table, or quoted from tables that are not
+    regenerable by a README paragraph that does not say so. Each results file is either regenerated here or says
+    "not regenerable" in its first lines."""
+    files = sorted(p for p in results.glob("*.md") if p.name != "README.md") + sorted(results.glob("*.txt"))
+    regenerated = {"fidelity_study.md", "fidelity_runs.md"}
+    problems, tables, open_ = [], {}, set()
+    for p in files:
+        text = p.read_text(encoding="utf-8")
+        tables[p.name] = _generated(text)[1]
+        if p.name in regenerated:
+            open_.add(p.name)
+        elif NOT_REGENERABLE not in "\n".join(text.splitlines()[:6]).lower():
+            problems.append(
+                f"{p.relative_to(ROOT)}: neither regenerated nor marked '{NOT_REGENERABLE}' in its first lines"
+            )
+
+    def sources(n: str) -> set[str]:
+        pat = re.compile(r"(?<![\d.])" + re.escape(n) + r"(?!\d)")
+        return {k for k, v in tables.items() if pat.search(v)}
+
+    readme = readme_path.read_text(encoding="utf-8")
+    start, end = (readme.index(h) for h in README_RESULTS)
+    readings = {"README.md": readme[start:end]}
+    readings |= {p.name: _generated(p.read_text(encoding="utf-8"))[0] for p in files if p.suffix == ".md"}
+    for where, text in readings.items():
+        for para in text.split("\n\n"):
+            prose = para if where == "README.md" else DURATION.sub("", para)
+            closed: set[str] = set()
+            for m in NUMBER.finditer(prose):
+                src = sources(m.group(1))
+                if not src and where not in LEGACY:
+                    problems.append(f"{where}: {m.group(0)} is in no committed table ({para[:60]!r}...)")
+                if src and not src & open_:
+                    closed |= src
+            if where == "README.md" and closed and NOT_REGENERABLE not in para.lower():
+                problems.append(
+                    f"README.md: a paragraph quotes tables that are not regenerable ({', '.join(sorted(closed))}) "
+                    f"without saying '{NOT_REGENERABLE}' ({para[:60]!r}...)"
+                )
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="compare with the committed files; write nothing")
@@ -142,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"not what the committed results give: {', '.join(map(str, stale))}; run python -m analysis.regenerate"
         )
-        return 1
-    return 0
+    problems = published_numbers() if args.check else []
+    for line in problems:
+        print(line)
+    return 1 if stale or problems else 0
 
 
 if __name__ == "__main__":

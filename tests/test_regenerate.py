@@ -35,3 +35,38 @@ def test_a_table_that_no_longer_matches_its_results_is_caught(tmp_path):
         regenerate.fidelity_study(tmp_path, tmp_path / "none.md") == honest
     )  # stored verdicts are not trusted
     assert "+9.99" not in honest
+
+
+def _published(tmp_path, readme_results: str, files: dict[str, str]) -> list[str]:
+    (tmp_path / "results").mkdir(parents=True)
+    for name, text in files.items():
+        (tmp_path / "results" / name).write_text(text)
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# x\n\n## Results on the offline zoo\n\n{readme_results}\n\n## Conventions\n\n3.14 here is free.\n"
+    )
+    old_root, regenerate.ROOT = regenerate.ROOT, tmp_path
+    try:
+        return regenerate.published_numbers(readme, tmp_path / "results")
+    finally:
+        regenerate.ROOT = old_root
+
+
+def test_a_published_number_no_table_carries_is_caught(tmp_path):
+    study = f"# study\n\nReading: fidelity 0.87, bar 0.42.\n\n{regenerate.MARKER}\n\n| 0.87 [0.77, 0.92] | 0.42 |\n"
+    old = "# old\n\n> **Not regenerable**: lost.\n\n| 12.6x | 53.1% |\n"
+    files = {"fidelity_study.md": study, "perf.md": old}
+    assert _published(tmp_path / "a", "Fidelity 0.87 [0.77, 0.92], 7 pairs.", files) == []
+    [problem] = _published(tmp_path / "b", "Fidelity 0.88 [0.77, 0.92].", files)
+    assert problem.startswith("README.md: 0.88 is in no committed table")
+    # A number read only from a table that is not regenerable must be said to be so.
+    [problem] = _published(tmp_path / "c", "Speed 12.6x.", files)
+    assert "quotes tables that are not regenerable (perf.md)" in problem
+    assert _published(tmp_path / "d", "Speed 12.6x (not regenerable: timings lost).", files) == []
+    # A reading above the generated tables is held to them too; a wall time in it is a fact of the run.
+    bad = study.replace("bar 0.42.", "bar 0.45, in 1.27 h.")
+    [problem] = _published(tmp_path / "e", "", {**files, "fidelity_study.md": bad})
+    assert problem.startswith("fidelity_study.md: 0.45 is in no committed table")
+    # A results file that is neither regenerated nor marked is caught.
+    [problem] = _published(tmp_path / "f", "", {**files, "zoo.md": "# zoo\n\n| 0.5 |\n"})
+    assert "zoo.md: neither regenerated nor marked 'not regenerable'" in problem
