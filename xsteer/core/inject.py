@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xsteer.core.models import model_id
+from xsteer.core.models import model_id, weights_fingerprint
 from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors, VectorFileError
 from xsteer.errors import InputError
@@ -139,6 +139,17 @@ def steer(
 
         warnings.warn(
             f"vectors were made for {vectors.model_id!r} and are applied to {model_id(model)!r}", stacklevel=3
+        )
+    made_on = vectors.extra.get("weights")
+    here = weights_fingerprint(model) if made_on else None
+    if made_on and here and not here.startswith("unavailable") and made_on != here:
+        # Same name and shape, other weights: another revision, a fine-tune, a quantization.
+        import warnings
+
+        warnings.warn(
+            f"vectors were made on weights {made_on} and are applied to {model_id(model)!r} with weights {here} "
+            "(another revision, fine-tune or quantization); their effect may differ",
+            stacklevel=3,
         )
     chosen = resolve_layers(vectors, layers)
     param = next(model.parameters())

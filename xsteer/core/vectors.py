@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # inject imports this module: the names are for the checker o
     from xsteer.core.inject import Lambda, SteeringHandle
 
 FORMAT_VERSION = 1
+#: The libraries whose versions a file records (:func:`xsteer.core.models.runtime`).
+VERSIONED = ("xsteer", "torch", "transformers", "transformer-lens")
 
 # How the length of each layer's vector is defined; λ only means something relative to it.
 NORMS = {
@@ -105,6 +107,34 @@ class SteeringVectors:
         meta["layers"] = list(self.layers)
         meta["layer_stats"] = list(self.layer_stats)
         return meta
+
+    def provenance(self) -> dict[str, Any]:
+        """What a colleague needs to reuse this file, by name; None where it was not recorded (files written
+        before xsteer recorded it, or imported from another format)."""
+        x = self.extra
+        r2 = [s["r2"] for s in self.layer_stats if s and "r2" in s]
+        return {
+            "model_id": self.model_id,
+            "weights": x.get("weights"),  # xsteer.core.models.fingerprint
+            "revision": x.get("revision"),
+            "hook": self.hook,
+            "position": self.position,
+            "method": self.method,
+            "centring": self.centring or None,
+            "norm": self.norm,
+            "pairs_hash": self.pairs_hash or None,
+            # An imported file's "source" is the file it came from; its pairs' source is in the file's own record.
+            "pairs_source": x.get("file_meta", {}).get("pairs_source")
+            if "imported_from" in x
+            else x.get("source"),
+            "parent": x.get("parent"),
+            "parent_weights": x.get("parent_weights"),
+            "map": f"{x['layer_map']} x {x['width_map']}" if "layer_map" in x else None,
+            "fit_texts": x.get("fit"),
+            "fit_texts_hash": x.get("fit_texts_hash"),
+            "heldout_r2": round(sum(r2) / len(r2), 4) if r2 else None,
+            **{pkg: x.get(pkg) for pkg in VERSIONED},
+        }
 
     def check_compatible(self, n_layers: int, d_model: int, model_id: str | None = None) -> None:
         """Raise a clear error when these vectors do not live in a model of this depth and width."""

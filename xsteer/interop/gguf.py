@@ -270,6 +270,8 @@ def load_gguf(
     }
     if meta:
         extra["file_meta"] = dict(meta)
+    if ours and "weights" in meta:  # still warns when applied to other weights
+        extra["weights"] = str(meta["weights"])
     if ours and str(meta["model_id"]) != name:
         extra["file_model_id"] = str(meta["model_id"])
     if notes:
@@ -295,17 +297,9 @@ def _directions(vectors: SteeringVectors, scale: float) -> dict[str, np.ndarray]
 
 
 def _provenance(vectors: SteeringVectors, scale: float) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "model_id": vectors.model_id,
-        "method": vectors.method,
-        "norm": vectors.norm,
-        "hook": vectors.hook,
-        "position": vectors.position,
-        "n_layers": vectors.n_layers,
-        "scale": float(scale),
-    }
-    if vectors.pairs_hash:
-        meta["pairs_hash"] = vectors.pairs_hash
+    # GGUF keys hold scalars: every recorded provenance item, none of the unrecorded ones.
+    meta: dict[str, Any] = {k: v for k, v in vectors.provenance().items() if v is not None}
+    meta.update(n_layers=vectors.n_layers, scale=float(scale))
     return meta
 
 

@@ -33,7 +33,7 @@ from xsteer.core.activations import last_token_resid, resid_norms
 from xsteer.core.io import save_safetensors
 from xsteer.core.models import model_id, runtime
 from xsteer.core.types import HookedModel
-from xsteer.core.vectors import NORMS, SteeringVectors
+from xsteer.core.vectors import NORMS, VERSIONED, SteeringVectors
 from xsteer.errors import InputError, TransferError, VectorFileError
 from xsteer.transfer.layermap import LAYER_MAPS, describe, make_layer_map
 from xsteer.transfer.similarity import cka_matrix
@@ -148,6 +148,7 @@ class TransferMap:
             raise TransferError(
                 "no child layer received a vector: the layer map and the vectors' layers do not overlap"
             )
+        child_rt = self.info.get("child_runtime", {})
         mapped = SteeringVectors(
             vectors=out,
             model_id=self.child_id,
@@ -164,6 +165,12 @@ class TransferMap:
                 "layer_map": self.layer_map_name,
                 "width_map": self.width_map_name,
                 "fit": self.info.get("fit_text"),
+                "fit_texts_hash": self.info.get("texts_hash"),
+                # The weights the map was fitted on: the child's are the space these vectors now live in.
+                "weights": child_rt.get("weights"),
+                "revision": child_rt.get("revision"),
+                "parent_weights": vectors.extra.get("weights"),
+                **{k: child_rt[k] for k in VERSIONED if k in child_rt},
                 # Only under allow_other_parent: the map's own parent, since "parent" names the vectors'.
                 **({"map_parent": self.parent_id} if vectors.model_id != self.parent_id else {}),
             },
@@ -380,10 +387,22 @@ def fit_transfer(
         dp = paired_activations(parent, child, pos, batch_size=batch_size)
         dn = paired_activations(parent, child, neg, batch_size=batch_size)
         diffs = (dp[0] - dn[0], dp[1] - dn[1])
-    info = {**(info or {}), "parent_runtime": runtime(parent), "child_runtime": runtime(child)}
+    info = {
+        **(info or {}),
+        "parent_runtime": runtime(parent),
+        "child_runtime": runtime(child),
+        "texts_hash": texts_hash(texts),
+    }
     return fit_transfer_from_activations(
         xp, yc, parent_id=model_id(parent), child_id=model_id(child), diffs=diffs, info=info, **kwargs
     )
+
+
+def texts_hash(texts: Sequence[str]) -> str:
+    """sha256 of a map's fit texts, in order: two maps fitted on the same texts record the same hash."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()
 
 
 def report_table(tmap: TransferMap) -> str:

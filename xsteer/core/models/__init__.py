@@ -5,6 +5,7 @@ only module that touches TransformerLens or Hugging Face internals.
 """
 
 from xsteer.core.models.backend import eos_ids, has_sliding_window, native_attention
+from xsteer.core.models.fingerprint import hub_revision, weights_fingerprint
 from xsteer.core.models.load import (
     SPEC_HELP,
     ModelSource,
@@ -28,6 +29,8 @@ from xsteer.core.models.zoo import ZOO, ZooEntry
 from xsteer.errors import DeviceError, ModelSpecError
 
 __all__ = [
+    "hub_revision",
+    "weights_fingerprint",
     "SPEC_HELP",
     "ZOO",
     "DeviceError",

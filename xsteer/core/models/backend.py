@@ -47,6 +47,11 @@ def hf_model(model: Any) -> Any:
     return model.original_model
 
 
+def hf_model_or_none(model: Any) -> Any:
+    """The Hugging Face model a bridge wraps, or None for any other model."""
+    return getattr(model, "original_model", None)
+
+
 def hf_config(model: Any) -> Any:
     """The HF text config (multimodal configs nest it under ``text_config``)."""
     cfg = getattr(getattr(model, "original_model", None), "config", None)

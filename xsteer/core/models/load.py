@@ -194,11 +194,18 @@ def check_placement(model: Any, device: str | torch.device) -> None:
 
 
 def runtime(model: Any) -> dict[str, str]:
-    """Where a model actually runs, and with which library versions, for every output's metadata."""
+    """Where a model actually runs, which weights it holds (:mod:`xsteer.core.models.fingerprint`) and with which
+    library versions, for every output's metadata."""
     from importlib.metadata import PackageNotFoundError, version
+
+    from xsteer.core.models.fingerprint import hub_revision, weights_fingerprint
 
     p = next(model.parameters())
     out = {"device": str(p.device), "dtype": str(p.dtype).removeprefix("torch.")}
+    out["weights"] = weights_fingerprint(model)
+    revision = hub_revision(model)
+    if revision:
+        out["revision"] = revision
     for pkg in ("xsteer", "torch", "transformers", "transformer-lens"):
         try:
             out[pkg] = version(pkg)
