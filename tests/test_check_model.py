@@ -116,3 +116,42 @@ def test_smollm2_passes_every_check():
     rows = run_checks(model, reference)
     assert len(rows) == model.cfg.n_layers + 5
     assert all(r.ok for r in rows), format_table(rows)
+
+
+def test_new_weights_are_checked_once_and_a_failing_model_is_not_stamped(tiny_dir, tmp_path, monkeypatch):
+    from xsteer.core.inject import SteeringHandle
+    from xsteer.core.models import load_model
+    from xsteer.core.models.check import ensure_checked
+    from xsteer.errors import ModelCheckError
+
+    model = load_model(str(tiny_dir), device="cpu")
+    said: list[str] = []
+    ran = []
+    real = check_mod.run_checks
+    monkeypatch.setattr(check_mod, "run_checks", lambda *a, **k: ran.append(1) or real(*a, **k))
+    stamp = ensure_checked(str(tiny_dir), model, log=said.append, max_new_tokens=4, cache=tmp_path)
+    assert stamp.is_file() and len(ran) == 1 and "new weights" in said[0]
+    # The same weights loaded again: no second check.
+    again = load_model(str(tiny_dir), device="cpu")
+    assert ensure_checked(str(tiny_dir), again, log=said.append, cache=tmp_path) == stamp and len(ran) == 1
+
+    # Other weights that steer wrong: refused with the table, and nothing stamped so the next load checks again.
+    import torch
+
+    with torch.no_grad():
+        next(iter(again.parameters())).mul_(1.0001)  # a new fingerprint; the model itself stays sound
+    hook = SteeringHandle.hook
+    monkeypatch.setattr(
+        SteeringHandle,
+        "hook",
+        lambda self, layer: (lambda add: lambda resid, hook=None: resid + 1.01 * (add(resid, hook) - resid))(
+            hook(self, layer)
+        ),
+    )
+    from xsteer.core.models.fingerprint import _CACHE
+
+    _CACHE.pop(again, None)
+    # (The edited weights also differ from the checkpoint the reference reloads: the residual checks fail too.)
+    with pytest.raises(ModelCheckError, match=r"fails \d of 8 model checks \(.*steer λ·v L1\)"):
+        ensure_checked(str(tiny_dir), again, log=said.append, max_new_tokens=4, cache=tmp_path)
+    assert len(list((tmp_path / "checks").glob("*.json"))) == 1

@@ -61,3 +61,7 @@ __all__ = [
     "WriteError",
     "XsteerError",
 ]
+
+
+class ModelCheckError(XsteerError):
+    """A loaded model fails a check that steering relies on (:mod:`xsteer.core.models.check`)."""

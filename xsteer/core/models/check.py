@@ -28,12 +28,17 @@ Tolerances: 1e-4 in float32 (the paths differ in summation order only; SmolLM2 o
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+from xsteer.errors import ModelCheckError
 
 if TYPE_CHECKING:  # annotations only: importing generate (tqdm, the KV cache) waits until a check runs
     from xsteer.core.generate import CacheKind
@@ -242,6 +247,50 @@ def run_checks(model: Any, reference: Any, *, max_new_tokens: int = 16) -> list[
     ]
 
 
+def ensure_checked(
+    spec: str, model: Any, *, log: Any = print, max_new_tokens: int = 16, cache: Path | None = None
+) -> Path:
+    """Run :func:`run_checks` on a model the first time these weights are seen; return the stamp that says they
+    passed. The stamp is keyed by the weights' fingerprint and dtype (:mod:`xsteer.core.models.fingerprint`), so
+    every later load of the same checkpoint skips the check, and a new revision or fine-tune is checked again.
+    The check loads an untouched Hugging Face copy of ``spec`` once (the weights' memory twice, for its duration).
+
+    Raises:
+        ModelCheckError: a check failed (the message holds the table); nothing is stamped.
+    """
+    from xsteer.core.io import write_text_atomic
+    from xsteer.core.models.fingerprint import weights_fingerprint
+    from xsteer.core.models.load import cache_dir, load_hf
+
+    param = next(model.parameters())
+    dtype = str(param.dtype).removeprefix("torch.")
+    key = hashlib.sha256(f"{weights_fingerprint(model)}:{dtype}:{param.device.type}".encode()).hexdigest()[
+        :24
+    ]
+    stamp = (cache or cache_dir()) / "checks" / f"{key}.json"
+    if stamp.is_file():
+        return stamp
+    log(f"{spec}: new weights, checking that they are read and steered right (once; xsteer check-model)")
+    reference = load_hf(spec, dtype=param.dtype)[0].to(param.device).eval()
+    try:
+        rows = run_checks(model, reference, max_new_tokens=max_new_tokens)
+    finally:
+        del reference
+    failed = [r.check for r in rows if not r.ok]
+    if failed:
+        raise ModelCheckError(
+            f"{spec} fails {len(failed)} of {len(rows)} model checks ({', '.join(failed)}); its steering results "
+            f"would not mean what they say:\n{format_table(rows)}"
+        )
+    write_text_atomic(
+        stamp,
+        json.dumps(
+            {"spec": spec, "weights": weights_fingerprint(model), "dtype": dtype, "checks": len(rows)}
+        ),
+    )
+    return stamp
+
+
 def format_table(rows: Sequence[CheckRow]) -> str:
     header = ("check", "max abs err", "rel err", "tol", "ok", "detail")
     body = [
@@ -263,6 +312,7 @@ __all__ = [
     "check_forward",
     "check_generation",
     "check_steering",
+    "ensure_checked",
     "format_table",
     "greedy_without_cache",
     "load_with_reference",
