@@ -3,6 +3,10 @@
 * **xsteer**: ONE ``generate`` call over items x λ (λ on the batch axis, per-row), static KV cache: the
   few-shot prefix is prefilled once per distinct λ (``--positions all``) or once in all (``generated``,
   where each prompt's rest is also prefilled once for all its λ), stored once and read once per decode step.
+* **the prefix-cached alternative** (``--positions generated`` only): the same, but what a careful user of repeng
+  or steering-vectors writes: the unsteered prompt (all but its last token) is prefilled once into a
+  ``DynamicCache`` shared by every λ, each λ's ``generate`` starts from it and the cache is cropped back after.
+  At ``--positions all`` every prompt token is steered, so it has nothing to share and is the alternative itself.
 * **the user's alternative**: transformers ``model.generate`` on a plain copy of the same weights (sdpa
   attention, greedy, the same EOS ids, stop string and ``max_new_tokens``), with a forward hook on each
   steered decoder layer adding λ·v_l to its output (at every position for ``all``; for ``generated`` at
@@ -231,15 +235,29 @@ def main() -> int:
         )
         return dict(zip(sub, gens, strict=True))
 
-    def run_alternative(sub: Rows, new: int) -> dict[tuple[int, int], Generation]:
+    def run_alternative(
+        sub: Rows, new: int, *, prefix_cached: bool = False
+    ) -> dict[tuple[int, int], Generation]:
         out = {}
         by_lam: dict[int, list[int]] = {}
         for i, j in sub:
             by_lam.setdefault(j, []).append(i)
+        prefills: dict[tuple[int, ...], Any] = {}
         for j, its in by_lam.items():
             enc = encode(tok, [prompts[i] for i in its])
             x, mask = enc.input_ids.to(args.device), enc.attention_mask.to(args.device)
             criteria = StoppingCriteriaList([StopOnText(tok, x.shape[1], STOP)])
+            cache = None
+            if prefix_cached:
+                # What a careful user writes at positions=generated: every prompt token but the last is
+                # unsteered, so prefill them once for all λ; generate() then runs only the last prompt token
+                # (steered) and the new ones, and the cache is cropped back to the prompt for the next λ.
+                if tuple(its) not in prefills:
+                    with torch.inference_mode():
+                        prefills[tuple(its)] = hf(
+                            input_ids=x[:, :-1], attention_mask=mask[:, :-1], use_cache=True
+                        ).past_key_values
+                cache = prefills[tuple(its)]
             with hf_hooks(hf, sv, layers, lams[j], args.positions), torch.inference_mode():
                 seqs = hf.generate(
                     input_ids=x,
@@ -249,7 +267,10 @@ def main() -> int:
                     eos_token_id=eos,
                     pad_token_id=tok.pad_token_id,
                     stopping_criteria=criteria,
+                    **({"past_key_values": cache} if cache is not None else {}),
                 )
+            if cache is not None:
+                cache.crop(x.shape[1] - 1)
             ends = set(eos) | {tok.pad_token_id}  # a row stopped by its stop string is padded from there on
             for i, row in zip(its, seqs[:, x.shape[1] :].tolist(), strict=True):
                 k = next((n for n, t in enumerate(row) if t in ends), len(row))
@@ -260,7 +281,9 @@ def main() -> int:
                 out[i, j] = Generation(text=cut_text, n_tokens=k, finish=finish)  # type: ignore[arg-type]
         return out
 
-    sides = {"xsteer": run_xsteer, "alternative": run_alternative}
+    sides: dict[str, Any] = {"xsteer": run_xsteer, "alternative": run_alternative}
+    if args.positions == "generated":  # at positions=all every prompt token is steered: nothing to share
+        sides["prefix-cached"] = lambda sub, new: run_alternative(sub, new, prefix_cached=True)
     for fn in sides.values():  # warm-up, untimed
         fn([(0, len(lams) - 1)], 4)
     wall: dict[str, list[float]] = {k: [] for k in sides}
@@ -361,8 +384,23 @@ def main() -> int:
 
     speedup = statistics.median(wall["alternative"]) / statistics.median(wall["xsteer"])
     t_x = statistics.median(wall["xsteer"])
+    cached = "prefix-cached" if "prefix-cached" in wall else "alternative"
+    if "prefix-cached" in outs:
+        pc = outs["prefix-cached"][0]
+        print(
+            f"\nprefix-cached alternative: {statistics.median(wall['prefix-cached']):.1f} s "
+            f"({', '.join(f'{x:.1f}' for x in wall['prefix-cached'])}); completions identical to xsteer's: "
+            f"{sum(pc[k].text == xs[k].text for k in rows)}/{len(rows)}, to the alternative's: "
+            f"{sum(pc[k].text == alt[k].text for k in rows)}/{len(rows)}"
+        )
     print("\n== summary ==")
     print(f"speed-up vs the user's alternative: {speedup:.2f}x (positions={args.positions})")
+    print(
+        f"speed-up vs the prefix-cached alternative: {statistics.median(wall[cached]) / t_x:.2f}x "
+        f"(positions={args.positions}"
+        + ("" if cached == "prefix-cached" else "; every prompt token is steered, so nothing can be shared")
+        + ")"
+    )
     print(f"xsteer achieved ÷ roofline floor: {versus_floor(t_x, work['xsteer'], peak)}")
     print(
         f"answers: {len(rows) - len(differ)}/{len(rows)} identical, {same_text}/{len(rows)} completions identical"

@@ -38,7 +38,9 @@ def weights_fingerprint(model: Any) -> str:
     for name, p in params:
         flat = p.detach().reshape(-1)
         n = flat.numel()
-        idx = torch.linspace(0, max(n - 1, 0), min(SAMPLES, n), device=flat.device).round().long()
+        k = min(SAMPLES, n)
+        # Integer arithmetic: a float linspace over a 28M-element tensor rounds past its last index.
+        idx = torch.arange(k, device=flat.device) * max(n - 1, 0) // max(k - 1, 1)
         values = flat[idx].to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes()
         digest.update(f"{name}:{tuple(p.shape)}:".encode())
         digest.update(values)
