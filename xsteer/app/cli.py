@@ -194,9 +194,10 @@ def _info_gguf(path: str) -> None:
 
 def _info_torch(path: str) -> None:
     from xsteer.core.io import load_torch
+    from xsteer.transfer.acts_file import is_paired
 
     obj = load_torch(path, what="an lm-eval steering file or an activation file")
-    if isinstance(obj, (tuple, list)) and len(obj) == 2 and all(getattr(t, "ndim", 0) == 3 for t in obj):
+    if is_paired(obj):
         click.echo(f"{'kind':>10}: paired activations (parent, child), [layer, text, d_model]")
         click.echo(f"{'parent':>10}: {list(obj[0].shape)}")
         click.echo(f"{'child':>10}: {list(obj[1].shape)}")
@@ -1085,15 +1086,13 @@ def similarity_cmd(
           --data-dir ../shared/data --out runs/similarity        # also saves the activations for --acts
       xsteer similarity --acts runs/similarity/acts/gemma3-270m_to_smollm2-135m.acts.pt --out runs/similarity
     """
-    import re
-
     from xsteer.app import steps
     from xsteer.app.report import similarity_report, similarity_table, vector_labels
-    from xsteer.core.io import load_torch, save_torch
     from xsteer.core.models import load_model, parse_spec
     from xsteer.core.vectors import SteeringVectors
-    from xsteer.errors import InputError
+    from xsteer.transfer.acts_file import load_paired, paired_file, paired_name, save_paired
     from xsteer.transfer.maps import TransferMap, paired_activations
+    from xsteer.transfer.similarity import compare_all
 
     if not (vector_paths or acts_paths or model_specs):
         raise click.UsageError(
@@ -1115,31 +1114,18 @@ def similarity_cmd(
     items = [(Path(p).stem, SteeringVectors.load(p)) for p in vector_paths]
     maps = [TransferMap.load(p) for p in map_paths] + [None] * (len(items) - len(map_paths))
     vectors = [(name, sv, m) for name, (_, sv), m in zip(vector_labels(items), items, maps, strict=True)]
-    acts = []
-    for p in acts_paths:
-        try:
-            pair = load_torch(p, what="a (parent, child) pair of activation tensors")
-        except InputError as e:  # a pickle, a truncated file, ...: one line, not a traceback
-            why = str(e).removeprefix(f"{p} is not a readable torch file")
-            raise InputError(f"{p} is not a readable activation file{why}") from None
-        if not (
-            isinstance(pair, (tuple, list))
-            and len(pair) == 2
-            and all(getattr(t, "ndim", 0) == 3 for t in pair)
-        ):
-            raise InputError(f"{p} does not hold a (parent, child) pair of [layer, n, d] activation tensors")
-        acts.append((Path(p).name.removesuffix(".acts.pt"), *pair))
+    acts = [(paired_name(p), *load_paired(p)) for p in acts_paths]
     if model_specs:
         names = [parse_spec(spec).model_id for spec in model_specs]
         texts = steps.shared_texts(text_spec, data_dir=data_dir, seed=seed)
         parent, child = (load_model(spec, device=device) for spec in model_specs)
         click.echo(f"activations: {len(texts)} texts of {text_spec} through {names[0]} and {names[1]}")
         xp, yc = paired_activations(parent, child, texts, batch_size=batch_size, progress=True)
-        tag = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{names[0]}_to_{names[1]}")
-        save_torch((xp.cpu(), yc.cpu()), out_path / "acts" / f"{tag}.acts.pt")
-        click.echo(f"saved {out_path / 'acts' / f'{tag}.acts.pt'} (reuse with --acts)")
-        acts.append((tag, xp, yc))
-    doc = similarity_report(out_path, reference=reference, vectors=vectors, activations=acts, q=quantile)
+        path = save_paired(xp, yc, paired_file(out_path / "acts", *names))
+        click.echo(f"saved {path} (reuse with --acts)")
+        acts.append((paired_name(path), xp, yc))
+    result = compare_all(reference=reference, vectors=vectors, activations=acts, q=quantile)
+    doc = similarity_report(out_path, result)
     click.echo(similarity_table(doc))
     tables = [f for f in doc["files"] if not f.endswith((".png", ".svg"))]
     n_figs = sum(f.endswith(".png") for f in doc["files"])
