@@ -355,6 +355,18 @@ def layer_lines(
 
 
 # ---------------------------------------------------------------------------------------------- ablations
+def write_ablation(doc: Mapping[str, Any], folder: str | Path) -> list[Path]:
+    """An :func:`xsteer.evaluation.ablate.ablation_study` document as ``ablate_STUDY.json`` and ``.csv`` (named
+    by the study, so one study does not overwrite another) and its figures; returns the paths (the PNGs)."""
+    folder = Path(folder)
+    study = doc["study"]
+    return [
+        write_json_atomic(folder / f"ablate_{study}.json", doc),
+        write_csv_atomic(folder / f"ablate_{study}.csv", doc["rows"]),
+        *ablation_figures(doc, folder),
+    ]
+
+
 def ablation_figures(doc: Mapping[str, Any], folder: Path) -> list[Path]:
     """Figures of an :func:`xsteer.evaluation.ablate.ablation_study` document: a λ × layer heatmap and per-layer lines of
     the signal change (``single``, ``leave_one_out``), or the per-layer λ found (``coordinate``)."""
