@@ -6,7 +6,8 @@
 * linear CKA (layer × layer) between two models' activations on shared text (mapping-free), from the
   activation caches `analysis/transfer_fit.py` writes.
 
-The analysis itself is `xsteer.app.report.similarity_report` (also behind `xsteer similarity`).
+The analysis itself is `xsteer.transfer.similarity.compare_all`, rendered by `xsteer.app.report.similarity_report`
+(both also behind `xsteer similarity`).
 
     python analysis/similarity_report.py --mapped runs/study/g2s.safetensors \
         --native runs/study/smol_native.safetensors \
@@ -19,9 +20,10 @@ import argparse
 from pathlib import Path
 
 from xsteer.app.report import similarity_report, similarity_table, vector_labels
-from xsteer.core.io import load_torch
 from xsteer.core.vectors import SteeringVectors
+from xsteer.transfer.acts_file import load_paired, paired_name
 from xsteer.transfer.maps import TransferMap
+from xsteer.transfer.similarity import compare_all
 
 
 def main() -> None:
@@ -47,16 +49,13 @@ def main() -> None:
     mapped = [(Path(p).stem, SteeringVectors.load(p)) for p in args.mapped]
     maps = [TransferMap.load(p) for p in args.maps] + [None] * (len(mapped) - len(args.maps))
     names = vector_labels(mapped)
-    acts = [
-        (Path(p).name.removesuffix(".acts.pt"), *load_torch(p, what="a (parent, child) pair of activations"))
-        for p in args.acts
-    ]
-    doc = similarity_report(
-        args.out,
+    acts = [(paired_name(p), *load_paired(p)) for p in args.acts]
+    result = compare_all(
         reference=("native", native),
         vectors=[(n, sv, m) for n, (_, sv), m in zip(names, mapped, maps, strict=True)],
         activations=acts,
     )
+    doc = similarity_report(args.out, result)
     print(similarity_table(doc))
     print(f"wrote {Path(args.out) / 'report.html'}")
 

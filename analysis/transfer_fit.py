@@ -14,9 +14,10 @@ import argparse
 import time
 from pathlib import Path
 
-from xsteer.core.io import load_torch, save_torch, write_csv_atomic, write_text_atomic
+from xsteer.core.io import write_csv_atomic, write_text_atomic
 from xsteer.core.models import load_model
 from xsteer.tasks.data import load_examples
+from xsteer.transfer.acts_file import SUFFIX, load_paired, save_paired
 from xsteer.transfer.layermap import LAYER_MAPS
 from xsteer.transfer.maps import fit_texts, fit_transfer_from_activations, paired_activations
 
@@ -38,16 +39,16 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{args.parent}_to_{args.child}"
-    cache = out / f"{tag}.acts.pt"
+    cache = out / f"{tag}{SUFFIX}"
     if cache.exists():  # activations are the slow part; fits are seconds
-        xp, yc = load_torch(cache, what="a (parent, child) pair of activations")
+        xp, yc = load_paired(cache)
     else:
         texts = fit_texts(load_examples(args.dataset, args.split, data_dir=args.data_dir)[: args.n_texts])
         t0 = time.time()
         parent = load_model(args.parent, device="cpu")
         child = load_model(args.child, device="cpu")
         xp, yc = paired_activations(parent, child, texts, batch_size=args.batch_size, progress=True)
-        save_torch((xp, yc), cache)
+        save_paired(xp, yc, cache)
         print(f"activations: {len(texts)} texts through both models in {time.time() - t0:.0f} s")
 
     rows = []

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import click
 
-from xsteer.app.cli_common import check_spec, friendly_errors
+from xsteer.app.cli_common import check_spec, device_option, friendly_errors
 
 
 @click.command("check-model")
 @click.argument("model_spec", metavar="MODEL")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
+@device_option()
 @click.option(
     "--max-new-tokens",
     type=click.IntRange(min=1),

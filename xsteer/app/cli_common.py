@@ -1,10 +1,11 @@
-"""What every ``xsteer`` command shares: one-line errors, safe output paths, and the layer and λ parsers."""
+"""What every ``xsteer`` command shares: the options several commands take (each written once here), one-line
+errors, safe output paths, the layer and λ parsers, and the per-layer table of a vector file."""
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,55 @@ Positive = click.IntRange(min=1)
 # Writing a result here fails half-way at best, and as root can replace a device node with a plain file.
 SYSTEM_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
 NonNegative = click.IntRange(min=0)
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when available)."
+DATA_DIR_HELP = "Local JSON Lines data (default: $XSTEER_DATA_DIR, else the hub)."
+
+
+# ---------------------------------------------------------------------------------------------- shared options
+# Some commands show --device or --data-dir without a help line (help=None); their --help reads as it always did.
+def options(*decorators: Decorator) -> Decorator:
+    """Several click options as one decorator; ``--help`` lists them in the order given."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(decorators):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def device_option(help: str | None = DEVICE_HELP) -> Decorator:
+    return click.option("--device", default=None, help=help)
+
+
+def data_dir_option(help: str | None = DATA_DIR_HELP) -> Decorator:
+    return click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=help)
+
+
+def run_options(*, batch_size: int, seed: int = 0, device_help: str | None = DEVICE_HELP) -> Decorator:
+    """``--batch-size``, ``--seed`` and ``--device``: how a command that runs a model runs it."""
+    return options(
+        click.option("--batch-size", type=Positive, default=batch_size, show_default=True),
+        click.option("--seed", type=NonNegative, default=seed, show_default=True),
+        device_option(device_help),
+    )
+
+
+def out_option(help: str, *, folder: bool) -> Decorator:
+    """The required ``--out``: a file, or a run folder (``folder``)."""
+    kind = click.Path(file_okay=False) if folder else click.Path(dir_okay=False)
+    return click.option("--out", required=True, type=kind, help=help)
+
+
+def choices(registry: Iterable[str]) -> click.Choice:
+    """A registry's names as the choices of an option."""
+    return click.Choice(list(registry))
+
+
+# ---------------------------------------------------------------------------------------------- errors, paths
 
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,6 +143,7 @@ def removed_on_failure(
         raise
 
 
+# ---------------------------------------------------------------------------------------------- parsers, tables
 def parse_layers(spec: str, n_layers: int, option: str = "--layers") -> list[int]:
     """'3,5,10-12' -> [3, 5, 10, 11, 12]; a negative number counts from the end ('-1' is the last layer)."""
     out: set[int] = set()
@@ -143,3 +194,30 @@ def check_spec(spec: str) -> str:
 
     parse_spec(spec)
     return spec
+
+
+EXTRACT_STATS = ("explained_variance", "separation", "effect_size", "mean_diff_norm")
+
+
+def layer_table(stats: Any, layers: Any) -> str:
+    """The per-layer statistics of a vector file: the fit table printed after extraction, or, for vectors
+    made otherwise (transferred ones carry the map's fit), whatever numbers each layer records."""
+    if all(all(k in stats[layer] for k in EXTRACT_STATS) for layer in layers):
+        lines = [f"{'layer':>5}  {'expl.var':>8}  {'separation':>10}  {'effect':>7}  {'|mean Δ|':>9}"]
+        for layer in layers:
+            s = stats[layer]
+            lines.append(
+                f"{layer:>5}  {s['explained_variance']:>8.3f}  {s['separation']:>10.3f}  {s['effect_size']:>7.2f}  {s['mean_diff_norm']:>9.3f}"
+            )
+        return "\n".join(lines)
+    keys = list(dict.fromkeys(k for layer in layers for k in stats[layer]))
+    width = {k: max(len(k), 8) for k in keys}
+    lines = [f"{'layer':>5}  " + "  ".join(f"{k:>{width[k]}}" for k in keys)]
+    for layer in layers:
+        cells = []
+        for k in keys:
+            v = stats[layer].get(k)
+            text = "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+            cells.append(f"{text:>{width[k]}}")
+        lines.append(f"{layer:>5}  " + "  ".join(cells))
+    return "\n".join(lines)

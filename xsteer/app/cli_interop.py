@@ -7,12 +7,23 @@ These are plain ``click`` commands; :mod:`xsteer.app.cli` registers them on the 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
-from xsteer.app.cli_common import check_output, friendly_errors, parse_layers
+from xsteer.app.cli_common import check_output, friendly_errors, out_option, parse_layers
+
+if TYPE_CHECKING:
+    from xsteer.core.vectors import SteeringVectors
 
 FORMATS = ("gguf", "lm-eval")
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    required=True,
+    help="gguf: llama.cpp / repeng control vector; lm-eval: lm-evaluation-harness `steered` file (.pt).",
+)
 
 
 def _layer_span(layers: list[int] | tuple[int, ...]) -> str:
@@ -21,13 +32,7 @@ def _layer_span(layers: list[int] | tuple[int, ...]) -> str:
 
 @click.command("export")
 @click.argument("vectors_path", metavar="VECTORS", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    required=True,
-    help="gguf: llama.cpp / repeng control vector; lm-eval: lm-evaluation-harness `steered` file (.pt).",
-)
+@format_option
 @click.option(
     "--lam",
     type=float,
@@ -50,9 +55,7 @@ def _layer_span(layers: list[int] | tuple[int, ...]) -> str:
     default=None,
     help="gguf: bake a strength into the file (llama.cpp's own λ still multiplies it).",
 )
-@click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help="Output file (.gguf, or .pt for lm-eval)."
-)
+@out_option("Output file (.gguf, or .pt for lm-eval).", folder=False)
 @friendly_errors
 def export_cmd(
     vectors_path: str,
@@ -77,64 +80,88 @@ def export_cmd(
       lm_eval --model steered --model_args pretrained=DIR,steer_path=g2s.pt,dtype=float32,add_bos_token=True ...
     """
     from xsteer.core.inject import resolve_layers
-    from xsteer.core.vectors import SteeringVectors, VectorFileError
+    from xsteer.core.vectors import SteeringVectors
 
     check_output(out, inputs=[vectors_path])
     if fmt == "gguf":
-        from xsteer.errors import InputError
-        from xsteer.interop.gguf import check_export_options
+        _check_gguf_options(lam, model_hint, scale)
+    else:
+        _check_lmeval_options(lam, model_hint, scale)
+    sv = SteeringVectors.load(vectors_path)
+    chosen = resolve_layers(sv, parse_layers(layers, sv.n_layers)) if layers else list(sv.layers)
+    if fmt == "lm-eval":
+        assert lam is not None  # checked above
+        _export_lmeval(sv, out, lam=lam, layers=chosen)
+    else:
+        _export_gguf(sv, out, layers=chosen, chosen=bool(layers), model_hint=model_hint, scale=scale)
 
-        for name, kw in (
-            ("--scale", {"scale": 1.0 if scale is None else scale, "model_hint": None}),
-            ("--model-hint", {"scale": 1.0, "model_hint": model_hint}),
-        ):
-            try:
-                check_export_options(**kw)
-            except InputError as e:
-                raise click.BadParameter(
-                    str(e).replace("scale must", "must").replace("model_hint must", "must"), param_hint=name
-                ) from None
-    if fmt == "gguf" and lam is not None:
+
+def _check_gguf_options(lam: float | None, model_hint: str | None, scale: float | None) -> None:
+    from xsteer.errors import InputError
+    from xsteer.interop.gguf import check_export_options
+
+    for name, kw in (
+        ("--scale", {"scale": 1.0 if scale is None else scale, "model_hint": None}),
+        ("--model-hint", {"scale": 1.0, "model_hint": model_hint}),
+    ):
+        try:
+            check_export_options(**kw)
+        except InputError as e:
+            raise click.BadParameter(
+                str(e).replace("scale must", "must").replace("model_hint must", "must"), param_hint=name
+            ) from None
+    if lam is not None:
         raise click.BadParameter(
             "llama.cpp takes λ at run time (--control-vector-scaled FILE λ); "
             "use --scale to bake a strength into the file",
             param_hint="--lam",
         )
-    if fmt == "lm-eval":
-        if lam is None:
-            raise click.BadParameter("lm-eval reads λ from the file: give --lam", param_hint="--lam")
-        from xsteer.interop.lmeval import check_lam
 
-        try:
-            check_lam(lam)
-        except VectorFileError as e:
-            raise click.BadParameter(str(e).replace("lam must", "must"), param_hint="--lam") from None
-        for name, value in (("--model-hint", model_hint), ("--scale", scale)):
-            if value is not None:
-                raise click.BadParameter(
-                    "is for --format gguf only (lm-eval files carry no model hint; their strength is --lam)",
-                    param_hint=name,
-                )
-    sv = SteeringVectors.load(vectors_path)
-    chosen = resolve_layers(sv, parse_layers(layers, sv.n_layers)) if layers else list(sv.layers)
 
-    if fmt == "lm-eval":
-        from xsteer.interop.lmeval import export_lmeval
+def _check_lmeval_options(lam: float | None, model_hint: str | None, scale: float | None) -> None:
+    from xsteer.core.vectors import VectorFileError
+    from xsteer.interop.lmeval import check_lam
 
-        assert lam is not None  # checked above
-        path = export_lmeval(sv, out, lam=lam, layers=chosen)
-        click.echo(
-            f"wrote {path}: {len(chosen)} vectors ({_layer_span(chosen)} as lm-eval hook points layers.N), "
-            f"d_model {sv.d_model}, norm {sv.norm}, steering_coefficient λ={lam:g}; use with lm_eval --model "
-            f"steered --model_args pretrained=DIR,steer_path={path} (DIR from `xsteer export-model`)"
-        )
-        return
+    if lam is None:
+        raise click.BadParameter("lm-eval reads λ from the file: give --lam", param_hint="--lam")
+    try:
+        check_lam(lam)
+    except VectorFileError as e:
+        raise click.BadParameter(str(e).replace("lam must", "must"), param_hint="--lam") from None
+    for name, value in (("--model-hint", model_hint), ("--scale", scale)):
+        if value is not None:
+            raise click.BadParameter(
+                "is for --format gguf only (lm-eval files carry no model hint; their strength is --lam)",
+                param_hint=name,
+            )
 
+
+def _export_lmeval(sv: SteeringVectors, out: str, *, lam: float, layers: list[int]) -> None:
+    from xsteer.interop.lmeval import export_lmeval
+
+    path = export_lmeval(sv, out, lam=lam, layers=layers)
+    click.echo(
+        f"wrote {path}: {len(layers)} vectors ({_layer_span(layers)} as lm-eval hook points layers.N), "
+        f"d_model {sv.d_model}, norm {sv.norm}, steering_coefficient λ={lam:g}; use with lm_eval --model "
+        f"steered --model_args pretrained=DIR,steer_path={path} (DIR from `xsteer export-model`)"
+    )
+
+
+def _export_gguf(
+    sv: SteeringVectors,
+    out: str,
+    *,
+    layers: list[int],
+    chosen: bool,
+    model_hint: str | None,
+    scale: float | None,
+) -> None:
+    """``chosen``: the user named the layers; otherwise layer 0, which llama.cpp cannot steer, is left out."""
     from xsteer.interop.gguf import export_gguf
 
-    if not layers:
-        chosen = [layer for layer in chosen if layer != 0]
-        if not chosen:
+    if not chosen:
+        layers = [layer for layer in layers if layer != 0]
+        if not layers:
             raise click.BadParameter(
                 "no layer left to export (layer 0 cannot be exported)", param_hint="--layers"
             )
@@ -143,19 +170,17 @@ def export_cmd(
                 "note: layer 0 left out (llama.cpp cannot add a control vector to the first block's output)"
             )
     path = export_gguf(
-        sv.replace(layers=tuple(chosen)), out, model_hint=model_hint, scale=1.0 if scale is None else scale
+        sv.replace(layers=tuple(layers)), out, model_hint=model_hint, scale=1.0 if scale is None else scale
     )
     click.echo(
-        f"wrote {path}: {len(chosen)} directions ({_layer_span(chosen)}), d_model {sv.d_model}, "
+        f"wrote {path}: {len(layers)} directions ({_layer_span(layers)}), d_model {sv.d_model}, "
         f"norm {sv.norm}; use with llama.cpp --control-vector-scaled {path} <λ>"
     )
 
 
 @click.command("export-model")
 @click.argument("spec")
-@click.option(
-    "--out", required=True, type=click.Path(file_okay=False), help="Output folder (must be new or empty)."
-)
+@out_option("Output folder (must be new or empty).", folder=True)
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out folder.")
 @friendly_errors
 def export_model_cmd(spec: str, out: str, overwrite: bool) -> None:
@@ -182,13 +207,7 @@ def export_model_cmd(spec: str, out: str, overwrite: bool) -> None:
 
 @click.command("import")
 @click.argument("file_path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    required=True,
-    help="gguf: llama.cpp / repeng control vector; lm-eval: lm-evaluation-harness `steered` file (.pt).",
-)
+@format_option
 @click.option(
     "--model",
     "model",
@@ -196,9 +215,7 @@ def export_model_cmd(spec: str, out: str, overwrite: bool) -> None:
     help="Target model: zoo name, .gguf path or HF folder (read without loading weights), or just an id. "
     "Sizes the vectors to its depth and checks width, depth and architecture.",
 )
-@click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help="Output xsteer vector file (.safetensors)."
-)
+@out_option("Output xsteer vector file (.safetensors).", folder=False)
 @friendly_errors
 def import_cmd(file_path: str, fmt: str, model: str | None, out: str) -> None:
     """Convert a control vector or lm-eval steering FILE from another tool into an xsteer vector file.

@@ -31,9 +31,8 @@ from typing import Any
 
 import torch
 
-from xsteer.app.grid import slug
 from xsteer.core.activations import last_token_resid
-from xsteer.core.io import save_torch, write_json_atomic, write_text_atomic
+from xsteer.core.io import save_torch, spec_slug, write_json_atomic, write_text_atomic
 from xsteer.core.models import load_model, model_id, parse_spec
 from xsteer.errors import InputError
 from xsteer.evaluation.evaluate import check_lambdas
@@ -202,7 +201,7 @@ def model_acts(
         return last_token_resid(model, texts, batch_size=batch_size)
 
     def cached(name: str, texts: Any, compute: Callable[[], Any]) -> Any:
-        path = out / "acts" / f"{slug(spec_name)}__{name}__{_key(texts)}.pt"
+        path = out / "acts" / f"{spec_slug(spec_name)}__{name}__{_key(texts)}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
         log(f"{spec_name}: reading the {name} texts")
@@ -302,7 +301,8 @@ def run_pair(
     """Every concept for one (parent, child); returns the result files (existing ones are kept)."""
     concepts = _concepts(spec)
     files = {
-        c.name: out / "results" / f"{slug(parent_spec)}__{slug(child_spec)}__{c.name}.json" for c in concepts
+        c.name: out / "results" / f"{spec_slug(parent_spec)}__{spec_slug(child_spec)}__{c.name}.json"
+        for c in concepts
     }
     stored = {c.name: json.loads(files[c.name].read_text()) for c in concepts if files[c.name].exists()}
     # A stored measurement made with other settings would be returned as this one's: refuse (where the data lie

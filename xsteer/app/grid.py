@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -22,26 +21,24 @@ from typing import Any
 
 from xsteer.app import steps
 from xsteer.app.config import ExperimentConfig
-from xsteer.core.io import write_text_atomic
+from xsteer.core.io import spec_slug, write_text_atomic
 
 DONE = "done.json"
 
 
-def slug(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec).name if "/" in spec and Path(spec).exists() else spec)
-
-
 def vectors_path(out: Path, model: str, dataset: str) -> Path:
-    return out / "vectors" / f"{slug(model)}__{dataset}.safetensors"
+    return out / "vectors" / f"{spec_slug(model)}__{dataset}.safetensors"
 
 
 def map_path(out: Path, parent: str, child: str, cfg: ExperimentConfig) -> Path:
     t = cfg.transfer
-    return out / "maps" / f"{slug(parent)}__{slug(child)}__{t.layer_map}-{t.width_map}.map.safetensors"
+    return (
+        out / "maps" / f"{spec_slug(parent)}__{spec_slug(child)}__{t.layer_map}-{t.width_map}.map.safetensors"
+    )
 
 
 def job_dir(out: Path, parent: str, child: str, dataset: str) -> Path:
-    return out / "jobs" / f"{slug(parent)}__{slug(child)}__{dataset}"
+    return out / "jobs" / f"{spec_slug(parent)}__{spec_slug(child)}__{dataset}"
 
 
 def make_vectors(cfg: ExperimentConfig, model_spec: str, dataset: str, out: str) -> str:

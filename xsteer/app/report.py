@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from xsteer.core.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic  # noqa: E402
+from xsteer.core.io import atomic_path, slug, write_csv_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 from xsteer.errors import InputError
 from xsteer.evaluation.stats import min_detectable_effect, wilson_ci  # noqa: E402
 from xsteer.evaluation.summary import BASELINE, SELF_CONSISTENCY, accuracy_by_lambda  # noqa: E402
+from xsteer.transfer.similarity import SimilarityResult, VectorComparison  # noqa: E402
 
 
 def save_figure(fig: Any, path_stem: Path) -> Path:
@@ -355,6 +355,18 @@ def layer_lines(
 
 
 # ---------------------------------------------------------------------------------------------- ablations
+def write_ablation(doc: Mapping[str, Any], folder: str | Path) -> list[Path]:
+    """An :func:`xsteer.evaluation.ablate.ablation_study` document as ``ablate_STUDY.json`` and ``.csv`` (named
+    by the study, so one study does not overwrite another) and its figures; returns the paths (the PNGs)."""
+    folder = Path(folder)
+    study = doc["study"]
+    return [
+        write_json_atomic(folder / f"ablate_{study}.json", doc),
+        write_csv_atomic(folder / f"ablate_{study}.csv", doc["rows"]),
+        *ablation_figures(doc, folder),
+    ]
+
+
 def ablation_figures(doc: Mapping[str, Any], folder: Path) -> list[Path]:
     """Figures of an :func:`xsteer.evaluation.ablate.ablation_study` document: a λ × layer heatmap and per-layer lines of
     the signal change (``single``, ``leave_one_out``), or the per-layer λ found (``coordinate``)."""
@@ -401,10 +413,6 @@ def ablation_figures(doc: Mapping[str, Any], folder: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------- similarity
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "x"
-
-
 def vector_labels(items: Sequence[tuple[str, Any]]) -> list[str]:
     """Display names for (file stem, vectors) pairs: the parent a mapped set came from, else the stem;
     stems where that would be ambiguous, then a counter."""
@@ -419,143 +427,97 @@ def vector_labels(items: Sequence[tuple[str, Any]]) -> list[str]:
 
 
 def similarity_report(
-    out: str | Path,
-    *,
-    reference: tuple[str, Any] | None = None,
-    vectors: Sequence[tuple[str, Any, Any]] = (),
-    activations: Sequence[tuple[str, Any, Any]] = (),
-    q: float = 0.95,
-    title: str = "xsteer: similarity of concepts",
+    out: str | Path, result: SimilarityResult, *, title: str = "xsteer: similarity of concepts"
 ) -> dict[str, Any]:
-    """Similarity of concepts across models, from saved artifacts; writes into ``out``:
-
-    * per ``(name, vectors, transfer map or None)`` against ``reference = (name, vectors)`` (one space):
-      per-layer cosine against the random-direction null (and the mapped-random null when the map is
-      given), cosine and Pearson-correlation heatmaps (the paper's Fig. 2 style);
-    * per ``(tag, parent_acts, child_acts)`` (``[layer, n, d]`` each, the same n texts): the linear CKA
-      heatmap (child layer × parent layer) and each child layer's best parent layer;
-
-    as ``figures/*.png|svg``, ``similarity.json`` (everything, matrices included), ``similarity.csv`` (one row
-    per comparison and layer), ``cka.csv`` (one row per pair and child layer) and ``report.html``.
-    Returns the JSON document plus ``files`` (the paths written).
-    """
-    from xsteer.transfer.similarity import best_matches, cka_matrix, compare_vectors
-
-    if vectors and reference is None:
-        raise InputError("comparing vectors needs a reference vector set (e.g. the child-native vectors)")
-    if not vectors and not activations:
-        raise InputError("nothing to compare: give vectors with a reference, or paired activations")
+    """Write a :func:`~xsteer.transfer.similarity.compare_all` result into ``out``: a cosine and a
+    Pearson-correlation heatmap per vector comparison (the paper's Fig. 2 style), the per-layer cosines
+    against the nulls, a CKA heatmap per activation pair, as ``figures/*.png|svg``; ``similarity.json``
+    (everything, matrices included), ``similarity.csv`` (one row per comparison and layer), ``cka.csv`` (one
+    row per pair and child layer) and ``report.html``. Returns the JSON document plus ``files`` (the paths
+    written)."""
     out = Path(out)
     figs = out / "figures"
-    doc: dict[str, Any] = {
-        "reference": reference[0] if reference else None,
-        "null_q": q,
-        "comparisons": [],
-        "cka": [],
-    }
-    series: dict[str, list[float]] = {}
-    sections: list[tuple[str, str]] = []
-    figures: list[Path] = []
-    cos_rows: list[dict[str, Any]] = []
-    cka_rows: list[dict[str, Any]] = []
-    null = None
-    for name, sv, tmap in vectors:
-        assert reference is not None  # checked above
-        ref_name, ref = reference
-        res = compare_vectors(sv, ref, tmap=tmap, q=q)
-        null = res["null"]
-        series[f"{name} vs {ref_name}"] = res["cosine"]
-        for kind, key in (("cosine", "cosine_matrix"), ("corr", "correlation_matrix")):
-            what = "cosine" if kind == "cosine" else "Pearson correlation (paper Fig. 2 style)"
-            figures.append(
-                heatmap(
-                    res[key],
-                    figs / f"{kind}_{_slug(name)}",
-                    xlabel=f"{ref_name} layer",
-                    ylabel=f"{name} layer",
-                    title=f"{what}: {name} vs {ref_name}",
-                    center=0,
-                    cmap="RdBu_r",
-                )
-            )
-        text = (
-            f"<p>{res['above_null']} of {len(res['layers'])} layers steered by both exceed the random null's "
-            f"{q:.0%} |cos| quantile ({null:.3f} in d = {sv.d_model}). Max |cos| = {res['max_abs_cosine']:.3f}.</p>"
-        )
-        if "mapped_null" in res:
-            series[f"{name}: mapped-random null, {q:.0%} |cos|"] = res["mapped_null"]
-            finite = sorted(x for x in res["mapped_null"] if x == x)
-            text += (
-                f"<p>{res['above_mapped_null']} of {len(res['layers'])} exceed the {q:.0%} |cos| of 500 random parent "
-                f"directions sent through the same map (median of that quantile over layers: "
-                f"{finite[len(finite) // 2]:.3f}).</p>"
-            )
-        sections.append((f"{name} vs {ref_name}: per-layer cosine", text))
-        for layer, c in enumerate(res["cosine"]):
-            row = {
-                "comparison": name,
-                "reference": ref_name,
-                "layer": layer,
-                "cosine": c,
-                "null": null,
-                "above_null": abs(c) > null if c == c else None,
-            }
-            if "mapped_null" in res:
-                mn = res["mapped_null"][layer]
-                row.update(mapped_null=mn, above_mapped_null=abs(c) > mn if c == c and mn == mn else None)
-            cos_rows.append(row)
-        doc["comparisons"].append(
-            {"name": name, **{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in res.items()}}
-        )
-    if series and reference is not None and null is not None:
-        figures.append(
-            layer_lines(
-                series,
-                figs / "cosine_per_layer",
-                ylabel="cosine",
-                title=f"per-layer cosine with {reference[0]}",
-                bands={f"random null {q:.0%}": null},
-            )
-        )
-    for tag, xp, yc in activations:
-        cka = cka_matrix(yc, xp)
+    sections = [
+        (f"{c.name} vs {c.reference}: per-layer cosine", _comparison_text(c, result.q))
+        for c in result.vectors
+    ]
+    figures = [f for c in result.vectors for f in _comparison_figures(c, figs)]
+    if result.vectors:
+        figures.append(_cosine_lines(result, figs))
+    for k in result.cka:
         figures.append(
             heatmap(
-                cka,
-                figs / f"cka_{_slug(tag)}",
+                k.matrix,
+                figs / f"cka_{slug(k.pair)}",
                 xlabel="parent layer",
                 ylabel="child layer",
-                title=f"linear CKA, {tag}",
+                title=f"linear CKA, {k.pair}",
             )
         )
-        best = best_matches(cka)
+        best = ", ".join(f"{c}←{p} ({v:.2f})" for c, p, v in k.best)
         sections.append(
-            (
-                f"CKA {tag}",
-                "<p>Per child layer, the best parent layer and its CKA: "
-                + ", ".join(f"{c}←{p} ({v:.2f})" for c, p, v in best)
-                + "</p>",
-            )
+            (f"CKA {k.pair}", f"<p>Per child layer, the best parent layer and its CKA: {best}</p>")
         )
-        cka_rows += [{"pair": tag, "child_layer": c, "best_parent_layer": p, "cka": v} for c, p, v in best]
-        doc["cka"].append(
-            {
-                "pair": tag,
-                "n_texts": int(xp.shape[1]),
-                "shape": list(cka.shape),
-                "matrix": cka.tolist(),
-                "best": [{"child_layer": c, "parent_layer": p, "cka": v} for c, p, v in best],
-            }
-        )
+    doc = result.to_json()
     files = [write_json_atomic(out / "similarity.json", doc)]
-    if cos_rows:
-        files.append(write_csv_atomic(out / "similarity.csv", cos_rows))
-    if cka_rows:
-        files.append(write_csv_atomic(out / "cka.csv", cka_rows))
+    if result.vectors:
+        files.append(write_csv_atomic(out / "similarity.csv", [r for c in result.vectors for r in c.rows()]))
+    if result.cka:
+        files.append(write_csv_atomic(out / "cka.csv", [r for k in result.cka for r in k.rows()]))
     body = "".join(f"<h3>{html.escape(p.stem)}</h3>{embed_png(p)}" for p in figures)
     files.append(write_report(out, title=title, sections=[*sections, ("Figures", body)]))
     files += [f for p in figures for f in (p, p.with_name(f"{p.stem}.svg"))]
     return {**doc, "files": [str(f) for f in files]}
+
+
+def _comparison_figures(c: VectorComparison, figs: Path) -> list[Path]:
+    return [
+        heatmap(
+            c.numbers[key],
+            figs / f"{kind}_{slug(c.name)}",
+            xlabel=f"{c.reference} layer",
+            ylabel=f"{c.name} layer",
+            title=f"{what}: {c.name} vs {c.reference}",
+            center=0,
+            cmap="RdBu_r",
+        )
+        for kind, key, what in (
+            ("cosine", "cosine_matrix", "cosine"),
+            ("corr", "correlation_matrix", "Pearson correlation (paper Fig. 2 style)"),
+        )
+    ]
+
+
+def _comparison_text(c: VectorComparison, q: float) -> str:
+    res = c.numbers
+    text = (
+        f"<p>{res['above_null']} of {len(res['layers'])} layers steered by both exceed the random null's "
+        f"{q:.0%} |cos| quantile ({res['null']:.3f} in d = {c.d_model}). Max |cos| = {res['max_abs_cosine']:.3f}.</p>"
+    )
+    if c.mapped:
+        text += (
+            f"<p>{res['above_mapped_null']} of {len(res['layers'])} exceed the {q:.0%} |cos| of 500 random parent "
+            f"directions sent through the same map (median of that quantile over layers: "
+            f"{c.mapped_null_median():.3f}).</p>"
+        )
+    return text
+
+
+def _cosine_lines(result: SimilarityResult, figs: Path) -> Path:
+    series: dict[str, list[float]] = {}
+    for c in result.vectors:
+        series[f"{c.name} vs {c.reference}"] = c.numbers["cosine"]
+        if c.mapped:
+            series[f"{c.name}: mapped-random null, {result.q:.0%} |cos|"] = c.numbers["mapped_null"]
+    # One band: the random null depends only on d, which every comparison with one reference shares.
+    null = result.vectors[-1].numbers["null"]
+    return layer_lines(
+        series,
+        figs / "cosine_per_layer",
+        ylabel="cosine",
+        title=f"per-layer cosine with {result.reference}",
+        bands={f"random null {result.q:.0%}": null},
+    )
 
 
 def similarity_table(doc: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ here: the map refuses another parent's vectors itself (:meth:`~xsteer.transfer.m
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import TransferError
 from xsteer.evaluation.conditions import Conditions, build_conditions
+from xsteer.evaluation.plan import DEFAULT_NORM_TEXT
 from xsteer.evaluation.run import load_splits, run_evaluation, run_tune
 from xsteer.extraction.extract import extract
 from xsteer.extraction.pairs import ContrastivePair, build_pairs, load_pairs_jsonl
@@ -141,6 +143,42 @@ def resid_norms(child: HookedModel, texts: Sequence[str], *, batch_size: int = 1
     return activations.resid_norms(last_token_resid(child, texts, batch_size=batch_size))
 
 
+@dataclass(frozen=True)
+class NormSource:
+    """Where ``resid_mean`` takes the child's residual norms from: the map the vectors came through (it stored
+    the child's norms on its fit texts), else the child measured on texts; the other conventions need none."""
+
+    tmap: TransferMap | None = None
+    texts: Sequence[str] | None = None
+
+    @classmethod
+    def choose(
+        cls,
+        norm: str | None,
+        *,
+        task: str,
+        tmap: TransferMap | None = None,
+        text_spec: str | None = None,
+        data_dir: str | Path | None = None,
+        seed: int = 0,
+    ) -> NormSource:
+        """The source for ``norm`` on ``task`` (``text_spec`` defaults to the task's own train texts). The
+        texts are read here, so missing data fails before the child loads."""
+        if norm != "resid_mean":
+            return cls()
+        if tmap is not None:
+            return cls(tmap=tmap)
+        spec = text_spec or DEFAULT_NORM_TEXT.format(dataset=task)
+        return cls(texts=shared_texts(spec, data_dir=data_dir, seed=seed))
+
+    def norms(self, child: HookedModel, *, batch_size: int = 16) -> Float[Tensor, " layer"] | None:
+        if self.tmap is not None:
+            return self.tmap.child_resid_norm
+        if self.texts is not None:
+            return resid_norms(child, self.texts, batch_size=batch_size)
+        return None
+
+
 # ---------------------------------------------------------------------------------------------- conditions
 def job_conditions(
     cfg: ExperimentConfig,
@@ -164,6 +202,7 @@ def job_conditions(
 
 __all__ = [
     "Conditions",
+    "NormSource",
     "build_conditions",
     "check_map",
     "job_conditions",

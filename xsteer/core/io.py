@@ -1,5 +1,6 @@
 """Files in and out: atomic writes (a crash mid-write leaves the old file or none, never half a file) with
-ordinary permissions, and JSON Lines reading whose every error names the file and line."""
+ordinary permissions, JSON Lines reading whose every error names the file and line, and the one way a name
+becomes part of a file name (:func:`slug`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import errno
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,6 +19,17 @@ from typing import Any, Literal, overload
 from torch import Tensor
 
 from xsteer.errors import DataNotFoundError, InputError, WriteError, XsteerError
+
+
+def slug(name: str) -> str:
+    """``name`` as one part of a file name: every run of characters outside ``A-Za-z0-9._-`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def spec_slug(spec: str) -> str:
+    """A model spec as one part of a file name: a local path by its last part, so that file names say which
+    model and not where it lives."""
+    return slug(Path(spec).name if "/" in spec and Path(spec).exists() else spec)
 
 
 def _umask() -> int:

@@ -1,4 +1,5 @@
-"""Similarity measures for layer matching (CKA) and for analysing transferred vectors.
+"""Similarity measures for layer matching (CKA) and for analysing transferred vectors, and
+:func:`compare_all`, the comparison ``xsteer similarity`` reports (:mod:`xsteer.app.report` only renders it).
 
 Everything is computed in float64 and returned as Python floats or float64 tensors.
 Undefined similarities (a zero vector, a representation with no variance) come back
@@ -8,7 +9,8 @@ as NaN rather than as a silent 0, so that a dead layer cannot pass for "dissimil
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,6 +19,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from xsteer.errors import InputError
+
+if TYPE_CHECKING:
+    from xsteer.core.vectors import SteeringVectors
+    from xsteer.transfer.maps import TransferMap
 
 
 def _centred_unit(x: Tensor, dim: int) -> Tensor:
@@ -244,3 +250,124 @@ def best_matches(matrix: Float[Tensor, "la lb"]) -> list[tuple[int, int, float]]
         j = int(row.argmax())
         out.append((i, j, float(m[i, j])))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- saved artifacts
+@dataclass(frozen=True)
+class VectorComparison:
+    """One vector set against the reference, in one space: :func:`compare_vectors`' numbers."""
+
+    name: str
+    reference: str
+    d_model: int
+    numbers: dict[str, Any]
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the map that made the vectors was given, so the mapped-random null was measured."""
+        return "mapped_null" in self.numbers
+
+    def mapped_null_median(self) -> float:
+        """The median over layers of the mapped-random null (the layers it is defined on)."""
+        finite = sorted(x for x in self.numbers["mapped_null"] if x == x)
+        return finite[len(finite) // 2]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per layer: the cosine and the null(s) it is read against (None where NaN)."""
+        res, null = self.numbers, self.numbers["null"]
+        out = []
+        for layer, c in enumerate(res["cosine"]):
+            row = {
+                "comparison": self.name,
+                "reference": self.reference,
+                "layer": layer,
+                "cosine": c,
+                "null": null,
+                "above_null": abs(c) > null if c == c else None,
+            }
+            if self.mapped:
+                mn = res["mapped_null"][layer]
+                row.update(mapped_null=mn, above_mapped_null=abs(c) > mn if c == c and mn == mn else None)
+            out.append(row)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            **{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in self.numbers.items()},
+        }
+
+
+@dataclass(frozen=True)
+class CkaComparison:
+    """Two models' layers on the same texts: linear CKA (child layer x parent layer) and each child layer's
+    best parent layer."""
+
+    pair: str
+    n_texts: int
+    matrix: Float[Tensor, "child_layer parent_layer"]
+    best: list[tuple[int, int, float]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"pair": self.pair, "child_layer": c, "best_parent_layer": p, "cka": v} for c, p, v in self.best
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pair": self.pair,
+            "n_texts": self.n_texts,
+            "shape": list(self.matrix.shape),
+            "matrix": self.matrix.tolist(),
+            "best": [{"child_layer": c, "parent_layer": p, "cka": v} for c, p, v in self.best],
+        }
+
+
+@dataclass(frozen=True)
+class SimilarityResult:
+    """What :func:`compare_all` found; ``to_json`` is the document ``similarity.json`` holds."""
+
+    reference: str | None
+    q: float
+    vectors: list[VectorComparison]
+    cka: list[CkaComparison]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "null_q": self.q,
+            "comparisons": [v.to_json() for v in self.vectors],
+            "cka": [k.to_json() for k in self.cka],
+        }
+
+
+def compare_all(
+    *,
+    reference: tuple[str, SteeringVectors] | None = None,
+    vectors: Sequence[tuple[str, SteeringVectors, TransferMap | None]] = (),
+    activations: Sequence[tuple[str, Tensor, Tensor]] = (),
+    q: float = 0.95,
+) -> SimilarityResult:
+    """Similarity of concepts across models, from saved artifacts:
+
+    * each ``(name, vectors, transfer map or None)`` against ``reference = (name, vectors)`` (one space):
+      :func:`compare_vectors`, with the mapped-random null when the map is given;
+    * each ``(tag, parent_acts, child_acts)`` (``[layer, n, d]`` each, the same n texts): the linear CKA
+      matrix (child layer x parent layer) and each child layer's best parent layer.
+    """
+    if vectors and reference is None:
+        raise InputError("comparing vectors needs a reference vector set (e.g. the child-native vectors)")
+    if not vectors and not activations:
+        raise InputError("nothing to compare: give vectors with a reference, or paired activations")
+    compared = []
+    for name, sv, tmap in vectors:
+        assert reference is not None  # checked above
+        ref_name, ref = reference
+        compared.append(
+            VectorComparison(name, ref_name, sv.d_model, compare_vectors(sv, ref, tmap=tmap, q=q))
+        )
+    cka = []
+    for tag, xp, yc in activations:
+        matrix = cka_matrix(yc, xp)
+        cka.append(CkaComparison(tag, int(xp.shape[1]), matrix, best_matches(matrix)))
+    return SimilarityResult(reference[0] if reference else None, q, compared, cka)
