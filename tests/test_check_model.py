@@ -155,3 +155,35 @@ def test_new_weights_are_checked_once_and_a_failing_model_is_not_stamped(tiny_di
     with pytest.raises(ModelCheckError, match=r"fails \d of 8 model checks \(.*steer λ·v L1\)"):
         ensure_checked(str(tiny_dir), again, log=said.append, max_new_tokens=4, cache=tmp_path)
     assert len(list((tmp_path / "checks").glob("*.json"))) == 1
+
+
+def test_extract_checks_new_weights_once_and_can_be_told_not_to(tiny_dir, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("XSTEER_CACHE", str(tmp_path / "cache"))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "\n".join(json.dumps({"positive": f"yes {i}", "negative": f"no {i}"}) for i in range(5)) + "\n"
+    )
+    ran = []
+    real = check_mod.run_checks
+    monkeypatch.setattr(check_mod, "run_checks", lambda *a, **k: ran.append(1) or real(*a, **k))
+
+    def extract(*extra):
+        args = [
+            "extract",
+            "--parent",
+            str(tiny_dir),
+            "--pairs",
+            str(pairs),
+            "--out",
+            str(tmp_path / "v.safetensors"),
+        ]
+        return CliRunner().invoke(main, [*args, *extra])
+
+    res = extract("--no-check-model")
+    assert res.exit_code == 0 and not ran and "new weights" not in res.output, res.output
+    res = extract()
+    assert res.exit_code == 0 and ran == [1] and "new weights, checking" in res.output, res.output
+    res = extract()
+    assert res.exit_code == 0 and ran == [1] and "new weights" not in res.output, res.output

@@ -95,3 +95,12 @@ def test_a_gguf_export_carries_the_provenance_and_an_import_keeps_the_weights(tm
     back = load_gguf(path, n_layers=sv.n_layers)
     assert back.provenance()["weights"] == weights_fingerprint(model)
     assert back.provenance()["pairs_source"] == "pairs.jsonl"
+
+
+def test_the_fingerprint_samples_inside_a_large_tensor():
+    # SmolLM2's embedding: 28,311,552 values, where float sample positions once ran past the last index.
+    emb = torch.nn.Embedding(49152, 576)
+    fp = weights_fingerprint(emb)
+    with torch.no_grad():
+        emb.weight[-1, -1] += 1.0  # the last value is among the samples
+    assert weights_fingerprint(torch.nn.Embedding.from_pretrained(emb.weight.detach().clone())) != fp

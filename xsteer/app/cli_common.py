@@ -55,6 +55,29 @@ def run_options(*, batch_size: int, seed: int = 0, device_help: str | None = DEV
     )
 
 
+def check_model_option() -> Decorator:
+    """``--check-model/--no-check-model``: check new weights once before they are used."""
+    return click.option(
+        "--check-model/--no-check-model",
+        default=True,
+        show_default=True,
+        help="The first time these weights are seen, check that they are read and steered right "
+        "(xsteer check-model; the pass is remembered by the weights' fingerprint).",
+    )
+
+
+def load_checked(spec: str, *, device: str | None, check: bool) -> Any:
+    """Load a model; with ``check``, run the model checks if these weights have not passed them before."""
+    from xsteer.core.models import load_model
+
+    model = load_model(spec, device=device)
+    if check:
+        from xsteer.core.models.check import ensure_checked
+
+        ensure_checked(spec, model, log=click.echo)
+    return model
+
+
 def out_option(help: str, *, folder: bool) -> Decorator:
     """The required ``--out``: a file, or a run folder (``folder``)."""
     kind = click.Path(file_okay=False) if folder else click.Path(dir_okay=False)

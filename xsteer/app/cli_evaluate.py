@@ -13,10 +13,12 @@ from xsteer.app.cli_common import (
     Decorator,
     NonNegative,
     Positive,
+    check_model_option,
     check_output,
     check_spec,
     data_dir_option,
     friendly_errors,
+    load_checked,
     options,
     out_option,
     parse_lambdas,
@@ -181,6 +183,7 @@ def named_vectors(specs: Sequence[str], option: str = "--vectors") -> dict[str, 
     default=EvalPlan.test_items,
     help="Test items (default: the whole test split).",
 )
+@check_model_option()
 @out_option("Run folder: records.jsonl, summary.json, summary.md.", folder=True)
 @friendly_errors
 def evaluate_cmd(
@@ -192,6 +195,7 @@ def evaluate_cmd(
     dataset: str,
     data_dir: str | None,
     device: str | None,
+    check_model: bool,
     out: str,
     **plan_options: Any,
 ) -> None:
@@ -206,7 +210,7 @@ def evaluate_cmd(
           --mode loglik --data-dir ../shared/data --out runs/g2s-arc
     """
     from xsteer.app import steps
-    from xsteer.core.models import load_model, parse_spec, resolve_device
+    from xsteer.core.models import parse_spec, resolve_device
     from xsteer.transfer.maps import TransferMap
 
     plan = eval_plan(dataset, **plan_options)
@@ -224,7 +228,7 @@ def evaluate_cmd(
     )
     if norm == "keep":  # refuse a mix now, not after the model has loaded
         steps.build_conditions(vectors, random=False)
-    model = load_model(child_spec, device=device)
+    model = load_checked(child_spec, device=device, check=check_model)
     summary = steps.run_evaluation(
         model,
         vectors,
@@ -262,6 +266,7 @@ def evaluate_cmd(
     show_default=True,
     help="Also score the unsteered child on the same items.",
 )
+@check_model_option()
 @out_option("Run folder: records.jsonl (resumable) and tune.json.", folder=True)
 @friendly_errors
 def tune_cmd(
@@ -271,6 +276,7 @@ def tune_cmd(
     dataset: str,
     data_dir: str | None,
     device: str | None,
+    check_model: bool,
     out: str,
     **plan_options: Any,
 ) -> None:
@@ -287,7 +293,7 @@ def tune_cmd(
           --lambdas 0.01,0.05,0.1,0.5 --data-dir ../shared/data --out runs/g2s-arc-tune
     """
     from xsteer.app import steps
-    from xsteer.core.models import load_model, resolve_device
+    from xsteer.core.models import resolve_device
     from xsteer.evaluation.summary import tune_markdown
 
     # No random control here: the λ search is for the given vectors only.
@@ -302,7 +308,7 @@ def tune_cmd(
     if not val:
         raise click.UsageError(f"{dataset} has no validation items")
     with removed_on_failure(out_path, keep=lambda: (out_path / "records.jsonl").exists()):
-        model = load_model(child_spec, device=device)
+        model = load_checked(child_spec, device=device, check=check_model)
         [name] = vectors
         click.echo(
             f"λ search: {len(plan.lambdas)} λ x {len(val)} validation items ({plan.mode}) -> {out_path}"

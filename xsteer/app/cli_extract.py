@@ -7,12 +7,14 @@ import click
 from xsteer.app.cli_common import (
     NonNegative,
     Positive,
+    check_model_option,
     check_output,
     check_spec,
     choices,
     data_dir_option,
     friendly_errors,
     layer_table,
+    load_checked,
     out_option,
     run_options,
 )
@@ -64,6 +66,7 @@ def _builders() -> click.Choice:
 )
 @click.option("--method", type=_methods(), default="pca", show_default=True)
 @run_options(batch_size=16)
+@check_model_option()
 @out_option("Output vector file (.safetensors).", folder=False)
 @friendly_errors
 def extract_cmd(
@@ -79,6 +82,7 @@ def extract_cmd(
     batch_size: int,
     seed: int,
     device: str | None,
+    check_model: bool,
     out: str,
 ) -> None:
     """Algorithm 1: extract one steering vector per layer of a model from contrastive pairs.
@@ -91,7 +95,7 @@ def extract_cmd(
     """
     from xsteer.app import steps
     from xsteer.app.config import PairsSpec
-    from xsteer.core.models import load_model, resolve_device
+    from xsteer.core.models import resolve_device
 
     if (dataset is None) == (pairs_file is None):
         raise click.UsageError("give exactly one of --dataset or --pairs")
@@ -105,7 +109,7 @@ def extract_cmd(
         from xsteer.tasks import get_task
 
         get_task(dataset).pair_examples(split, 1, data_dir=data_dir, seed=seed, shots=shots)
-    model = load_model(model_spec, device=device)
+    model = load_checked(model_spec, device=device, check=check_model)
     if dataset is not None:
         pairs = steps.make_pairs(model, dataset, spec, data_dir=data_dir, seed=seed, shots=shots)
     click.echo(

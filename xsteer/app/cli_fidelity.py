@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from xsteer.app.fidelity import FidelitySpec
 
 
+def _instrument_norms() -> tuple[str, ...]:
+    from xsteer.evaluation.instrument import NORMS
+
+    return NORMS
+
+
 def _spec_defaults() -> Any:
     """FidelitySpec's field defaults as attributes, so the click defaults are read from the one place that
     holds them."""
@@ -35,6 +41,7 @@ def _spec_defaults() -> Any:
 
 
 FIDELITY_DEFAULTS = _spec_defaults()
+NORMS = _instrument_norms()
 
 
 def _count_option(name: str, help: str) -> Decorator:
@@ -84,6 +91,14 @@ def _count_option(name: str, help: str) -> Decorator:
 @_count_option(
     "--random-draws",
     "Random parent directions through each map, and covariance-shaped child directions (known nulls).",
+)
+@click.option(
+    "--norm",
+    type=click.Choice(NORMS),
+    default=FIDELITY_DEFAULTS.norm,
+    show_default=True,
+    help="What λ is a share of: resid_mean (the child's mean ‖h_l‖) or whitened (its spread per coordinate, "
+    "so a massive-activation coordinate does not make 'equal norm' unequal).",
 )
 @click.option(
     "--judge",
@@ -139,6 +154,7 @@ def fidelity_spec(
     placebos: int,
     replicates: int,
     random_draws: int,
+    norm: str,
     judge: str | None,
     judge_placebos: int,
     n_boot: int,
@@ -169,6 +185,7 @@ def fidelity_spec(
         placebos=placebos,
         replicates=replicates,
         random_draws=random_draws,
+        norm=norm,
         judge=judge,
         judge_placebos=judge_placebos,
         n_boot=n_boot,

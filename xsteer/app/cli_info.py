@@ -89,22 +89,18 @@ def _info_vectors(path: str) -> None:
     from xsteer.core.vectors import SteeringVectors
 
     sv = SteeringVectors.load(path)
-    meta = sv.metadata()
-    for k in (
-        "model_id",
-        "n_layers",
-        "d_model",
-        "method",
-        "centring",
-        "hook",
-        "position",
-        "norm",
-        "pairs_hash",
-    ):
-        click.echo(f"{k:>10}: {meta[k]}")
-    click.echo(f"{'layers':>10}: {list(sv.layers)}")
-    if meta["extra"]:
-        click.echo(f"{'extra':>10}: {meta['extra']}")
+    click.echo(f"{'model_id':>16}: {sv.model_id} [{sv.n_layers} layers x d_model {sv.d_model}]")
+    click.echo(f"{'layers':>16}: {list(sv.layers)}")
+    # Provenance, by name: what a colleague needs to reuse the file, and what it does not say.
+    mapped_only = {"parent", "parent_weights", "map", "fit_texts", "fit_texts_hash", "heldout_r2"}
+    transferred = sv.method.startswith("transfer:")
+    for k, v in sv.provenance().items():
+        if k != "model_id" and (transferred or k not in mapped_only):
+            click.echo(f"{k:>16}: {'not recorded' if v is None else v}")
+    shown_keys = {"source", "parent", "parent_weights", "layer_map", "width_map", "fit", "fit_texts_hash"}
+    rest = {k: v for k, v in sv.extra.items() if k not in shown_keys and k not in sv.provenance()}
+    if rest:
+        click.echo(f"{'extra':>16}: {rest}")
     shown = [layer for layer in sv.layers if layer < len(sv.layer_stats) and sv.layer_stats[layer]]
     if shown:
         click.echo(layer_table(sv.layer_stats, shown))
