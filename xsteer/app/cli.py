@@ -280,7 +280,7 @@ def _width_maps() -> click.Choice:
     "pairs_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help='User pairs: JSON Lines of {"positive", "negative"}.',
+    help='User pairs: JSON Lines of {"positive", "negative"}; or a concept spec (sentiment, ab:refusal).',
 )
 @click.option(
     "--builder", type=_builders(), default="corrupted_answer", show_default=True, help="Pair builder."
@@ -1163,7 +1163,8 @@ def _float_list(text: str, option: str) -> tuple[float, ...]:
     "concepts",
     multiple=True,
     help="Built-in concept (sentiment, topic, formality, certainty), 'corrupted_answer' (GSM8K; needs data), "
-    "or a concept .jsonl file (repeatable; default: the four built-ins).",
+    "ab:NAME (in-house A/B sets: sycophancy, refusal, corrigibility), ab:FILE (model-written evals / CAA), "
+    "caa:BEHAVIOUR (downloads CAA), or a concept .jsonl file (repeatable; default: the four built-ins).",
 )
 @click.option(
     "--layer-map", "layer_maps", multiple=True, help="Layer map(s) to compare (default: proportional)."

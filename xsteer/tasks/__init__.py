@@ -24,13 +24,23 @@ def register_task(task: Task, *, replace: bool = False) -> Task:
 
 
 def get_task(name: str | Task) -> Task:
-    """The task called ``name`` (a :class:`Task` passes through)."""
+    """The task called ``name`` (a :class:`Task` passes through); ``KIND:REST`` names a behavioural A/B set
+    (:mod:`xsteer.tasks.behaviour`: ``ab:refusal``, ``ab:PATH``, ``caa:BEHAVIOUR``), registered on first use."""
     if isinstance(name, Task):
         return name
+    kind, sep, rest = name.partition(":")
+    if name not in _TASKS and sep:
+        from xsteer.tasks.behaviour import TASK_KINDS
+
+        if kind in TASK_KINDS:
+            register_task(TASK_KINDS[kind](rest))
     try:
         return _TASKS[name]
     except KeyError:
-        raise InputError(f"unknown task {name!r}; options: {', '.join(_TASKS)}") from None
+        raise InputError(
+            f"unknown task {name!r}; options: {', '.join(_TASKS)}, or a behavioural A/B set "
+            "(ab:NAME, ab:PATH, caa:BEHAVIOUR)"
+        ) from None
 
 
 def task_names() -> tuple[str, ...]:

@@ -33,7 +33,7 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +77,13 @@ class ABItem:
 
 @dataclass(frozen=True)
 class ABProbe:
-    """A held-out item as read: the prompt up to the answer letter, and the letter that matches the behaviour."""
+    """A held-out item as read: the prompt up to the answer letter, and the letter that matches the behaviour
+    (with the question and the two options as shown, for a task that evaluates the items)."""
 
     prompt: str
     matching: str  # "A" or "B"
+    question: str = ""
+    options: tuple[str, str] = ("", "")
 
     @property
     def other(self) -> str:
@@ -127,6 +130,7 @@ class ABConcept:
     pairs: tuple[tuple[str, str], ...]
     probes: tuple[ABProbe, ...]
     poles: tuple[str, str] = ("matches the behaviour", "does not")
+    train_items: tuple[ABProbe, ...] = ()  # the items the pairs were made of, as shown (for :class:`ABTask`)
     open_ended = False
 
     def readout_for(self, tokenizer: Any) -> LetterLogOdds:
@@ -288,9 +292,12 @@ def _letters(items: Sequence[ABItem], seed: int, which: str) -> list[str]:
     return ["A" if i in first else "B" for i in range(len(items))]
 
 
+def _options_shown(item: ABItem, letter: str) -> tuple[str, str]:
+    return (item.matching, item.other) if letter == "A" else (item.other, item.matching)
+
+
 def _shown(item: ABItem, letter: str) -> str:
-    a, b = (item.matching, item.other) if letter == "A" else (item.other, item.matching)
-    return render(item.question, a, b)
+    return render(item.question, *_options_shown(item, letter))
 
 
 def build(
@@ -303,10 +310,14 @@ def build(
         text = _shown(item, letter)
         pairs.append((text + letter, text + ("B" if letter == "A" else "A")))
     probes = tuple(
-        ABProbe(_shown(item, letter), letter)
+        ABProbe(_shown(item, letter), letter, item.question, _options_shown(item, letter))
         for item, letter in zip(held, _letters(held, options.seed, "held_out"), strict=True)
     )
-    concept = ABConcept(f"ab:{name}", description, source, tuple(pairs), probes)
+    train = tuple(
+        ABProbe(_shown(item, letter), letter, item.question, _options_shown(item, letter))
+        for item, letter in zip(pair_items, _letters(pair_items, options.seed, "pairs"), strict=True)
+    )
+    concept = ABConcept(f"ab:{name}", description, source, tuple(pairs), probes, train_items=train)
     check_sizes(concept, options)
     return concept
 
@@ -326,9 +337,7 @@ def load(spec: str, options: ConceptOptions) -> ABConcept:
     """``ab:NAME`` (an in-house set) or ``ab:PATH``."""
     if spec in INHOUSE:
         concept = load_file(str(DATA_DIR / f"{spec}.jsonl"), options)
-        return ABConcept(
-            concept.name, concept.description, f"builtin:ab:{spec}", concept.pairs, concept.probes
-        )
+        return replace(concept, source=f"builtin:ab:{spec}")
     if Path(spec).suffix in (".json", ".jsonl") or Path(spec).is_file():
         return load_file(spec, options)
     raise ConceptError(
