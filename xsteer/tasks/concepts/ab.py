@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from xsteer.core.models import cache_dir
 from xsteer.tasks.concepts.base import ConceptError, ConceptOptions, check_sizes
 from xsteer.tasks.concepts.readouts import NextTokenLogOdds
 
@@ -345,14 +346,10 @@ def load(spec: str, options: ConceptOptions) -> ABConcept:
     )
 
 
-def _cache() -> Path:
-    return Path(os.environ.get("XSTEER_CACHE", Path.home() / ".cache" / "xsteer")) / "caa"
-
-
 def _fetch(behaviour: str, split: str) -> Path:
     """One CAA file, downloaded once into the cache."""
     rel = CAA_FILES[split].format(b=behaviour)
-    out = _cache() / rel
+    out = cache_dir() / "caa" / rel
     if out.is_file():
         return out
     base = os.environ.get("XSTEER_CAA_URL", CAA_URL).rstrip("/")
