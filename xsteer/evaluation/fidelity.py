@@ -1,11 +1,13 @@
 """Transfer fidelity: how much of a concept's effect on the child survives the parent -> child map.
 
-A concept (:mod:`xsteer.tasks.concepts`) is read out on held-out probes, cheaply and with low variance:
+A concept (:mod:`xsteer.tasks.concepts`) is read out on held-out probes, cheaply and with low variance, by
+the readout it builds (:meth:`~xsteer.tasks.concepts.Concept.readout_for`):
 
-* **log-odds** of the concept's two word sets at the next token after each probe (lexicon concepts), or of
-  the gold vs a corrupted final answer (``corrupted_answer``, the paper's concept);
-* **generation**: the share of short continuations whose lexicon score moves the concept's way, with the
-  texts kept for a reader.
+* **log-odds** of the concept's two word sets at the next token after each probe (lexicon concepts), of the
+  gold vs a corrupted final answer (``corrupted_answer``, the paper's concept), or of the behaviour-matching
+  vs the other answer letter (behavioural A/B concepts);
+* **generation** (open-ended concepts): the share of short continuations whose lexicon score moves the
+  concept's way, with the texts kept for a reader.
 
 The effect of steering vectors ``v`` at λ on probe ``p`` is ``Δ(λ, p) = readout_λ(p) - readout_0(p)``, over a
 grid of λ of both signs (a dose-response). **Fidelity** of a mapped parent vector is its mean signed effect
