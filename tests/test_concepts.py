@@ -13,6 +13,7 @@ from xsteer.tasks.concepts import (
     BUILTIN,
     Concept,
     ConceptError,
+    LexiconConcept,
     concept_names,
     lexicon_score,
     load_concept,
@@ -80,8 +81,8 @@ def test_builtin_lexicons(name):
     assert diff > 0
 
 
-def _lexicon_hits(text: str, concept: Concept) -> int:
-    one = Concept(
+def _lexicon_hits(text: str, concept: LexiconConcept) -> int:
+    one = LexiconConcept(
         concept.name, "", concept.poles, (concept.words[0] + concept.words[1], ("zzzz",)), (), (), ""
     )
     return lexicon_score(text, one)
@@ -325,7 +326,7 @@ def test_not_utf8(tmp_path):
 
 
 def _concept(pos=("happy", "good", "great"), neg=("sad", "bad")) -> Concept:
-    return Concept("t", "", ("p", "n"), (tuple(pos), tuple(neg)), (), (), "test")
+    return LexiconConcept("t", "", ("p", "n"), (tuple(pos), tuple(neg)), (), (), "test")
 
 
 def test_lexicon_score_counts():

@@ -17,7 +17,7 @@ from xsteer.tasks.data import (
     load_examples,
     read_jsonl,
 )
-from xsteer.tasks.scoring import last_boxed
+from xsteer.tasks.math_scoring import last_boxed
 from xsteer.tasks.synthetic import SIZES as SYNTHETIC_SIZES
 
 

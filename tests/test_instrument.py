@@ -294,17 +294,21 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
 ):
     import json
 
-    from xsteer.app import fidelity as study
     from xsteer.app.fidelity import FidelitySpec, reanalyze, run_study
     from xsteer.evaluation import instrument
     from xsteer.evaluation.fidelity import AnswerLogOdds, answer_concept
+    from xsteer.tasks.concepts import registry
 
     # 8 pairs and 3 probes of the short synthetic problems (a character model reads GSM8K contexts as ~300
     # tokens); chunks of 8 vectors.
-    monkeypatch.setattr(
-        study,
-        "answer_concept",
-        lambda **kw: answer_concept(n_pairs=8, n_probes=3, **{**kw, "task": "synthetic"}),
+    monkeypatch.setitem(
+        registry._NAMES,
+        "corrupted_answer",
+        registry.ConceptEntry(
+            lambda name, o: answer_concept(
+                n_pairs=8, n_probes=3, data_dir=o.data_dir, seed=o.seed, task="synthetic"
+            )
+        ),
     )
     monkeypatch.setattr(instrument, "CHUNK", 8)
     parent, child = two_tiny_dirs

@@ -690,7 +690,7 @@ def _lmeval_run(parity, steer_path):
 def _xsteer_run(parity, steering):
     from xsteer.core.likelihood import continuation_logprobs
     from xsteer.tasks import get_task
-    from xsteer.tasks.scoring import arc_loglik_choice
+    from xsteer.tasks.arc_scoring import arc_loglik_choice
 
     task = get_task("arc_challenge")
     contexts, conts, owner = [], [], []

@@ -8,22 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from xsteer.tasks import scoring
-from xsteer.tasks.scoring import (
-    Scored,
-    arc_loglik_choice,
-    extract_choice,
-    gold_gsm8k,
-    gsm8k_flexible,
-    gsm8k_strict,
-    last_boxed,
-    majority_vote,
-    math_answer,
-    math_equiv,
-    normalize_math,
-    normalize_number,
-    score,
-)
+from xsteer.errors import InputError
+from xsteer.tasks import Example, get_task, math_scoring
+from xsteer.tasks.arc_scoring import arc_loglik_choice, extract_choice, score_arc
+from xsteer.tasks.gsm8k import gold_gsm8k, gsm8k_flexible, gsm8k_strict, score_gsm8k
+from xsteer.tasks.math_scoring import last_boxed, math_answer, math_equiv, normalize_math, score_math
+from xsteer.tasks.scoring import Scored, majority_vote, normalize_number
 
 # --------------------------------------------------------------------------------------
 # GSM8K
@@ -138,7 +128,7 @@ def test_gsm8k_flexible(text: str, expected: str | None) -> None:
 )
 def test_flexible_bullet_and_range_dash_is_not_a_sign(completion: str, expected: str) -> None:
     assert normalize_number(gsm8k_flexible(completion)) == expected
-    assert score("gsm8k", completion, f"#### {expected}").correct
+    assert score_gsm8k(completion, f"#### {expected}").correct
 
 
 @pytest.mark.parametrize(
@@ -158,7 +148,7 @@ def test_flexible_bullet_and_range_dash_is_not_a_sign(completion: str, expected:
 )
 def test_real_negatives_survive(completion: str, expected: str) -> None:
     assert normalize_number(gsm8k_flexible(completion)) == expected
-    assert score("gsm8k", completion, f"#### {expected}").correct
+    assert score_gsm8k(completion, f"#### {expected}").correct
 
 
 @pytest.mark.parametrize(
@@ -207,7 +197,7 @@ def test_normalize_number_sign_must_touch_digits(raw: str, expected: str) -> Non
     ],
 )
 def test_unicode_minus_strict_and_flexible(completion: str) -> None:
-    s = score("gsm8k", completion, "#### -10")
+    s = score_gsm8k(completion, "#### -10")
     assert s == Scored("-10", True, "-10", True), completion
 
 
@@ -221,8 +211,8 @@ def test_unicode_minus_strict_and_flexible(completion: str) -> None:
     ],
 )
 def test_unicode_minus_flexible(completion: str) -> None:
-    assert score("gsm8k", completion, "#### -10").correct, completion
-    assert not score("gsm8k", completion, "#### 10").correct, completion
+    assert score_gsm8k(completion, "#### -10").correct, completion
+    assert not score_gsm8k(completion, "#### 10").correct, completion
 
 
 def test_gold_gsm8k() -> None:
@@ -234,51 +224,52 @@ def test_gold_gsm8k() -> None:
 def test_score_gsm8k_strict_vs_flexible() -> None:
     gold = "The sum is 40+2.\n#### 42"
     # Both formats right.
-    s = score("gsm8k", "6*7 = 42\n#### 42", gold)
+    s = score_gsm8k("6*7 = 42\n#### 42", gold)
     assert s == Scored("42", True, "42", True)
     # No "####": flexible finds it, strict does not.
-    s = score("gsm8k", "6 * 7 = 42, so she has 42 apples.", gold)
+    s = score_gsm8k("6 * 7 = 42, so she has 42 apples.", gold)
     assert (s.answer, s.correct, s.strict_answer, s.strict_correct) == ("42", True, None, False)
     # Strict right, flexible wrong: the model rambles after its answer.
-    s = score("gsm8k", "#### 42\nQuestion: Tom has 3 cats", gold)
+    s = score_gsm8k("#### 42\nQuestion: Tom has 3 cats", gold)
     assert (s.answer, s.correct, s.strict_answer, s.strict_correct) == ("3", False, "42", True)
     # "$" after #### fails strict but passes flexible.
-    s = score("gsm8k", "#### $42", gold)
+    s = score_gsm8k("#### $42", gold)
     assert s.correct and not s.strict_correct
 
 
 def test_score_gsm8k_paper_format_and_number_forms() -> None:
     gold = "#### 42"
-    assert score("gsm8k", "Step 1...\n#### The final answer is: 42", gold) == Scored("42", True, "42", True)
-    assert score("gsm8k", "The final answer is: 42.0", gold).correct
-    assert score("gsm8k", "The final answer is: 42.0", gold).strict_correct
+    assert score_gsm8k("Step 1...\n#### The final answer is: 42", gold) == Scored("42", True, "42", True)
+    assert score_gsm8k("The final answer is: 42.0", gold).correct
+    assert score_gsm8k("The final answer is: 42.0", gold).strict_correct
     # Thousands separators and dollars, both in prediction and gold.
-    s = score("gsm8k", "She earns $1,234.00.\n#### 1,234", "#### 1234")
+    s = score_gsm8k("She earns $1,234.00.\n#### 1,234", "#### 1234")
     assert s == Scored("1234", True, "1234", True)
-    assert score("gsm8k", "#### 1234", "#### 1,234").correct
+    assert score_gsm8k("#### 1234", "#### 1,234").correct
     # Negatives.
-    assert score("gsm8k", "The change is -5.\n#### -5", "#### -5").correct
-    assert not score("gsm8k", "#### 5", "#### -5").correct
+    assert score_gsm8k("The change is -5.\n#### -5", "#### -5").correct
+    assert not score_gsm8k("#### 5", "#### -5").correct
     # Decimals: 3.5 is not 35 and not 3.
-    assert score("gsm8k", "#### 3.5", "#### 3.50").correct
-    assert not score("gsm8k", "#### 35", "#### 3.5").correct
-    assert not score("gsm8k", "#### 3", "#### 3.5").correct
+    assert score_gsm8k("#### 3.5", "#### 3.50").correct
+    assert not score_gsm8k("#### 35", "#### 3.5").correct
+    assert not score_gsm8k("#### 3", "#### 3.5").correct
 
 
 def test_score_gsm8k_no_answer_is_invalid_and_incorrect() -> None:
-    s = score("gsm8k", "I am not sure how to solve this.", "#### 42")
+    s = score_gsm8k("I am not sure how to solve this.", "#### 42")
     assert s == Scored(None, False, None, False)
 
 
 def test_score_synthetic_uses_gsm8k_format() -> None:
-    assert score("synthetic", "so 2+2=4\n#### 4", "4") == Scored("4", True, "4", True)
+    item = Example(id="s/0", question="2+2?", answer="4")
+    assert get_task("synthetic").score("so 2+2=4\n#### 4", item) == Scored("4", True, "4", True)
 
 
 def test_score_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
-        score("gsm8k", "#### 1", "#### no number")
-    with pytest.raises(ValueError):
-        score("mmlu", "A", "A")
+        score_gsm8k("#### 1", "#### no number")
+    with pytest.raises(InputError):  # no task, no scoring: each task owns its own
+        get_task("mmlu")
 
 
 # --------------------------------------------------------------------------------------
@@ -358,14 +349,14 @@ def test_last_boxed_braceless_runs_to_end_of_math(text: str, expected: str | Non
 
 def test_gold_and_prediction_boxes_use_the_same_rule() -> None:
     gold_solution = r"The length is $\boxed 5 cm$."
-    assert score("math", r"$\boxed{5}$", gold_solution).correct
-    assert score("math", r"$\boxed 5 cm$", gold_solution).correct
-    assert score("math", r"$\boxed{5 \text{ cm}}$", gold_solution).correct
-    assert not score("math", r"$\boxed{6}$", gold_solution).correct
+    assert score_math(r"$\boxed{5}$", gold_solution).correct
+    assert score_math(r"$\boxed 5 cm$", gold_solution).correct
+    assert score_math(r"$\boxed{5 \text{ cm}}$", gold_solution).correct
+    assert not score_math(r"$\boxed{6}$", gold_solution).correct
     gold_solution = r"The area is $\boxed 2 \pi$."
-    assert score("math", r"$\boxed{2\pi}$", gold_solution).correct
-    assert score("math", r"$\boxed 2 \pi$", gold_solution).correct
-    assert not score("math", r"$\boxed{2}$", gold_solution).correct
+    assert score_math(r"$\boxed{2\pi}$", gold_solution).correct
+    assert score_math(r"$\boxed 2 \pi$", gold_solution).correct
+    assert not score_math(r"$\boxed{2}$", gold_solution).correct
 
 
 def test_math_answer_fallbacks() -> None:
@@ -449,7 +440,7 @@ def test_normalize_math(raw: str, expected: str) -> None:
 )
 def test_known_units_are_dropped(pred: str, gold: str) -> None:
     assert math_equiv(pred, gold), (pred, gold)
-    assert score("math", pred, gold).correct, (pred, gold)
+    assert score_math(pred, gold).correct, (pred, gold)
 
 
 @pytest.mark.parametrize(
@@ -475,7 +466,7 @@ def test_known_units_are_dropped(pred: str, gold: str) -> None:
 )
 def test_non_unit_words_are_not_dropped(pred: str, gold: str) -> None:
     assert not math_equiv(pred, gold), (pred, gold)
-    assert not score("math", pred, gold).correct, (pred, gold)
+    assert not score_math(pred, gold).correct, (pred, gold)
     assert normalize_math(pred) != normalize_math(gold)
 
 
@@ -502,7 +493,7 @@ def test_variable_guard_keeps_equations_and_expressions() -> None:
     ],
 )
 def test_unicode_minus_math(completion: str, gold: str) -> None:
-    s = score("math", completion, gold)
+    s = score_math(completion, gold)
     assert s.correct, (completion, s)
     assert s.answer == normalize_math(gold)
 
@@ -564,7 +555,7 @@ def test_math_equiv_from_worker_threads() -> None:
         (r"\tfrac{2}{5}", "0.4", True),
         ("7", "8", False),
     ]
-    scoring._math_equiv_cached.cache_clear()  # make sure the threads really compute
+    math_scoring._math_equiv_cached.cache_clear()  # make sure the threads really compute
 
     def check(p: tuple[str, str, bool]) -> bool:
         assert threading.current_thread() is not threading.main_thread()
@@ -577,7 +568,7 @@ def test_math_equiv_from_worker_threads() -> None:
 def test_math_verify_is_really_used_off_main_thread() -> None:
     # 0.75 vs 3/4 is not a string match, so only math_verify (or the fallback) proves it.
     out: list[bool] = []
-    t = threading.Thread(target=lambda: out.append(scoring._math_verify_equiv("0.75", r"\frac{3}{4}")))
+    t = threading.Thread(target=lambda: out.append(math_scoring._math_verify_equiv("0.75", r"\frac{3}{4}")))
     t.start()
     t.join()
     assert out == [True]
@@ -587,8 +578,8 @@ def test_math_equiv_sympy_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(pred: str, gold: str) -> bool:
         raise RuntimeError("math_verify unavailable")
 
-    monkeypatch.setattr(scoring, "_math_verify_equiv", broken)
-    scoring._math_equiv_cached.cache_clear()
+    monkeypatch.setattr(math_scoring, "_math_verify_equiv", broken)
+    math_scoring._math_equiv_cached.cache_clear()
     try:
         assert math_equiv(r"\frac{1}{2}", "0.5")
         assert math_equiv(r"\sqrt{4}", "2")
@@ -597,27 +588,27 @@ def test_math_equiv_sympy_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
         # The fallback never evaluates arbitrary code.
         assert not math_equiv("__import__('os').system('true')", "0")
     finally:
-        scoring._math_equiv_cached.cache_clear()
+        math_scoring._math_equiv_cached.cache_clear()
 
 
 def test_score_math() -> None:
     gold_solution = r"We get $x = \frac{1}{2}$, so the answer is $\boxed{\frac12}$."
-    s = score("math", r"Thus $\boxed{0.5}$.", gold_solution)
+    s = score_math(r"Thus $\boxed{0.5}$.", gold_solution)
     assert s == Scored("0.5", True, "0.5", True)
-    s = score("math", r"Thus $\boxed{\dfrac{1}{2}}$.", r"\frac{1}{2}")
+    s = score_math(r"Thus $\boxed{\dfrac{1}{2}}$.", r"\frac{1}{2}")
     assert s.answer == r"\frac{1}{2}" and s.correct and s.strict_correct
     # Minerva phrase without a box: correct, but not strict.
-    s = score("math", "Final Answer: The final answer is $0.5$. I hope it is correct.", r"\frac{1}{2}")
+    s = score_math("Final Answer: The final answer is $0.5$. I hope it is correct.", r"\frac{1}{2}")
     assert s.correct and s.strict_answer is None and s.strict_correct is False
     # Canonical answers make equal answers equal strings for the vote.
-    a = score("math", r"\boxed{\dfrac12}", "1").answer
-    b = score("math", r"\boxed{\frac{1}{2}}", "1").answer
+    a = score_math(r"\boxed{\dfrac12}", "1").answer
+    b = score_math(r"\boxed{\frac{1}{2}}", "1").answer
     assert a == b == r"\frac{1}{2}"
     # Units in the gold answer.
-    assert score("math", r"\boxed{10}", r"10\text{ cm}").correct
+    assert score_math(r"\boxed{10}", r"10\text{ cm}").correct
     # Nothing boxed -> invalid and incorrect.
-    assert score("math", "I give up.", "3") == Scored(None, False, None, False)
-    assert score("math", r"\boxed{}", "3").answer is None
+    assert score_math("I give up.", "3") == Scored(None, False, None, False)
+    assert score_math(r"\boxed{}", "3").answer is None
 
 
 # --------------------------------------------------------------------------------------
@@ -710,15 +701,15 @@ def test_extract_choice_returns_label_spelling() -> None:
 
 
 def test_score_arc() -> None:
-    assert score("arc_challenge", "The answer is (B)", "B", labels=LETTERS) == Scored("B", True)
-    assert score("arc_challenge", "The answer is (B)", "C", labels=LETTERS) == Scored("B", False)
-    assert score("arc_challenge", "(3)", "3", labels=DIGITS) == Scored("3", True)
+    assert score_arc("The answer is (B)", "B", labels=LETTERS) == Scored("B", True)
+    assert score_arc("The answer is (B)", "C", labels=LETTERS) == Scored("B", False)
+    assert score_arc("(3)", "3", labels=DIGITS) == Scored("3", True)
     # Default labels are inferred from the gold label's kind.
-    assert score("arc_challenge", "(3)", "3").correct
-    assert score("arc_challenge", "Answer: d", "D").correct
-    assert score("arc_challenge", "no idea", "A") == Scored(None, False)
+    assert score_arc("(3)", "3").correct
+    assert score_arc("Answer: d", "D").correct
+    assert score_arc("no idea", "A") == Scored(None, False)
     with pytest.raises(ValueError):
-        score("arc_challenge", "A", "Z", labels=LETTERS)
+        score_arc("A", "Z", labels=LETTERS)
 
 
 def test_arc_loglik_choice() -> None:
@@ -759,7 +750,7 @@ def test_majority_vote() -> None:
 
 def test_majority_vote_over_scored_answers() -> None:
     completions = ["#### 1,000", "It is 1000.", "#### 999", "no idea", "#### $1,000.00"]
-    answers = [score("gsm8k", c, "#### 1000").answer for c in completions]
+    answers = [score_gsm8k(c, "#### 1000").answer for c in completions]
     assert answers == ["1000", "1000", "999", None, "1000"]
     assert majority_vote(answers) == "1000"
 

@@ -49,7 +49,7 @@ def _builders() -> click.Choice:
     "pairs_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help='User pairs: JSON Lines of {"positive", "negative"}.',
+    help='User pairs: JSON Lines of {"positive", "negative"}; or a concept spec (sentiment, ab:refusal).',
 )
 @click.option(
     "--builder", type=_builders(), default="corrupted_answer", show_default=True, help="Pair builder."

@@ -58,7 +58,8 @@ def _count_option(name: str, help: str) -> Decorator:
     "concepts",
     multiple=True,
     help="Built-in concept (sentiment, topic, formality, certainty), 'corrupted_answer' (GSM8K; needs data), "
-    "or a concept .jsonl file (repeatable; default: the four built-ins).",
+    "ab:NAME (in-house A/B sets: sycophancy, refusal, corrigibility), ab:FILE (model-written evals / CAA), "
+    "caa:BEHAVIOUR (downloads CAA), or a concept .jsonl file (repeatable; default: the four built-ins).",
 )
 @click.option(
     "--layer-map", "layer_maps", multiple=True, help="Layer map(s) to compare (default: proportional)."

@@ -32,16 +32,10 @@ from typing import Any
 import torch
 
 from xsteer.core.activations import last_token_resid
-from xsteer.core.io import save_torch, spec_slug, write_json_atomic, write_text_atomic
+from xsteer.core.io import save_torch, slug, spec_slug, write_json_atomic, write_text_atomic
 from xsteer.core.models import load_model, model_id, parse_spec
 from xsteer.errors import InputError
 from xsteer.evaluation.evaluate import check_lambdas
-from xsteer.evaluation.fidelity import (
-    AnswerConcept,
-    AnswerLogOdds,
-    WordLogOdds,
-    answer_concept,
-)
 from xsteer.evaluation.instrument import (
     FORMAT,
     LAMBDAS,
@@ -52,12 +46,10 @@ from xsteer.evaluation.instrument import (
     read_cell,
 )
 from xsteer.tasks import get_task
-from xsteer.tasks.concepts import BUILTIN, Concept, ConceptError, load_concept, pole_token_ids
+from xsteer.tasks.concepts import BUILTIN, Concept, ConceptError, Readout, check_concept, load_concept
 from xsteer.transfer.layermap import LAYER_MAPS
 from xsteer.transfer.maps import fit_texts
 from xsteer.transfer.widthmap import WIDTH_MAPS
-
-ANSWER = "corrupted_answer"
 
 
 @dataclass(frozen=True)
@@ -104,9 +96,6 @@ class FidelitySpec:
                 raise InputError(
                     f"width map {name!r} cannot be used here; options: {', '.join(k for k in WIDTH_MAPS if k != 'identity')}"
                 )
-        for c in self.concepts:
-            if c != ANSWER:
-                load_concept(c)
         if not self.parents or not self.children:
             raise InputError("a fidelity study needs at least one parent and one child")
         if not 10 <= self.judge_placebos <= self.placebos:
@@ -122,9 +111,8 @@ class FidelitySpec:
                     f"the judge {self.judge!r} is also a parent or child of this study; a judge must be neither "
                     "(it would read its own steering), e.g. --judge qwen2.5-coder-0.5b for Gemma-3 -> SmolLM2"
                 )
-
-        if ANSWER in self.concepts:
-            get_task("gsm8k").load("validation", data_dir=self.data_dir, limit=1)
+        for c in self.concepts:  # each kind checks what it can before any model loads (data, files)
+            check_concept(c, data_dir=self.data_dir, seed=self.seed)
 
     def instrument(self) -> InstrumentSpec:
         return InstrumentSpec(
@@ -158,11 +146,9 @@ def steered_layers(spec: str, n_layers: int) -> list[int]:
     return list(range(a, b + 1))
 
 
-def _concepts(spec: FidelitySpec) -> list[Concept | AnswerConcept]:
+def _concepts(spec: FidelitySpec) -> list[Concept]:
     return [
-        answer_concept(data_dir=spec.data_dir, seed=spec.seed)
-        if c == ANSWER
-        else load_concept(c, min_pairs=8, min_probes=8)
+        load_concept(c, data_dir=spec.data_dir, seed=spec.seed, min_pairs=8, min_probes=8)
         for c in spec.concepts
     ]
 
@@ -201,7 +187,7 @@ def model_acts(
         return last_token_resid(model, texts, batch_size=batch_size)
 
     def cached(name: str, texts: Any, compute: Callable[[], Any]) -> Any:
-        path = out / "acts" / f"{spec_slug(spec_name)}__{name}__{_key(texts)}.pt"
+        path = out / "acts" / f"{spec_slug(spec_name)}__{slug(name)}__{_key(texts)}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
         log(f"{spec_name}: reading the {name} texts")
@@ -239,7 +225,7 @@ def _fit_lengths(concept: str, readers: Sequence[Any], generic: Sequence[str]) -
     return lengths + [len(t) for t in generic]
 
 
-def _reader(readout: WordLogOdds | AnswerLogOdds, child: Any, layers: list[int], batch_size: int) -> Any:
+def _reader(readout: Readout, child: Any, layers: list[int], batch_size: int) -> Any:
     def read(stack: torch.Tensor, lams: Sequence[float]) -> torch.Tensor:
         return readout.read_stack(child, stack, lams, layers=layers, batch_size=batch_size)
 
@@ -247,22 +233,15 @@ def _reader(readout: WordLogOdds | AnswerLogOdds, child: Any, layers: list[int],
 
 
 def _has_readout(concept: Concept, tokenizer: Any, log: Callable[[str], Any]) -> bool:
-    """Whether this tokenizer gives the concept's readout words distinct first tokens (a character-level one
-    does not); a concept without a readout is left out of the specificity readouts, and said so."""
+    """Whether this tokenizer can read the concept (a character-level one gives a lexicon concept's readout
+    words no distinct first tokens); a concept without a readout is left out of the specificity readouts, and
+    said so."""
     try:
-        pole_token_ids(tokenizer, concept)
+        concept.readout_for(tokenizer)
     except ConceptError as e:
         log(f"{concept.name}: no readout on this tokenizer, left out of specificity ({e})")
         return False
     return True
-
-
-def _readout(concept: Any, tokenizer: Any) -> WordLogOdds | AnswerLogOdds:
-    return (
-        AnswerLogOdds(concept.probes)
-        if isinstance(concept, AnswerConcept)
-        else WordLogOdds(concept, tokenizer)
-    )
 
 
 class _Partial(dict[str, Any]):
@@ -301,7 +280,7 @@ def run_pair(
     """Every concept for one (parent, child); returns the result files (existing ones are kept)."""
     concepts = _concepts(spec)
     files = {
-        c.name: out / "results" / f"{spec_slug(parent_spec)}__{spec_slug(child_spec)}__{c.name}.json"
+        c.name: out / "results" / f"{spec_slug(parent_spec)}__{spec_slug(child_spec)}__{slug(c.name)}.json"
         for c in concepts
     }
     stored = {c.name: json.loads(files[c.name].read_text()) for c in concepts if files[c.name].exists()}
@@ -324,7 +303,7 @@ def run_pair(
         c
         for c in concepts
         if c.name not in stored
-        or (spec.judge is not None and isinstance(c, Concept) and not stored[c.name].get("judged"))
+        or (spec.judge is not None and c.open_ended and not stored[c.name].get("judged"))
     ]
     if not todo:
         return list(files.values())
@@ -350,7 +329,7 @@ def run_pair(
     ids = (parse_spec(parent_spec).model_id, model_id(child))
     layers = steered_layers(spec.layers, child.cfg.n_layers)
     ispec = spec.instrument()
-    lexicon = [c for c in readers if isinstance(c, Concept) and _has_readout(c, child.tokenizer, log)]
+    lexicon = [c for c in readers if c.open_ended and _has_readout(c, child.tokenizer, log)]
     judge_model = None
     for concept in todo:
         name = concept.name
@@ -391,7 +370,7 @@ def run_pair(
             stored.get(name),
         )
         judged = None
-        if spec.judge is not None and isinstance(concept, Concept):
+        if spec.judge is not None and concept.open_ended:
             store = partial.store("__judge__")
             if "scores" not in store or store.get("model") != spec.judge:
                 judge_model = judge_model or load_model(spec.judge, device=spec.device)
@@ -410,7 +389,7 @@ def run_pair(
             "parent": parent_spec,
             "child": child_spec,
             "concept": name,
-            "readout": readout_name(concept),
+            "readout": concept.readout_for(child.tokenizer).name,
             "ids": list(ids),
             "steered_layers": layers,
             "spec": measured,
@@ -447,7 +426,7 @@ def _read_all(
     readouts, baselines = {}, {}
     for key, cell in cells.items():
         target = concept if key == "target" else next(c for c in lexicon if c.name == key)
-        readout = _readout(target, child.tokenizer)
+        readout = target.readout_for(child.tokenizer)
         store = partial.store(key)
         if "__baseline__" not in store:
             base = readout.read_stack(child, cell.vectors[:1], [0.0], layers=layers)[0, 0]
@@ -555,14 +534,6 @@ def _measured(spec: FidelitySpec) -> dict[str, Any]:
 
 def _rounded(t: torch.Tensor) -> torch.Tensor:
     return torch.round(t.double(), decimals=4)
-
-
-def readout_name(concept: Any) -> str:
-    return (
-        "log-odds of the gold vs a corrupted final answer"
-        if isinstance(concept, AnswerConcept)
-        else "next-token log-odds of the readout words (none ends a pair)"
-    )
 
 
 def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from xsteer.evaluation.conditions import Conditions, build_conditions
 from xsteer.evaluation.plan import DEFAULT_NORM_TEXT
 from xsteer.evaluation.run import load_splits, run_evaluation, run_tune
 from xsteer.extraction.extract import extract
-from xsteer.extraction.pairs import ContrastivePair, build_pairs, load_pairs_jsonl
+from xsteer.extraction.pairs import ContrastivePair, build_pairs, concept_pairs, load_pairs_jsonl
 from xsteer.tasks import get_task
 from xsteer.transfer.maps import TransferMap, fit_texts, fit_transfer
 
@@ -52,8 +52,13 @@ def make_pairs(
 
 
 def read_pairs(path: str | Path) -> list[ContrastivePair]:
-    """A user's pair file (JSON Lines of ``{"positive", "negative"}``), used verbatim."""
-    return load_pairs_jsonl(path)
+    """A user's pair file (JSON Lines of ``{"positive", "negative"}``), used verbatim; or, when ``path`` is no
+    file but a concept spec (``sentiment``, ``ab:refusal``, ``caa:sycophancy``), that concept's pairs."""
+    from xsteer.tasks.concepts import load_concept
+
+    if Path(path).suffix in (".jsonl", ".json") or Path(path).exists():
+        return load_pairs_jsonl(path)
+    return concept_pairs(load_concept(str(path)))
 
 
 def make_vectors(

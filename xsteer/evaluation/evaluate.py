@@ -52,8 +52,8 @@ from xsteer.evaluation.summary import (
     summary_markdown,
 )
 from xsteer.tasks import Example, Task, get_task
+from xsteer.tasks.arc_scoring import arc_loglik_choice
 from xsteer.tasks.prompts import render
-from xsteer.tasks.scoring import arc_loglik_choice
 
 #: Condition names the evaluator gives meaning to; a user's vectors cannot take them.
 RESERVED = (BASELINE, SELF_CONSISTENCY, "random")

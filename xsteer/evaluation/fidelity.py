@@ -1,11 +1,13 @@
 """Transfer fidelity: how much of a concept's effect on the child survives the parent -> child map.
 
-A concept (:mod:`xsteer.tasks.concepts`) is read out on held-out probes, cheaply and with low variance:
+A concept (:mod:`xsteer.tasks.concepts`) is read out on held-out probes, cheaply and with low variance, by
+the readout it builds (:meth:`~xsteer.tasks.concepts.Concept.readout_for`):
 
-* **log-odds** of the concept's two word sets at the next token after each probe (lexicon concepts), or of
-  the gold vs a corrupted final answer (``corrupted_answer``, the paper's concept);
-* **generation**: the share of short continuations whose lexicon score moves the concept's way, with the
-  texts kept for a reader.
+* **log-odds** of the concept's two word sets at the next token after each probe (lexicon concepts), of the
+  gold vs a corrupted final answer (``corrupted_answer``, the paper's concept), or of the behaviour-matching
+  vs the other answer letter (behavioural A/B concepts);
+* **generation** (open-ended concepts): the share of short continuations whose lexicon score moves the
+  concept's way, with the texts kept for a reader.
 
 The effect of steering vectors ``v`` at λ on probe ``p`` is ``Δ(λ, p) = readout_λ(p) - readout_0(p)``, over a
 grid of λ of both signs (a dose-response). **Fidelity** of a mapped parent vector is its mean signed effect
@@ -28,227 +30,23 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import einops
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xsteer.core.activations import next_token_logprobs
 from xsteer.core.generate import Steering, generate
-from xsteer.core.likelihood import continuation_logprobs
 from xsteer.core.progress import Progress
 from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import InputError
 from xsteer.evaluation.evaluate import check_norms
-from xsteer.tasks.concepts import Concept, lexicon_score, pole_token_ids
+from xsteer.tasks.concepts import Concept, Readout, WordLogOdds
+from xsteer.tasks.concepts.answer import AnswerConcept, AnswerLogOdds, AnswerProbe, answer_concept
+from xsteer.tasks.concepts.readouts import sequence_logprobs
 
 #: λ grid of the dose-response, relative to the child's residual norm per steered layer (``resid_mean``).
 DEFAULT_LAMBDAS: tuple[float, ...] = (-0.08, -0.04, -0.02, 0.02, 0.04, 0.08)
 NATIVE = "native"
-
-
-@dataclass(frozen=True)
-class AnswerProbe:
-    """A probe of the ``corrupted_answer`` concept: a context ending where the final answer goes, the gold
-    continuation and a wrong one (the concept's positive pole is the gold answer)."""
-
-    context: str
-    gold: str
-    wrong: str
-
-
-# ---------------------------------------------------------------------------------------------- readouts
-class Readout:
-    """``readout(model, vectors, lams)`` -> one value per (λ, probe): the concept's position on its axis."""
-
-    name = "readout"
-    probes: Sequence[Any] = ()
-
-    def __call__(
-        self,
-        model: HookedModel,
-        vectors: SteeringVectors | None,
-        lambdas: Sequence[float],
-        *,
-        layers: Sequence[int] | None = None,
-        batch_size: int = 32,
-    ) -> Float[Tensor, "lam probe"]:
-        raise NotImplementedError
-
-
-class WordLogOdds(Readout):
-    """log Σ p(+ pole word) - log Σ p(- pole word) at the next token after each probe."""
-
-    name = "next-token log-odds of the pole words"
-
-    def __init__(self, concept: Concept, tokenizer: Any):
-        self.concept, self.probes = concept, list(concept.probes)
-        self.pos, self.neg = pole_token_ids(tokenizer, concept)
-
-    def __call__(
-        self,
-        model: HookedModel,
-        vectors: SteeringVectors | None,
-        lambdas: Sequence[float],
-        *,
-        layers: Sequence[int] | None = None,
-        batch_size: int = 32,
-    ) -> Float[Tensor, "lam probe"]:
-        texts = [p for _ in lambdas for p in self.probes]
-        lam = [float(x) for x in lambdas for _ in self.probes]
-        lp = next_token_logprobs(
-            model,
-            texts,
-            self.pos + self.neg,
-            vectors=vectors,
-            lam=lam if vectors is not None else None,
-            layers=layers,
-            batch_size=batch_size,
-        )
-        k = len(self.pos)
-        odds = torch.logsumexp(lp[:, :k], dim=-1) - torch.logsumexp(lp[:, k:], dim=-1)
-        return odds.reshape(len(lambdas), len(self.probes))
-
-    def read_stack(
-        self,
-        model: HookedModel,
-        stack: Float[Tensor, "m layer d_model"],
-        lambdas: Sequence[float],
-        *,
-        layers: Sequence[int],
-        batch_size: int = 64,
-    ) -> Float[Tensor, "m lam probe"]:
-        """The readout of many vectors at once: rows are (vector, λ, probe), each steered by its own vector,
-        ordered probe-major so a batch holds few distinct probe lengths (little padding)."""
-        m, n_lam, n_p = stack.shape[0], len(lambdas), len(self.probes)
-        grid = [(p, v, j) for p in range(n_p) for v in range(m) for j in range(n_lam)]
-        lp = next_token_logprobs(
-            model,
-            [self.probes[p] for p, _, _ in grid],
-            self.pos + self.neg,
-            vectors=stack,
-            which=[v for _, v, _ in grid],
-            lam=[float(lambdas[j]) for _, _, j in grid],
-            layers=layers,
-            batch_size=batch_size,
-        )
-        k = len(self.pos)
-        odds = torch.logsumexp(lp[:, :k], dim=-1) - torch.logsumexp(lp[:, k:], dim=-1)
-        return einops.rearrange(odds, "(p m j) -> m j p", p=n_p, m=m, j=n_lam)
-
-
-class AnswerLogOdds(Readout):
-    """log p(gold answer) - log p(corrupted answer) after each probe's context (summed over tokens)."""
-
-    name = "log-odds of the gold vs a corrupted final answer"
-
-    def __init__(self, probes: Sequence[AnswerProbe]):
-        self.probes = list(probes)
-
-    def __call__(
-        self,
-        model: HookedModel,
-        vectors: SteeringVectors | None,
-        lambdas: Sequence[float],
-        *,
-        layers: Sequence[int] | None = None,
-        batch_size: int = 32,
-    ) -> Float[Tensor, "lam probe"]:
-        ctx = [p.context for _ in lambdas for p in self.probes for _ in (0, 1)]
-        cont = [c for _ in lambdas for p in self.probes for c in (p.gold, p.wrong)]
-        lam = [float(x) for x in lambdas for _ in self.probes for _ in (0, 1)]
-        steering = Steering(vectors, lam, layers) if vectors is not None else None
-        lp = torch.tensor(continuation_logprobs(model, ctx, cont, steering=steering, batch_size=batch_size))
-        return (lp[0::2] - lp[1::2]).reshape(len(lambdas), len(self.probes))
-
-    def read_stack(
-        self,
-        model: HookedModel,
-        stack: Float[Tensor, "m layer d_model"],
-        lambdas: Sequence[float],
-        *,
-        layers: Sequence[int],
-        batch_size: int = 64,
-    ) -> Float[Tensor, "m lam probe"]:
-        """The readout of many vectors at once, each row (vector, λ, probe, answer) steered by its own vector:
-        context and answer run as one sequence (no shared prefill, so rows need not share a vector)."""
-        m, n_lam, n_p = stack.shape[0], len(lambdas), len(self.probes)
-        grid = [(p, v, j, a) for p in range(n_p) for v in range(m) for j in range(n_lam) for a in (0, 1)]
-        lp = sequence_logprobs(
-            model,
-            [self.probes[p].context for p, _, _, _ in grid],
-            [(self.probes[p].gold, self.probes[p].wrong)[a] for p, _, _, a in grid],
-            stack=stack,
-            which=[v for _, v, _, _ in grid],
-            lam=[float(lambdas[j]) for _, _, j, _ in grid],
-            layers=layers,
-            batch_size=batch_size,
-        )
-        return einops.rearrange(lp[0::2] - lp[1::2], "(p m j) -> m j p", p=n_p, m=m, j=n_lam)
-
-
-@torch.inference_mode()
-def sequence_logprobs(
-    model: HookedModel,
-    contexts: Sequence[str],
-    continuations: Sequence[str],
-    *,
-    stack: Float[Tensor, "m layer d_model"],
-    which: Sequence[int],
-    lam: Sequence[float],
-    layers: Sequence[int],
-    batch_size: int = 32,
-) -> Float[Tensor, " n"]:
-    """Sum of log p(continuation | context) per row, row ``i`` steered at every position by
-    ``lam[i] · stack[which[i]]``. Context and continuation are tokenized apart (exact boundary, as lm-eval)."""
-    from xsteer.core.inject import steer_rows
-    from xsteer.core.models import native_attention
-
-    tok = model.tokenizer
-    device = next(model.parameters()).device
-    ctx = [tok(c).input_ids for c in contexts]  # the BOS, where the tokenizer adds one, leads the context
-    cont = [tok(c, add_special_tokens=False).input_ids for c in continuations]
-    out = torch.empty(len(contexts))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    with native_attention(model):
-        for start in range(0, len(contexts), batch_size):
-            rows = range(start, min(start + batch_size, len(contexts)))
-            seqs = [ctx[i] + cont[i] for i in rows]
-            width = max(len(x) for x in seqs)
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, x in enumerate(seqs):  # left padding: every row's last token is at -1
-                ids[r, width - len(x) :] = torch.tensor(x)
-                mask[r, width - len(x) :] = 1
-            index = torch.as_tensor([which[i] for i in rows])
-            with steer_rows(model, stack[index], lam=[lam[i] for i in rows], layers=layers):
-                logits = model(ids.to(device), attention_mask=mask.to(device))
-            lp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None].to(device))[
-                ..., 0
-            ]
-            for r, i in enumerate(rows):
-                out[i] = lp[r, width - 1 - len(cont[i]) :].sum().cpu()
-    return out
-
-
-def readout_for(concept: Any, tokenizer: Any) -> Readout:
-    """The log-odds readout of a lexicon concept, or of ``corrupted_answer`` probes."""
-    if isinstance(concept, Concept):
-        return WordLogOdds(concept, tokenizer)
-    if isinstance(concept, AnswerConcept):
-        return AnswerLogOdds(concept.probes)
-    raise InputError(f"no readout for {type(concept).__name__}")
-
-
-@dataclass(frozen=True)
-class AnswerConcept:
-    """The paper's concept: "this reasoning ends in the right answer" (pairs: gold vs corrupted answer)."""
-
-    name: str
-    pairs: tuple[tuple[str, str], ...]
-    probes: tuple[AnswerProbe, ...]
-    description: str = "correct vs corrupted final answer after the same reasoning (GSM8K)"
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -422,7 +220,7 @@ def _fmt(e: Estimate) -> str:
 
 def fidelity(
     child: HookedModel,
-    concept: Concept | AnswerConcept,
+    concept: Concept,
     conditions: Mapping[str, SteeringVectors],
     *,
     native: SteeringVectors,
@@ -459,7 +257,7 @@ def fidelity(
     check_norms(all_vectors)
     for v in all_vectors.values():
         v.check_compatible(child.cfg.n_layers, child.cfg.d_model, child.cfg.model_name)
-    readout = readout_for(concept, child.tokenizer)
+    readout = concept.readout_for(child.tokenizer)
     if len(readout.probes) < 2:
         raise InputError(f"concept {concept.name!r} has {len(readout.probes)} probes; a CI needs at least 2")
     base = readout(child, None, [0.0], batch_size=batch_size)[0]
@@ -499,7 +297,7 @@ def fidelity(
             "seed": seed,
         },
     )
-    if generation_probes and isinstance(concept, Concept):
+    if generation_probes and concept.open_ended:
         lam = generation_lam if generation_lam is not None else max(abs(x) for x in lambdas)
         # Texts for a reader: the reference, the null, and the condition that carried the most of the concept.
         shown = [NATIVE, *(c for c in ("random",) if c in all_vectors)]
@@ -540,12 +338,12 @@ def generation_readout(
             "lam": 0.0,
             "probe": p,
             "text": g.text,
-            "score": lexicon_score(g.text, concept),
+            "score": concept.score_text(g.text),
             "moved": None,
         }
         for p, g in zip(probes, plain, strict=True)
     ]
-    base = {p: lexicon_score(g.text, concept) for p, g in zip(probes, plain, strict=True)}
+    base = {p: concept.score_text(g.text) for p, g in zip(probes, plain, strict=True)}
     for name, v in conditions.items():
         lams = [s * lam for s in (1.0, -1.0) for _ in probes]
         gens = generate(
@@ -556,7 +354,7 @@ def generation_readout(
             steering=Steering(v, lams, layers, "all"),
         )
         for p, lm, g in zip(probes * 2, lams, gens, strict=True):
-            score = lexicon_score(g.text, concept)
+            score = concept.score_text(g.text)
             out.append(
                 {
                     "condition": name,
@@ -593,38 +391,8 @@ __all__ = [
     "restrict",
     "generation_readout",
     "moved_share",
-    "readout_for",
+    "Readout",
+    "answer_concept",
     "sequence_logprobs",
     "signed_effect",
 ]
-
-
-def answer_concept(
-    *, data_dir: Any = None, n_pairs: int = 64, n_probes: int = 32, seed: int = 0, task: str = "gsm8k"
-) -> AnswerConcept:
-    """The paper's concept as a fidelity concept: ``corrupted_answer`` pairs from the task's train split, in
-    the plain ``Question:/Answer:`` form both models read alike, and held-out probes from its validation
-    split, each read out on its gold vs a corrupted final answer."""
-    import random
-
-    from xsteer.extraction.pairs import build_pairs, strip_final, wrong_answer
-    from xsteer.tasks import get_task
-
-    t = get_task(task)
-    pairs = build_pairs(
-        "corrupted_answer",
-        t.pair_examples("train", n_pairs, data_dir=data_dir, seed=seed),
-        None,
-        task=t,
-        seed=seed,
-    )
-    rng = random.Random(seed)
-    items = t.load("validation", data_dir=data_dir, limit=n_probes, seed=seed)
-    answers = [e.answer for e in items]
-    probes = []
-    for ex in items:
-        if not ex.solution:
-            continue
-        context = f"Question: {ex.question}\nAnswer: {strip_final(ex.solution)}\n{t.answer_prefix()}"
-        probes.append(AnswerProbe(context, f" {ex.answer}", f" {wrong_answer(ex.answer, rng, answers)}"))
-    return AnswerConcept("corrupted_answer", tuple((p.positive, p.negative) for p in pairs), tuple(probes))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 from xsteer.core.io import read_jsonl
 from xsteer.errors import InputError
 from xsteer.tasks import Example, Task, get_task
+from xsteer.tasks.answers import corrupted_texts, strip_final
 from xsteer.tasks.prompts import render_pair_text
 
 
@@ -53,57 +53,12 @@ CARELESS = (
 )
 
 
-def wrong_answer(answer: str, rng: random.Random, others: Sequence[str]) -> str:
-    """A deterministic wrong answer: a nearby number for numeric answers, else another row's answer."""
-    s = answer.strip().replace(",", "")
-    if re.fullmatch(r"-?\d+", s):
-        delta = rng.choice([d for d in range(-10, 11) if d != 0])
-        return str(int(s) + delta)
-    if re.fullmatch(r"-?\d*\.\d+", s):
-        return f"{float(s) + rng.choice([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]):g}"
-    candidates = [o for o in others if o.strip() != answer.strip()]
-    return rng.choice(candidates) if candidates else answer + "+1"
-
-
 def corrupted_answer(
     examples: Sequence[Example], tokenizer: Any, *, task: Task, seed: int = 0
 ) -> list[ContrastivePair]:
-    rng = random.Random(seed)
-    answers = [e.answer for e in examples]
-    pairs = []
-    for ex in examples:
-        if ex.choices is not None and ex.labels is not None:  # multiple choice: right vs wrong choice
-            wrong = rng.choice([lab for lab in ex.labels if lab != ex.answer])
-            right_text = ex.choices[list(ex.labels).index(ex.answer)]
-            wrong_text = ex.choices[list(ex.labels).index(wrong)]
-            pos = f"The answer is {right_text}. [{ex.answer}]"
-            neg = f"The answer is {wrong_text}. [{wrong}]"
-            question = (
-                ex.question
-                + "\n"
-                + "\n".join(f"{lab}. {t}" for lab, t in zip(ex.labels, ex.choices, strict=True))
-            )
-        else:
-            if not ex.solution:
-                raise InputError(
-                    f"example {ex.id!r} has no reference solution to build a corrupted_answer pair"
-                )
-            reasoning = strip_final(ex.solution)
-            wrong = wrong_answer(ex.answer, rng, answers)
-            pos = f"{reasoning}\n{task.final_line(ex.answer)}"
-            neg = f"{reasoning}\n{task.final_line(wrong)}"
-            question = ex.question
-        pairs.append(
-            ContrastivePair(
-                render_pair_text(tokenizer, question, pos), render_pair_text(tokenizer, question, neg), ex.id
-            )
-        )
-    return pairs
-
-
-def strip_final(solution: str) -> str:
-    """Drop a trailing '#### N' line so the builder controls the final-answer line itself."""
-    return re.sub(r"\n?\s*####.*\Z", "", solution.strip(), flags=re.S).rstrip()
+    return [
+        ContrastivePair(p, n, i) for p, n, i in corrupted_texts(examples, tokenizer, task=task, seed=seed)
+    ]
 
 
 def persona(

@@ -11,6 +11,7 @@ from xsteer.errors import InputError
 from xsteer.tasks.base import SPLITS, VALIDATION_SIZE, Example, Task
 
 _TASKS: dict[str, Task] = {}
+_KIND_TASKS: dict[str, Task] = {}  # ``KIND:REST`` tasks made on first use (not listed by task_names)
 
 
 def register_task(task: Task, *, replace: bool = False) -> Task:
@@ -24,13 +25,23 @@ def register_task(task: Task, *, replace: bool = False) -> Task:
 
 
 def get_task(name: str | Task) -> Task:
-    """The task called ``name`` (a :class:`Task` passes through)."""
+    """The task called ``name`` (a :class:`Task` passes through); ``KIND:REST`` names a behavioural A/B set
+    (:mod:`xsteer.tasks.behaviour`: ``ab:refusal``, ``ab:PATH``, ``caa:BEHAVIOUR``), registered on first use."""
     if isinstance(name, Task):
         return name
+    kind, sep, rest = name.partition(":")
+    if name not in _TASKS and name not in _KIND_TASKS and sep:
+        from xsteer.tasks.behaviour import TASK_KINDS
+
+        if kind in TASK_KINDS:
+            _KIND_TASKS[name] = TASK_KINDS[kind](rest)
     try:
-        return _TASKS[name]
+        return _TASKS[name] if name in _TASKS else _KIND_TASKS[name]
     except KeyError:
-        raise InputError(f"unknown task {name!r}; options: {', '.join(_TASKS)}") from None
+        raise InputError(
+            f"unknown task {name!r}; options: {', '.join(_TASKS)}, or a behavioural A/B set "
+            "(ab:NAME, ab:PATH, caa:BEHAVIOUR)"
+        ) from None
 
 
 def task_names() -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from xsteer.errors import InputError
-from xsteer.tasks import scoring
+from xsteer.tasks.arc_scoring import score_arc
 from xsteer.tasks.base import Example, Scored, Task
 from xsteer.tasks.data import data_file, hub_rows, map_rows
 
@@ -182,7 +182,7 @@ class ArcChallenge(Task):
         return "\n".join(lines)
 
     def score(self, completion: str, example: Example) -> Scored:
-        return scoring.score("arc_challenge", completion, example.answer, labels=example.labels)
+        return score_arc(completion, example.answer, labels=example.labels)
 
     def loglik_request(self, example: Example) -> tuple[str, list[str]]:
         """lm-eval's ``arc_challenge``: context ``"Question: {q}\\nAnswer:"``, continuations ``" {choice}"``."""

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from xsteer.errors import InputError
-from xsteer.tasks import scoring
 from xsteer.tasks.base import Example, Scored, Task
 from xsteer.tasks.data import data_file, hub_rows, map_rows
+from xsteer.tasks.scoring import LEADING_SIGN, SIGN, UNSIGNED, normalize_number
 
 # System prompt: the paper's Appendix A, Table 3. No marker was lost in the PDF->text extraction;
 # "#### The final answer is: [...]" is the paper's format and the "**...**" are literal markdown asterisks.
@@ -128,6 +128,92 @@ def row_to_example(row: dict[str, Any], ex_id: str) -> Example:
     )
 
 
+# ---------------------------------------------------------------------------------------------- scoring
+# A number as lm-eval's strict regex sees it ([0-9.,]+), but it must contain a digit,
+# so that "#### ." or "#### ," is not an "answer".
+_STRICT_NUM = SIGN + r"?[0-9.,]*[0-9][0-9.,]*"
+
+# "#### 42" (lm-eval strict-match) and the paper's "#### The final answer is: 42".
+_STRICT_HASH_RE = re.compile(
+    r"####\s*(?:(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*:?\s*)?(?P<num>" + _STRICT_NUM + ")",
+    re.IGNORECASE,
+)
+# "The final answer is: 42" / "The answer is 42" (lm-eval gsm8k-cot's strict regex
+# "The answer is (\-?[0-9\.\,]+)." without the trailing wildcard, plus optional bold / $).
+_STRICT_PHRASE_RE = re.compile(
+    r"\banswer\s+is\s*:?\s*(?:\*\*)?\s*\$?\s*(?P<num>" + _STRICT_NUM + ")",
+    re.IGNORECASE,
+)
+
+# Flexible number: optional sign, optional "$" (a space may follow the "$", never the
+# sign), digits with optional separators, optional decimal part; or a bare ".5".
+_FLEX_RE = re.compile(r"(?:" + LEADING_SIGN + r")?(?:\$\s?)?" + UNSIGNED)
+
+
+def gsm8k_strict(text: str) -> str | None:
+    """Extract the GSM8K answer in the *strict* format, or ``None``.
+
+    Precedence (first rule that matches anywhere in ``text`` wins):
+
+    1. ``#### N`` -- lm-eval ``strict-match`` (``#### (\\-?[0-9\\.\\,]+)``, ``take_first``),
+       whitespace-tolerant after ``####``.  The paper's ``#### The final answer is: N``
+       (and ``#### Answer: N``) is accepted by the same rule.
+    2. ``The final answer is: N`` / ``The answer is N`` (case-insensitive, optional
+       ``**`` and ``$`` before the number) -- the CoT-style phrase.  First match,
+       like lm-eval's ``take_first``.
+
+    Within a rule the FIRST match is used (lm-eval convention).  No ``$`` is accepted
+    right after ``####`` (as in lm-eval: ``#### $5`` fails strict, passes flexible).
+    The returned string is raw (``"1,234."``); pass it through :func:`normalize_number`.
+    """
+    if not text:
+        return None
+    m = _STRICT_HASH_RE.search(text) or _STRICT_PHRASE_RE.search(text)
+    return m.group("num") if m else None
+
+
+def gsm8k_flexible(text: str) -> str | None:
+    """Extract the LAST number in ``text`` (lm-eval ``flexible-extract``), or ``None``.
+
+    lm-eval uses ``(-?[$0-9.,]{2,})|(-?[0-9]+)`` with ``group_select: -1``.  This is the
+    same idea with these differences: a match must contain a digit (lm-eval's regex accepts
+    ``"..."`` and reads ``"42..."`` as one token); a ``-`` glued to a preceding word or
+    number is a minus operator, not a sign (``"5-3"`` ends in ``3``); and ``\u2212`` or an
+    en dash touching the digits is a sign (``"\u221210"``, ``"\u201310"``).  Like lm-eval, a
+    dash separated from its digits is no sign: a bullet ``"- 18 eggs"`` or a range
+    ``"2 - 3 hours"`` ends in ``18`` / ``3``.  Returned raw (may contain ``$`` / ``,`` / a
+    non-ASCII minus); pass it through :func:`normalize_number`.
+    """
+    if not text:
+        return None
+    last = None
+    for m in _FLEX_RE.finditer(text):
+        last = m.group(0)
+    return last.strip() if last is not None else None
+
+
+def gold_gsm8k(answer_field: str) -> str:
+    """The gold answer of a GSM8K ``answer`` field: the text after ``####``, stripped.
+
+    If there is no ``####`` the whole stripped field is returned, so that an
+    already-extracted gold (or a synthetic item) can be passed straight through.
+    """
+    return answer_field.split("####")[-1].strip()
+
+
+def score_gsm8k(completion: str, gold: str) -> Scored:
+    """Score one completion against a GSM8K gold: the answer field (text after ``####`` is used) or the bare
+    number. ``answer``/``correct`` = flexible-extract (last number); ``strict_answer``/``strict_correct`` =
+    strict-match. Numbers are compared canonically (:func:`~xsteer.tasks.scoring.normalize_number`), so
+    ``"5.0" == "5"``. Raises ``ValueError`` for a gold with no number."""
+    gold_n = normalize_number(gold_gsm8k(gold))
+    if gold_n is None:
+        raise ValueError(f"gold answer has no number: {gold!r}")
+    flex = normalize_number(gsm8k_flexible(completion))
+    strict = normalize_number(gsm8k_strict(completion))
+    return Scored(flex, flex == gold_n, strict, strict == gold_n)
+
+
 class GSM8K(Task):
     name = "gsm8k"
     description = (
@@ -160,7 +246,7 @@ class GSM8K(Task):
         return FINAL.format(answer=answer)
 
     def score(self, completion: str, example: Example) -> Scored:
-        return scoring.score("gsm8k", completion, example.answer)
+        return score_gsm8k(completion, example.answer)
 
 
 TASK = GSM8K()

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from xsteer.errors import DataNotFoundError, InputError
-from xsteer.tasks import scoring
 from xsteer.tasks.base import Example, Scored, Task, draw
 from xsteer.tasks.data import data_file, hub_rows, map_rows
+from xsteer.tasks.math_scoring import last_boxed, score_math
 
 # System prompt: the paper's Appendix A, Table 2. The PDF->text extraction dropped LaTeX inside <code>:
 # both occurrences of "<code>answer</code>" were "\boxed{answer}" -- the prompt itself says "state the final
@@ -79,7 +79,7 @@ def row_to_example(row: dict[str, Any], ex_id: str | None = None) -> Example:
     solution = str(row["solution"])
     answer = row.get("answer")
     if answer is None:  # hub mirrors carry no answer field: the gold is the solution's last box
-        answer = scoring.last_boxed(solution)
+        answer = last_boxed(solution)
         if answer is None:
             raise InputError(f"MATH row {ex_id or row.get('unique_id')}: no \\boxed answer in solution")
     subject = row.get("subject", row.get("type"))
@@ -150,7 +150,7 @@ class _MathTask(Task):
         return super().format_answer(example)
 
     def score(self, completion: str, example: Example) -> Scored:
-        return scoring.score("math", completion, example.answer)
+        return score_math(completion, example.answer)
 
 
 class Math(_MathTask):
