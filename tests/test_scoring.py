@@ -515,6 +515,8 @@ def test_en_dash_between_operands_is_not_rewritten() -> None:
         (r"\frac{\sqrt3}{2}", r"\frac{\sqrt{3}}{2}"),
         ("x=3", "3"),  # documented convention: a one-variable LHS is ignored
         ("3", "x = 3"),
+        (r"\boxed{[-2, 7]}", r"x \in [-2,7]"),  # set membership of one variable states the set
+        (r"(-\infty, 3]", r"y \in (-\infty,3]"),
         (r"10\text{ cm}", "10"),
         (r"10\text{ cm}", r"10 \text{cm}"),
         (r"\{1,2\}", r"\{2,1\}"),
@@ -534,6 +536,8 @@ def test_math_equiv_true(pred: str, gold: str) -> None:
     ("pred", "gold"),
     [
         ("2", "3"),
+        ("[-2, 8]", r"x \in [-2,7]"),
+        ("[-2,7]", r"2x \in [-2,7]"),  # only a single variable's membership is the set
         (r"\frac{1}{3}", "0.3333"),
         ("35", "3.5"),
         (r"\sqrt{5}", "2"),

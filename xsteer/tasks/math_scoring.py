@@ -283,6 +283,11 @@ def normalize_math(s: str) -> str:
         lhs, rhs = (p.strip() for p in t.split("="))
         if _SHORT_LHS_RE.fullmatch(lhs) and rhs:
             t = rhs
+    # "x \in [-2, 7]" -> "[-2, 7]": set membership of a single variable states the set, as "x = 3" states 3
+    # (lm-eval's math_verify matches the two); "\infty" is not "\in".
+    parts = re.split(r"\\in(?![a-zA-Z])", t)
+    if len(parts) == 2 and _SHORT_LHS_RE.fullmatch(parts[0].strip()) and parts[1].strip():
+        t = parts[1].strip()
     # Remove spaces, but keep one where it ends a command ("2\pi r" must not become the
     # undefined "\pir"); \x00 marks those while the rest are deleted.
     t = re.sub(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])", "\\1\x00", t)
