@@ -274,18 +274,10 @@ class _Saving(dict[str, Any]):
         self.owner.save()
 
 
-def run_pair(
-    spec: FidelitySpec, parent_spec: str, child_spec: str, out: Path, *, log: Callable[[str], Any] = print
-) -> list[Path]:
-    """Every concept for one (parent, child); returns the result files (existing ones are kept)."""
-    concepts = _concepts(spec)
-    files = {
-        c.name: out / "results" / f"{spec_slug(parent_spec)}__{spec_slug(child_spec)}__{slug(c.name)}.json"
-        for c in concepts
-    }
-    stored = {c.name: json.loads(files[c.name].read_text()) for c in concepts if files[c.name].exists()}
-    # A stored measurement made with other settings would be returned as this one's: refuse (where the data lie
-    # is no setting).
+def _stored(spec: FidelitySpec, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """The finished measurements already in the study folder. One made with other settings would be returned as
+    this one's: refused (where the data lie is no setting)."""
+    stored = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
     asked = {k: v for k, v in json.loads(json.dumps(_measured(spec))).items() if k != "data_dir"}
     for name, doc in stored.items():
         kept = {k: v for k, v in doc["spec"].items() if not k.startswith("judge") and k != "data_dir"}
@@ -298,6 +290,59 @@ def run_pair(
             raise InputError(
                 f"{files[name]} was measured with other settings ({diff}); give another --out, or remove it to measure again"
             )
+    return stored
+
+
+@dataclass
+class _PairRun:
+    """What every concept of one (parent, child) shares: models, activations, steered layers, the judge."""
+
+    spec: FidelitySpec
+    parent_spec: str
+    child_spec: str
+    child: Any
+    acts_p: _Acts
+    acts_c: _Acts
+    readers: list[Concept]
+    generic: list[str]
+    lexicon: list[Concept]
+    layers: list[int]
+    t0: float
+    log: Callable[[str], Any]
+    judge_model: Any = None
+
+    @property
+    def ids(self) -> tuple[str, str]:
+        return parse_spec(self.parent_spec).model_id, model_id(self.child)
+
+    def cells(self, name: str) -> dict[str, Any]:
+        acts_p, acts_c, readers, generic = self.acts_p, self.acts_c, self.readers, self.generic
+        return build_cell(
+            ModelActs(acts_p.pos[name], acts_p.neg[name], _fit_set(name, readers, generic, acts_p)),
+            ModelActs(acts_c.pos[name], acts_c.neg[name], _fit_set(name, readers, generic, acts_c)),
+            lengths=_fit_lengths(name, readers, generic),
+            maps=self.spec.maps,
+            layers=self.layers,
+            ids=self.ids,
+            spec=self.spec.instrument(),
+            off_target={
+                c.name: ModelActs(acts_c.pos[c.name], acts_c.neg[c.name], acts_c.pos[c.name][:0])
+                for c in self.lexicon
+                if c.name != name
+            },
+        )
+
+
+def run_pair(
+    spec: FidelitySpec, parent_spec: str, child_spec: str, out: Path, *, log: Callable[[str], Any] = print
+) -> list[Path]:
+    """Every concept for one (parent, child); returns the result files (existing ones are kept)."""
+    concepts = _concepts(spec)
+    files = {
+        c.name: out / "results" / f"{spec_slug(parent_spec)}__{spec_slug(child_spec)}__{slug(c.name)}.json"
+        for c in concepts
+    }
+    stored = _stored(spec, files)
     # A finished measurement is kept; one read before the judge was asked for gets only the judge readout added.
     todo = [
         c
@@ -326,86 +371,80 @@ def run_pair(
         log,
     )
     acts_c = model_acts(child_spec, lambda: child, readers, generic, out, spec.batch_size, log)
-    ids = (parse_spec(parent_spec).model_id, model_id(child))
-    layers = steered_layers(spec.layers, child.cfg.n_layers)
-    ispec = spec.instrument()
-    lexicon = [c for c in readers if c.open_ended and _has_readout(c, child.tokenizer, log)]
-    judge_model = None
+    run = _PairRun(
+        spec,
+        parent_spec,
+        child_spec,
+        child,
+        acts_p,
+        acts_c,
+        readers,
+        generic,
+        [c for c in readers if c.open_ended and _has_readout(c, child.tokenizer, log)],
+        steered_layers(spec.layers, child.cfg.n_layers),
+        t0,
+        log,
+    )
     for concept in todo:
-        name = concept.name
-        cells = build_cell(
-            ModelActs(acts_p.pos[name], acts_p.neg[name], _fit_set(name, readers, generic, acts_p)),
-            ModelActs(acts_c.pos[name], acts_c.neg[name], _fit_set(name, readers, generic, acts_c)),
-            lengths=_fit_lengths(name, readers, generic),
-            maps=spec.maps,
-            layers=layers,
-            ids=ids,
-            spec=ispec,
-            off_target={
-                c.name: ModelActs(acts_c.pos[c.name], acts_c.neg[c.name], acts_c.pos[c.name][:0])
-                for c in lexicon
-                if c.name != name
-            },
-        )
-        # What decides the readouts (the judge's settings live with its own scores, so asking for a judge later
-        # does not discard readouts already made).
-        measured = _measured(spec)
-        partial = _Partial(files[name].with_suffix(".partial.json"), _key([ids, name, measured]))
-        if spec.judge is not None:
-            measured.update({k: v for k, v in asdict(spec).items() if k.startswith("judge")})
-        resumed = sum(len(v) for v in partial.values())
-        log(
-            f"[{time.time() - t0:6.0f} s] {parent_spec} -> {child_spec}: {name}: "
-            f"{sum(len(c.names) for c in cells.values())} vectors on {len(cells)} readouts"
-            + (f" ({resumed} read before, resumed)" if resumed else "")
-        )
-        readouts, baselines = _read_all(
-            cells,
-            concept,
-            lexicon,
-            child,
-            layers,
-            spec,
-            partial,
-            stored.get(name),
-        )
-        judged = None
-        if spec.judge is not None and concept.open_ended:
-            store = partial.store("__judge__")
-            if "scores" not in store or store.get("model") != spec.judge:
-                judge_model = judge_model or load_model(spec.judge, device=spec.device)
-                log(
-                    f"[{time.time() - t0:6.0f} s] {name}: the judge ({spec.judge}) reads steered continuations"
-                )
-                store.update(_judge_cell(child, judge_model, concept, cells["target"], layers, spec))
-            judged = dict(store)
-        # The file keeps 4 decimals (0.1 milli-nats of log-odds, far below any effect), and the verdicts are read from
-        # what the file keeps, so regenerating them from it gives the very same numbers.
-        readouts = {k: {n: _rounded(r) for n, r in reads.items()} for k, reads in readouts.items()}
-        baselines = {k: _rounded(v) for k, v in baselines.items()}
-        result = analyze(readouts, baselines, maps=spec.maps, spec=ispec, judged=judged)
-        doc = {
-            "format": FORMAT,
-            "parent": parent_spec,
-            "child": child_spec,
-            "concept": name,
-            "readout": concept.readout_for(child.tokenizer).name,
-            "ids": list(ids),
-            "steered_layers": layers,
-            "spec": measured,
-            "n_probes": len(concept.probes),
-            "fits": cells["target"].fits,
-            "result": result,
-            "baselines": {k: v.tolist() for k, v in baselines.items()},
-            "readouts": {k: {n: r.tolist() for n, r in reads.items()} for k, reads in readouts.items()},
-            "judged": judged,
-            "seconds": round(time.time() - t0, 1) + (stored[name]["seconds"] if name in stored else 0.0),
-        }
+        doc = _measure(run, concept, files[concept.name], stored.get(concept.name))
         # Compact: a measurement holds ~40k readouts, and the study's files are committed.
-        write_text_atomic(files[name], json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n")
-        partial.path.unlink(missing_ok=True)
-        log(f"[{time.time() - t0:6.0f} s] {name}: {result.get('verdict', result['reference'])}")
+        write_text_atomic(
+            files[concept.name], json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n"
+        )
+        files[concept.name].with_suffix(".partial.json").unlink(missing_ok=True)
+        result = doc["result"]
+        log(f"[{time.time() - t0:6.0f} s] {concept.name}: {result.get('verdict', result['reference'])}")
     return list(files.values())
+
+
+def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any] | None) -> dict[str, Any]:
+    """One concept's measurement as the document its result file holds (resuming from its partial file)."""
+    spec, name, child, layers = run.spec, concept.name, run.child, run.layers
+    cells = run.cells(name)
+    # What decides the readouts (the judge's settings live with its own scores, so asking for a judge later
+    # does not discard readouts already made).
+    measured = _measured(spec)
+    partial = _Partial(path.with_suffix(".partial.json"), _key([run.ids, name, measured]))
+    if spec.judge is not None:
+        measured.update({k: v for k, v in asdict(spec).items() if k.startswith("judge")})
+    resumed = sum(len(v) for v in partial.values())
+    run.log(
+        f"[{time.time() - run.t0:6.0f} s] {run.parent_spec} -> {run.child_spec}: {name}: "
+        f"{sum(len(c.names) for c in cells.values())} vectors on {len(cells)} readouts"
+        + (f" ({resumed} read before, resumed)" if resumed else "")
+    )
+    readouts, baselines = _read_all(cells, concept, run.lexicon, child, layers, spec, partial, stored)
+    judged = None
+    if spec.judge is not None and concept.open_ended:
+        store = partial.store("__judge__")
+        if "scores" not in store or store.get("model") != spec.judge:
+            run.judge_model = run.judge_model or load_model(spec.judge, device=spec.device)
+            run.log(
+                f"[{time.time() - run.t0:6.0f} s] {name}: the judge ({spec.judge}) reads steered continuations"
+            )
+            store.update(_judge_cell(child, run.judge_model, concept, cells["target"], layers, spec))
+        judged = dict(store)
+    # The file keeps 4 decimals (0.1 milli-nats of log-odds, far below any effect), and the verdicts are read from
+    # what the file keeps, so regenerating them from it gives the very same numbers.
+    readouts = {k: {n: _rounded(r) for n, r in reads.items()} for k, reads in readouts.items()}
+    baselines = {k: _rounded(v) for k, v in baselines.items()}
+    return {
+        "format": FORMAT,
+        "parent": run.parent_spec,
+        "child": run.child_spec,
+        "concept": name,
+        "readout": concept.readout_for(child.tokenizer).name,
+        "ids": list(run.ids),
+        "steered_layers": layers,
+        "spec": measured,
+        "n_probes": len(concept.probes),
+        "fits": cells["target"].fits,
+        "result": analyze(readouts, baselines, maps=spec.maps, spec=spec.instrument(), judged=judged),
+        "baselines": {k: v.tolist() for k, v in baselines.items()},
+        "readouts": {k: {n: r.tolist() for n, r in reads.items()} for k, reads in readouts.items()},
+        "judged": judged,
+        "seconds": round(time.time() - run.t0, 1) + (stored["seconds"] if stored else 0.0),
+    }
 
 
 def _read_all(
