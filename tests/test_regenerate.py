@@ -35,3 +35,17 @@ def test_a_table_that_no_longer_matches_its_results_is_caught(tmp_path):
         regenerate.fidelity_study(tmp_path, tmp_path / "none.md") == honest
     )  # stored verdicts are not trusted
     assert "+9.99" not in honest
+
+
+def test_the_its_report_is_regenerated_only_from_committed_study_records(tmp_path, monkeypatch):
+    from test_its import _study
+
+    its = regenerate.its_study()
+    monkeypatch.setattr(its, "OUT", tmp_path / "its_vs_sc.md")
+    monkeypatch.setattr(its, "study_folders", lambda: [])
+    assert its.OUT not in regenerate.tables(check=True)  # nothing committed: the earlier file is left alone
+    _study(tmp_path / "study")
+    monkeypatch.setattr(its, "study_folders", lambda: [tmp_path / "study"])
+    make = regenerate.tables(check=True)[its.OUT]
+    assert make() == its.report([tmp_path / "study"], its.OUT)
+    assert "## Five arms at equal generated tokens" in make()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
 import click
+from click.core import ParameterSource
 
 from xsteer.app.cli_check import check_model_cmd
 from xsteer.app.cli_common import (
@@ -27,7 +28,7 @@ from xsteer.app.cli_common import (
     removed_on_failure,
 )
 from xsteer.app.cli_interop import export_cmd, export_model_cmd, import_cmd
-from xsteer.evaluation.plan import DEFAULT_NORM_TEXT, PAPER_GRID, EvalPlan, Mode, Positions
+from xsteer.evaluation.plan import DEFAULT_NORM_TEXT, PAPER_GRID, PRESETS, EvalPlan, Mode, Positions
 from xsteer.transfer.maps import DEFAULT_FIT_TEXT
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -565,12 +566,14 @@ def _eval_plan(
     max_new_tokens: int,
     seed: int,
     batch_size: int,
+    preset: str | None = None,
     **items: Any,
 ) -> EvalPlan:
-    """The options as a plan, checked with the task (a mode the task lacks fails here, before any load)."""
+    """The options as a plan, checked with the task (a mode the task lacks fails here, before any load).
+    With a ``preset``, the preset's plan, where only options given on the command line override it."""
     from xsteer.evaluation.plan import check_mode, check_positions
 
-    plan = EvalPlan(
+    given = dict(
         mode=check_mode(mode),
         shots=shots,
         lambdas=parse_lambdas(lambdas),
@@ -580,8 +583,26 @@ def _eval_plan(
         batch_size=batch_size,
         **items,
     )
+    plan = EvalPlan(**given) if preset is None else PRESETS[preset].plan_with(given, _typed(given))
     plan.config(dataset)
     return plan
+
+
+def _typed(names: Iterable[str]) -> set[str]:
+    """Which of these settings the user gave on the command line (a preset supplies the others)."""
+    ctx = click.get_current_context()
+    option = {"random": "random_control"}
+    return {n for n in names if ctx.get_parameter_source(option.get(n, n)) != ParameterSource.DEFAULT}
+
+
+preset_option = click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default=None,
+    help="Start from a named set of settings; options given explicitly override it. "
+    + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
+    + " (docs/paper-literal.md).",
+)
 
 
 def _named_vectors(specs: Sequence[str], option: str = "--vectors") -> dict[str, Any]:
@@ -607,6 +628,7 @@ def _named_vectors(specs: Sequence[str], option: str = "--vectors") -> dict[str,
 
 @main.command("evaluate")
 @eval_options()
+@preset_option
 @click.option(
     "--vectors",
     "vector_specs",
@@ -684,6 +706,7 @@ def evaluate_cmd(
     seed: int,
     device: str | None,
     out: str,
+    preset: str | None,
 ) -> None:
     """Algorithms 2 + 3: tune λ on validation, evaluate on test with ITS and controls; resumable.
 
@@ -712,7 +735,10 @@ def evaluate_cmd(
         test_items=test_items,
         random=random_control,
         self_consistency=self_consistency,
+        preset=preset,
     )
+    if preset is not None and not _typed(["norm"]):
+        norm = PRESETS[preset].norm
     out_path = check_output(out, folder=True)
     vectors = _named_vectors(vector_specs)
     check_spec(child_spec)
@@ -755,6 +781,7 @@ def evaluate_cmd(
 
 @main.command("tune")
 @eval_options()
+@preset_option
 @click.option(
     "--vectors",
     "vector_spec",
@@ -797,6 +824,7 @@ def tune_cmd(
     seed: int,
     device: str | None,
     out: str,
+    preset: str | None,
 ) -> None:
     """Algorithm 2 only: search λ on the validation split for one child and one vector file.
 
@@ -826,6 +854,7 @@ def tune_cmd(
         batch_size=batch_size,
         val_items=val_items,
         random=False,
+        preset=preset,
     )
     out_path = check_output(out, folder=True)
     if "=" not in vector_spec or Path(vector_spec).is_file():
