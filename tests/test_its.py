@@ -229,3 +229,48 @@ def test_report_keeps_the_reading_and_reads_complete_items_only(tmp_path, its_re
     text = its_report.report([tmp_path / "s"], out, n_boot=100)
     assert text.startswith("# My title\n\nMy reading.\n\n") and "old tables" not in text
     assert "4 test items finished by every arm" in text and "extra" not in text
+
+
+# ---------------------------------------------------------------------------------------------- the study
+def test_the_study_end_to_end_killed_and_resumed(tmp_path, tiny_dir, its_report):
+    """Tiny child and parent (other width and depth): every arm's line per item; a kill (a torn last line, a
+    chunk's generations lost) and a rerun give back exactly the lines of the uninterrupted run, none twice."""
+    from conftest import tiny_hf
+
+    sys.path.insert(0, str(ROOT / "analysis"))
+    import its_study
+
+    parent = tmp_path / "parent"
+    hf, tok = tiny_hf("qwen2", d_model=48, n_layers=4, seed=1)
+    hf.save_pretrained(parent)
+    tok.save_pretrained(parent)
+    results, work = tmp_path / "results", tmp_path / "work"
+    argv = [
+        "--name", "t", "--child", str(tiny_dir), "--parents", str(parent), "--task", "synthetic",
+        "--shots", "0", "--max-new-tokens", "3", "--n-lambdas", "2", "--random-draws", "2", "--val-items", "1",
+        "--test-items", "3", "--chunk", "2", "--n-pairs", "8", "--fit-text", "synthetic:train:8",
+        "--batch-size", "8", "--device", "cpu", "--results", str(results), "--work", str(work),
+    ]  # fmt: skip
+    its_study.main(argv)
+    path = results / "items.jsonl"
+    first = path.read_text().splitlines()
+    study = json.loads((results / "study.json").read_text())
+    kinds = sorted(set(study["arms"].values()))
+    assert kinds == ["baseline", "native", "paper", "parent", "parent_sampled", "random", "self_consistency"]
+    assert len(first) == 3 * len(study["arms"]) == 3 * 8
+    lines = [json.loads(x) for x in first]
+    assert len({(x["item"], x["arm"]) for x in lines}) == len(lines)
+    k = {x["arm"]: len(x["n_tokens"]) for x in lines}
+    assert k[f"paper:{parent}"] == 19 and k["self_consistency"] == k[str(parent)] == 2 and k["baseline"] == 1
+    # the paper arm steers the child's first min(4, 3) layers, at unit norm
+    assert study["paper_steered_layers"] == {f"paper:{parent}": [0, 1, 2]}
+    # a kill: the last chunk's lines cut, one torn; that chunk's generations lost too
+    path.write_text("\n".join(first[:-5]) + "\n" + first[-5][:17])
+    (work / "chunks" / "00001.jsonl").unlink()
+    its_study.main(argv)
+    again = path.read_text().splitlines()
+    assert len(again) == len(first) and sorted(again) == sorted(first)  # none lost, none twice, same results
+    timing = [json.loads(x) for x in (results / "timing.jsonl").read_text().splitlines()]
+    assert {t["arm"] for t in timing} == set(study["arms"]) and all(t["seconds"] >= 0 for t in timing)
+    text = its_report.report([results], tmp_path / "its.md", n_boot=100)
+    assert "3 test items finished by every arm (of 3)" in text and "## Throughput" in text
