@@ -41,9 +41,10 @@ class Study:
         self.doc = json.loads((folder / "study.json").read_text(encoding="utf-8"))
         self.kinds: dict[str, str] = self.doc["arms"]
         lines = by_arm(RecordStore(folder / "items.jsonl").load())
-        arms = [a for a in self.kinds if a in lines]
-        self.items = sorted(set.intersection(*(set(lines[a]) for a in arms))) if arms else []
-        self.lines = {a: [lines[a][i] for i in self.items] for a in arms}
+        # the items every arm of the study has finished (an arm without lines yet: none)
+        self.items = sorted(set.intersection(*(set(lines.get(a, {})) for a in self.kinds)))
+        self.lines = {a: [lines[a][i] for i in self.items] for a in self.kinds} if self.items else {}
+        self._budget: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self.timing = (
             RecordStore(folder / "timing.jsonl").load() if (folder / "timing.jsonl").exists() else []
         )
@@ -71,11 +72,14 @@ class Study:
         if arm == POOLED:
             pairs = [self.at_budget(a, metric) for a in self.random]
             return np.stack([p[0] for p in pairs], axis=1), np.stack([p[1] for p in pairs], axis=1)
-        out = [
-            budget_vote(line, float(b), metric=metric)
-            for line, b in zip(self.lines[arm], self.budget(), strict=True)
-        ]
-        return np.array([o[0] for o in out]), np.array([o[1] for o in out])
+        if (arm, metric) not in self._budget:
+            budget = self.budget()
+            out = [
+                budget_vote(line, float(b), metric=metric)
+                for line, b in zip(self.lines[arm], budget, strict=True)
+            ]
+            self._budget[arm, metric] = np.array([o[0] for o in out]), np.array([o[1] for o in out])
+        return self._budget[arm, metric]
 
     def ci(self, values: np.ndarray) -> str:
         c = paired_diff(np.zeros(len(values)), -values, n_boot=self.n_boot)

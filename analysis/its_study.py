@@ -107,26 +107,22 @@ class Study:
         self.timing = RecordStore(self.results / "timing.jsonl")
         self.t0 = time.time()
         self.lambdas = geometric_grid(args.lam_lo, args.lam_hi, args.n_lambdas)
-        self.plan = EvalPlan(
+        common = dict(
             shots=args.shots,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            test_items=args.test_items,
+            batch_size=args.batch_size,
+        )
+        self.plan = EvalPlan(
             lambdas=self.lambdas,
             positions=args.positions,
-            max_new_tokens=args.max_new_tokens,
             sc_temperature=args.temperature,
-            seed=args.seed,
             val_items=0,
-            test_items=args.test_items,
-            batch_size=args.batch_size,
+            **common,
         )
-        # The paper's plan, at the study's shots and length so that its baseline is the study's.
-        self.paper_plan = EvalPlan.paper(
-            shots=args.shots,
-            max_new_tokens=args.max_new_tokens,
-            seed=args.seed,
-            val_items=args.val_items,
-            test_items=args.test_items,
-            batch_size=args.batch_size,
-        )
+        # The paper's plan at the study's shots and length, so that the study's baseline is the paper arm's too.
+        self.paper_plan = EvalPlan.paper(val_items=args.val_items, **common)
 
     def log(self, msg: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')} {time.time() - self.t0:7.0f} s] {msg}"
