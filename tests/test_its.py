@@ -125,6 +125,24 @@ def test_a_line_recorded_twice_is_refused():
         by_arm([LINE, LINE])
 
 
+def test_a_sampled_vector_condition_is_hashed_apart_and_only_vectors_are_sampled(tiny, tmp_path):
+    from test_cli import unit_vectors
+
+    from xsteer.evaluation.evaluate import EvalConfig, Evaluator
+    from xsteer.evaluation.records import RecordStore
+
+    v = unit_vectors(tiny.cfg.n_layers, tiny.cfg.d_model, model_id="tiny-llama")
+    cfg = EvalConfig("synthetic", shots=0, lambdas=(0.1, 0.2), max_new_tokens=2)
+    # greedy records keep the hash they always had; a sampled condition's records are never taken for them
+    assert cfg.hash("m", v) == cfg.hash("m", v, sampled=False) != cfg.hash("m", v, sampled=True)
+    store = RecordStore(tmp_path / "r.jsonl")
+    conditions = {"baseline": None, "p": v, "p@T": v}
+    ev = Evaluator(tiny, cfg, store, conditions, progress=False, sampled=frozenset({"p@T"}))
+    assert ev.config_hash["p"] != ev.config_hash["p@T"]
+    with pytest.raises(InputError, match="only vector conditions"):
+        Evaluator(tiny, cfg, store, conditions, sampled=frozenset({"baseline"}))
+
+
 # ---------------------------------------------------------------------------------------------- the report
 def _study(folder: Path) -> None:
     """A hand-made study folder: 4 items; a paper arm that never changes the baseline's answer."""
