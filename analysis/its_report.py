@@ -123,7 +123,8 @@ class Study:
         d = self.doc
         return (
             f"**{self.folder.name}**: child {d['child']}, task {d['task']} ({d['shots']}-shot, ≤ "
-            f"{d['max_new_tokens']} new tokens, positions {d['positions']}), parents {', '.join(d['parents'])}; "
+            f"{d['max_new_tokens']} new tokens; the five arms steer positions `{d['positions']}`), parents "
+            f"{', '.join(d['parents'])}; "
             f"{len(self.items)} test items finished by every arm (of {d['test_items']})."
         )
 
@@ -289,7 +290,7 @@ def throughput_section(s: Study) -> list[str]:
     out = [
         s.heading(),
         "",
-        f"Runtime: {s.doc['runtime']}. Measured over the run(s) into this folder (a resumed chunk's time counts "
+        f"Runtime: {', '.join(f'{k} {v}' for k, v in s.doc['runtime'].items())}. Measured over the run(s) into this folder (a resumed chunk's time counts "
         "only what it redid).",
         "",
         "| arm | items | seconds | items / min | generations / s | tokens / s |",
