@@ -232,7 +232,9 @@ class Evaluator:
         # A sampled vector condition draws afresh at each λ (seeded by item and λ), not the same stream.
         seeds = [
             _seed(
-                self.cfg.seed, f"{r['item']}@{r['lam']!r}" if sampling and vectors else r["item"], r["sample"]
+                self.cfg.seed,
+                f"{r['item']}@{r['lam']!r}" if sampling and vectors is not None else r["item"],
+                r["sample"],
             )
             for r in rows
         ]
