@@ -23,7 +23,14 @@ from xsteer.app.config import (
 )
 from xsteer.errors import InputError
 from xsteer.evaluation.evaluate import EvalConfig
-from xsteer.evaluation.plan import DEFAULT_NORM_TEXT, PAPER_GRID, EvalPlan, check_mode, check_positions
+from xsteer.evaluation.plan import (
+    DEFAULT_NORM_TEXT,
+    PAPER_GRID,
+    PRESETS,
+    EvalPlan,
+    check_mode,
+    check_positions,
+)
 from xsteer.transfer.maps import DEFAULT_FIT_TEXT
 
 PLAN = {f.name: f.default for f in fields(EvalPlan)}
@@ -221,3 +228,94 @@ def test_python_api_and_cli_write_the_same_records_by_default(tiny_dir, tmp_path
     assert {r[3] for r in records(summary.folder)} == {"baseline", "parent", "random", "self_consistency"}
     doc = json.loads((tmp_path / "cli" / "summary.json").read_text())
     assert doc["config"]["positions"] == "all" and doc["config_hash"] == summary.config_hash
+
+
+# ---------------------------------------------------------------------------------------------- presets (#30)
+def test_the_paper_preset_is_the_paper_as_written():
+    from xsteer.extraction.methods import METHODS
+    from xsteer.transfer.layermap import LAYER_MAPS
+    from xsteer.transfer.widthmap import WIDTH_MAPS
+
+    paper = PRESETS["paper"]
+    # Algorithm 2 line 2 / Algorithm 3 line 3: λ ∈ {0.01, ..., 0.09} ∪ {0.1, ..., 1.0}, typed out
+    assert paper.plan.lambdas == (
+        0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0
+    )  # fmt: skip
+    assert (paper.plan.positions, paper.plan.shots, paper.plan.mode) == ("all", 5, "generate")
+    assert (paper.plan.random, paper.plan.self_consistency, paper.plan.test_items) == (False, False, None)
+    assert (paper.norm, paper.method, paper.layer_map, paper.width_map) == (
+        "unit",
+        "pca",
+        "greedy",
+        "truncate_pad",
+    )
+    assert paper.method in METHODS and paper.layer_map in LAYER_MAPS and paper.width_map in WIDTH_MAPS
+    assert EvalPlan.paper() == paper.plan and EvalPlan.paper(val_items=3).val_items == 3
+    # options a user typed win; the front end's other values (its own defaults) do not
+    plan = paper.plan_with({"shots": 2, "lambdas": (0.5,), "seed": 9}, explicit={"shots"})
+    assert (plan.shots, plan.lambdas, plan.seed) == (2, PAPER_GRID, 0)
+    with pytest.raises(InputError, match="not settings"):
+        paper.plan_with({"norm": "unit"}, explicit={"norm"})
+
+
+def test_the_paper_literal_config_is_the_preset():
+    from pathlib import Path
+
+    from xsteer.app.config import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "experiments" / "paper_literal.yaml", check_data=False)
+    paper = PRESETS["paper"]
+    for d in cfg.datasets:  # the config's only changes: validation size, and the batch a CPU can hold
+        assert cfg.eval_plan(d.name) == EvalPlan.paper(val_items=d.val_items, batch_size=cfg.eval.batch_size)
+    t = cfg.transfer
+    assert (t.layer_map, t.width_map, t.norm, cfg.pairs.method) == (
+        paper.layer_map,
+        paper.width_map,
+        paper.norm,
+        paper.method,
+    )
+    assert not (cfg.controls.native or cfg.controls.random or cfg.controls.self_consistency)
+
+
+@pytest.mark.parametrize(
+    "extra, want",
+    [
+        ([], {"lambdas": PAPER_GRID, "shots": 5, "max_new_tokens": 512, "random": False, "norm": "unit"}),
+        (
+            ["--lambdas", "0.1,0.2", "--shots", "2", "--random-control", "--norm", "keep"],
+            {"lambdas": (0.1, 0.2), "shots": 2, "max_new_tokens": 512, "random": True, "norm": None},
+        ),
+    ],
+)
+def test_evaluate_preset_paper_and_explicit_options(tmp_path, monkeypatch, extra, want):
+    from click.testing import CliRunner
+    from test_cli import unit_vectors
+
+    import xsteer.core.models
+    from xsteer.app import steps
+
+    class Captured(Exception):
+        pass
+
+    seen = {}
+
+    def capture(model, vectors, plan, **kw):
+        seen.update(plan=plan, norm=kw["norm"])
+        raise Captured
+
+    monkeypatch.setattr(xsteer.core.models, "load_model", lambda *a, **k: object())
+    monkeypatch.setattr(steps, "run_evaluation", capture)
+    monkeypatch.setattr(steps.NormSource, "norms", lambda self, child, **kw: None)  # no model to measure
+    vec = tmp_path / "v.safetensors"
+    unit_vectors(3, 32, model_id="smollm2-135m").save(vec)
+    res = CliRunner().invoke(
+        main,
+        ["evaluate", "--preset", "paper", "--child", "smollm2-135m", "--vectors", f"parent={vec}",
+         "--dataset", "synthetic", "--val-items", "2", "--test-items", "2", "--out", str(tmp_path / "o"),
+         "--no-check-model", *extra],
+    )  # fmt: skip
+    assert isinstance(res.exception, Captured), res.output
+    plan = seen["plan"]
+    got = {k: getattr(plan, k) for k in ("lambdas", "shots", "max_new_tokens", "random")}
+    assert {**got, "norm": seen["norm"]} == want
+    assert (plan.positions, plan.val_items, plan.test_items, plan.self_consistency) == ("all", 2, 2, False)

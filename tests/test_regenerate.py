@@ -63,6 +63,7 @@ def test_a_published_number_no_table_carries_is_caught(tmp_path):
     [problem] = _published(tmp_path / "c", "Speed 12.6x.", files)
     assert "quotes tables that are not regenerable (perf.md)" in problem
     assert _published(tmp_path / "d", "Speed 12.6x (not regenerable: timings lost).", files) == []
+    assert _published(tmp_path / "g", "Sampled at T = 0.7, λ = 0.02.", files) == []  # settings, not results
     # A reading above the generated tables is held to them too; a wall time in it is a fact of the run.
     bad = study.replace("bar 0.42.", "bar 0.45, in 1.27 h.")
     [problem] = _published(tmp_path / "e", "", {**files, "fidelity_study.md": bad})
@@ -70,3 +71,17 @@ def test_a_published_number_no_table_carries_is_caught(tmp_path):
     # A results file that is neither regenerated nor marked is caught.
     [problem] = _published(tmp_path / "f", "", {**files, "zoo.md": "# zoo\n\n| 0.5 |\n"})
     assert "zoo.md: neither regenerated nor marked 'not regenerable'" in problem
+
+
+def test_the_its_report_is_regenerated_only_from_committed_study_records(tmp_path, monkeypatch):
+    from test_its import _study
+
+    its = regenerate.its_study()
+    monkeypatch.setattr(its, "OUT", tmp_path / "its_vs_sc.md")
+    monkeypatch.setattr(its, "study_folders", lambda: [])
+    assert its.OUT not in regenerate.tables(check=True)  # nothing committed: the earlier file is left alone
+    _study(tmp_path / "study")
+    monkeypatch.setattr(its, "study_folders", lambda: [tmp_path / "study"])
+    make = regenerate.tables(check=True)[its.OUT]
+    assert make() == its.report([tmp_path / "study"], its.OUT)
+    assert "## Five arms at equal generated tokens" in make()

@@ -3,11 +3,12 @@ command that runs a child on task items shares (:func:`eval_options`; ``xsteer a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
 import click
+from click.core import ParameterSource
 
 from xsteer.app.cli_common import (
     Decorator,
@@ -25,7 +26,7 @@ from xsteer.app.cli_common import (
     removed_on_failure,
     run_options,
 )
-from xsteer.evaluation.plan import DEFAULT_NORM_TEXT, PAPER_GRID, EvalPlan, Mode, Positions
+from xsteer.evaluation.plan import DEFAULT_NORM_TEXT, PAPER_GRID, PRESETS, EvalPlan, Mode, Positions
 
 
 def grid_text(lambdas: Sequence[float]) -> str:
@@ -90,11 +91,13 @@ def eval_plan(
     test_items: int | None = EvalPlan.test_items,
     random_control: bool = EvalPlan.random,
     self_consistency: bool = EvalPlan.self_consistency,
+    preset: str | None = None,
 ) -> EvalPlan:
-    """The options as a plan, checked with the task (a mode the task lacks fails here, before any load)."""
+    """The options as a plan, checked with the task (a mode the task lacks fails here, before any load).
+    With a ``preset``, the preset's plan, where only the options given on the command line override it."""
     from xsteer.evaluation.plan import check_mode, check_positions
 
-    plan = EvalPlan(
+    given = dict(
         mode=check_mode(mode),
         shots=shots,
         lambdas=parse_lambdas(lambdas),
@@ -107,8 +110,27 @@ def eval_plan(
         random=random_control,
         self_consistency=self_consistency,
     )
+    plan = EvalPlan(**given) if preset is None else PRESETS[preset].plan_with(given, typed(given))  # type: ignore[arg-type]
     plan.config(dataset)
     return plan
+
+
+def typed(names: Iterable[str]) -> set[str]:
+    """Which of these settings the user gave on the command line (a preset supplies the others)."""
+    ctx = click.get_current_context()
+    option = {"random": "random_control"}
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT, ParameterSource.PROMPT)
+    return {n for n in names if ctx.get_parameter_source(option.get(n, n)) in given}
+
+
+preset_option = click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default=None,
+    help="Start from a named set of settings; options given explicitly override it. "
+    + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
+    + " (docs/paper-literal.md).",
+)
 
 
 def named_vectors(specs: Sequence[str], option: str = "--vectors") -> dict[str, Any]:
@@ -134,6 +156,7 @@ def named_vectors(specs: Sequence[str], option: str = "--vectors") -> dict[str, 
 
 @click.command("evaluate")
 @eval_options()
+@preset_option
 @click.option(
     "--vectors",
     "vector_specs",
@@ -214,6 +237,8 @@ def evaluate_cmd(
     from xsteer.transfer.maps import TransferMap
 
     plan = eval_plan(dataset, **plan_options)
+    if plan_options.get("preset") is not None and not typed(["norm"]):
+        norm = PRESETS[plan_options["preset"]].norm
     out_path = check_output(out, folder=True)
     vectors = named_vectors(vector_specs)
     check_spec(child_spec)
@@ -247,6 +272,7 @@ def evaluate_cmd(
 
 @click.command("tune")
 @eval_options()
+@preset_option
 @click.option(
     "--vectors",
     "vector_spec",

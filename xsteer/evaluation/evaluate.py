@@ -109,8 +109,9 @@ class EvalConfig:
     def task(self) -> Task:
         return get_task(self.dataset)
 
-    def hash(self, model_id: str, vectors: SteeringVectors | None) -> str:
-        """What made one condition's records: this configuration, the model and that condition's vectors.
+    def hash(self, model_id: str, vectors: SteeringVectors | None, *, sampled: bool = False) -> str:
+        """What made one condition's records: this configuration, the model and that condition's vectors
+        (and, for a vector condition decoded by sampling at ``sc_temperature``, that fact).
         Per condition, not over the set of conditions, so adding a parent to a study reuses the records of
         the conditions already run."""
         vec = (
@@ -123,6 +124,8 @@ class EvalConfig:
                 "vectors": vec,
                 # 6 digits: the same direction scaled by another route differs in the last bits only.
                 "norm": None if vectors is None else f"{float(vectors.vectors.norm()):.6g}",
+                # only when set, so the hashes of every greedy record made before stay as they were
+                **({"sampled": True} if sampled else {}),
             },
             sort_keys=True,
             default=str,
@@ -146,10 +149,17 @@ class Evaluator:
     batch_size: int = 32
     progress: bool = True
     data_dir: str | Path | None = None  # where the task's train split (MATH exemplars) is read
+    # Vector conditions decoded by sampling at ``cfg.sc_temperature`` (one sample per λ, seeded per item
+    # and λ) instead of greedily: the λ-vote with sampling.
+    sampled: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        self.sampled = frozenset(self.sampled)
+        wrong = sorted(n for n in self.sampled if self.conditions.get(n) is None)
+        if wrong:
+            raise InputError(f"only vector conditions can be sampled, not {wrong}")
         self.norm = check_norms(self.conditions)
         for v in self.conditions.values():
             if v is not None:
@@ -157,7 +167,9 @@ class Evaluator:
         self.task = self.cfg.task
         mid = model_id(self.model)
         # condition -> hash of what made its records; records under another hash are not reused.
-        self.config_hash = {name: self.cfg.hash(mid, v) for name, v in self.conditions.items()}
+        self.config_hash = {
+            name: self.cfg.hash(mid, v, sampled=name in self.sampled) for name, v in self.conditions.items()
+        }
         self.config_hash[SELF_CONSISTENCY] = self.cfg.hash(mid, None)
         if not self.shots and self.cfg.mode == "generate" and self.cfg.shots:
             self.shots = self.task.shots(self.cfg.shots, seed=self.cfg.seed, data_dir=self.data_dir)
@@ -202,7 +214,8 @@ class Evaluator:
                 if self.cfg.mode == "loglik":
                     outs = self._loglik(items, chunk, vectors)
                 else:
-                    outs = self._generate(items, chunk, vectors, sampling=condition == SELF_CONSISTENCY)
+                    sampling = condition == SELF_CONSISTENCY or condition in self.sampled
+                    outs = self._generate(items, chunk, vectors, sampling=sampling)
                 self.store.append(
                     {**r, **o, "config": self.config_hash[condition]}
                     for r, o in zip(chunk, outs, strict=True)
@@ -216,7 +229,15 @@ class Evaluator:
         steering = None
         if vectors is not None:
             steering = Steering(vectors, [r["lam"] for r in rows], self.cfg.layers, self.cfg.positions)
-        seeds = [_seed(self.cfg.seed, r["item"], r["sample"]) for r in rows]
+        # A sampled vector condition draws afresh at each λ (seeded by item and λ), not the same stream.
+        seeds = [
+            _seed(
+                self.cfg.seed,
+                f"{r['item']}@{r['lam']!r}" if sampling and vectors is not None else r["item"],
+                r["sample"],
+            )
+            for r in rows
+        ]
         gens = generate(
             self.model,
             prompts,

@@ -15,14 +15,19 @@ The defaults:
 * 32 validation items for the λ search, the whole test split.
 * The random control and self-consistency on.
 
+Named presets (:data:`PRESETS`, ``xsteer evaluate --preset NAME``) replace these defaults as a whole; an option
+given explicitly still wins. ``paper`` (:meth:`EvalPlan.paper`) is the paper's Algorithms 2/3 as written, with
+the transfer choices that go with it (unit-norm PCA, greedy n -> n, truncate/pad widths); every place where the
+paper is silent and what the preset chooses is listed in docs/paper-literal.md.
+
 This module imports no torch or model code, so the CLI can read its defaults when it starts.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from xsteer.errors import InputError
@@ -120,6 +125,11 @@ class EvalPlan:
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
+    @classmethod
+    def paper(cls, **changes: Any) -> EvalPlan:
+        """The paper's Algorithms 2/3 as written (the ``paper`` preset), with ``changes`` applied."""
+        return replace(PRESETS["paper"].plan, **changes)
+
     def config(self, dataset: str) -> EvalConfig:
         """What the records of this plan on ``dataset`` are hashed under (refuses a mode the task lacks)."""
         from xsteer.evaluation.evaluate import EvalConfig  # here, so reading the defaults loads no model code
@@ -136,10 +146,62 @@ class EvalPlan:
         )
 
 
+@dataclass(frozen=True)
+class Preset:
+    """A named set of settings: the evaluation plan, the norm convention ``xsteer evaluate --norm`` uses, and
+    the extraction and transfer choices that produce the vectors it expects (``xsteer extract --method``,
+    ``xsteer transfer --layer-map/--width-map/--norm``; strings, so reading them loads no model code)."""
+
+    name: str
+    plan: EvalPlan
+    norm: str
+    method: str
+    layer_map: str
+    width_map: str
+    summary: str
+
+    def plan_with(self, given: Mapping[str, Any], explicit: Collection[str]) -> EvalPlan:
+        """This preset's plan, with the fields named in ``explicit`` taken from ``given`` (options a user
+        typed win over the preset; the rest of ``given`` is the front end's own defaults and is ignored)."""
+        unknown = sorted(set(explicit) - {f.name for f in fields(EvalPlan)})
+        if unknown:
+            raise InputError(f"not settings of an evaluation plan: {unknown}")
+        return replace(self.plan, **{k: given[k] for k in explicit})
+
+
+#: The presets ``--preset`` offers. ``paper``: Tandon (2025) Algorithms 2/3 as written (§3.1, §4.3, Alg. 2/3,
+#: App. A); where the paper is silent, the choice is the one docs/paper-literal.md gives with its reason.
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(
+        name="paper",
+        plan=EvalPlan(
+            mode="generate",
+            shots=5,  # §4 Datasets: "5 few shots for each of the dataset"
+            lambdas=PAPER_GRID,  # Alg. 2 line 2, Alg. 3 line 3, §4.3, §4.4
+            positions="all",  # silent; RepE's control code [27] (which §3.1 says it uses) adds at every position
+            max_new_tokens=512,  # silent
+            seed=0,  # silent
+            val_items=200,  # silent on the size of the validation set
+            test_items=None,  # Table 1: the test split
+            random=False,  # Alg. 2/3 run no controls
+            self_consistency=False,
+        ),
+        norm="unit",  # PC1 is a unit vector (§2 RepE, Alg. 1 "same code as [27]")
+        method="pca",  # §2: normalised differences, PCA, PC1
+        layer_map="greedy",  # §3.1: "greedy layer-to-layer mapping (n -> n)"
+        width_map="truncate_pad",  # silent; Alg. 2/3 add λ·S[layer] to a child layer as it is
+        summary="Tandon (2025) Algorithms 2/3 as written: unit-norm PCA PC1, greedy n -> n layers, truncate/pad "
+        "widths, every position, λ in {0.01..0.09} ∪ {0.1..1.0}, 5 shots, greedy decoding, no controls",
+    ),
+}
+
+
 __all__ = [
     "DEFAULT_NORM_TEXT",
     "PAPER_GRID",
+    "PRESETS",
     "EvalPlan",
+    "Preset",
     "Mode",
     "Positions",
     "check_lambdas",
