@@ -142,6 +142,59 @@ def scaled(
     return out
 
 
+def _replicates(
+    parent: ModelActs,
+    child: ModelActs,
+    xp: Float[Tensor, "layer n d_parent"],
+    yc: Float[Tensor, "layer n d_child"],
+    *,
+    maps: Sequence[tuple[str, str]],
+    tmaps: Mapping[str, TransferMap],
+    layers: Sequence[int],
+    ids: tuple[str, str],
+    spec: InstrumentSpec,
+) -> tuple[list[str], list[Tensor]]:
+    """The whole-pipeline bootstrap: per replicate, the pairs and the fit texts resampled, both vectors
+    extracted again and each candidate map fitted again (controls get none), named ``native@r`` and
+    ``<map>/mapped@r``."""
+    names: list[str] = []
+    vecs: list[Tensor] = []
+    n_pairs = parent.pos.shape[0]
+    g = spec.seed
+    rng = torch.Generator().manual_seed(g + 15)
+    for r in range(spec.replicates):
+        pi = torch.randint(0, n_pairs, (n_pairs,), generator=rng)
+        fi = torch.randint(0, parent.fit.shape[0], (parent.fit.shape[0],), generator=rng)
+        names.append(f"native@{r}")
+        vecs.append(mean_diff(child.pos[pi], child.neg[pi])[None])
+        vp = mean_diff(parent.pos[pi], parent.neg[pi])[None]
+        for lm, wm in maps:
+            if wm in CONTROLS:
+                continue
+            point = tmaps[f"{lm}×{wm}"]
+            rmap = fit_transfer_from_activations(
+                xp[:, fi],
+                yc[:, fi],
+                parent_id=ids[0],
+                child_id=ids[1],
+                layer_map=lm,
+                width_map=wm,
+                seed=g + r,
+                heldout=0.0,
+                child_layers=layers,
+                # The penalty the full fit chose by cross-validation: choosing it again costs a 5-fold CV per
+                # layer and replicate (the interval is conditional on it).
+                layer_options={
+                    c: {"alpha": w.params["alpha"]}
+                    for c, w in point.width_maps.items()
+                    if "alpha" in w.params
+                },
+            )
+            names.append(f"{lm}×{wm}/mapped@{r}")
+            vecs.append(rmap.map_stack(vp))
+    return names, vecs
+
+
 def build_cell(
     parent: ModelActs,
     child: ModelActs,
@@ -208,37 +261,11 @@ def build_cell(
     vecs.append(covariance_directions(child.fit, spec.random_draws, seed=g + 14))
 
     # Whole-pipeline replicates: resample the pairs and the fit texts, extract and fit again.
-    rng = torch.Generator().manual_seed(g + 15)
-    for r in range(spec.replicates):
-        pi = torch.randint(0, n_pairs, (n_pairs,), generator=rng)
-        fi = torch.randint(0, parent.fit.shape[0], (parent.fit.shape[0],), generator=rng)
-        names.append(f"native@{r}")
-        vecs.append(mean_diff(child.pos[pi], child.neg[pi])[None])
-        vp = mean_diff(parent.pos[pi], parent.neg[pi])[None]
-        for lm, wm in maps:
-            if wm in CONTROLS:
-                continue
-            point = tmaps[f"{lm}×{wm}"]
-            rmap = fit_transfer_from_activations(
-                xp[:, fi],
-                yc[:, fi],
-                parent_id=ids[0],
-                child_id=ids[1],
-                layer_map=lm,
-                width_map=wm,
-                seed=g + r,
-                heldout=0.0,
-                child_layers=layers,
-                # The penalty the full fit chose by cross-validation: choosing it again costs a 5-fold CV per
-                # layer and replicate (the interval is conditional on it).
-                layer_options={
-                    c: {"alpha": w.params["alpha"]}
-                    for c, w in point.width_maps.items()
-                    if "alpha" in w.params
-                },
-            )
-            names.append(f"{lm}×{wm}/mapped@{r}")
-            vecs.append(rmap.map_stack(vp))
+    rep_names, rep_vecs = _replicates(
+        parent, child, xp, yc, maps=maps, tmaps=tmaps, layers=layers, ids=ids, spec=spec
+    )
+    names += rep_names
+    vecs += rep_vecs
     stack = torch.cat(vecs)
     alive = stack[:, list(layers)].norm(dim=-1).amax(dim=-1) > 0  # a map may feed no steered layer
     cells = {
