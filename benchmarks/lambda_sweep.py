@@ -269,8 +269,8 @@ def main() -> int:
                     stopping_criteria=criteria,
                     **({"past_key_values": cache} if cache is not None else {}),
                 )
-            if cache is not None:
-                cache.crop(x.shape[1] - 1)
+            if cache is not None:  # transformers 5 crops by the number of tokens removed, given negative
+                cache.crop(-(cache.get_seq_length() - (x.shape[1] - 1)))
             ends = set(eos) | {tok.pad_token_id}  # a row stopped by its stop string is padded from there on
             for i, row in zip(its, seqs[:, x.shape[1] :].tolist(), strict=True):
                 k = next((n for n, t in enumerate(row) if t in ends), len(row))
