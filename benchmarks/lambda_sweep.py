@@ -253,9 +253,14 @@ def main() -> int:
                 # unsteered, so prefill them once for all λ; generate() then runs only the last prompt token
                 # (steered) and the new ones, and the cache is cropped back to the prompt for the next λ.
                 if tuple(its) not in prefills:
+                    # Left-padded rows: positions from the mask, as generate() numbers them (not 0..L-1).
+                    pos = (mask.long().cumsum(-1) - 1).clamp_min(0)
                     with torch.inference_mode():
                         prefills[tuple(its)] = hf(
-                            input_ids=x[:, :-1], attention_mask=mask[:, :-1], use_cache=True
+                            input_ids=x[:, :-1],
+                            attention_mask=mask[:, :-1],
+                            position_ids=pos[:, :-1],
+                            use_cache=True,
                         ).past_key_values
                 cache = prefills[tuple(its)]
             with hf_hooks(hf, sv, layers, lams[j], args.positions), torch.inference_mode():

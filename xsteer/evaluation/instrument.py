@@ -145,8 +145,8 @@ def scaled(
 def _replicates(
     parent: ModelActs,
     child: ModelActs,
-    xp: Float[Tensor, "layer n d_parent"],
-    yc: Float[Tensor, "layer n d_child"],
+    xp: Float[Tensor, "p_layer n d_parent"],
+    yc: Float[Tensor, "c_layer n d_child"],
     *,
     maps: Sequence[tuple[str, str]],
     tmaps: Mapping[str, TransferMap],
