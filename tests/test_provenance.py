@@ -59,11 +59,12 @@ def test_a_transferred_vector_records_both_models_the_map_and_its_fit(tmp_path):
     child = tiny_model("qwen2", d_model=32, n_layers=3, seed=1)
     texts = [f"text number {i} about {'abc'[i % 3]}" * (1 + i % 3) for i in range(40)]
     tmap = fit_transfer(parent, child, texts, layer_map="proportional", width_map="ridge")
-    mapped = tmap.apply(extract(parent, PAIRS, progress=False), norm="unit")
+    mapped = tmap.apply(extract(parent, PAIRS, progress=False, extra={"source": "pairs.jsonl"}), norm="unit")
     prov = SteeringVectors.load(mapped.save(tmp_path / "m.safetensors")).provenance()
     assert prov["weights"] == weights_fingerprint(child)
     assert prov["parent_weights"] == weights_fingerprint(parent)
     assert prov["map"] == "proportional x ridge" and prov["fit_texts_hash"] == texts_hash(texts)
+    assert prov["pairs_source"] == "pairs.jsonl" and prov["pairs_hash"] == pairs_hash(PAIRS)
     r2 = [r["r2"] for c, r in tmap.report.items() if c in mapped.layers]
     assert prov["heldout_r2"] == round(sum(r2) / len(r2), 4)
     assert prov["xsteer"] is not None

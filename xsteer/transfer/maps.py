@@ -170,6 +170,7 @@ class TransferMap:
                 "weights": child_rt.get("weights"),
                 "revision": child_rt.get("revision"),
                 "parent_weights": vectors.extra.get("weights"),
+                "source": vectors.extra.get("source"),  # where the parent's pairs came from
                 **{k: child_rt[k] for k in VERSIONED if k in child_rt},
                 # Only under allow_other_parent: the map's own parent, since "parent" names the vectors'.
                 **({"map_parent": self.parent_id} if vectors.model_id != self.parent_id else {}),
