@@ -31,6 +31,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,15 @@ def fidelity_study(
     return f"{_head(out, 'Transfer fidelity, measured by the instrument')}\n\n{MARKER}\n\n{note}\n\n{body}\n"
 
 
+def _legacy_report() -> ModuleType:
+    """``analysis/fidelity_report.py``, the earlier instrument's report script (its marker, its tables)."""
+    if str(ROOT / "analysis") not in sys.path:
+        sys.path.insert(0, str(ROOT / "analysis"))
+    import fidelity_report
+
+    return fidelity_report
+
+
 def fidelity_runs(
     folder: Path = RESULTS / "fidelity_runs",
     out: Path = RESULTS / "fidelity_runs.md",
@@ -88,9 +98,7 @@ def fidelity_runs(
     figure: bool = False,
 ) -> str:
     """The earlier instrument's kept measurements, as ``analysis/fidelity_report.py`` writes them."""
-    sys.path.insert(0, str(ROOT / "analysis"))
-    import fidelity_report as legacy
-
+    legacy = _legacy_report()
     from xsteer.app.fidelity import load_results
     from xsteer.app.fidelity_report import overview_figure, study_markdown
 
@@ -154,10 +162,7 @@ LEGACY = {"fidelity.md"}
 
 def _generated(text: str) -> tuple[str, str]:
     """(reading written by hand, generated tables) of a results file."""
-    for marker in (
-        MARKER,
-        "<!-- generated below by analysis/fidelity_report.py; write the reading above this line -->",
-    ):
+    for marker in (MARKER, _legacy_report().MARKER):
         if marker in text:
             head, body = text.split(marker, 1)
             return head, body

@@ -52,6 +52,8 @@ def test_a_vector_file_records_what_made_it_and_keeps_it_on_disk(tmp_path):
 
     assert prov["torch"] == version("torch") and prov["transformer-lens"] == version("transformer-lens")
     assert prov["parent"] is None and prov["map"] is None  # not a transferred vector
+    # What provenance does not show is left for the rest of `xsteer info`, nothing twice.
+    assert back.provenance_rest() == {"n_pairs": 6, "seed": 0, "device": "cpu", "dtype": "float32"}
 
 
 def test_a_transferred_vector_records_both_models_the_map_and_its_fit(tmp_path):
@@ -96,6 +98,7 @@ def test_a_gguf_export_carries_the_provenance_and_an_import_keeps_the_weights(tm
     back = load_gguf(path, n_layers=sv.n_layers)
     assert back.provenance()["weights"] == weights_fingerprint(model)
     assert back.provenance()["pairs_source"] == "pairs.jsonl"
+    assert back.provenance_rest()["source"] == str(path)  # the imported file's own path stays visible
 
 
 def test_the_fingerprint_samples_inside_a_large_tensor():

@@ -21,15 +21,10 @@ from xsteer.app.cli_common import (
     removed_on_failure,
     run_options,
 )
+from xsteer.evaluation.instrument import NORMS as INSTRUMENT_NORMS
 
 if TYPE_CHECKING:
     from xsteer.app.fidelity import FidelitySpec
-
-
-def _instrument_norms() -> tuple[str, ...]:
-    from xsteer.evaluation.instrument import NORMS
-
-    return NORMS
 
 
 def _spec_defaults() -> Any:
@@ -41,7 +36,6 @@ def _spec_defaults() -> Any:
 
 
 FIDELITY_DEFAULTS = _spec_defaults()
-NORMS = _instrument_norms()
 
 
 def _count_option(name: str, help: str) -> Decorator:
@@ -95,7 +89,7 @@ def _count_option(name: str, help: str) -> Decorator:
 )
 @click.option(
     "--norm",
-    type=click.Choice(NORMS),
+    type=click.Choice(INSTRUMENT_NORMS),
     default=FIDELITY_DEFAULTS.norm,
     show_default=True,
     help="What λ is a share of: resid_mean (the child's mean ‖h_l‖) or whitened (its spread per coordinate, "

@@ -97,8 +97,7 @@ def _info_vectors(path: str) -> None:
     for k, v in sv.provenance().items():
         if k != "model_id" and (transferred or k not in mapped_only):
             click.echo(f"{k:>16}: {'not recorded' if v is None else v}")
-    shown_keys = {"source", "parent", "parent_weights", "layer_map", "width_map", "fit", "fit_texts_hash"}
-    rest = {k: v for k, v in sv.extra.items() if k not in shown_keys and k not in sv.provenance()}
+    rest = sv.provenance_rest()
     if rest:
         click.echo(f"{'extra':>16}: {rest}")
     shown = [layer for layer in sv.layers if layer < len(sv.layer_stats) and sv.layer_stats[layer]]

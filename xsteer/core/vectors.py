@@ -28,6 +28,21 @@ if TYPE_CHECKING:  # inject imports this module: the names are for the checker o
 FORMAT_VERSION = 1
 #: The libraries whose versions a file records (:func:`xsteer.core.models.runtime`).
 VERSIONED = ("xsteer", "torch", "transformers", "transformer-lens")
+#: The ``extra`` keys :meth:`SteeringVectors.provenance` reads.
+PROVENANCE_EXTRA = frozenset(
+    {
+        "weights",
+        "revision",
+        "source",
+        "parent",
+        "parent_weights",
+        "layer_map",
+        "width_map",
+        "fit",
+        "fit_texts_hash",
+    }
+    | set(VERSIONED)
+)
 
 # How the length of each layer's vector is defined; λ only means something relative to it.
 NORMS = {
@@ -135,6 +150,11 @@ class SteeringVectors:
             "heldout_r2": round(sum(r2) / len(r2), 4) if r2 else None,
             **{pkg: x.get(pkg) for pkg in VERSIONED},
         }
+
+    def provenance_rest(self) -> dict[str, Any]:
+        """The ``extra`` items :meth:`provenance` does not show (an imported file's source path among them)."""
+        read = PROVENANCE_EXTRA - ({"source"} if "imported_from" in self.extra else set())
+        return {k: v for k, v in self.extra.items() if k not in read}
 
     def check_compatible(self, n_layers: int, d_model: int, model_id: str | None = None) -> None:
         """Raise a clear error when these vectors do not live in a model of this depth and width."""

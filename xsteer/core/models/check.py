@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,7 +73,7 @@ def _row(
     return CheckRow(check, abs_err, rel, tol, rel <= tol, detail)  # NaN compares False: it fails
 
 
-def _errors(got: Tensor, ref: Tensor) -> tuple[float, float]:
+def max_errors(got: Tensor, ref: Tensor) -> tuple[float, float]:
     """(max absolute error, max elementwise error relative to |ref| floored at median |ref|)."""
     got, ref = got.float(), ref.float()
     diff = (got - ref).abs()
@@ -134,7 +134,7 @@ def check_forward(model: Any, reference: Any, prompts: Sequence[str] = PROMPTS) 
             pairs = [(cache[f"blocks.{layer}.hook_resid_post"], want[layer]) for layer in range(n)]
             pairs.append((logits, out.logits))
             for k, (got, ref) in enumerate(pairs):
-                a, r = _errors(got, ref)
+                a, r = max_errors(got, ref)
                 err[k], rel[k] = max(err[k], a), max(rel[k], r)
     finally:
         handle.remove()
@@ -248,7 +248,12 @@ def run_checks(model: Any, reference: Any, *, max_new_tokens: int = 16) -> list[
 
 
 def ensure_checked(
-    spec: str, model: Any, *, log: Any = print, max_new_tokens: int = 16, cache: Path | None = None
+    spec: str,
+    model: Any,
+    *,
+    log: Callable[[str], Any] = print,
+    max_new_tokens: int = 16,
+    cache: Path | None = None,
 ) -> Path:
     """Run :func:`run_checks` on a model the first time these weights are seen; return the stamp that says they
     passed. The stamp is keyed by the weights' fingerprint and dtype (:mod:`xsteer.core.models.fingerprint`), so
@@ -314,6 +319,7 @@ __all__ = [
     "check_steering",
     "ensure_checked",
     "format_table",
+    "max_errors",
     "greedy_without_cache",
     "load_with_reference",
     "run_checks",
