@@ -224,3 +224,25 @@ def test_smollm2_static_equals_dynamic(smollm2):
         out = both(smollm2, rows, Steering(sv, lams, positions=positions), max_new_tokens=24, stop=["\n\n"])
         assert "8" in out[0][0]  # λ = 0 answers the question
         assert len({text for text, _, _ in out}) > len(prompts)  # and λ changes some answer
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_gemma"])
+def test_steered_prefix_runs_the_blocks_below_the_steered_layers_once(request, name, monkeypatch):
+    """positions=all over a few-shot prefix, steered from layer 2 on: blocks 0-1 of the prefix run once for
+    every λ (their keys and values shared), and the text is the dynamic cache's, which runs every block per row."""
+    model = request.getfixturevalue(name)
+    shared = []
+    real = kvcache.SharedKVCache.share_layers
+
+    def spy(self, src, layers):
+        shared.append((self.rows, list(layers)))
+        return real(self, src, layers)
+
+    monkeypatch.setattr(kvcache.SharedKVCache, "share_layers", spy)
+    rows, lams = grid([FEW_SHOT + q for q in QUESTIONS])
+    steering = Steering(random_vectors(model, layers=[2, 3]), lams, positions="all")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the vectors' model name is the Llama's
+        out = both(model, rows, steering, max_new_tokens=12)
+    assert shared == [(len(LAMS), [0, 1])]
+    assert any(out[k][0] != out[k + 2][0] for k in range(0, len(rows), 3))

@@ -179,3 +179,69 @@ def test_shared_prefix_prefill_equals_full_prefill(tiny, monkeypatch, positions)
     for k in (1, 4):
         alone = Steering(steering.vectors, [0.5, 3.0][k % 2], positions=positions) if steering else None
         assert generate(tiny, [rows[k]], max_new_tokens=10, steering=alone)[0].text == shared[k]
+
+
+# ------------------------------------------------------------------ rows of one text share the unsteered blocks
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_shared_lower_blocks_equal_every_row_run_whole(arch, monkeypatch):
+    """Rows that share a text run the blocks below the first steered layer once: next-token and sequence
+    log-probabilities equal running every row through every block, per-row vectors and one shared vector alike,
+    with texts of unequal length in one batch (left padding) and a row whose text is the only one of its kind."""
+    from conftest import tiny_model
+
+    import xsteer.core.activations as acts
+    from xsteer.tasks.concepts.readouts import sequence_logprobs
+
+    model = tiny_model(arch, n_layers=4)
+    texts = ["the cat sat", "a dog", "the cat sat", "we ran far away", "a dog", "the cat sat", "lone"]
+    answers = [" on", " ran", " on", " home", " bit", " up", " x"]
+    ids = [5, 6, 7]
+    g = torch.Generator().manual_seed(1)
+    stack = torch.randn(3, 4, model.cfg.d_model, generator=g) * 3
+    which = [0, 1, 2, 0, 1, 2, 0]
+    lam = [0.5, -1.0, 2.0, 1.0, 0.0, -0.5, 1.5]
+    sv = SteeringVectors(stack[0], f"tiny-{arch}", "x", (1, 3))
+    entered = []
+    real = acts._entering
+
+    def spy(*a):
+        out = real(*a)
+        entered.append(out is not None)
+        return out
+
+    def read():
+        return (
+            acts.next_token_logprobs(
+                model, texts, ids, vectors=stack, which=which, lam=lam, layers=[2, 3], batch_size=5
+            ),
+            acts.next_token_logprobs(model, texts, ids, vectors=sv, lam=lam),
+            sequence_logprobs(
+                model, texts, answers, stack=stack, which=which, lam=lam, layers=[2, 3], batch_size=7
+            ),
+        )
+
+    monkeypatch.setattr(acts, "_entering", spy)
+    shared = read()
+    # Rows 5-6 (the second batch of 5) hold two distinct texts: nothing to share, every row runs whole.
+    assert entered == [True, False, True, True]
+    monkeypatch.setattr(acts, "_entering", lambda *a: None)
+    whole = read()
+    for a, b in zip(shared, whole, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # Steering still acts above the shared blocks, and the blocks come back whole afterwards.
+    assert (shared[0] - acts.next_token_logprobs(model, texts, ids)).abs().max() > 1e-3
+    assert not any("forward" in b.original_component.__dict__ for b in model.blocks)
+
+
+def test_blocks_from_checks_its_residual(tiny):
+    from xsteer.core.models import blocks_from
+
+    enc = torch.tensor([[3, 4, 5]])
+    with (
+        pytest.raises(ValueError, match="residual"),
+        blocks_from(tiny, 2, torch.zeros(2, 3, tiny.cfg.d_model)),
+    ):
+        tiny(enc)
+    with pytest.raises(ValueError, match="start"), blocks_from(tiny, 0, torch.zeros(1, 3, tiny.cfg.d_model)):
+        pass
+    assert not any("forward" in b.original_component.__dict__ for b in tiny.blocks)

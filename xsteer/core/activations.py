@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xsteer.core.models import encode, native_attention
+from xsteer.core.models import blocks_from, encode, native_attention
 from xsteer.core.progress import Progress
 from xsteer.core.types import HookedModel
 from xsteer.errors import InputError
@@ -117,9 +117,11 @@ def next_token_logprobs(
     (prompt included), so a whole dose-response — texts × λ — is one batched pass. With ``vectors`` a stack
     ``[m, layer, d_model]`` and ``which`` one index into it per text, row ``i`` is steered by
     ``lam[i] · vectors[which[i]]`` at ``layers``: many vectors × λ × texts in one pass. Only the requested
-    columns of the vocabulary leave the forward pass (Gemma's vocabulary is 262k wide).
+    columns of the vocabulary leave the forward pass (Gemma's vocabulary is 262k wide). The blocks below the
+    first steered layer run once per distinct text of a batch (:func:`shared_lower_blocks`); the values agree
+    with running every row through them to float rounding.
     """
-    from xsteer.core.inject import steer, steer_rows
+    from xsteer.core.inject import resolve_layers, steer, steer_rows
 
     stack = isinstance(vectors, Tensor)
     if stack and (which is None or len(which) != len(texts) or layers is None):
@@ -134,10 +136,16 @@ def next_token_logprobs(
     ids = torch.tensor(list(token_ids), dtype=torch.long)
     device = next(model.parameters()).device
     out = torch.empty(len(texts), len(ids), dtype=torch.float32)
+    # Blocks below the first steered layer see no steering: rows of one text share them (a dose-response or a
+    # fidelity cell reads each probe under hundreds of vectors × λ), so they run once per distinct text.
+    first = 0
+    if vectors is not None:
+        first = min(layers) if stack else min(resolve_layers(vectors, layers))  # type: ignore[arg-type,type-var]
     with native_attention(model):
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
             enc = encode(model.tokenizer, chunk)
+            input_ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
             rows_lam = None if lam is None else list(lam[start : start + len(chunk)])
             if vectors is None:
                 manager: Any = nullcontext()
@@ -146,10 +154,40 @@ def next_token_logprobs(
                 manager = steer_rows(model, vectors[index], lam=rows_lam, layers=layers)  # type: ignore[arg-type]
             else:
                 manager = steer(model, vectors, lam=rows_lam, layers=layers)  # type: ignore[arg-type]
-            with manager:
-                logits = model(
-                    enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device), logits_to_keep=1
-                )
+            with shared_lower_blocks(model, input_ids, mask, first), manager:
+                logits = model(input_ids, attention_mask=mask, logits_to_keep=1)
             lp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
             out[start : start + len(chunk)] = lp[:, ids.to(lp.device)].cpu()
     return out
+
+
+def shared_lower_blocks(model: HookedModel, input_ids: Tensor, mask: Tensor, first: int) -> Any:
+    """A context in which a forward of these rows runs blocks ``0 .. first-1`` once per distinct row only
+    (:func:`xsteer.core.models.blocks_from`): where every steered layer is ``first`` or above, rows that share
+    a text share those blocks exactly. Nothing changes when ``first`` is 0 or no row repeats."""
+    shared = _entering(model, input_ids, mask, first) if first > 0 else None
+    return nullcontext() if shared is None else blocks_from(model, first, shared)
+
+
+def _entering(
+    model: HookedModel, input_ids: Tensor, mask: Tensor, first: int
+) -> Float[Tensor, "batch pos d_model"] | None:
+    """The residual entering block ``first`` for every row, computed once per distinct (tokens, mask) row;
+    None when no row repeats (nothing to share)."""
+    key = torch.cat([input_ids, mask.to(input_ids.dtype)], dim=1)
+    distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+    if distinct.shape[0] == key.shape[0]:
+        return None
+    n = input_ids.shape[1]
+    got: dict[str, Tensor] = {}
+
+    def grab(resid: Tensor, hook: Any) -> Tensor:
+        got["resid"] = resid
+        raise _StopForward
+
+    try:
+        with model.hooks(fwd_hooks=[(f"blocks.{first - 1}.hook_resid_post", grab)]):
+            model(distinct[:, :n], attention_mask=distinct[:, n:].to(mask.dtype))
+    except _StopForward:
+        pass
+    return got["resid"][inverse]

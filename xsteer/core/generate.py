@@ -15,7 +15,8 @@ KV cache (``cache=``):
 
 * ``"static"`` (the default): :class:`xsteer.core.kvcache.SharedKVCache`, preallocated
   for the batch's longest row and written in place. The few-shot prefix every prompt shares is prefilled
-  once per distinct λ (once in all when the prompt is unsteered), and at ``positions="generated"`` the
+  once per distinct λ (once in all when the prompt is unsteered; at ``positions="all"`` its blocks below the
+  first steered layer once in all, since λ acts only from there), and at ``positions="generated"`` the
   rest of each distinct prompt once; these blocks are stored once and read once per decode step by all
   the rows that share them, never copied to rows. Rows leave through a live-row index (compacted rarely).
 * ``"dynamic"``: transformers' ``DynamicCache`` (concatenated every step, the prefix copied to every row):
@@ -64,7 +65,7 @@ from tqdm.auto import tqdm
 from xsteer.core import kvcache
 from xsteer.core.inject import Lambda, steer
 from xsteer.core.kvcache import SharedKVCache
-from xsteer.core.models import encode, eos_ids, has_sliding_window, native_attention
+from xsteer.core.models import blocks_from, encode, eos_ids, has_sliding_window, native_attention
 from xsteer.core.models.backend import hf_config, kv_layout, register_attention
 from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
@@ -464,19 +465,41 @@ def _new_cache(
     return SharedKVCache(kv_layout(model)[0], rows, capacity, levels=levels, device=device)
 
 
-def _prefix_level(model: HookedModel, ids: Int[Tensor, "group p"], device: Any) -> list[kvcache.Level]:
-    """Prefill identical-length blocks (no padding), one row per group; the result as a level of one group per row."""
+class _Below(Exception):
+    """Raised at the output of the last block below the first steered one: the rest runs per group."""
+
+
+def _prefix_level(
+    model: HookedModel, ids: Int[Tensor, "group p"], device: Any, *, first: int = 0
+) -> list[kvcache.Level]:
+    """Prefill identical-length blocks (no padding), one row per group; the result as a level of one group per row.
+
+    When every group holds the same tokens and they differ only in how they are steered from block ``first``
+    on (a few-shot prefix under each λ), blocks ``0 .. first-1`` run once for all groups: their keys and values
+    are given to every group and their output is handed on to block ``first``, which runs per group."""
     g, p = ids.shape
+    real = torch.ones(g, p, dtype=torch.bool, device=device)
+    positions = torch.arange(p, device=device).expand(g, p)
+    ids = ids.to(device)
     pre = _new_cache(model, g, p, device)
-    _forward(
-        model,
-        pre,
-        ids.to(device),
-        torch.ones(g, p, dtype=torch.bool, device=device),
-        torch.arange(p, device=device).expand(g, p),
-        all_real=True,
-        logits_to_keep=1,
-    )
+    if first > 0 and g > 1 and bool((ids == ids[:1]).all()):
+        one = _new_cache(model, 1, p, device)
+        got: dict[str, Tensor] = {}
+
+        def grab(resid: Tensor, hook: Any) -> Tensor:
+            got["resid"] = resid
+            raise _Below
+
+        try:
+            with model.hooks(fwd_hooks=[(f"blocks.{first - 1}.hook_resid_post", grab)]):
+                _forward(model, one, ids[:1], real[:1], positions[:1], all_real=True, logits_to_keep=1)
+        except _Below:
+            pass
+        pre.share_layers(one, range(first))
+        with blocks_from(model, first, got["resid"].expand(g, -1, -1).clone()):
+            _forward(model, pre, ids, real, positions, all_real=True, logits_to_keep=1)
+    else:
+        _forward(model, pre, ids, real, positions, all_real=True, logits_to_keep=1)
     return pre.as_level(range(g))
 
 
@@ -550,11 +573,14 @@ def _generate_batch_static(
             levels = []
             p = shared_prefix_len(seqs)
             if p >= MIN_SHARED_PREFIX:
-                # Steered prefix: computed once per distinct λ, read by the rows of that λ.
+                # Steered prefix: computed once per distinct λ (the blocks below the first steered layer once
+                # in all), read by the rows of that λ.
                 keys = lam.tolist()
                 groups = list(dict.fromkeys(keys))
                 handle.set_lambda(torch.tensor(groups))
-                levels = _prefix_level(model, seqs[0][:p].expand(len(groups), p), device)
+                levels = _prefix_level(
+                    model, seqs[0][:p].expand(len(groups), p), device, first=min(handle.layers)
+                )
                 levels = [lv.for_rows([groups.index(k) for k in keys]) for lv in levels]
                 handle.set_lambda(lam)
             else:

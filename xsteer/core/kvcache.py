@@ -254,6 +254,17 @@ class SharedKVCache(Cache):
             )
         self.levels = levels
 
+    def share_layers(self, src: SharedKVCache, layers: Sequence[int]) -> None:
+        """Give every row ``src``'s row 0 keys and values at ``layers`` (written before this cache's forward,
+        which must then not run those layers: they are the same for every row, e.g. below the first steered
+        layer, and were computed once in ``src``)."""
+        for layer in layers:
+            for mine, theirs in ((self.own_k, src.own_k), (self.own_v, src.own_v)):
+                block = theirs[layer]
+                if block is None or block.shape[2] != self.capacity:
+                    raise RuntimeError(f"layer {layer} of the source cache is not filled to this capacity")
+                mine[layer] = block[:1].expand(self.rows, -1, -1, -1).clone()
+
     def as_level(self, group_of_row: Sequence[int]) -> list[Level]:
         """This cache's levels and its own part as levels for another cache (no copy): the returned levels
         are read by new rows, new row ``i`` reading what this cache's row ``group_of_row[i]`` held."""

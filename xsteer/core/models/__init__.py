@@ -4,7 +4,7 @@
 only module that touches TransformerLens or Hugging Face internals.
 """
 
-from xsteer.core.models.backend import eos_ids, has_sliding_window, native_attention
+from xsteer.core.models.backend import blocks_from, eos_ids, has_sliding_window, native_attention
 from xsteer.core.models.fingerprint import hub_revision, weights_fingerprint
 from xsteer.core.models.load import (
     SPEC_HELP,
@@ -50,6 +50,7 @@ __all__ = [
     "load_model",
     "model_id",
     "native_attention",
+    "blocks_from",
     "parse_spec",
     "prepare_tokenizer",
     "resolve_device",

@@ -109,6 +109,39 @@ def native_attention(model: Any, implementation: str = "sdpa") -> Iterator[Any]:
             setattr(layer, name, attn)
 
 
+@contextmanager
+def blocks_from(model: Any, start: int, residual: Any) -> Iterator[Any]:
+    """Inside the block, a forward of ``model`` does no work in blocks ``0 .. start-1``: they pass their input
+    on, and block ``start - 1`` hands on ``residual`` ([batch, pos, d_model]: what it would have produced), so
+    blocks ``start`` and above run on it with the model's own masks and positions. Hooks inside blocks
+    ``start`` and above fire as usual (steering added there is unaffected).
+
+    TransformerBridge's own ``start_at_layer`` still runs the blocks below and discards their output; this
+    skips them, which is what makes many rows that share a text cheap below the first steered layer.
+    """
+    if not 0 < start < len(model.blocks):
+        raise ValueError(f"start must lie in 1..{len(model.blocks) - 1}, got {start}")
+    layers = [block.original_component for block in model.blocks[:start]]
+
+    def through(hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
+        return hidden_states
+
+    def hand_on(hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
+        if tuple(hidden_states.shape) != tuple(residual.shape):
+            raise ValueError(f"residual {tuple(residual.shape)} for a batch of {tuple(hidden_states.shape)}")
+        return residual
+
+    try:
+        # An instance attribute shadows the class's forward for nn.Module.__call__; deleting it restores it.
+        for layer in layers[:-1]:
+            layer.forward = through
+        layers[-1].forward = hand_on
+        yield model
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("forward", None)
+
+
 def register_attention(name: str, fn: Any) -> None:
     """Make ``fn`` an attention implementation the model's own attention modules dispatch to by ``name``
     (transformers' ``AttentionInterface``; with no mask function registered under the name, the model

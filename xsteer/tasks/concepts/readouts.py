@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xsteer.core.activations import next_token_logprobs
+from xsteer.core.activations import next_token_logprobs, shared_lower_blocks
 from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 
@@ -161,8 +161,13 @@ def sequence_logprobs(
                 ids[r, width - len(x) :] = torch.tensor(x)
                 mask[r, width - len(x) :] = 1
             index = torch.as_tensor([which[i] for i in rows])
-            with steer_rows(model, stack[index], lam=[lam[i] for i in rows], layers=layers):
-                logits = model(ids.to(device), attention_mask=mask.to(device))
+            ids, mask = ids.to(device), mask.to(device)
+            # Rows of one (context, answer) under many vectors × λ share the blocks below the steered layers.
+            with (
+                shared_lower_blocks(model, ids, mask, min(layers)),
+                steer_rows(model, stack[index], lam=[lam[i] for i in rows], layers=layers),
+            ):
+                logits = model(ids, attention_mask=mask)
             lp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None].to(device))[
                 ..., 0
             ]
