@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -85,3 +88,21 @@ def test_the_its_report_is_regenerated_only_from_committed_study_records(tmp_pat
     make = regenerate.tables(check=True)[its.OUT]
     assert make() == its.report([tmp_path / "study"], its.OUT)
     assert "## Five arms at equal generated tokens" in make()
+
+
+def test_the_speed_tables_come_from_whole_benchmark_logs():
+    """The speed tables read the committed benchmark logs; a cut-off log is refused, not read as a partial row."""
+    from analysis import perf_report
+
+    logs = sorted((ROOT / "analysis" / "results" / "perf").glob("*.log"))
+    assert {p.name.split("_")[0] for p in logs} == {"sweep", "cell"}
+    sweep = next(p for p in logs if p.name == "sweep_generated.log").read_text(encoding="utf-8")
+    d = perf_report.parse(sweep)
+    # The ratio the table prints is the one the benchmark printed in its summary.
+    printed = re.search(r"prefix-cached alternative: ([\d.]+)x", sweep).group(1)
+    assert f"{d['sides']['prefix-cached']['wall'] / d['sides']['xsteer']['wall']:.2f}" == printed
+    with pytest.raises(ValueError, match="not a complete"):
+        perf_report.parse(sweep.split("== summary ==")[0].split("\nxsteer ")[0])
+    cell = next(p for p in logs if p.name.startswith("cell_smollm2")).read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match="not a complete"):
+        perf_report.parse_cell(cell.split("\none measurement")[0])

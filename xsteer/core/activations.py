@@ -164,7 +164,7 @@ def next_token_logprobs(
 def shared_lower_blocks(model: HookedModel, input_ids: Tensor, mask: Tensor, first: int) -> Any:
     """A context in which a forward of these rows runs blocks ``0 .. first-1`` once per distinct row only
     (:func:`xsteer.core.models.blocks_from`): where every steered layer is ``first`` or above, rows that share
-    a text share those blocks exactly. Nothing changes when ``first`` is 0 or no row repeats."""
+    a text share those blocks (equal to float rounding). Nothing changes when ``first`` is 0 or no row repeats."""
     shared = _entering(model, input_ids, mask, first) if first > 0 else None
     return nullcontext() if shared is None else blocks_from(model, first, shared)
 
