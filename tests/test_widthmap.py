@@ -51,6 +51,40 @@ def test_ridge_matches_sklearn(n):
         torch.testing.assert_close(ours.bias, torch.from_numpy(ref.intercept_), rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("n", [400, 30])
+def test_ridge_at_one_alpha_equals_the_svd_route(n):
+    """The Cholesky solve of the smaller Gram matrix (dual when n < d) gives the SVD route's weight."""
+    from xsteer.transfer.widthmap import _ridge_at, _ridge_solve
+
+    X, Y, _, _ = _planted(n=n)
+    xc, yc = X - X.mean(0), Y - Y.mean(0)
+    for alpha in (1e-3, 1.0, 100.0):
+        v, shrink, uty = _ridge_solve(xc, yc, [alpha])
+        torch.testing.assert_close(_ridge_at(xc, yc, alpha), (v * shrink[0]) @ uty, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [400, 30])
+def test_ridge_cv_errors_equal_the_svd_route(n):
+    """Cross-validation reads every alpha off one eigen-decomposition of the smaller Gram per fold; its
+    held-out errors are the SVD route's."""
+    from xsteer.transfer.widthmap import _ridge_cv, _ridge_solve
+
+    X, Y, _, _ = _planted(n=n)
+    alphas = [10.0**e for e in range(-3, 4)]
+    folds = torch.randperm(n, generator=torch.Generator().manual_seed(3)).chunk(5)
+    sse = torch.zeros(len(alphas), dtype=torch.float64)
+    for held in folds:
+        train = torch.ones(n, dtype=torch.bool)
+        train[held] = False
+        mx, my = X[train].mean(0), Y[train].mean(0)
+        v, shrink, uty = _ridge_solve(X[train] - mx, Y[train] - my, alphas)
+        for i in range(len(alphas)):
+            pred = ((X[held] - mx) @ v * shrink[i]) @ uty + my
+            sse[i] += (pred - Y[held]).square().sum()
+    got = torch.tensor(_ridge_cv(X, Y, alphas, 5, 3), dtype=torch.float64)
+    torch.testing.assert_close(got, sse / n, rtol=1e-9, atol=0)
+
+
 def test_ridge_small_n_cv_and_ols():
     X, Y, _, _ = _planted(n=30)
     wmap = fit_width_map("ridge", X, Y, d_parent=48, d_child=32)
