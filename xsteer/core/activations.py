@@ -8,7 +8,7 @@ similarity (CKA) all read activations this way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -179,6 +179,17 @@ def _entering(
     if distinct.shape[0] == key.shape[0]:
         return None
     n = input_ids.shape[1]
+    resid = residual_entering(
+        model, first, lambda: model(distinct[:, :n], attention_mask=distinct[:, n:].to(mask.dtype))
+    )
+    return resid[inverse]
+
+
+def residual_entering(
+    model: HookedModel, first: int, forward: Callable[[], Any]
+) -> Float[Tensor, "batch pos d_model"]:
+    """The residual entering block ``first`` in the forward that ``forward()`` runs, which stops there (the
+    blocks from ``first`` on never run)."""
     got: dict[str, Tensor] = {}
 
     def grab(resid: Tensor, hook: Any) -> Tensor:
@@ -187,7 +198,7 @@ def _entering(
 
     try:
         with model.hooks(fwd_hooks=[(f"blocks.{first - 1}.hook_resid_post", grab)]):
-            model(distinct[:, :n], attention_mask=distinct[:, n:].to(mask.dtype))
+            forward()
     except _StopForward:
         pass
-    return got["resid"][inverse]
+    return got["resid"]

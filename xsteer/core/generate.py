@@ -63,6 +63,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from xsteer.core import kvcache
+from xsteer.core.activations import residual_entering
 from xsteer.core.inject import Lambda, steer
 from xsteer.core.kvcache import SharedKVCache
 from xsteer.core.models import blocks_from, encode, eos_ids, has_sliding_window, native_attention
@@ -465,10 +466,6 @@ def _new_cache(
     return SharedKVCache(kv_layout(model)[0], rows, capacity, levels=levels, device=device)
 
 
-class _Below(Exception):
-    """Raised at the output of the last block below the first steered one: the rest runs per group."""
-
-
 def _prefix_level(
     model: HookedModel, ids: Int[Tensor, "group p"], device: Any, *, first: int = 0
 ) -> list[kvcache.Level]:
@@ -484,19 +481,11 @@ def _prefix_level(
     pre = _new_cache(model, g, p, device)
     if first > 0 and g > 1 and bool((ids == ids[:1]).all()):
         one = _new_cache(model, 1, p, device)
-        got: dict[str, Tensor] = {}
-
-        def grab(resid: Tensor, hook: Any) -> Tensor:
-            got["resid"] = resid
-            raise _Below
-
-        try:
-            with model.hooks(fwd_hooks=[(f"blocks.{first - 1}.hook_resid_post", grab)]):
-                _forward(model, one, ids[:1], real[:1], positions[:1], all_real=True, logits_to_keep=1)
-        except _Below:
-            pass
+        resid = residual_entering(
+            model, first, lambda: _forward(model, one, ids[:1], real[:1], positions[:1], all_real=True)
+        )
         pre.share_layers(one, range(first))
-        with blocks_from(model, first, got["resid"].expand(g, -1, -1).clone()):
+        with blocks_from(model, first, resid.expand(g, -1, -1).clone()):
             _forward(model, pre, ids, real, positions, all_real=True, logits_to_keep=1)
     else:
         _forward(model, pre, ids, real, positions, all_real=True, logits_to_keep=1)
