@@ -140,7 +140,7 @@ def next_token_logprobs(
     # fidelity cell reads each probe under hundreds of vectors × λ), so they run once per distinct text.
     first = 0
     if vectors is not None:
-        first = min(layers) if stack else min(resolve_layers(vectors, layers))  # type: ignore[arg-type,type-var]
+        first = min(layers) if stack else min(resolve_layers(vectors, layers))  # type: ignore[arg-type]
     with native_attention(model):
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
