@@ -403,7 +403,11 @@ def main() -> int:
     print(
         f"speed-up vs the prefix-cached alternative: {statistics.median(wall[cached]) / t_x:.2f}x "
         f"(positions={args.positions}"
-        + ("" if cached == "prefix-cached" else "; every prompt token is steered, so the alternative can share no prefill")
+        + (
+            ""
+            if cached == "prefix-cached"
+            else "; every prompt token is steered, so the alternative can share no prefill"
+        )
         + ")"
     )
     print(f"xsteer achieved ÷ roofline floor: {versus_floor(t_x, work['xsteer'], peak)}")
