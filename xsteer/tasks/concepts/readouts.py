@@ -168,9 +168,7 @@ def sequence_logprobs(
                 steer_rows(model, stack[index], lam=[lam[i] for i in rows], layers=layers),
             ):
                 logits = model(ids, attention_mask=mask)
-            lp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None].to(device))[
-                ..., 0
-            ]
+            lp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
             for r, i in enumerate(rows):
                 out[i] = lp[r, width - 1 - len(cont[i]) :].sum().cpu()
     return out
