@@ -6,6 +6,7 @@ import os
 import re
 import string
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -127,3 +128,38 @@ def bad_shapes(match: str):
         yield info
     if not isinstance(info.value, TypeCheckError):
         assert re.search(match, str(info.value)), str(info.value)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma():
+    """A tiny Gemma-3 whose sliding window (8 tokens) is shorter than the test texts."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from xsteer.core.models import wrap
+
+    tok = char_tokenizer()
+    cfg = Gemma3TextConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        sliding_window=8,
+        layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    hf = Gemma3ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.ndim == 2:
+                p.normal_(0, 0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return wrap(hf, tok, model_id="tiny-gemma3", device="cpu")

@@ -152,40 +152,6 @@ def test_cache_choices(tiny):
 # ----------------------------------------------------------------------------- sliding windows (Gemma 3)
 
 
-@pytest.fixture(scope="module")
-def tiny_gemma():
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    from xsteer.core.models import wrap
-
-    tok = char_tokenizer()
-    cfg = Gemma3TextConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=512,
-        sliding_window=8,
-        layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    hf = Gemma3ForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.ndim == 2:
-                p.normal_(0, 0.2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return wrap(hf, tok, model_id="tiny-gemma3", device="cpu")
-
-
 @pytest.mark.parametrize("positions", ["all", "generated", None])
 def test_sliding_window_static_equals_dynamic_and_alone(tiny_gemma, positions):
     """A window of 8 tokens over prompts of 40-70: the shared prefix, pads and windows must not interact."""

@@ -184,17 +184,15 @@ def test_shared_prefix_prefill_equals_full_prefill(tiny, monkeypatch, positions)
 # ------------------------------------------------------------------ rows of one text share the unsteered blocks
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_shared_lower_blocks_equal_every_row_run_whole(arch, monkeypatch):
-    """Rows that share a text run the blocks below the first steered layer once: next-token and sequence
-    log-probabilities equal running every row through every block, per-row vectors and one shared vector alike,
-    with texts of unequal length in one batch (left padding) and a row whose text is the only one of its kind."""
+    """Rows that share a text run the blocks below the first steered layer once: next-token log-probabilities
+    equal running every row through every block, per-row vectors and one shared vector alike, with texts of
+    unequal length in one batch (left padding) and a row whose text is the only one of its kind."""
     from conftest import tiny_model
 
     import xsteer.core.activations as acts
-    from xsteer.tasks.concepts.readouts import sequence_logprobs
 
     model = tiny_model(arch, n_layers=4)
     texts = ["the cat sat", "a dog", "the cat sat", "we ran far away", "a dog", "the cat sat", "lone"]
-    answers = [" on", " ran", " on", " home", " bit", " up", " x"]
     ids = [5, 6, 7]
     g = torch.Generator().manual_seed(1)
     stack = torch.randn(3, 4, model.cfg.d_model, generator=g) * 3
@@ -215,21 +213,71 @@ def test_shared_lower_blocks_equal_every_row_run_whole(arch, monkeypatch):
                 model, texts, ids, vectors=stack, which=which, lam=lam, layers=[2, 3], batch_size=5
             ),
             acts.next_token_logprobs(model, texts, ids, vectors=sv, lam=lam),
-            sequence_logprobs(
-                model, texts, answers, stack=stack, which=which, lam=lam, layers=[2, 3], batch_size=7
-            ),
         )
 
     monkeypatch.setattr(acts, "_entering", spy)
     shared = read()
     # Rows 5-6 (the second batch of 5) hold two distinct texts: nothing to share, every row runs whole.
-    assert entered == [True, False, True, True]
+    assert entered == [True, False, True]
     monkeypatch.setattr(acts, "_entering", lambda *a: None)
     whole = read()
     for a, b in zip(shared, whole, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     # Steering still acts above the shared blocks, and the blocks come back whole afterwards.
     assert (shared[0] - acts.next_token_logprobs(model, texts, ids)).abs().max() > 1e-3
+    assert not any("forward" in b.original_component.__dict__ for b in model.blocks)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
+def test_sequence_logprobs_equal_each_row_run_alone(arch, monkeypatch, request):
+    """log p(continuation | context) under per-row vectors equals each row run alone, whole and uncached, while
+    the two answers of one (context, vector, λ) share its prefill and the (vector, λ) of one context share the
+    blocks below the first steered layer: answers of unequal length (left padding), chunks cut at a context's
+    edge and inside one, a one-token context, and on Gemma-3 contexts longer than its sliding window."""
+    from conftest import tiny_model
+
+    import xsteer.core.generate as gen
+    from xsteer.core.inject import steer_rows
+    from xsteer.tasks.concepts.readouts import sequence_logprobs
+
+    model = request.getfixturevalue("tiny_gemma") if arch == "gemma3" else tiny_model(arch, n_layers=4)
+    tok = model.tokenizer
+    g = torch.Generator().manual_seed(1)
+    stack = torch.randn(3, 4, model.cfg.d_model, generator=g) * 3
+    contexts, answers, which, lam = [], [], [], []
+    for context, pair in (
+        ("the cat sat on the mat and", (" ran", " sat up")),
+        ("a dog", (" bit", " x")),
+        ("", (" z", " ab")),
+    ):
+        for v, lm in ((0, 0.5), (1, -1.0), (2, 2.0), (0, 0.0)):
+            for answer in pair:
+                contexts.append(context)
+                answers.append(answer)
+                which.append(v)
+                lam.append(lm)
+    shared = []
+    real = gen.residual_entering
+    monkeypatch.setattr(gen, "residual_entering", lambda *a: shared.append(1) or real(*a))
+    got = sequence_logprobs(
+        model, contexts, answers, stack=stack, which=which, lam=lam, layers=[2, 3], batch_size=6
+    )
+    # Each longer context's 8 rows make chunks of 3 units and 1 unit: the first shares its lower blocks, the
+    # second has nothing to share with.
+    assert len(shared) == 2
+
+    def alone(i):
+        ids = tok(contexts[i]).input_ids
+        k = len(tok(answers[i], add_special_tokens=False).input_ids)
+        ids = torch.tensor([ids + tok(answers[i], add_special_tokens=False).input_ids])
+        with steer_rows(model, stack[[which[i]]], lam=[lam[i]], layers=[2, 3]):
+            logits = model(ids)
+        lp = torch.log_softmax(logits[0, :-1].float(), dim=-1).gather(-1, ids[0, 1:, None])[..., 0]
+        return lp[-k:].sum()
+
+    torch.testing.assert_close(
+        got, torch.stack([alone(i) for i in range(len(contexts))]), atol=1e-4, rtol=1e-4
+    )
     assert not any("forward" in b.original_component.__dict__ for b in model.blocks)
 
 

@@ -167,6 +167,32 @@ def test_a_planted_transfer_crosses_and_is_specific():
     assert res["calibration"]["random_parent"][1] == 4
 
 
+def test_the_control_is_judged_by_the_candidates_rule_and_never_enters_the_verdict():
+    readouts, base = _readouts(0.9)
+    target = readouts["target"]
+    # A control whose point value clears its placebos while its replicates scatter around 0: a false pass by the
+    # point value, none by the candidates' rule; and a second control that passes by both.
+    for m, point, reps in (
+        ("p×truncate_pad", "p×ridge/mapped", None),
+        ("q×truncate_pad", "p×ridge/mapped", 1),
+    ):
+        target[f"{m}/mapped"] = target[point]
+        for name in [n for n in list(target) if n.startswith("p×ridge/placebo:")]:
+            target[name.replace("p×ridge", m)] = target[name]
+        for r in range(5):
+            target[f"{m}/mapped@{r}"] = target[f"p×ridge/mapped@{r}"] * (reps or (1 - 2 * (r % 2)))
+        readouts["formality"][f"{m}/mapped"] = readouts["formality"]["p×ridge/mapped"]
+    maps = [("p", "ridge"), ("p", "truncate_pad"), ("q", "truncate_pad")]
+    spec = InstrumentSpec(placebos=20, replicates=5, random_draws=4, lambdas=tuple(LAMS))
+    res = analyze(readouts, base, maps=maps, spec=spec)
+    scattered, passing = res["maps"]["p×truncate_pad"], res["maps"]["q×truncate_pad"]
+    assert scattered["control"] and scattered["replicates"] == 5
+    assert scattered["pipeline_ci"][0] < 0 < scattered["fidelity"] - scattered["placebo_q95"]
+    assert not scattered["beats_placebo"] and passing["beats_placebo"]
+    assert res["calibration"]["control"] == [1, 2] and res["calibration"]["control_point"] == [2, 2]
+    assert res["crosses"] == ["p×ridge"]  # the controls are never candidates
+
+
 def test_a_push_that_moves_every_readout_is_named_so():
     readouts, base = _readouts(0.9, off=1.2)  # the mapped vector moves formality more than the child's own
     spec = InstrumentSpec(placebos=20, replicates=5, random_draws=4, lambdas=tuple(LAMS))
@@ -319,7 +345,8 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
     names = list(doc["readouts"]["target"])
     assert "native" in names and "proportional×ridge/mapped" in names and "native@1" in names
     assert sum("placebo:" in n for n in names) == 20  # 10 per map, the control included
-    assert "proportional×truncate_pad/mapped@0" not in names  # a control gets no replicates
+    # The control gets replicates too: it is judged by the candidates' rule.
+    assert "proportional×truncate_pad/mapped@1" in names and "proportional×truncate_pad/mapped@2" not in names
     # The verdicts come back from the stored readouts alone (what regeneration runs).
     assert json.dumps(reanalyze(doc), sort_keys=True) == json.dumps(doc["result"], sort_keys=True)
 
@@ -346,6 +373,17 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
     assert len(calls) == -(-(len(names) - 8) // 8)  # only the chunks not read before
     assert not partial.exists()
 
+    # A measurement stored before the control had replicates gets only those read, and then is the same file.
+    old = {**doc, "readouts": {k: dict(v) for k, v in doc["readouts"].items()}}
+    for r in range(2):
+        del old["readouts"]["target"][f"proportional×truncate_pad/mapped@{r}"]
+    again.write_text(json.dumps(old))
+    calls[:] = []
+    [again] = run_study(spec, tmp_path / "cut", log=lambda *_: None)
+    supplemented = json.loads(again.read_text())
+    assert len(calls) == 1  # one chunk: the two control replicates
+    assert supplemented["readouts"] == doc["readouts"] and supplemented["result"] == doc["result"]
+
 
 def test_a_measurement_stored_with_other_settings_is_refused_not_returned(tmp_path, monkeypatch):
     import json
@@ -358,11 +396,13 @@ def test_a_measurement_stored_with_other_settings_is_refused_not_returned(tmp_pa
     path = tmp_path / "results" / "gemma3-270m__smollm2-135m__sentiment.json"
     path.parent.mkdir()
     stored = {**json.loads(json.dumps(_measured(spec))), "placebos": 20, "data_dir": "/elsewhere"}
-    path.write_text(json.dumps({"spec": stored, "judged": {"x": 1}}))
+    path.write_text(json.dumps({"spec": stored, "judged": {"x": 1}, "readouts": {"target": {}}}))
     with pytest.raises(InputError, match=r"placebos=20 \(now 50\)\); give another --out"):
         run_pair(spec, "gemma3-270m", "smollm2-135m", tmp_path)
     # The same settings (the data folder is a place, not a setting) return the stored file as it is.
-    path.write_text(json.dumps({"spec": {**stored, "placebos": 50}, "judged": {"x": 1}}))
+    path.write_text(
+        json.dumps({"spec": {**stored, "placebos": 50}, "judged": {"x": 1}, "readouts": {"target": {}}})
+    )
     assert run_pair(spec, "gemma3-270m", "smollm2-135m", tmp_path) == [path]
     # A non-default norm is a setting.
     with pytest.raises(InputError, match=r"norm=None \(now 'whitened'\)"):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,12 +343,14 @@ def run_pair(
         for c in concepts
     }
     stored = _stored(spec, files)
-    # A finished measurement is kept; one read before the judge was asked for gets only the judge readout added.
+    # A finished measurement is kept; one read before the judge was asked for, or before the instrument built
+    # some of its vectors (the control's replicates), gets only what it lacks read and added.
     todo = [
         c
         for c in concepts
         if c.name not in stored
         or (spec.judge is not None and c.open_ended and not stored[c.name].get("judged"))
+        or _lacks_replicates(stored[c.name], spec)
     ]
     if not todo:
         return list(files.values())
@@ -395,6 +397,17 @@ def run_pair(
         result = doc["result"]
         log(f"[{time.time() - t0:6.0f} s] {concept.name}: {result.get('verdict', result['reference'])}")
     return list(files.values())
+
+
+def _lacks_replicates(doc: Mapping[str, Any], spec: FidelitySpec) -> bool:
+    """Whether a stored measurement misses a map's whole-pipeline replicates (the control got none before
+    controls were judged by the candidates' rule). A map that feeds no steered layer has no vectors at all."""
+    target = doc["readouts"]["target"]
+    return any(
+        f"{lm}×{wm}/mapped" in target and f"{lm}×{wm}/mapped@{r}" not in target
+        for lm, wm in spec.maps
+        for r in range(spec.replicates)
+    )
 
 
 def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any] | None) -> dict[str, Any]:
@@ -458,15 +471,17 @@ def _read_all(
     stored: dict[str, Any] | None,
 ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
     """Every readout of one measurement: ``{readout: {vector: [λ, probe]}}`` and the unsteered ``{readout:
-    [probe]}``, taken from a stored result where there is one, else read (resuming from the partial file)."""
-    if stored:  # the readouts were made; only the judge is missing
-        readouts = {k: {n: torch.tensor(r) for n, r in v.items()} for k, v in stored["readouts"].items()}
-        return readouts, {k: torch.tensor(v) for k, v in stored["baselines"].items()}
+    [probe]}``, taken from a stored result where there is one, else read (resuming from the partial file).
+    A vector the stored result lacks is read and added; the stored readouts are kept as they are."""
     readouts, baselines = {}, {}
     for key, cell in cells.items():
         target = concept if key == "target" else next(c for c in lexicon if c.name == key)
         readout = target.readout_for(child.tokenizer)
         store = partial.store(key)
+        if stored and key in stored["readouts"]:
+            kept = {n: r for n, r in stored["readouts"][key].items() if n not in store}
+            if kept:
+                store.update({"__baseline__": stored["baselines"][key], **kept})
         if "__baseline__" not in store:
             base = readout.read_stack(child, cell.vectors[:1], [0.0], layers=layers)[0, 0]
             store.update({"__baseline__": base.tolist()})

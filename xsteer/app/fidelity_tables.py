@@ -76,7 +76,7 @@ def cell_table(results: Sequence[Mapping[str, Any]]) -> str:
             )
             continue
         spec = "—" if r["specificity"] is None else f"{r['specificity']:+.2f} {_ci(r['specificity_ci'])}"
-        interval = _ci(r["pipeline_ci"]) if r["pipeline_ci"] else "(a control: no replicates)"
+        interval = _ci(r["pipeline_ci"]) if r["pipeline_ci"] else "(a control, measured without replicates)"
         lines.append(
             f"| {pair} | {r['concept']} | {r['map']} | {r['fidelity']:+.2f} {interval} | "
             f"{_ci(r['probe_ci'])} | {r['placebo_q95']:+.2f} | {'yes' if r['beats_placebo'] else 'no'} | {spec} | "
@@ -116,7 +116,8 @@ def calibration_counts(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[s
 
 
 KNOWN_NULLS = {
-    "control": "truncate_pad's mapped concept vector (cross-family: cannot carry it)",
+    "control": "truncate_pad's mapped concept vector (cross-family: cannot carry it), by the candidates' rule",
+    "control_point": "truncate_pad's mapped concept vector by its point value (an upper bound, the rule before the control had replicates)",
     "random_parent": "random parent directions through each map",
     "placebo_cross_kind": "placebos of one kind against the other kind's 95th percentile",
     "random_child": "covariance-shaped random child directions against the candidate map's placebo q95",

@@ -13,7 +13,7 @@ families here are shared by the concept kinds:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import einops
@@ -21,9 +21,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xsteer.core.activations import next_token_logprobs, shared_lower_blocks
+from xsteer.core.activations import next_token_logprobs
 from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
+from xsteer.errors import InputError
 
 
 class Readout:
@@ -140,38 +141,78 @@ def sequence_logprobs(
     batch_size: int = 32,
 ) -> Float[Tensor, " n"]:
     """Sum of log p(continuation | context) per row, row ``i`` steered at every position by
-    ``lam[i] · stack[which[i]]``. Context and continuation are tokenized apart (exact boundary, as lm-eval)."""
+    ``lam[i] · stack[which[i]]``. Context and continuation are tokenized apart (exact boundary, as lm-eval).
+
+    The context dominates the cost (a GSM8K solution is ~160 tokens, an answer 2-4), so rows that share a
+    context, a vector and a λ (the gold and the wrong answer of one probe) share one prefill of it, which each
+    continuation then reads from the KV cache, and all the (vector, λ) of one context share its blocks below
+    the first steered layer. ``batch_size`` bounds the continuation rows of one forward."""
+    from xsteer.core import kvcache
+    from xsteer.core.generate import _forward, _left_pad, _new_cache, _prefix_level
     from xsteer.core.inject import steer_rows
     from xsteer.core.models import native_attention
+    from xsteer.core.models.backend import register_attention
 
+    if not len(contexts) == len(continuations) == len(which) == len(lam):
+        raise InputError("one continuation, vector index and λ per context")
     tok = model.tokenizer
     device = next(model.parameters()).device
-    ctx = [tok(c).input_ids for c in contexts]  # the BOS, where the tokenizer adds one, leads the context
-    cont = [tok(c, add_special_tokens=False).input_ids for c in continuations]
+    ctx_ids = {
+        c: torch.tensor(tok(c).input_ids) for c in dict.fromkeys(contexts)
+    }  # the BOS leads the context
+    cont = [torch.tensor(tok(c, add_special_tokens=False).input_ids) for c in continuations]
+    if any(len(c) == 0 for c in cont) or any(len(c) == 0 for c in ctx_ids.values()):
+        raise InputError("every context and continuation needs at least one token")
+    # A unit is one (context, vector, λ): one prefill of the context, read by each of its rows.
+    units: dict[tuple[str, int, float], list[int]] = {}
+    for i, key in enumerate(zip(contexts, which, lam, strict=True)):
+        units.setdefault((key[0], int(key[1]), float(key[2])), []).append(i)
     out = torch.empty(len(contexts))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    with native_attention(model):
-        for start in range(0, len(contexts), batch_size):
-            rows = range(start, min(start + batch_size, len(contexts)))
-            seqs = [ctx[i] + cont[i] for i in rows]
-            width = max(len(x) for x in seqs)
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, x in enumerate(seqs):  # left padding: every row's last token is at -1
-                ids[r, width - len(x) :] = torch.tensor(x)
-                mask[r, width - len(x) :] = 1
-            index = torch.as_tensor([which[i] for i in rows])
-            ids, mask = ids.to(device), mask.to(device)
-            # Rows of one (context, answer) under many vectors × λ share the blocks below the steered layers.
-            with (
-                shared_lower_blocks(model, ids, mask, min(layers)),
-                steer_rows(model, stack[index], lam=[lam[i] for i in rows], layers=layers),
+    register_attention(kvcache.ATTENTION, kvcache.attention)
+    with native_attention(model, kvcache.ATTENTION):
+        for chunk in _unit_chunks(units, batch_size):
+            context = chunk[0][0]
+            head, last = ctx_ids[context][:-1], ctx_ids[context][-1:]
+            rows = [r for key in chunk for r in units[key]]
+            unit_of_row = [u for u, key in enumerate(chunk) for _ in units[key]]
+            levels = []
+            if len(head):
+                # The context but its last token, which goes with the continuation so that it predicts the first.
+                with steer_rows(
+                    model, stack[[k[1] for k in chunk]], lam=[k[2] for k in chunk], layers=layers
+                ):
+                    levels = _prefix_level(model, head.expand(len(chunk), -1), device, first=min(layers))
+            ids, real, positions = _left_pad([torch.cat([last, cont[r]]) for r in rows], len(head))
+            cache = _new_cache(
+                model, len(rows), ids.shape[1], device, [lv.for_rows(unit_of_row) for lv in levels]
+            )
+            ids = ids.to(device)
+            with steer_rows(
+                model, stack[[which[r] for r in rows]], lam=[lam[r] for r in rows], layers=layers
             ):
-                logits = model(ids, attention_mask=mask)
+                logits = _forward(model, cache, ids, real.to(device), positions.to(device))
             lp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-            for r, i in enumerate(rows):
-                out[i] = lp[r, width - 1 - len(cont[i]) :].sum().cpu()
+            width = ids.shape[1]
+            for k, r in enumerate(rows):  # left padding: every row's last token is at -1
+                out[r] = lp[k, width - 1 - len(cont[r]) :].sum().cpu()
     return out
+
+
+def _unit_chunks(
+    units: Mapping[tuple[str, int, float], list[int]], rows: int
+) -> list[list[tuple[str, int, float]]]:
+    """The units in order, cut into chunks of one context each whose rows number at most ``rows`` (a unit with
+    more rows than that is a chunk of its own)."""
+    chunks: list[list[tuple[str, int, float]]] = []
+    size = 0
+    for key, members in units.items():
+        if chunks and chunks[-1][0][0] == key[0] and size + len(members) <= rows:
+            chunks[-1].append(key)
+            size += len(members)
+        else:
+            chunks.append([key])
+            size = len(members)
+    return chunks
 
 
 __all__ = ["NextTokenLogOdds", "Readout", "sequence_logprobs"]
