@@ -4,6 +4,8 @@
         --max-new-tokens 64 --repeats 3 | tee analysis/results/perf/sweep_generated.log
     python benchmarks/fidelity_cell.py --child smollm2-135m --vectors 16 --repeats 3 \
         | tee analysis/results/perf/cell_smollm2-135m.log
+    python benchmarks/fidelity_cell.py --concept corrupted_answer --vectors 4 --probes 16 --repeats 3 \
+        --skip-one-at-a-time | tee analysis/results/perf/cell_answer_smollm2-135m.log
     python -m analysis.regenerate           # rewrites analysis/results/perf_sweep.md from the logs
 
 A log is the benchmark's whole output: its configuration, the machine, every repeat's wall time per side and
@@ -156,7 +158,7 @@ def parse_cell(text: str) -> dict:
 def cell_table(logs: list[tuple[str, dict]]) -> str:
     """The instrument's readout speed: one row per child, each way's median (runs) and the ratios."""
     head = (
-        "| log | child | vectors | set-up | shared lower blocks, s (runs; rows/s) | stacked, s (runs) "
+        "| log | child | vectors | set-up | shared, s (runs; rows/s) | stacked, s (runs) "
         "| one at a time, s (runs) | speed-up of sharing (stacked ÷ shared) | of many vectors per pass (one at a "
         "time ÷ stacked) | of both | projected target readout of one measurement | max difference, nats |"
         "\n|---|---|---|---|---|---|---|---|---|---|---|---|"

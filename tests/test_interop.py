@@ -721,9 +721,12 @@ def _max_gap(a, b):
 
 
 def _report(name, theirs, ours, **more):
+    from importlib.metadata import version
+
     gap = _max_gap(theirs["logprobs"], ours["logprobs"])
     line = {
         "condition": name,
+        "lm_eval_version": version("lm_eval"),
         "max_abs_dloglik": gap,
         "n_choices": sum(map(len, ours["logprobs"])),
         "lm_eval": {"acc": theirs["acc"], "acc_norm": theirs["acc_norm"]},

@@ -106,3 +106,30 @@ def test_the_speed_tables_come_from_whole_benchmark_logs():
     cell = next(p for p in logs if p.name.startswith("cell_smollm2")).read_text(encoding="utf-8")
     with pytest.raises(ValueError, match="not a complete"):
         perf_report.parse_cell(cell.split("\none measurement")[0])
+
+
+def test_the_lmeval_parity_table_comes_from_the_parity_tests_log():
+    """Every condition the parity tests printed is a row, gap and accuracies as printed; a log with no parity
+    line is refused."""
+    from analysis import lmeval_report
+
+    line = {
+        "condition": "steered 3 layer(s)",
+        "lm_eval_version": "0.4.13",
+        "max_abs_dloglik": 2.3e-05,
+        "n_choices": 80,
+        "lm_eval": {"acc": 0.25, "acc_norm": 0.3},
+        "xsteer": {"acc": 0.25, "acc_norm": 0.3},
+        "layers": [10, 15, 20],
+        "lam": 4.0,
+        "max_abs_effect_of_steering": 1.5,
+        "max_abs_dloglik_vs_late_binding": 0.75,
+    }
+    log = f"tests/test_interop.py {json.dumps(line)}\n.\n"
+    [row] = lmeval_report.parse(log)
+    assert row == line
+    assert "| steered 3 layer(s) | 10, 15, 20 | 4.0 | 0.4.13 | 80 | 2.3e-05 | 0.2500 / 0.2500 |" in (
+        lmeval_report.table([row])
+    )
+    with pytest.raises(ValueError, match="no parity line"):
+        lmeval_report.parse("1 passed\n")

@@ -430,6 +430,9 @@ def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any]
     judged = None
     if spec.judge is not None and concept.open_ended:
         store = partial.store("__judge__")
+        judged_before = (stored or {}).get("judged") or {}
+        if "scores" not in store and judged_before.get("model") == spec.judge:
+            store.update(judged_before)  # a stored measurement being supplemented keeps its judge readout
         if "scores" not in store or store.get("model") != spec.judge:
             run.judge_model = run.judge_model or load_model(spec.judge, device=spec.device)
             run.log(
