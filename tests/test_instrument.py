@@ -190,6 +190,8 @@ def test_the_control_is_judged_by_the_candidates_rule_and_never_enters_the_verdi
     assert scattered["pipeline_ci"][0] < 0 < scattered["fidelity"] - scattered["placebo_q95"]
     assert not scattered["beats_placebo"] and passing["beats_placebo"]
     assert res["calibration"]["control"] == [1, 2] and res["calibration"]["control_point"] == [2, 2]
+    # The passing control moves formality no more than the child's own vector: it passes the whole verdict too.
+    assert passing["specificity"]["specific"] and res["calibration"]["control_specific"] == [1, 2]
     assert res["crosses"] == ["p×ridge"]  # the controls are never candidates
 
 

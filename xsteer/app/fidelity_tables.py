@@ -117,6 +117,7 @@ def calibration_counts(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[s
 
 KNOWN_NULLS = {
     "control": "truncate_pad's mapped concept vector (cross-family: cannot carry it), by the candidates' rule",
+    "control_specific": "the same control by the whole verdict (crosses, and as specific as the child's own vector)",
     "control_point": "truncate_pad's mapped concept vector by its point value (an upper bound, the rule before the control had replicates)",
     "random_parent": "random parent directions through each map",
     "placebo_cross_kind": "placebos of one kind against the other kind's 95th percentile",

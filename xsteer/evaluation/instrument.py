@@ -559,11 +559,13 @@ def _specificity(
 
 def calibration(result: Mapping[str, Any]) -> dict[str, list[int]]:
     """False passes of known nulls against each map's placebo 95th percentile: the control map's mapped vector
-    (by the candidates' rule, ``control``, where it has replicates; by its point value, ``control_point``, an
-    upper bound, always), random parent directions through every map, and the placebos of one kind judged by
-    the other kind's."""
+    (where it has replicates: by the candidates' placebo rule, ``control``, and by the whole verdict, crossing and
+    as specific as the child's own vector, ``control_specific``; by its point value, ``control_point``, an upper
+    bound, always), random parent directions through every map, and the placebos of one kind judged by the other
+    kind's."""
     counts: dict[str, list[int]] = {
         "control": [0, 0],
+        "control_specific": [0, 0],
         "control_point": [0, 0],
         "random_parent": [0, 0],
         "placebo_cross_kind": [0, 0],
@@ -573,8 +575,11 @@ def calibration(result: Mapping[str, Any]) -> dict[str, list[int]]:
             continue
         if row["control"]:
             if "pipeline_ci" in row:
+                specific = row["specificity"] is None or row["specificity"]["specific"]
                 counts["control"][0] += int(row["beats_placebo"])
                 counts["control"][1] += 1
+                counts["control_specific"][0] += int(row["beats_placebo"] and specific)
+                counts["control_specific"][1] += 1
             counts["control_point"][0] += int(row["fidelity"] > row["placebo_q95"])
             counts["control_point"][1] += 1
         for key, values, q95 in (
