@@ -11,9 +11,11 @@
 # The judge readout (a model that is neither parent nor child reads the steered continuations) is added to a
 # measurement made before it was asked for, without reading the rest again.
 # Order: the cells the instrument is judged on first (Gemma-3 -> SmolLM2 and Qwen 1.5B -> SmolLM2 on sentiment
-# and certainty, Qwen 1.5B -> 0.5B formality), then every pair's lexicon concepts, cheapest child first (so that
-# every child has its calibration on known nulls early), then every pair's corrupted_answer (the answer readout
-# prefills a ~160-token solution per vector and λ: about 10x a lexicon measurement).
+# and certainty, Qwen 1.5B -> 0.5B formality), then two more on the Qwen 0.5B child (its formality reference is
+# undefined, and each child needs measurements with a valid one for its calibration on known nulls), then every
+# pair's lexicon concepts, cheapest child first, then every pair's corrupted_answer (the answer readout
+# prefills a ~160-token solution per vector and λ: about 10x a lexicon measurement). A measurement whose
+# reference is undefined reads only the child's own and the mapped vectors (minutes, not hours).
 set -euo pipefail
 OUT=${1:-analysis/results/fidelity_study}
 DATA=${2:-../shared/data}
@@ -34,6 +36,8 @@ run $G $S certainty
 run $Q1 $Q0 formality
 run $Q1 $S sentiment
 run $Q1 $S certainty
+run $Q1 $Q0 sentiment
+run $Q1 $Q0 certainty
 PAIRS=("$G $S" "$S $G" "$Q1 $S" "$Q1 $G" "$Q1 $Q0" "$G $Q0" "$S $Q0")
 for pair in "${PAIRS[@]}"; do
   for c in sentiment certainty formality topic; do run $pair $c; done

@@ -317,18 +317,12 @@ def _answer_study(child: str, shared_data, **fields) -> dict:
     )
 
 
-def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
-    two_tiny_dirs, tmp_path, shared_data, monkeypatch
-):
-    import json
-
-    from xsteer.app.fidelity import FidelitySpec, reanalyze, run_study
-    from xsteer.evaluation import instrument
-    from xsteer.evaluation.fidelity import AnswerLogOdds, answer_concept
+def _small_answer_concept(monkeypatch) -> None:
+    """corrupted_answer on 8 pairs and 3 probes of the short synthetic problems (a character model reads GSM8K
+    contexts as ~300 tokens)."""
+    from xsteer.evaluation.fidelity import answer_concept
     from xsteer.tasks.concepts import registry
 
-    # 8 pairs and 3 probes of the short synthetic problems (a character model reads GSM8K contexts as ~300
-    # tokens); chunks of 8 vectors.
     monkeypatch.setitem(
         registry._NAMES,
         "corrupted_answer",
@@ -338,7 +332,24 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
             )
         ),
     )
+
+
+def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
+    two_tiny_dirs, tmp_path, shared_data, monkeypatch
+):
+    import json
+
+    from xsteer.app import fidelity as study
+    from xsteer.app.fidelity import FidelitySpec, reanalyze, run_study
+    from xsteer.evaluation import instrument
+    from xsteer.evaluation.fidelity import AnswerLogOdds
+
+    _small_answer_concept(monkeypatch)
     monkeypatch.setattr(instrument, "CHUNK", 8)
+    # The tiny child's own vector does not steer its answer readout (the next test): a reference planted valid
+    # makes the study read every vector, as it does on a real child.
+    for module in (instrument, study):
+        monkeypatch.setattr(module, "reference_check", lambda *a, **k: None)
     parent, child = two_tiny_dirs
     spec = FidelitySpec(**_answer_study(child, shared_data, parents=(parent,)))
     [path] = run_study(spec, tmp_path / "whole", log=lambda *_: None)
@@ -358,7 +369,7 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
 
     def counted(self, *args, **kwargs):
         calls.append(1)
-        if kill and len(calls) == 3:  # the baseline, one chunk, then out
+        if kill and len(calls) == 4:  # the baseline, the reference's 3 vectors, one chunk, then out
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
@@ -367,12 +378,12 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
     with pytest.raises(KeyboardInterrupt):
         run_study(spec, tmp_path / "cut", log=lambda *_: None)
     [partial] = (tmp_path / "cut" / "results").glob("*.partial.json")
-    assert len(json.loads(partial.read_text())["readouts"]["target"]) == 1 + 8  # baseline + one chunk
+    assert len(json.loads(partial.read_text())["readouts"]["target"]) == 1 + 3 + 8
     kill, calls[:] = False, []
     [again] = run_study(spec, tmp_path / "cut", log=lambda *_: None)
     resumed = json.loads(again.read_text())
     assert resumed["readouts"] == doc["readouts"] and resumed["result"] == doc["result"]
-    assert len(calls) == -(-(len(names) - 8) // 8)  # only the chunks not read before
+    assert len(calls) == -(-(len(names) - 3 - 8) // 8)  # only the chunks not read before
     assert not partial.exists()
 
     # A measurement stored before the control had replicates gets only those read, and then is the same file.
@@ -385,6 +396,45 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
     supplemented = json.loads(again.read_text())
     assert len(calls) == 1  # one chunk: the two control replicates
     assert supplemented["readouts"] == doc["readouts"] and supplemented["result"] == doc["result"]
+
+
+def test_an_undefined_reference_reads_nothing_but_the_reference(
+    two_tiny_dirs, tmp_path, shared_data, monkeypatch
+):
+    import json
+
+    from xsteer.app.fidelity import FidelitySpec, reanalyze, run_study
+    from xsteer.evaluation.fidelity import AnswerLogOdds
+
+    _small_answer_concept(monkeypatch)
+    real, calls = AnswerLogOdds.read_stack, []
+
+    def counted(self, model, stack, *args, **kwargs):
+        calls.append(len(stack))
+        return real(self, model, stack, *args, **kwargs)
+
+    monkeypatch.setattr(AnswerLogOdds, "read_stack", counted)
+    parent, child = two_tiny_dirs
+    spec = FidelitySpec(**_answer_study(child, shared_data, parents=(parent,)))
+    [path] = run_study(spec, tmp_path, log=lambda *_: None)
+    doc = json.loads(path.read_text())
+    # The tiny child's own vector does not steer its answer readout, so the baseline and the three vectors the
+    # reader is shown (native, each map's mapped) are all that is read: no placebo, replicate or off-target.
+    assert doc["result"]["reference"].startswith("undefined: the child's own vector does not")
+    assert calls == [1, 3]
+    assert list(doc["readouts"]) == ["target"]
+    assert set(doc["readouts"]["target"]) == {
+        "native",
+        "proportional×ridge/mapped",
+        "proportional×truncate_pad/mapped",
+    }
+    assert set(doc["result"]["curves"]) == set(doc["readouts"]["target"]) and doc["result"]["maps"] == {}
+    assert json.dumps(reanalyze(doc), sort_keys=True) == json.dumps(doc["result"], sort_keys=True)
+    # Run again: an undefined measurement lacks no replicate; nothing is read and the file stays as it is.
+    calls[:] = []
+    before = path.read_text()
+    run_study(spec, tmp_path, log=lambda *_: None)
+    assert calls == [] and path.read_text() == before
 
 
 def test_a_measurement_stored_with_other_settings_is_refused_not_returned(tmp_path, monkeypatch):

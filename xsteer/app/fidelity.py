@@ -11,7 +11,8 @@ concept:
 * every vector is a mean difference brought to the child's ``resid_mean`` norm on the steered layers;
 * the target readout reads the native and mapped vectors, the placebos, the known nulls and the pipeline
   replicates; every other built-in lexicon concept's readout reads the native and mapped vectors
-  (specificity).
+  (specificity). The native and mapped vectors are read first: where the child's own vector does not steer
+  the readout both ways, fidelity is undefined and nothing else is read.
 
 One result file per (parent, child, concept), ``results/<parent>__<child>__<concept>.json``: the readouts
 themselves (every vector, λ and probe), the spec and the verdicts, so the tables regenerate from it with no
@@ -39,11 +40,13 @@ from xsteer.evaluation.evaluate import check_lambdas
 from xsteer.evaluation.instrument import (
     FORMAT,
     LAMBDAS,
+    Cell,
     InstrumentSpec,
     ModelActs,
     analyze,
     build_cell,
     read_cell,
+    reference_check,
 )
 from xsteer.tasks import get_task
 from xsteer.tasks.concepts import BUILTIN, Concept, ConceptError, Readout, check_concept, load_concept
@@ -349,8 +352,13 @@ def run_pair(
         c
         for c in concepts
         if c.name not in stored
-        or (spec.judge is not None and c.open_ended and not stored[c.name].get("judged"))
-        or _lacks_replicates(stored[c.name], spec)
+        or (
+            _defined(stored[c.name])
+            and (
+                (spec.judge is not None and c.open_ended and not stored[c.name].get("judged"))
+                or _lacks_replicates(stored[c.name], spec)
+            )
+        )
     ]
     if not todo:
         return list(files.values())
@@ -426,9 +434,19 @@ def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any]
         f"{sum(len(c.names) for c in cells.values())} vectors on {len(cells)} readouts"
         + (f" ({resumed} read before, resumed)" if resumed else "")
     )
-    readouts, baselines = _read_all(cells, concept, run.lexicon, child, layers, spec, partial, stored)
+    # The child's own vector is read first: where it does not steer the readout both ways, fidelity is undefined
+    # whatever the rest reads, so the placebos, replicates, off-target readouts and judge are not read at all
+    # (hours on a 0.5B child).
+    reads = (cells, concept, run.lexicon, child, layers, spec, partial, stored)
+    readouts, baselines = _read_all({"target": _reference_cell(cells["target"], spec.maps)}, *reads[1:])
+    native = _rounded(readouts["target"]["native"]) - _rounded(baselines["target"])[None, :]
+    reason = reference_check(native, spec.lambdas, n_boot=spec.n_boot, seed=spec.seed)
+    if reason is None:
+        readouts, baselines = _read_all(*reads)
+    else:
+        run.log(f"[{time.time() - run.t0:6.0f} s] {name}: {reason}; nothing else is read")
     judged = None
-    if spec.judge is not None and concept.open_ended:
+    if spec.judge is not None and concept.open_ended and reason is None:
         store = partial.store("__judge__")
         judged_before = (stored or {}).get("judged") or {}
         if "scores" not in store and judged_before.get("model") == spec.judge:
@@ -461,6 +479,19 @@ def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any]
         "judged": judged,
         "seconds": round(time.time() - run.t0, 1) + (stored["seconds"] if stored else 0.0),
     }
+
+
+def _reference_cell(cell: Cell, maps: Sequence[tuple[str, str]]) -> Cell:
+    """The vectors an undefined measurement still shows: the child's own and each map's mapped one."""
+    idx = [
+        i for i, n in enumerate(cell.names) if n == "native" or n in {f"{lm}×{wm}/mapped" for lm, wm in maps}
+    ]
+    return Cell([cell.names[i] for i in idx], cell.vectors[idx], cell.fits)
+
+
+def _defined(doc: Mapping[str, Any]) -> bool:
+    """Whether a stored measurement's reference is valid (an undefined one holds only its reference's readouts)."""
+    return doc.get("result", {}).get("reference", "valid") == "valid"
 
 
 def _read_all(
