@@ -1,7 +1,7 @@
 """The speed tables of issue #33, from the benchmarks' own logs committed in ``analysis/results/perf/``.
 
     python benchmarks/lambda_sweep.py --data-dir ../shared/data --positions generated --items 4 \
-        --max-new-tokens 64 --repeats 3 | tee analysis/results/perf/sweep_generated.log
+        --max-new-tokens 64 --repeats 3 --profile | tee analysis/results/perf/sweep_generated.log
     python benchmarks/fidelity_cell.py --child smollm2-135m --vectors 16 --repeats 3 \
         | tee analysis/results/perf/cell_smollm2-135m.log
     python benchmarks/fidelity_cell.py --concept corrupted_answer --vectors 4 --probes 16 --repeats 3 \
@@ -28,7 +28,7 @@ FLOOR_TARGET = 2.0
 _SIDE = re.compile(
     r"^(xsteer|alternative)\s+(?P<wall>[\d.]+)\s+[\d.]+\s+\d+\s+[\d.]+\s+"
     r"(?P<floor>[\d.]+)x the floor .*?(?P<full>[\d.]+)x the full floor \((?P<full_s>[\d.]+) s\)"
-    r"(?:, (?P<att>[\d.]+)x the attainable floor \([\d.]+ s\))?\s+(?P<runs>[\d.]+(?:, [\d.]+)*)\s*$"
+    r"(?:, (?P<att>[\d.]+)x the attainable floor \((?P<att_s>[\d.]+) s\))?\s+(?P<runs>[\d.]+(?:, [\d.]+)*)\s*$"
 )
 _CACHED = re.compile(
     r"^prefix-cached alternative: (?P<wall>[\d.]+) s \((?P<runs>[^)]*)\); completions identical to "
@@ -36,6 +36,15 @@ _CACHED = re.compile(
 )
 _ANSWERS = re.compile(r"^answers: (?P<answers>\d+/\d+) identical, (?P<texts>\d+/\d+) completions identical")
 _ROOF = re.compile(r"^roofline \((?P<device>\w+)\): fp32 matmul (?P<gflops>[\d.]+) GFLOP/s")
+_PROFILE = re.compile(
+    r"^profile: (?P<wall>[\d.]+) s wall with the profiler on \((?P<timed>[\d.]+) s timed without\); aten ops "
+    r"(?P<ops_s>[\d.]+) s \((?P<ops>[\d.]+)% of the wall\): GEMM (?P<gemm>[\d.]+)%, attention (?P<attn>[\d.]+)%, other ops "
+    r"(?P<other>[\d.]+)%; outside any op .*? (?P<outside>[\d.]+)%$"
+)
+_WORK = re.compile(
+    r"^\s*work \(xsteer\): prefill_TFLOP (?P<prefill>[\d.]+), decode_TFLOP (?P<decode>[\d.]+),"
+)
+_PROFILE_OP = re.compile(r"^profile op: (?P<op>\S+) (?P<s>[\d.]+) s (?P<share>[\d.]+)% (?P<calls>\d+) calls$")
 
 
 def parse(text: str) -> dict:
@@ -57,11 +66,18 @@ def parse(text: str) -> dict:
                 "full": float(m["full"]),
                 "full_s": float(m["full_s"]),
                 "att": float(m["att"]) if m["att"] else None,
+                "att_s": float(m["att_s"]) if m["att_s"] else None,
             }
         elif m := _CACHED.match(line):
             out["sides"]["prefix-cached"] = {"wall": float(m["wall"]), "runs": m["runs"], "same": m["same"]}
         elif m := _ANSWERS.match(line):
             out["answers"], out["texts"] = m["answers"], m["texts"]
+        elif m := _WORK.match(line):
+            out["work"] = m.groupdict()
+        elif m := _PROFILE.match(line):
+            out["profile"] = {**m.groupdict(), "ops_top": []}
+        elif (m := _PROFILE_OP.match(line)) and "profile" in out:
+            out["profile"]["ops_top"].append(m.groupdict())
     missing = {"config", "machine", "gflops", "answers"} - set(out) or {"xsteer", "alternative"} - set(
         out["sides"]
     )
@@ -121,6 +137,45 @@ def table(logs: list[tuple[str, dict]]) -> str:
         + "; ".join(machines)
         + ".\n"
     )
+
+
+def profile_table(logs: list[tuple[str, dict]]) -> str:
+    """Where one profiled xsteer sweep spends its wall time: the groups, then the heaviest aten ops."""
+    parts = []
+    for name, d in logs:
+        if "profile" not in d:
+            continue
+        pr, x = d["profile"], d["sides"]["xsteer"]
+        gemm_s = sum(float(o["s"]) for o in pr["ops_top"] if o["op"] in ("aten::mm", "aten::addmm"))
+        work = d.get("work", {})
+        parts.append(
+            f"`{name}` (positions={d['config']['positions']}): {pr['wall']} s wall under the profiler, "
+            f"{pr['timed']} s timed without it; the aten ops' self time {pr['ops_s']} s, "
+            f"the projections' (`mm`, `addmm`) {gemm_s:.1f} s. xsteer's work: {work.get('prefill', '?')} TFLOP of "
+            f"prefill and {work.get('decode', '?')} of decode; its full floor {x['full_s']} s, its attainable floor "
+            + (
+                f"{x['att_s']} s ({x['att_s'] / x['full_s']:.2f}x the full one)"
+                if x["att_s"]
+                else "not logged"
+            )
+            + ".\n\n"
+            "| where | share of the profiled wall |\n|---|---|\n"
+            + "".join(
+                f"| {what} | {pr[k]}% |\n"
+                for what, k in (
+                    ("projections (GEMM: `mm`, `addmm`)", "gemm"),
+                    ("attention", "attn"),
+                    (
+                        "every other aten op (norms, RoPE, SwiGLU, the steering add, cache writes, sampling)",
+                        "other",
+                    ),
+                    ("outside any aten op (Python: the generation loop, the bridge's hooks)", "outside"),
+                )
+            )
+            + "\n| aten op | self time, s | share | calls |\n|---|---|---|---|\n"
+            + "".join(f"| `{o['op']}` | {o['s']} | {o['share']}% | {o['calls']} |\n" for o in pr["ops_top"])
+        )
+    return "\n".join(parts)
 
 
 _CELL_HEAD = re.compile(
@@ -192,6 +247,8 @@ def body(folder: Path = FOLDER) -> str:
     parts = []
     if sweeps:
         parts.append("## The λ sweep (`benchmarks/lambda_sweep.py`)\n\n" + table(sweeps))
+    if any("profile" in d for _, d in sweeps):
+        parts.append("## Where the sweep's time goes (`--profile`)\n\n" + profile_table(sweeps))
     if cells:
         parts.append(
             "## The fidelity instrument's readouts (`benchmarks/fidelity_cell.py`)\n\n" + cell_table(cells)

@@ -72,6 +72,9 @@ from xsteer.tasks import get_task
 from xsteer.tasks.data import load_examples
 
 STOP = ["Question:"]  # what the evaluator stops at
+#: How the profile groups aten ops: the projections, attention, and everything else (norms, RoPE, SwiGLU, the
+#: steering add, sampling, cache writes).
+GEMM = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 Rows = list[tuple[int, int]]  # (item, λ index)
 
 
@@ -144,6 +147,33 @@ def cut(text: str) -> str:
     return text[:i] if i >= 0 else text
 
 
+def profile_sweep(run: Any, timed: float, *, top: int = 10) -> None:
+    """One more xsteer sweep under ``torch.profiler``: each aten op's self time, grouped, and the wall time no op
+    accounts for (the Python of the generation loop and the bridge's hooks). ``timed`` is the median wall time
+    of the unprofiled runs, printed beside the profiled one (the profiler adds its own overhead)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    wall = time.perf_counter() - t0
+    ops = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    self_s = {e.key: e.self_cpu_time_total / 1e6 for e in ops}
+    calls = {e.key: e.count for e in ops}
+    in_ops = sum(self_s.values())
+    gemm = sum(v for k, v in self_s.items() if k in GEMM)
+    attn = sum(v for k, v in self_s.items() if "attention" in k)
+    print("\n== profile (xsteer, one more sweep under torch.profiler; self time of each aten op) ==")
+    print(
+        f"profile: {wall:.1f} s wall with the profiler on ({timed:.1f} s timed without); aten ops {in_ops:.1f} s "
+        f"({in_ops / wall:.1%} of the wall): GEMM {gemm / wall:.1%}, attention {attn / wall:.1%}, other ops "
+        f"{(in_ops - gemm - attn) / wall:.1%}; outside any op (Python: the generation loop, the hooks) "
+        f"{1 - in_ops / wall:.1%}"
+    )
+    for key in sorted(self_s, key=self_s.get, reverse=True)[:top]:  # type: ignore[arg-type]
+        print(f"profile op: {key} {self_s[key]:.2f} s {self_s[key] / wall:.1%} {calls[key]} calls")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -169,6 +199,11 @@ def main() -> int:
     )
     ap.add_argument(
         "--skip-roofline", action="store_true", help="use --peak-gflops/--peak-gbs instead of measuring"
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="then one more xsteer sweep under torch.profiler (where time goes)",
     )
     ap.add_argument("--peak-gflops", type=float, default=None)
     ap.add_argument("--peak-gbs", type=float, default=None)
@@ -414,6 +449,8 @@ def main() -> int:
     print(
         f"answers: {len(rows) - len(differ)}/{len(rows)} identical, {same_text}/{len(rows)} completions identical"
     )
+    if args.profile:
+        profile_sweep(lambda: run_xsteer(rows, args.max_new_tokens), t_x)
     if len(differ) > args.max_answer_diff * len(rows):
         print(
             f"FAIL: {len(differ)} of {len(rows)} extracted answers differ between xsteer and the alternative "

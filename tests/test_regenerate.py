@@ -105,6 +105,10 @@ def test_the_speed_tables_come_from_whole_benchmark_logs():
     # The ratio the table prints is the one the benchmark printed in its summary.
     printed = re.search(r"prefix-cached alternative: ([\d.]+)x", sweep).group(1)
     assert f"{d['sides']['prefix-cached']['wall'] / d['sides']['xsteer']['wall']:.2f}" == printed
+    # The profile's groups make up the whole profiled wall time, and its table prints them as the log did.
+    pr = d["profile"]
+    assert sum(float(pr[k]) for k in ("gemm", "attn", "other", "outside")) == pytest.approx(100, abs=0.3)
+    assert f"| {pr['gemm']}% |" in perf_report.profile_table([("sweep_generated.log", d)])
     with pytest.raises(ValueError, match="not a complete"):
         perf_report.parse(sweep.split("== summary ==")[0].split("\nxsteer ")[0])
     cell = next(p for p in logs if p.name.startswith("cell_smollm2")).read_text(encoding="utf-8")
