@@ -19,7 +19,8 @@ Every vote arm has K generations per item (the paper arm 19); generated tokens a
 
 Results as data: ``--results`` (default ``analysis/results/its_study/<name>``) gets ``study.json`` (settings,
 λ grids, λ*), ``items.jsonl`` (one compact line per item and arm: answers, correctness, tokens; no
-completions) and ``timing.jsonl`` (seconds, generations and tokens per chunk and arm). Lines are appended
+completions), ``timing.jsonl`` (seconds, generations and tokens per chunk and arm) and ``validation.jsonl``
+(the paper arm's validation generations, from which λ* resumes on another machine). Lines are appended
 and fsynced per chunk, a torn last line is dropped on the next start, and a rerun skips the (item, arm)
 lines already there: nothing is lost or written twice on a kill. The generations themselves (completions)
 go to ``--work`` (default ``runs/its/<name>``, not committed), one record file per chunk, so a chunk killed
@@ -210,7 +211,9 @@ class Study:
             self.paper_ev = Evaluator(
                 child,
                 self.paper_plan.config(a.task),
-                RecordStore(self.work / "validation.jsonl"),
+                # Committed with the results: λ* takes hours on a CPU, and a study spanning sessions on machines
+                # that do not outlive them resumes it from these records instead of starting it again.
+                RecordStore(self.results / "validation.jsonl"),
                 build_conditions(paper_vectors, random=False, norm=PRESETS["paper"].norm),
                 batch_size=a.batch_size,
                 progress=False,

@@ -5,6 +5,7 @@ and the study end to end on tiny models, killed and resumed."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -292,3 +293,12 @@ def test_the_study_end_to_end_killed_and_resumed(tmp_path, tiny_dir, its_report)
     assert {t["arm"] for t in timing} == set(study["arms"]) and all(t["seconds"] >= 0 for t in timing)
     text = its_report.report([results], tmp_path / "its.md", n_boot=100)
     assert "3 test items finished by every arm (of 3)" in text and "## Throughput" in text
+    # Another machine, before λ* was written: no work folder, and the paper arm's λ* is found again from the
+    # committed validation records, none of them generated again (the vectors are rebuilt bit for bit).
+    validation = (results / "validation.jsonl").read_text()
+    assert len(validation.splitlines()) == 1 + 19  # one item: unsteered and at the paper's 19 λ
+    shutil.rmtree(work)
+    (results / "study.json").write_text(json.dumps({**study, "paper": {}}))
+    its_study.main(argv)
+    assert (results / "validation.jsonl").read_text() == validation
+    assert json.loads((results / "study.json").read_text())["paper"] == study["paper"]
