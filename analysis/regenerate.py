@@ -6,6 +6,8 @@
 * ``analysis/results/fidelity_study.md`` from ``analysis/results/fidelity_study/results/*.json``: the study with
   the instrument (placebo null, whole-pipeline interval, specificity, known nulls). Every verdict is derived
   again from the readouts the files keep (:func:`xsteer.app.fidelity.reanalyze`), not copied from them.
+* ``analysis/results/ab_fidelity/fidelity.md`` from ``analysis/results/ab_fidelity/results/*.json``: the
+  instrument on the behavioural A/B concepts (issue #32), the same tables.
 * ``analysis/results/fidelity_runs.md`` from ``analysis/results/fidelity_runs/results/*.json``: the 9 measurements
   of the earlier instrument whose raw results were kept (its figure is redrawn only when not checking).
 
@@ -84,6 +86,13 @@ def fidelity_study(
         + "."
     )
     return f"{_head(out, 'Transfer fidelity, measured by the instrument')}\n\n{MARKER}\n\n{note}\n\n{body}\n"
+
+
+def ab_fidelity(folder: Path = RESULTS / "ab_fidelity") -> str:
+    """The A/B behaviours' tables, as ``xsteer fidelity`` writes them into its folder, verdicts derived again."""
+    from xsteer.app.fidelity_tables import study_markdown
+
+    return study_markdown(instrument_results(folder)) + "\n"
 
 
 def _legacy_report() -> ModuleType:
@@ -242,6 +251,7 @@ def tables(*, check: bool) -> dict[Path, Callable[[], str]]:
     out: dict[Path, Callable[[], str]] = {
         RESULTS / "fidelity_study.md": lambda: fidelity_study(figure=not check),
         RESULTS / "fidelity_runs.md": lambda: fidelity_runs(figure=not check),
+        RESULTS / "ab_fidelity" / "fidelity.md": lambda: ab_fidelity(),
         ROOT / "README.md": lambda: readme(),
         RESULTS / "perf_sweep.md": lambda: perf_sweep(),
         RESULTS / "lmeval_parity.md": lambda: lmeval_parity(),

@@ -38,13 +38,18 @@ def test_inhouse_set_is_large_balanced_and_keeps_held_out_items_unseen(name):
     c = load_concept(f"ab:{name}", min_pairs=8, min_probes=8)
     assert isinstance(c, Concept) and c.name == f"ab:{name}" and c.source == f"builtin:ab:{name}"
     assert len(c.pairs) + len(c.probes) >= 60
-    assert (len(c.pairs), len(c.probes)) == (43, 21)  # a seeded third held out
-    # Pairs differ in the answer letter only, and the matching letter is A for exactly half (rounded up).
+    assert (len(c.pairs), len(c.probes)) == (2 * 43, 21)  # a seeded third held out; pair items in both orders
+    # Pairs differ in the answer letter only; every pair item comes in both orders, so each letter ends exactly
+    # half of the positive texts and of the negative ones and cancels out of the mean difference.
     assert all(
         p[:-1] == n[:-1] and p.endswith("Answer: (" + p[-1]) and {p[-1], n[-1]} == {"A", "B"}
         for p, n in c.pairs
     )
-    assert sum(p[-1] == "A" for p, _ in c.pairs) == 22
+    assert sum(p[-1] == "A" for p, _ in c.pairs) == 43
+    for (p1, _), (p2, _) in zip(c.pairs[::2], c.pairs[1::2], strict=True):
+        q = p1[: p1.index("\nChoices:")]
+        assert p2.startswith(q) and {p1[-1], p2[-1]} == {"A", "B"}
+    # The held-out items are each read once, the matching letter at (A) for exactly half (rounded up).
     assert sum(p.matching == "A" for p in c.probes) == 11
     seen = {p[: p.index("\nChoices:")] for p, _ in c.pairs}
     assert not seen & {p.prompt[: p.prompt.index("\nChoices:")] for p in c.probes}
@@ -61,7 +66,7 @@ def test_another_seed_shows_other_orders_but_the_same_items():
 def test_in_house_format_file_by_bare_path(tmp_path):
     rows = [{"ab": "mine", "description": "d"}, *_items(9)]
     c = load_concept(_write(tmp_path / "mine.jsonl", rows))
-    assert c.name == "ab:mine" and (len(c.pairs), len(c.probes)) == (6, 3)
+    assert c.name == "ab:mine" and (len(c.pairs), len(c.probes)) == (12, 3)
 
 
 # ---------------------------------------------------------------------------------------------- the readout
@@ -111,7 +116,7 @@ def test_model_written_evals_file_by_path_with_yes_no_answers(tmp_path):
         for i in range(12)
     ]
     c = load_concept(_write(tmp_path / "persona.jsonl", rows))
-    assert c.name == "ab:persona" and (len(c.pairs), len(c.probes)) == (8, 4)
+    assert c.name == "ab:persona" and (len(c.pairs), len(c.probes)) == (16, 4)
     # The two answers are the options; the positive text ends in the letter of "Yes", the negative in that of "No".
     assert all(f"({p[-1]}) Yes\n" in p and f"({n[-1]}) No\n" in n for p, n in c.pairs)
     assert {p[-1] for p, _ in c.pairs} == {"A", "B"}
@@ -127,7 +132,7 @@ def test_caa_files_load_from_the_source_once_then_from_the_cache(tmp_path, monke
     monkeypatch.setenv("XSTEER_CAA_URL", src.as_uri())
     monkeypatch.setenv("XSTEER_CACHE", str(tmp_path / "cache"))
     c = load_concept("caa:refusal")
-    assert (c.name, c.source, len(c.pairs), len(c.probes)) == ("ab:refusal", "caa:refusal", 10, 4)
+    assert (c.name, c.source, len(c.pairs), len(c.probes)) == ("ab:refusal", "caa:refusal", 20, 4)
     assert all(p.prompt.startswith("Question: test") for p in c.probes)
     monkeypatch.setenv("XSTEER_CAA_URL", (tmp_path / "gone").as_uri())
     assert load_concept("caa:refusal").pairs == c.pairs  # read from the cache, not the source
@@ -258,7 +263,7 @@ def test_an_ab_set_is_a_task_whose_baseline_agrees_with_the_concept_readout(tiny
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "43 pairs" in res.output
+    assert "86 pairs" in res.output
     out = tmp_path / "run"
     args = [
         "--dataset",

@@ -444,7 +444,7 @@ def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any]
     if reason is None:
         readouts, baselines = _read_all(*reads)
     else:
-        run.log(f"[{time.time() - run.t0:6.0f} s] {name}: {reason}; nothing else is read")
+        run.log(f"[{time.time() - run.t0:6.0f} s] {name}: no valid reference, so nothing else is read")
     judged = None
     if spec.judge is not None and concept.open_ended and reason is None:
         store = partial.store("__judge__")

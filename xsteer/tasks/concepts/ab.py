@@ -11,12 +11,17 @@ name are kept); without lettered options, the two answers themselves are the opt
 persona files). An optional ``"split": "pair" | "held_out"`` per item fixes where it goes; without it a seeded
 third of the items is held out. An optional first line ``{"ab": NAME, "description": ...}`` names the set.
 
-Every item is shown as ``Question: …\\nChoices:\\n(A) …\\n(B) …\\nAnswer: (`` with its two options in a seeded
-order, the matching one at (A) for exactly half of the items of each split, so the letter carries no bias:
+Every item is shown as ``Question: …\\nChoices:\\n(A) …\\n(B) …\\nAnswer: (`` with its two options in an order:
 
-* **pairs** (CAA): that text ending in the matching letter vs in the other letter;
-* **held-out items**: the text ending at ``(``, read as log P(matching letter) − log P(other letter) at the
-  answer position (:class:`LetterLogOdds`) — a readout that shares no words with the pairs.
+* **pairs** (CAA): that text ending in the matching letter vs in the other letter, for every pair item in both
+  orders. The last token of a pair is the letter itself, whose identity moves the residual far more than the
+  behaviour does: with each item once and the matching letter at (A) for ⌈n/2⌉ of them, the one unmatched
+  item's A − B difference dominated the mean difference, and the "behaviour" vector pushed a letter (on
+  Qwen2.5-Coder-0.5B it moved the readout by several nats, one sign on the items whose matching letter is A, the
+  other sign on the rest). Both orders cancel the letter item by item;
+* **held-out items**: the text ending at ``(`` in a seeded order, the matching option at (A) for exactly half of
+  them (rounded up), read as log P(matching letter) − log P(other letter) at the answer position
+  (:class:`LetterLogOdds`) — a readout that shares no words with the pairs.
 
 Sets: ``ab:NAME`` — the in-house sets in ``data/ab/`` (:data:`INHOUSE`, written for xsteer, MIT like the
 project; ``data/ab/README.md`` says how); ``ab:PATH`` — any file in this format; ``caa:BEHAVIOUR`` — Rimsky et
@@ -304,12 +309,13 @@ def _shown(item: ABItem, letter: str) -> str:
 def build(
     name: str, description: str, source: str, items: Sequence[ABItem], options: ConceptOptions
 ) -> ABConcept:
-    """The concept of checked items: pairs and held-out probes, options shown in a seeded balanced order."""
+    """The concept of checked items: pairs in both option orders, held-out probes in a seeded balanced order."""
     pair_items, held = _split(items, options.seed, source)
     pairs = []
-    for item, letter in zip(pair_items, _letters(pair_items, options.seed, "pairs"), strict=True):
-        text = _shown(item, letter)
-        pairs.append((text + letter, text + ("B" if letter == "A" else "A")))
+    for item, first in zip(pair_items, _letters(pair_items, options.seed, "pairs"), strict=True):
+        for letter in (first, "B" if first == "A" else "A"):
+            text = _shown(item, letter)
+            pairs.append((text + letter, text + ("B" if letter == "A" else "A")))
     probes = tuple(
         ABProbe(_shown(item, letter), letter, item.question, _options_shown(item, letter))
         for item, letter in zip(held, _letters(held, options.seed, "held_out"), strict=True)
