@@ -483,9 +483,8 @@ def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any]
 
 def _reference_cell(cell: Cell, maps: Sequence[tuple[str, str]]) -> Cell:
     """The vectors an undefined measurement still shows: the child's own and each map's mapped one."""
-    idx = [
-        i for i, n in enumerate(cell.names) if n == "native" or n in {f"{lm}×{wm}/mapped" for lm, wm in maps}
-    ]
+    shown = {"native", *(f"{lm}×{wm}/mapped" for lm, wm in maps)}
+    idx = [i for i, n in enumerate(cell.names) if n in shown]
     return Cell([cell.names[i] for i in idx], cell.vectors[idx], cell.fits)
 
 
