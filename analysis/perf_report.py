@@ -146,12 +146,12 @@ def profile_table(logs: list[tuple[str, dict]]) -> str:
         if "profile" not in d:
             continue
         pr, x = d["profile"], d["sides"]["xsteer"]
-        gemm_s = sum(float(o["s"]) for o in pr["ops_top"] if o["op"] in ("aten::mm", "aten::addmm"))
+        gemm_s = float(pr["gemm"]) / 100 * float(pr["wall"])  # the logged group, not a re-sum of the top ops
         work = d.get("work", {})
         parts.append(
             f"`{name}` (positions={d['config']['positions']}): {pr['wall']} s wall under the profiler, "
             f"{pr['timed']} s timed without it; the aten ops' self time {pr['ops_s']} s, "
-            f"the projections' (`mm`, `addmm`) {gemm_s:.1f} s. xsteer's work: {work.get('prefill', '?')} TFLOP of "
+            f"the GEMMs' (`mm`, `addmm`, `bmm`, `baddbmm`) {gemm_s:.1f} s. xsteer's work: {work.get('prefill', '?')} TFLOP of "
             f"prefill and {work.get('decode', '?')} of decode; its full floor {x['full_s']} s, its attainable floor "
             + (
                 f"{x['att_s']} s ({x['att_s'] / x['full_s']:.2f}x the full one)"
@@ -163,7 +163,7 @@ def profile_table(logs: list[tuple[str, dict]]) -> str:
             + "".join(
                 f"| {what} | {pr[k]}% |\n"
                 for what, k in (
-                    ("projections (GEMM: `mm`, `addmm`)", "gemm"),
+                    ("projections (GEMM: `mm`, `addmm`, `bmm`, `baddbmm`)", "gemm"),
                     ("attention", "attn"),
                     (
                         "every other aten op (norms, RoPE, SwiGLU, the steering add, cache writes, sampling)",
