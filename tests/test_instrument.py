@@ -362,6 +362,9 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
     assert "proportional×truncate_pad/mapped@1" in names and "proportional×truncate_pad/mapped@2" not in names
     # The verdicts come back from the stored readouts alone (what regeneration runs).
     assert json.dumps(reanalyze(doc), sort_keys=True) == json.dumps(doc["result"], sort_keys=True)
+    # Where its time went: the phases add up to its wall time (the character child reads no off-target concept).
+    assert set(doc["phases"]) == {"setup", "vectors", "reference", "target"}
+    assert abs(sum(doc["phases"].values()) - doc["seconds"]) < 0.3 and doc["phases"]["target"] > 0
 
     # Killed during its second chunk of vectors (ctrl-C), then run again: nothing lost, nothing read twice,
     # and the same file as the uninterrupted run.
@@ -429,12 +432,51 @@ def test_an_undefined_reference_reads_nothing_but_the_reference(
         "proportional×truncate_pad/mapped",
     }
     assert set(doc["result"]["curves"]) == set(doc["readouts"]["target"]) and doc["result"]["maps"] == {}
+    assert set(doc["phases"]) == {"setup", "vectors", "reference"}
     assert json.dumps(reanalyze(doc), sort_keys=True) == json.dumps(doc["result"], sort_keys=True)
     # Run again: an undefined measurement lacks no replicate; nothing is read and the file stays as it is.
     calls[:] = []
     before = path.read_text()
     run_study(spec, tmp_path, log=lambda *_: None)
     assert calls == [] and path.read_text() == before
+
+
+def test_the_cost_table_shows_each_files_wall_time_and_the_phases_it_recorded():
+    from xsteer.app.fidelity_tables import cost_table
+
+    def doc(concept, seconds, phases=None, reference="valid"):
+        d = {
+            "parent": "p",
+            "child": "c",
+            "concept": concept,
+            "seconds": seconds,
+            "result": {"reference": reference},
+        }
+        return d | ({"phases": phases} if phases else {})
+
+    table = cost_table(
+        [
+            doc(
+                "a",
+                3600.0,
+                {"setup": 900.0, "vectors": 0.0, "reference": 300.0, "target": 1800.0, "judge": 600.0},
+            ),
+            doc("b", 7200.0),  # measured before the phases were recorded
+            doc("u", 360.0, {"setup": 300.0, "vectors": 0.0, "reference": 60.0}, reference="undefined: …"),
+        ]
+    )
+    assert table.startswith(
+        "3 measurements, 3.1 h of wall time on this CPU (0.1 h in the ones whose reference"
+    )
+    # Shares over the files that recorded phases: 1200 s of set-up in 3960 s.
+    assert (
+        "set-up 30%, vectors 0%, reference 9%, target readout 45%, off-target readouts 0%, judge 15%."
+        in table
+    )
+    rows = table.splitlines()[-3:]
+    assert rows[0] == "| p → c | b | valid | 2.00 | — | — | — | — | — | — |"  # the longest first
+    assert rows[1] == "| p → c | a | valid | 1.00 | 25% | 0% | 8% | 50% | — | 17% |"
+    assert rows[2] == "| p → c | u | undefined | 0.10 | 83% | 0% | 17% | — | — | — |"
 
 
 def test_a_measurement_stored_with_other_settings_is_refused_not_returned(tmp_path, monkeypatch):

@@ -15,8 +15,8 @@ concept:
   the readout both ways, fidelity is undefined and nothing else is read.
 
 One result file per (parent, child, concept), ``results/<parent>__<child>__<concept>.json``: the readouts
-themselves (every vector, λ and probe), the spec and the verdicts, so the tables regenerate from it with no
-model (:func:`xsteer.evaluation.instrument.analyze` is pure). A measurement saves its readouts as they are
+themselves (every vector, λ and probe), the spec, the verdicts and where its wall time went (``seconds``,
+``phases``), so the tables regenerate from it with no model (:func:`xsteer.evaluation.instrument.analyze` is pure). A measurement saves its readouts as they are
 read (``<cell>.partial.json``, keyed to the spec), so a killed one resumes at its last chunk of vectors.
 """
 
@@ -25,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,6 +314,7 @@ class _PairRun:
     t0: float
     log: Callable[[str], Any]
     judge_model: Any = None
+    setup_s: float = 0.0  # loading both models and reading their activations, shared by the pair's concepts
 
     @property
     def ids(self) -> tuple[str, str]:
@@ -394,6 +396,7 @@ def run_pair(
         steered_layers(spec.layers, child.cfg.n_layers),
         t0,
         log,
+        setup_s=time.time() - t0,
     )
     for concept in todo:
         doc = _measure(run, concept, files[concept.name], stored.get(concept.name))
@@ -405,6 +408,17 @@ def run_pair(
         result = doc["result"]
         log(f"[{time.time() - t0:6.0f} s] {concept.name}: {result.get('verdict', result['reference'])}")
     return list(files.values())
+
+
+@contextmanager
+def _timed(phases: dict[str, float], phase: str) -> Iterator[None]:
+    """Adds the block's wall time to ``phases[phase]``: where a measurement's time goes (issue #33's profile of
+    the study)."""
+    t = time.time()
+    try:
+        yield
+    finally:
+        phases[phase] = phases.get(phase, 0.0) + time.time() - t
 
 
 def _lacks_replicates(doc: Mapping[str, Any], spec: FidelitySpec) -> bool:
@@ -421,7 +435,11 @@ def _lacks_replicates(doc: Mapping[str, Any], spec: FidelitySpec) -> bool:
 def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any] | None) -> dict[str, Any]:
     """One concept's measurement as the document its result file holds (resuming from its partial file)."""
     spec, name, child, layers = run.spec, concept.name, run.child, run.layers
-    cells = run.cells(name)
+    # The pair's set-up is charged to the first concept measured, so the files' seconds add up to the wall time.
+    phases: dict[str, float] = {"setup": run.setup_s}
+    run.setup_s = 0.0
+    with _timed(phases, "vectors"):
+        cells = run.cells(name)
     # What decides the readouts (the judge's settings live with its own scores, so asking for a judge later
     # does not discard readouts already made).
     measured = _measured(spec)
@@ -438,11 +456,12 @@ def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any]
     # whatever the rest reads, so the placebos, replicates, off-target readouts and judge are not read at all
     # (hours on a 0.5B child).
     reads = (cells, concept, run.lexicon, child, layers, spec, partial, stored)
-    readouts, baselines = _read_all({"target": _reference_cell(cells["target"], spec.maps)}, *reads[1:])
+    with _timed(phases, "reference"):
+        readouts, baselines = _read_all({"target": _reference_cell(cells["target"], spec.maps)}, *reads[1:])
     native = _rounded(readouts["target"]["native"]) - _rounded(baselines["target"])[None, :]
     reason = reference_check(native, spec.lambdas, n_boot=spec.n_boot, seed=spec.seed)
     if reason is None:
-        readouts, baselines = _read_all(*reads)
+        readouts, baselines = _read_all(*reads, phases=phases)
     else:
         run.log(f"[{time.time() - run.t0:6.0f} s] {name}: no valid reference, so nothing else is read")
     judged = None
@@ -452,11 +471,12 @@ def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any]
         if "scores" not in store and judged_before.get("model") == spec.judge:
             store.update(judged_before)  # a stored measurement being supplemented keeps its judge readout
         if "scores" not in store or store.get("model") != spec.judge:
-            run.judge_model = run.judge_model or load_model(spec.judge, device=spec.device)
             run.log(
                 f"[{time.time() - run.t0:6.0f} s] {name}: the judge ({spec.judge}) reads steered continuations"
             )
-            store.update(_judge_cell(child, run.judge_model, concept, cells["target"], layers, spec))
+            with _timed(phases, "judge"):
+                run.judge_model = run.judge_model or load_model(spec.judge, device=spec.device)
+                store.update(_judge_cell(child, run.judge_model, concept, cells["target"], layers, spec))
         judged = dict(store)
     # The file keeps 4 decimals (0.1 milli-nats of log-odds, far below any effect), and the verdicts are read from
     # what the file keeps, so regenerating them from it gives the very same numbers.
@@ -477,7 +497,12 @@ def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any]
         "baselines": {k: v.tolist() for k, v in baselines.items()},
         "readouts": {k: {n: r.tolist() for n, r in reads.items()} for k, reads in readouts.items()},
         "judged": judged,
-        "seconds": round(time.time() - run.t0, 1) + (stored["seconds"] if stored else 0.0),
+        # This run's wall time (the pair's set-up and this concept's own phases, not the pair's other concepts)
+        # plus what a supplemented measurement took before; a resumed partial's earlier chunks are not in it.
+        "seconds": round(sum(phases.values()) + (stored["seconds"] if stored else 0.0), 1),
+        "phases": {
+            k: round(v + float((stored or {}).get("phases", {}).get(k, 0.0)), 1) for k, v in phases.items()
+        },
     }
 
 
@@ -502,30 +527,35 @@ def _read_all(
     spec: FidelitySpec,
     partial: _Partial,
     stored: dict[str, Any] | None,
+    *,
+    phases: dict[str, float] | None = None,
 ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
     """Every readout of one measurement: ``{readout: {vector: [λ, probe]}}`` and the unsteered ``{readout:
     [probe]}``, taken from a stored result where there is one, else read (resuming from the partial file).
-    A vector the stored result lacks is read and added; the stored readouts are kept as they are."""
+    A vector the stored result lacks is read and added; the stored readouts are kept as they are. ``phases``
+    gets the seconds spent on the target readout and on the off-target ones."""
     readouts, baselines = {}, {}
+    clock: dict[str, float] = {} if phases is None else phases
     for key, cell in cells.items():
-        target = concept if key == "target" else next(c for c in lexicon if c.name == key)
-        readout = target.readout_for(child.tokenizer)
-        store = partial.store(key)
-        if stored and key in stored["readouts"]:
-            kept = {n: r for n, r in stored["readouts"][key].items() if n not in store}
-            if kept:
-                store.update({"__baseline__": stored["baselines"][key], **kept})
-        if "__baseline__" not in store:
-            base = readout.read_stack(child, cell.vectors[:1], [0.0], layers=layers)[0, 0]
-            store.update({"__baseline__": base.tolist()})
-        baselines[key] = torch.tensor(store["__baseline__"])
-        readouts[key] = read_cell(
-            cell,
-            _reader(readout, child, layers, spec.batch_size),
-            spec.instrument().lambdas,
-            store=store,
-            desc=f"{concept.name} on the {'target' if key == 'target' else key} readout",
-        )
+        with _timed(clock, "target" if key == "target" else "off_target"):
+            target = concept if key == "target" else next(c for c in lexicon if c.name == key)
+            readout = target.readout_for(child.tokenizer)
+            store = partial.store(key)
+            if stored and key in stored["readouts"]:
+                kept = {n: r for n, r in stored["readouts"][key].items() if n not in store}
+                if kept:
+                    store.update({"__baseline__": stored["baselines"][key], **kept})
+            if "__baseline__" not in store:
+                base = readout.read_stack(child, cell.vectors[:1], [0.0], layers=layers)[0, 0]
+                store.update({"__baseline__": base.tolist()})
+            baselines[key] = torch.tensor(store["__baseline__"])
+            readouts[key] = read_cell(
+                cell,
+                _reader(readout, child, layers, spec.batch_size),
+                spec.instrument().lambdas,
+                store=store,
+                desc=f"{concept.name} on the {'target' if key == 'target' else key} readout",
+            )
     return readouts, baselines
 
 

@@ -167,6 +167,54 @@ def overview(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+PHASES = (
+    ("setup", "set-up"),
+    ("vectors", "vectors"),
+    ("reference", "reference"),
+    ("target", "target readout"),
+    ("off_target", "off-target readouts"),
+    ("judge", "judge"),
+)
+
+
+def cost_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """Where the study's CPU time goes: each measurement's wall time and, where it was recorded, its phases
+    (loading the models and reading their activations; building the vectors and fitting the maps; the child's own
+    and the mapped vectors, read first; the rest of the target readout; the other concepts' readouts; the judge)."""
+    head = "| parent → child | concept | reference | wall, h | " + " | ".join(h for _, h in PHASES) + " |"
+    lines = [head, "|" + "---|" * (4 + len(PHASES))]
+    total = undefined = 0.0
+    shares: dict[str, float] = defaultdict(float)
+    for doc in sorted(results, key=lambda d: -float(d.get("seconds", 0.0))):
+        sec = float(doc.get("seconds", 0.0))
+        valid = doc["result"]["reference"] == "valid"
+        total += sec
+        undefined += 0.0 if valid else sec
+        ph = doc.get("phases") or {}
+        for k, _ in PHASES:
+            shares[k] += float(ph.get(k, 0.0))
+        cells = [f"{float(ph[k]) / sec:.0%}" if k in ph and sec else "—" for k, _ in PHASES]
+        lines.append(
+            f"| {doc['parent']} → {doc['child']} | {doc['concept']} | {'valid' if valid else 'undefined'} "
+            f"| {sec / 3600:.2f} | " + " | ".join(cells) + " |"
+        )
+    timed = sum(shares.values())
+    summary = (
+        f"{len(results)} measurements, {total / 3600:.1f} h of wall time on this CPU ({undefined / 3600:.1f} h in "
+        "the ones whose reference is undefined). A measurement's wall time is its own run's (or runs', where a "
+        "judge was added later), with other jobs sharing the 2 cores; a measurement resumed from a partial file "
+        "counts only its last run. The phases (shares of each measurement's wall time) were recorded from "
+        "issue #33 on; '—' where they were not."
+    )
+    if timed:
+        summary += (
+            " Over the measurements that recorded them: "
+            + ", ".join(f"{h} {shares[k] / timed:.0%}" for k, h in PHASES)
+            + "."
+        )
+    return summary + "\n\n" + "\n".join(lines)
+
+
 def study_markdown(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n\n".join(
         [
@@ -176,6 +224,8 @@ def study_markdown(results: Sequence[Mapping[str, Any]]) -> str:
             cell_table(results),
             "## Calibration on known nulls",
             calibration_table(results),
+            "## Where the time goes",
+            cost_table(results),
         ]
     )
 
@@ -186,6 +236,7 @@ __all__ = [
     "calibration_table",
     "cell_rows",
     "cell_table",
+    "cost_table",
     "is_instrument_result",
     "overview",
     "study_markdown",
