@@ -16,8 +16,9 @@ concept:
 
 One result file per (parent, child, concept), ``results/<parent>__<child>__<concept>.json``: the readouts
 themselves (every vector, λ and probe), the spec, the verdicts and where its wall time went (``seconds``,
-``phases``), so the tables regenerate from it with no model (:func:`xsteer.evaluation.instrument.analyze` is pure). A measurement saves its readouts as they are
-read (``<cell>.partial.json``, keyed to the spec), so a killed one resumes at its last chunk of vectors.
+``phases``), so the tables regenerate from it with no model (:func:`xsteer.evaluation.instrument.analyze` is
+pure). A measurement saves its readouts as they are read (``<cell>.partial.json``, keyed to the spec), so a
+killed one resumes at its last chunk of vectors.
 """
 
 from __future__ import annotations
