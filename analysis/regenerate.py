@@ -6,8 +6,9 @@
 * ``analysis/results/fidelity_study.md`` from ``analysis/results/fidelity_study/results/*.json``: the study with
   the instrument (placebo null, whole-pipeline interval, specificity, known nulls). Every verdict is derived
   again from the readouts the files keep (:func:`xsteer.app.fidelity.reanalyze`), not copied from them.
-* ``analysis/results/ab_fidelity/fidelity.md`` from ``analysis/results/ab_fidelity/results/*.json``: the
-  instrument on the behavioural A/B concepts (issue #32), the same tables.
+* ``analysis/results/ab_fidelity/**/fidelity.md`` from the ``results/*.json`` beside it (each folder an
+  ``xsteer fidelity --out``, its ``spec.json`` beside): the instrument on the behavioural A/B concepts (issue
+  #32), the same tables.
 * ``analysis/results/fidelity_runs.md`` from ``analysis/results/fidelity_runs/results/*.json``: the 9 measurements
   of the earlier instrument whose raw results were kept (its figure is redrawn only when not checking).
 
@@ -16,12 +17,11 @@
 * ``analysis/results/lmeval_parity.md`` from ``analysis/results/lmeval/parity.log``: the lm-eval parity tests'
   own log (``analysis/lmeval_report.py``).
 * ``analysis/results/its_vs_sc.md`` from ``analysis/results/its_study/*/`` (the ITS study of issue #30: per-item
-  lines of every arm, ``analysis/its_report.py``), once a study has committed records; until then the file
-  holds the earlier study's tables, which are not regenerable.
+  lines of every arm, ``analysis/its_report.py``), once a study has committed item lines.
 
 Each file keeps what is written by hand above its marker line; everything below is generated. Not regenerable, and
 marked so where it is published: ``fidelity.md`` (the earlier instrument's first 26 measurements, raw results lost),
-and the earlier ITS (``its_vs_sc_19.md``, ``its_vs_sc_gsm8k.md``), zoo-study and speed figures
+and the earlier ITS (``its_vs_sc_earlier.md``, ``its_vs_sc_19.md``, ``its_vs_sc_gsm8k.md``), zoo-study and speed figures
 (their raw runs were not committed).
 
 ``--check`` also reads every number published by hand (README's results section, each file's reading above its
@@ -36,6 +36,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -251,7 +252,10 @@ def tables(*, check: bool) -> dict[Path, Callable[[], str]]:
     out: dict[Path, Callable[[], str]] = {
         RESULTS / "fidelity_study.md": lambda: fidelity_study(figure=not check),
         RESULTS / "fidelity_runs.md": lambda: fidelity_runs(figure=not check),
-        RESULTS / "ab_fidelity" / "fidelity.md": lambda: ab_fidelity(),
+        **{
+            spec.with_name("fidelity.md"): partial(ab_fidelity, spec.parent)
+            for spec in sorted((RESULTS / "ab_fidelity").glob("**/spec.json"))
+        },
         ROOT / "README.md": lambda: readme(),
         RESULTS / "perf_sweep.md": lambda: perf_sweep(),
         RESULTS / "lmeval_parity.md": lambda: lmeval_parity(),
