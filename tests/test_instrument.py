@@ -441,6 +441,28 @@ def test_an_undefined_reference_reads_nothing_but_the_reference(
     assert calls == [] and path.read_text() == before
 
 
+def test_a_maps_fit_texts_do_not_depend_on_the_concepts_measured_beside_it():
+    from types import SimpleNamespace
+
+    from xsteer.app.fidelity import _fit_concepts
+
+    def names(*ns):
+        return [SimpleNamespace(name=n) for n in ns]
+
+    builtins = ("sentiment", "topic", "formality", "certainty")
+    alone = [c.name for c in _fit_concepts("ab:refusal", names("ab:refusal", *builtins))]
+    beside = [
+        c.name
+        for c in _fit_concepts("ab:refusal", names("ab:sycophancy", "ab:refusal", "certainty", *builtins[:3]))
+    ]
+    assert alone == beside == list(builtins)  # the other A/B sets never enter it, and the order is fixed
+    assert [c.name for c in _fit_concepts("topic", names(*reversed(builtins)))] == [
+        "sentiment",
+        "formality",
+        "certainty",
+    ]
+
+
 def test_the_cost_table_shows_each_files_wall_time_and_the_phases_it_recorded():
     from xsteer.app.fidelity_tables import cost_table
 

@@ -5,9 +5,9 @@ For one (parent, child) pair both models read every concept's pair texts and the
 token, every layer; cached per text set in ``out/acts``, so a study reuses every other study's reads). For each
 concept:
 
-* the maps are fitted on texts that never carry that concept — the OTHER concepts' pair texts plus built-in
-  generic texts — so a map cannot learn the concept by fitting its own examples; the same texts, paired at
-  matched length, make the neutral placebos;
+* the maps are fitted on texts that never carry that concept — the OTHER built-in concepts' pair texts plus
+  built-in generic texts, whichever concepts share the run — so a map cannot learn the concept by fitting its
+  own examples; the same texts, paired at matched length, make the neutral placebos;
 * every vector is a mean difference brought to the child's ``resid_mean`` norm on the steered layers;
 * the target readout reads the native and mapped vectors, the placebos, the known nulls and the pipeline
   replicates; every other built-in lexicon concept's readout reads the native and mapped vectors
@@ -212,20 +212,26 @@ def model_acts(
     return acts
 
 
+def _fit_concepts(concept: str, readers: Sequence[Any]) -> list[Any]:
+    """The concepts whose pair texts a map of ``concept`` is fitted on: the built-in lexicon concepts other than
+    ``concept``, in :data:`BUILTIN`'s order. Never the concepts measured beside it, so a measurement (its map,
+    and the ridge penalty its cross-validation folds choose) is the same whichever concepts share its run."""
+    by_name = {c.name: c for c in readers}
+    return [by_name[n] for n in BUILTIN if n != concept]
+
+
 def _fit_set(concept: str, readers: Sequence[Any], generic: Sequence[str], acts: _Acts) -> torch.Tensor:
-    """[n, L, d] activations of the texts a map of ``concept`` is fitted on: the other concepts' pair texts and
-    the generic texts (never the concept's own), in the order of :func:`_fit_lengths`."""
-    xs = [t for c in readers if c.name != concept for t in (acts.pos[c.name], acts.neg[c.name])]
+    """[n, L, d] activations of the texts a map of ``concept`` is fitted on: the built-in concepts' pair texts
+    and the generic texts (never the concept's own), in the order of :func:`_fit_lengths`."""
+    xs = [t for c in _fit_concepts(concept, readers) for t in (acts.pos[c.name], acts.neg[c.name])]
     if acts.generic is not None:
         xs.append(acts.generic)
-    if not xs:
-        raise InputError("a map needs fit texts without the concept: add concepts or generic texts")
     return torch.cat(xs)
 
 
 def _fit_lengths(concept: str, readers: Sequence[Any], generic: Sequence[str]) -> list[int]:
     lengths = [
-        len(t) for c in readers if c.name != concept for side in (0, 1) for t in (p[side] for p in c.pairs)
+        len(t) for c in _fit_concepts(concept, readers) for side in (0, 1) for t in (p[side] for p in c.pairs)
     ]
     return lengths + [len(t) for t in generic]
 
@@ -494,6 +500,10 @@ def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any]
         "spec": measured,
         "n_probes": len(concept.probes),
         "fits": cells["target"].fits,
+        "fit_texts": {
+            "concepts": [c.name for c in _fit_concepts(name, run.readers)],
+            "generic": len(run.generic),
+        },
         "result": analyze(readouts, baselines, maps=spec.maps, spec=spec.instrument(), judged=judged),
         "baselines": {k: v.tolist() for k, v in baselines.items()},
         "readouts": {k: {n: r.tolist() for n, r in reads.items()} for k, reads in readouts.items()},
