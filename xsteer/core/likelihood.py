@@ -19,6 +19,7 @@ from torch import Tensor
 from xsteer.core.generate import Steering, lambda_rows
 from xsteer.core.inject import steer
 from xsteer.core.models import encode, native_attention
+from xsteer.core.progress import Progress
 from xsteer.core.types import HookedModel
 
 
@@ -39,12 +40,14 @@ def continuation_logprobs(
     *,
     steering: Steering | None = None,
     batch_size: int = 32,
+    progress: str | None = None,
 ) -> list[float]:
     """Sum of log p(continuation tokens | context) for each (context, continuation) row.
 
     The context and continuation are tokenized separately (as lm-eval does), so the continuation's
     token boundary is exact. Steering, if any, applies at every position (``positions`` is ignored).
-    ``batch_size`` bounds the continuation rows of one forward pass.
+    ``batch_size`` bounds the continuation rows of one forward pass. ``progress`` names the phase for a
+    progress line every 30 s (off when None).
     """
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
@@ -61,12 +64,15 @@ def continuation_logprobs(
     out = [0.0] * len(contexts)
     groups = _groups(contexts, lam)
     batch: list[tuple[int, int]] = []
-    with native_attention(model):  # residual hooks only: the model's own SDPA is exact and faster
+    bar = Progress(len(contexts), progress or "", unit="rows", enabled=progress is not None)
+    # Residual hooks only: the model's own SDPA is exact and faster.
+    with native_attention(model), bar:
         for g in [*groups, None]:
             if g is not None and (not batch or sum(e - s for s, e in batch) + (g[1] - g[0]) <= batch_size):
                 batch.append(g)
                 continue
             _score_groups(model, tok, device, contexts, cont_ids, lam, steering, batch, out)
+            bar.update(sum(e - s for s, e in batch))
             batch = [g] if g is not None else []
     return out
 

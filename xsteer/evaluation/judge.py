@@ -136,11 +136,16 @@ def judge(
         [t for t in texts for _ in poles],
         [f" {p}" for _ in texts for p in poles],
         batch_size=batch_size,
+        progress="the judge scores the poles",
     )
     lp = torch.tensor(both).reshape(len(texts), 2)
     # An empty continuation (EOS at once) has no tokens to score: it gets the NLL of one space.
     conts = [c if c.strip() else " " for c in continuations]
-    total = torch.tensor(continuation_logprobs(judge_model, list(probes), conts, batch_size=batch_size))
+    total = torch.tensor(
+        continuation_logprobs(
+            judge_model, list(probes), conts, batch_size=batch_size, progress="the judge scores fluency"
+        )
+    )
     n_tok = torch.tensor([len(judge_model.tokenizer(c, add_special_tokens=False).input_ids) for c in conts])
     return Judged(score=lp[:, 0] - lp[:, 1], nll=-total / n_tok.clamp_min(1))
 
