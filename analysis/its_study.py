@@ -216,7 +216,7 @@ class Study:
                 RecordStore(self.results / "validation.jsonl"),
                 build_conditions(paper_vectors, random=False, norm=PRESETS["paper"].norm),
                 batch_size=a.batch_size,
-                progress=False,
+                progress=True,  # λ* is hours of generation before the first chunk logs a line
                 data_dir=a.data_dir,
             )
         self.kinds = {BASELINE: "baseline", SELF_CONSISTENCY: "self_consistency"}
