@@ -618,6 +618,7 @@ def _judge_cell(
         conts + plain,
         concept.poles,
         batch_size=spec.batch_size,
+        progress=True,
     )
     n = len(probes)
     score, nll = _rounded(j.score), _rounded(j.nll)

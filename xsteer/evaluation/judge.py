@@ -121,9 +121,11 @@ def judge(
     poles: tuple[str, str],
     *,
     batch_size: int = 32,
+    progress: bool = False,
 ) -> Judged:
     """The judge's pole log-odds for each probe + continuation (each pole name scored whole, so poles that share
-    a first token still differ), and the continuation's NLL per token after its probe."""
+    a first token still differ), and the continuation's NLL per token after its probe. ``progress``: a line
+    every 30 s for each of the two passes (a long study's log)."""
     if len(probes) != len(continuations):
         raise InputError(f"{len(probes)} probes but {len(continuations)} continuations")
     texts = [
@@ -136,14 +138,18 @@ def judge(
         [t for t in texts for _ in poles],
         [f" {p}" for _ in texts for p in poles],
         batch_size=batch_size,
-        progress="the judge scores the poles",
+        progress="the judge scores the poles" if progress else None,
     )
     lp = torch.tensor(both).reshape(len(texts), 2)
     # An empty continuation (EOS at once) has no tokens to score: it gets the NLL of one space.
     conts = [c if c.strip() else " " for c in continuations]
     total = torch.tensor(
         continuation_logprobs(
-            judge_model, list(probes), conts, batch_size=batch_size, progress="the judge scores fluency"
+            judge_model,
+            list(probes),
+            conts,
+            batch_size=batch_size,
+            progress="the judge scores fluency" if progress else None,
         )
     )
     n_tok = torch.tensor([len(judge_model.tokenizer(c, add_special_tokens=False).input_ids) for c in conts])
