@@ -606,3 +606,30 @@ def test_a_judge_that_is_the_parent_or_child_is_refused_before_any_model_loads()
 
     with pytest.raises(InputError, match="must be neither"):
         FidelitySpec(parents=("gemma3-270m",), children=("smollm2-135m",), judge="smollm2-135m")
+
+
+def test_placebos_are_judged_as_concepts_by_their_interval_as_well_as_their_point():
+    readouts, base = _readouts(0.9)
+    target = readouts["target"]
+    flips = [n for n in target if n.startswith("p×ridge/placebo:flip")]
+    spec = InstrumentSpec(placebos=20, replicates=5, random_draws=4, lambdas=tuple(LAMS))
+    bar = analyze(readouts, base, maps=[("p", "ridge")], spec=spec)["maps"]["p×ridge"]
+    q95_flip = float(np.quantile(bar["placebo_flip"], 0.95))
+    # Two neutral placebos whose fidelity is 3x the flips' 95th percentile: one on every probe alike, one on a
+    # single probe of the 36 (its probe-bootstrap lower bound falls to 0); both pass by the point value.
+    k = 3 * q95_flip
+    step = k * float(signed_effect(target["native"], LAMS).mean()) * torch.sign(torch.tensor(LAMS))[:, None]
+    lone = torch.zeros(1, 36)
+    lone[0, 0] = 36.0
+    target["p×ridge/placebo:neutral#0"] = step * torch.ones(1, 36)
+    target["p×ridge/placebo:neutral#1"] = step * lone
+    res = analyze(readouts, base, maps=[("p", "ridge")], spec=spec)
+    row = res["maps"]["p×ridge"]
+    assert row["placebo_neutral"][0] == pytest.approx(k, rel=1e-5)
+    assert row["placebo_neutral"][1] == pytest.approx(k, rel=1e-5)
+    assert row["placebo_neutral_low"][1] < q95_flip < row["placebo_neutral_low"][0]
+    assert len(row["placebo_flip_low"]) == len(flips) == 10
+    point, by_ci = res["calibration"]["placebo_cross_kind"], res["calibration"]["placebo_cross_kind_ci"]
+    assert point[1] == by_ci[1] == 20
+    # The planted two pass by their points, the lone-probe one not by its interval; no other placebo passes.
+    assert point == [2, 20] and by_ci == [1, 20]

@@ -120,7 +120,8 @@ KNOWN_NULLS = {
     "control_specific": "the same control by the whole verdict (crosses, and as specific as the child's own vector)",
     "control_point": "truncate_pad's mapped concept vector by its point value (an upper bound, the rule before the control had replicates)",
     "random_parent": "random parent directions through each map",
-    "placebo_cross_kind": "placebos of one kind against the other kind's 95th percentile",
+    "placebo_cross_kind": "placebos of one kind against the other kind's 95th percentile, by their point values",
+    "placebo_cross_kind_ci": "the same, by each placebo's probe-only CI lower bound (a candidate's rule, narrower interval: an upper bound)",
     "random_child": "covariance-shaped random child directions against the candidate map's placebo q95",
 }
 

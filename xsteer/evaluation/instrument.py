@@ -362,6 +362,7 @@ def analyze(
     ``judged`` the judge readout's scores (:mod:`xsteer.evaluation.judge`), when one was read."""
     lams = list(spec.lambdas)
     rng = np.random.default_rng(spec.seed)
+    low_rng = np.random.default_rng([spec.seed, 1])
 
     def effect(readout: str, name: str) -> np.ndarray:
         delta = readouts[readout][name] - baselines[readout][None, :]
@@ -408,6 +409,16 @@ def analyze(
             "placebo": _summary(placebo_fids[m]),
             "placebo_neutral": [fid(n) for n in target if n.startswith(f"{m}/placebo:neutral")],
             "placebo_flip": [fid(n) for n in target if n.startswith(f"{m}/placebo:flip")],
+            # Each placebo's probe-only lower bound, so that a placebo can be judged as a concept is: by an
+            # interval, not its point. Its own generator keeps every other interval's draws as they were.
+            **{
+                f"placebo_{kind}_low": [
+                    _interval(_ratio_boot(effect("target", n), nat, spec.n_boot, low_rng))[0]
+                    for n in target
+                    if n.startswith(f"{m}/placebo:{kind}")
+                ]
+                for kind in ("neutral", "flip")
+            },
             "random_parent": [fid(n) for n in target if n.startswith(f"{m}/random-parent#")],
         }
         reps = [r for r in range(spec.replicates) if f"{m}/mapped@{r}" in target]
@@ -562,13 +573,16 @@ def calibration(result: Mapping[str, Any]) -> dict[str, list[int]]:
     (where it has replicates: by the candidates' placebo rule, ``control``, and by the whole verdict, crossing and
     as specific as the child's own vector, ``control_specific``; by its point value, ``control_point``, an upper
     bound, always), random parent directions through every map, and the placebos of one kind judged by the other
-    kind's."""
+    kind's: by their point values, ``placebo_cross_kind``, and by their probe-only CI's lower bound,
+    ``placebo_cross_kind_ci`` (the rule a candidate faces, with a narrower interval than its whole-pipeline
+    one: still an upper bound on the rate that rule would give a placebo)."""
     counts: dict[str, list[int]] = {
         "control": [0, 0],
         "control_specific": [0, 0],
         "control_point": [0, 0],
         "random_parent": [0, 0],
         "placebo_cross_kind": [0, 0],
+        "placebo_cross_kind_ci": [0, 0],
     }
     for row in result.get("maps", {}).values():
         if "placebo_q95" not in row:
@@ -586,6 +600,8 @@ def calibration(result: Mapping[str, Any]) -> dict[str, list[int]]:
             ("random_parent", row["random_parent"], row["placebo_q95"]),
             ("placebo_cross_kind", row["placebo_neutral"], _q95(row["placebo_flip"])),
             ("placebo_cross_kind", row["placebo_flip"], _q95(row["placebo_neutral"])),
+            ("placebo_cross_kind_ci", row.get("placebo_neutral_low", []), _q95(row["placebo_flip"])),
+            ("placebo_cross_kind_ci", row.get("placebo_flip_low", []), _q95(row["placebo_neutral"])),
         ):
             k, n = exceed_rate(values, q95)
             counts[key][0] += k
