@@ -65,6 +65,15 @@ def test_last_token_is_padding_invariant(tiny):
     torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
 
 
+def test_texts_batched_by_length_come_back_in_input_order(tiny):
+    # Lengths 1, 7, 3, 7, 2 words: the batches of two (longest first) mix the input order.
+    texts = ["a", "one two three four five six seven", "b c d", "seven words in this text, as before", "e f"]
+    together = last_token_resid(tiny, texts, batch_size=2)
+    alone = torch.cat([last_token_resid(tiny, [t]) for t in texts])
+    torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(together[0], together[2])
+
+
 def test_planted_direction_through_model_hooks(tiny):
     """Plant u at layer 1 of the positives via steering; every method reads it back from the model."""
     from xsteer.core.inject import steer

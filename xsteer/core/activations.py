@@ -57,19 +57,23 @@ def last_token_resid(
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     bar = Progress(len(texts), "activations", unit="texts", enabled=progress)
+    # Batches of texts of like length, longest first: a batch is padded to its longest text, so mixed lengths
+    # waste most of a pass on padding (half of it on the generic fit texts); the rows go back in input order.
+    lengths = encode(tok, list(texts)).attention_mask.sum(dim=1)
+    order = sorted(range(len(texts)), key=lambda i: (-int(lengths[i]), i))
     for start in range(0, len(texts), batch_size):
-        chunk = list(texts[start : start + batch_size])
+        rows = torch.tensor(order[start : start + batch_size])
+        chunk = [texts[i] for i in rows.tolist()]
         enc = encode(tok, chunk)
         n_ctx = getattr(model.cfg, "n_ctx", None)
         if n_ctx and enc.input_ids.shape[1] > n_ctx:
             longest = int(enc.attention_mask.sum(dim=1).argmax())
             raise InputError(
-                f"text {start + longest} is {enc.input_ids.shape[1]} tokens, longer than the model's "
+                f"text {int(rows[longest])} is {enc.input_ids.shape[1]} tokens, longer than the model's "
                 f"context of {n_ctx}: {chunk[longest][:60]!r}..."
             )
-        rows = slice(start, start + len(chunk))
 
-        def capture(resid: Tensor, hook: Any, j: int, layer: int, rows: slice = rows) -> Tensor:
+        def capture(resid: Tensor, hook: Any, j: int, layer: int, rows: Tensor = rows) -> Tensor:
             out[rows, j] = resid[:, -1, :].float().cpu()
             if layer == last:
                 raise _StopForward
