@@ -34,3 +34,26 @@ def test_readme_example_runs(capsys):
     out = capsys.readouterr().out
     assert "| mapped |" in out
     assert namespace["summary"].rows[0]["condition"] == "baseline"
+
+
+@pytest.mark.slow
+def test_the_readmes_main_command_the_demo_runs_and_states_its_reduced_size(tmp_path):
+    """`xsteer demo` (the README's first command after set-up): the reduced instrument on the zoo, its sizes
+    stated against the study's, and a verdict for the mapped vector and the control (~4 CPU minutes)."""
+    from click.testing import CliRunner
+    from conftest import zoo_model
+
+    from xsteer.app.cli import main
+
+    zoo_model("gemma3-270m")
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert (
+        "reduced instrument: K = 10 placebos, R = 4 pipeline replicates, 4 λ (the study: 50, 20, 4)"
+        in res.output
+    )
+    report = (tmp_path / "fidelity.md").read_text(encoding="utf-8")
+    row = next(line for line in report.splitlines() if "| proportional×ridge |" in line)
+    assert row.startswith("| gemma3-270m → smollm2-135m | sentiment |")
+    assert re.search(r"\| [+-]\d\.\d\d \[[+-]\d\.\d\d, [+-]\d\.\d\d\] \|", row)  # fidelity [pipeline CI]
+    assert "proportional×truncate_pad (control)" in report and "## Calibration on known nulls" in report

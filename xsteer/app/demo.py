@@ -20,8 +20,8 @@ import click
 from xsteer.app.config import parse_config
 from xsteer.app.fidelity import FidelitySpec
 
-# The study runs K = 50 placebos, R = 20 replicates and 6 λ; the demo fits a few CPU minutes with fewer, and
-# says so in its output.
+# The study runs FidelitySpec's defaults (K = 50 placebos, R = 20 replicates); the demo fits a few CPU minutes
+# with fewer, and says so in its output.
 FIDELITY = FidelitySpec(
     parents=("gemma3-270m",),
     children=("smollm2-135m",),
@@ -81,7 +81,8 @@ def run_demo(out: str | Path, *, device: str | None = None, benchmark: bool = Fa
         spec = replace(FIDELITY, device=device)
         click.echo(
             f"reduced instrument: K = {spec.placebos} placebos, R = {spec.replicates} pipeline replicates, "
-            f"{len(spec.lambdas)} λ (the study: 50, 20, 6)"
+            f"{len(spec.lambdas)} λ (the study: {FidelitySpec.placebos}, {FidelitySpec.replicates}, "
+            f"{len(FidelitySpec.lambdas)})"
         )
         run_study(spec, out, log=log)
         text = study_markdown(load_results(out))
