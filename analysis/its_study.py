@@ -155,7 +155,10 @@ class Study:
                 specs["paper"] = TransferSpec(paper.layer_map, paper.width_map, fit, paper.norm)
             for key, tspec in specs.items():
                 if not maps[key].exists():
-                    steps.make_map(parent, child, tspec, data_dir=a.data_dir, seed=a.seed).save(maps[key])
+                    # Both maps, and every parent, share the fit texts: each model reads them once.
+                    steps.make_map(
+                        parent, child, tspec, data_dir=a.data_dir, seed=a.seed, cache=self.fit_acts
+                    ).save(maps[key])
             del parent
             self.log(f"{spec}: vectors and maps")
         return vpath, maps
@@ -163,6 +166,7 @@ class Study:
     def build(self) -> None:
         a = self.args
         self.child = child = load_model(a.child, device=a.device)
+        self.fit_acts: dict[tuple[str, str], Any] = {}
         pairs_spec = PairsSpec(builder="corrupted_answer", n=a.n_pairs, split="train", method="pca")
         native_path = self.work / "vectors" / "native.safetensors"
         native_path.parent.mkdir(parents=True, exist_ok=True)

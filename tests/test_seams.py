@@ -83,3 +83,29 @@ def test_vectors_apply_is_steer(tiny):
         got = tiny(ids)
     assert isinstance(handle, SteeringHandle)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_maps_fitted_on_the_same_texts_read_each_model_once(tiny, monkeypatch):
+    """A cache shared by make_map calls (two width maps, then a second parent) reads each model's activations
+    of the fit texts once, and fits the maps the uncached calls fit, bit for bit."""
+    from conftest import tiny_model
+
+    from xsteer.app import steps
+    from xsteer.app.config import TransferSpec
+
+    parents = [tiny_model("qwen2", d_model=32, n_layers=3, seed=s) for s in (1, 2)]
+    ridge = TransferSpec("proportional", "ridge", "synthetic:train:12", "resid_mean")
+    control = TransferSpec("proportional", "truncate_pad", "synthetic:train:12", "resid_mean")
+    plain = [steps.make_map(p, tiny, s) for p in parents for s in (ridge, control)]
+    reads: list[int] = []
+    real = steps.last_token_resid
+    monkeypatch.setattr(steps, "last_token_resid", lambda m, *a, **k: reads.append(id(m)) or real(m, *a, **k))
+    cache: dict = {}
+    cached = [steps.make_map(p, tiny, s, cache=cache) for p in parents for s in (ridge, control)]
+    assert sorted(reads) == sorted([id(parents[0]), id(tiny), id(parents[1])])  # the child read once
+    for a, b in zip(plain, cached, strict=True):
+        assert a.width_map_name == b.width_map_name and a.report == b.report
+        assert torch.equal(a.child_resid_norm, b.child_resid_norm)
+        for c in a.width_maps:
+            assert torch.equal(a.width_maps[c].weight, b.width_maps[c].weight)
+            assert torch.equal(a.width_maps[c].bias, b.width_maps[c].bias)

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import einops
 from jaxtyping import Float
 from torch import Tensor
 
 from xsteer.app.config import ExperimentConfig, PairsSpec, TextSpec, TransferSpec
 from xsteer.core import activations
 from xsteer.core.activations import last_token_resid
+from xsteer.core.models.fingerprint import weights_fingerprint
 from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import TransferError
@@ -32,7 +34,7 @@ from xsteer.evaluation.run import load_splits, run_evaluation, run_tune
 from xsteer.extraction.extract import extract
 from xsteer.extraction.pairs import ContrastivePair, build_pairs, concept_pairs, load_pairs_jsonl
 from xsteer.tasks import get_task
-from xsteer.transfer.maps import TransferMap, fit_texts, fit_transfer
+from xsteer.transfer.maps import TransferMap, fit_texts, fit_transfer, texts_hash
 
 
 # ---------------------------------------------------------------------------------------------- pairs, vectors
@@ -102,14 +104,29 @@ def make_map(
     progress: bool = False,
     pairs: Sequence[ContrastivePair] | None = None,
     heldout: float = 0.2,
+    cache: dict[tuple[str, str], Tensor] | None = None,
 ) -> TransferMap:
-    """Fit the parent -> child map ``spec`` names on its shared texts (and, for ``cka_diff``, on pairs)."""
+    """Fit the parent -> child map ``spec`` names on its shared texts (and, for ``cka_diff``, on pairs).
+    ``cache`` (a dict the caller keeps) holds each model's activations of each fit-text set, so that maps fitted
+    on the same texts (several width maps; one child under several parents) read every model once."""
     texts = shared_texts(spec.fit_text, data_dir=data_dir, seed=seed)
     pair_texts = [(p.positive, p.negative) for p in pairs] if pairs else None
+    activations = None
+    if cache is not None:
+
+        def read(model: HookedModel) -> Tensor:
+            key = (weights_fingerprint(model), texts_hash(texts))  # two models of one name differ
+            if key not in cache:
+                acts = last_token_resid(model, texts, batch_size=batch_size, progress=progress)
+                cache[key] = einops.rearrange(acts, "n l d -> l n d")
+            return cache[key]
+
+        activations = (read(parent), read(child))
     return fit_transfer(
         parent,
         child,
         texts,
+        activations=activations,
         layer_map=spec.layer_map,
         width_map=spec.width_map,
         mapping=spec.mapping,

@@ -374,14 +374,17 @@ def fit_transfer(
     batch_size: int = 16,
     progress: bool = False,
     info: dict[str, Any] | None = None,
+    activations: tuple[Float[Tensor, "parent_layer n d_parent"], Float[Tensor, "child_layer n d_child"]]
+    | None = None,
     **kwargs: Any,
 ) -> TransferMap:
     """Fit a :class:`TransferMap` between two loaded models on shared texts (see the module docstring).
 
     ``pairs`` are (positive, negative) texts of a concept, run through both models for the ``cka_diff``
-    layer map.
+    layer map. ``activations``: both models' activations of ``texts`` (as :func:`paired_activations` returns
+    them), already read for another map fitted on the same texts.
     """
-    xp, yc = paired_activations(parent, child, texts, batch_size=batch_size, progress=progress)
+    xp, yc = activations or paired_activations(parent, child, texts, batch_size=batch_size, progress=progress)
     diffs = None
     if pairs:
         pos, neg = [p for p, _ in pairs], [n for _, n in pairs]
