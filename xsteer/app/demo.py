@@ -20,8 +20,8 @@ import click
 from xsteer.app.config import parse_config
 from xsteer.app.fidelity import FidelitySpec
 
-# The study runs FidelitySpec's defaults (K = 50 placebos, R = 20 replicates); the demo fits a few CPU minutes
-# with fewer, and says so in its output.
+# The study runs FidelitySpec's defaults; the demo fits a few CPU minutes with fewer placebos and replicates,
+# and says so in its output.
 FIDELITY = FidelitySpec(
     parents=("gemma3-270m",),
     children=("smollm2-135m",),

@@ -391,6 +391,11 @@ def analyze(
     def fid(name: str) -> float:
         return float(effect("target", name).mean() / nat.mean())
 
+    def low(name: str) -> float:
+        # A placebo judged as a concept is: by its (probe-only) interval's lower bound, not its point. Its own
+        # generator keeps every other interval's draws as they were.
+        return _interval(_ratio_boot(effect("target", name), nat, spec.n_boot, low_rng))[0]
+
     candidates = [f"{lm}×{wm}" for lm, wm in maps if wm not in CONTROLS]
     placebo_fids: dict[str, list[float]] = {}
     for lm, wm in maps:
@@ -409,16 +414,8 @@ def analyze(
             "placebo": _summary(placebo_fids[m]),
             "placebo_neutral": [fid(n) for n in target if n.startswith(f"{m}/placebo:neutral")],
             "placebo_flip": [fid(n) for n in target if n.startswith(f"{m}/placebo:flip")],
-            # Each placebo's probe-only lower bound, so that a placebo can be judged as a concept is: by an
-            # interval, not its point. Its own generator keeps every other interval's draws as they were.
-            **{
-                f"placebo_{kind}_low": [
-                    _interval(_ratio_boot(effect("target", n), nat, spec.n_boot, low_rng))[0]
-                    for n in target
-                    if n.startswith(f"{m}/placebo:{kind}")
-                ]
-                for kind in ("neutral", "flip")
-            },
+            "placebo_neutral_low": [low(n) for n in target if n.startswith(f"{m}/placebo:neutral")],
+            "placebo_flip_low": [low(n) for n in target if n.startswith(f"{m}/placebo:flip")],
             "random_parent": [fid(n) for n in target if n.startswith(f"{m}/random-parent#")],
         }
         reps = [r for r in range(spec.replicates) if f"{m}/mapped@{r}" in target]
