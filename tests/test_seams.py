@@ -97,9 +97,11 @@ def test_maps_fitted_on_the_same_texts_read_each_model_once(tiny, monkeypatch):
     ridge = TransferSpec("proportional", "ridge", "synthetic:train:12", "resid_mean")
     control = TransferSpec("proportional", "truncate_pad", "synthetic:train:12", "resid_mean")
     plain = [steps.make_map(p, tiny, s) for p in parents for s in (ridge, control)]
+    from xsteer.transfer import maps
+
     reads: list[int] = []
-    real = steps.last_token_resid
-    monkeypatch.setattr(steps, "last_token_resid", lambda m, *a, **k: reads.append(id(m)) or real(m, *a, **k))
+    real = maps.last_token_resid
+    monkeypatch.setattr(maps, "last_token_resid", lambda m, *a, **k: reads.append(id(m)) or real(m, *a, **k))
     cache: dict = {}
     cached = [steps.make_map(p, tiny, s, cache=cache) for p in parents for s in (ridge, control)]
     assert sorted(reads) == sorted([id(parents[0]), id(tiny), id(parents[1])])  # the child read once

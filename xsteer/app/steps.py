@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import einops
 from jaxtyping import Float
 from torch import Tensor
 
@@ -34,7 +33,7 @@ from xsteer.evaluation.run import load_splits, run_evaluation, run_tune
 from xsteer.extraction.extract import extract
 from xsteer.extraction.pairs import ContrastivePair, build_pairs, concept_pairs, load_pairs_jsonl
 from xsteer.tasks import get_task
-from xsteer.transfer.maps import TransferMap, fit_texts, fit_transfer, texts_hash
+from xsteer.transfer.maps import TransferMap, fit_texts, fit_transfer, layer_major_resid, texts_hash
 
 
 # ---------------------------------------------------------------------------------------------- pairs, vectors
@@ -117,8 +116,7 @@ def make_map(
         def read(model: HookedModel) -> Tensor:
             key = (weights_fingerprint(model), texts_hash(texts))  # two models of one name differ
             if key not in cache:
-                acts = last_token_resid(model, texts, batch_size=batch_size, progress=progress)
-                cache[key] = einops.rearrange(acts, "n l d -> l n d")
+                cache[key] = layer_major_resid(model, texts, batch_size=batch_size, progress=progress)
             return cache[key]
 
         activations = (read(parent), read(child))

@@ -72,9 +72,18 @@ def paired_activations(
     progress: bool = False,
 ) -> tuple[Float[Tensor, "parent_layer n d_parent"], Float[Tensor, "child_layer n d_child"]]:
     """Last-token ``resid_post`` of every layer of both models on the same texts (layer-major)."""
-    xp = last_token_resid(parent, texts, batch_size=batch_size, progress=progress)
-    yc = last_token_resid(child, texts, batch_size=batch_size, progress=progress)
-    return einops.rearrange(xp, "n l d -> l n d"), einops.rearrange(yc, "n l d -> l n d")
+    return (
+        layer_major_resid(parent, texts, batch_size=batch_size, progress=progress),
+        layer_major_resid(child, texts, batch_size=batch_size, progress=progress),
+    )
+
+
+def layer_major_resid(
+    model: HookedModel, texts: Sequence[str], *, batch_size: int = 16, progress: bool = False
+) -> Float[Tensor, "layer n d_model"]:
+    """One model's side of :func:`paired_activations`."""
+    acts = last_token_resid(model, texts, batch_size=batch_size, progress=progress)
+    return einops.rearrange(acts, "n l d -> l n d")
 
 
 @dataclass(frozen=True)
@@ -384,7 +393,9 @@ def fit_transfer(
     layer map. ``activations``: both models' activations of ``texts`` (as :func:`paired_activations` returns
     them), already read for another map fitted on the same texts.
     """
-    xp, yc = activations or paired_activations(parent, child, texts, batch_size=batch_size, progress=progress)
+    if activations is None:
+        activations = paired_activations(parent, child, texts, batch_size=batch_size, progress=progress)
+    xp, yc = activations
     diffs = None
     if pairs:
         pos, neg = [p for p, _ in pairs], [n for _, n in pairs]
@@ -428,6 +439,7 @@ __all__ = [
     "fit_texts",
     "fit_transfer",
     "fit_transfer_from_activations",
+    "layer_major_resid",
     "paired_activations",
     "report_table",
 ]
