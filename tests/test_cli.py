@@ -456,3 +456,47 @@ def test_similarity_bad_input_is_one_clear_error(similarity_inputs, tmp_path, ar
     res = invoke("similarity", *args, "--out", tmp_path)
     assert res.exit_code != 0 and message in res.output, res.output
     assert "Traceback" not in res.output and not (tmp_path / "similarity.json").exists()
+
+
+# ------------------------------------------------------------------ demo
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--judge", "smollm2-135m"], "a judge must be neither"),
+        (["--judge", "gemma3-270m"], "a judge must be neither"),
+        (["--judge", "no-such-model"], "unknown model spec"),
+        (["--judge", "qwen2.5-coder-0.5b", "--benchmark"], "--judge belongs to the fidelity demo"),
+    ],
+)
+def test_demo_judge_bad_input_is_one_clear_error_before_any_model_loads(tmp_path, monkeypatch, args, message):
+    import xsteer.app.fidelity as fidelity
+
+    monkeypatch.setattr(fidelity, "run_study", lambda *a, **k: pytest.fail("the study ran"))
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d"), *args])
+    assert res.exit_code != 0 and message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_demo_judge_reaches_the_study_and_is_stated(tmp_path, monkeypatch):
+    import xsteer.app.fidelity as fidelity
+    import xsteer.app.fidelity_tables as tables
+    from xsteer.core.models import ZOO
+
+    specs = []
+    monkeypatch.setattr(fidelity, "run_study", lambda spec, out, log: specs.append(spec))
+    monkeypatch.setattr(fidelity, "load_results", lambda out: [])
+    monkeypatch.setattr(tables, "study_markdown", lambda results: "(report)")
+    entry = type(ZOO["qwen2.5-coder-0.5b"])
+    monkeypatch.setattr(entry, "installed", lambda self: self.name == "qwen2.5-coder-0.5b")
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d"), "--judge", "qwen2.5-coder-0.5b"])
+    assert res.exit_code == 0, res.output
+    assert [s.judge for s in specs] == ["qwen2.5-coder-0.5b"] and specs[0].judge_placebos == 10
+    assert "judge readout and fluency cost: qwen2.5-coder-0.5b, 10 placebos a map" in res.output
+
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "e")])
+    assert res.exit_code == 0 and specs[-1].judge is None
+    assert "judge readout and fluency cost: not run (they need a third model" in res.output
+
+    monkeypatch.setattr(entry, "installed", lambda self: False)
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "f"), "--judge", "qwen2.5-coder-0.5b"])
+    assert res.exit_code != 0 and "is not installed" in res.output and len(specs) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from xsteer.app.cli_common import check_output, device_option, friendly_errors
+from xsteer.app.cli_common import check_output, check_spec, device_option, friendly_errors
 
 
 @click.command("grid")
@@ -69,17 +69,37 @@ def grid_cmd(config_path: str, out: str | None, ray_address: str | None, check: 
     is_flag=True,
     help="Run the benchmark pipeline (Algorithms 1-3 with ITS and controls) instead.",
 )
+@click.option(
+    "--judge",
+    default=None,
+    help="A third model (neither Gemma-3 nor SmolLM2) that reads the steered continuations: the second "
+    "readout and the fluency cost (~13 min more on 2 CPU cores), e.g. qwen2.5-coder-0.5b.",
+)
 @device_option(help=None)
 @friendly_errors
-def demo_cmd(out: str, benchmark: bool, device: str | None) -> None:
+def demo_cmd(out: str, benchmark: bool, judge: str | None, device: str | None) -> None:
     """The whole pipeline offline on the embedded default, then a report.
 
     \b
     Examples:
       xsteer demo --out runs/demo                # then open the report.html it prints
+      xsteer demo --judge qwen2.5-coder-0.5b     # with the judge readout (XSTEER_ZOO=full set-up)
       xsteer demo --benchmark --out runs/demo-b  # Gemma-3-270M -> SmolLM2-135M on built-in problems
     """
-    from xsteer.app.demo import run_demo
+    from xsteer.app.demo import FIDELITY, run_demo
 
     check_output(out, folder=True)
-    run_demo(out, device=device, benchmark=benchmark)
+    if judge is not None:
+        from dataclasses import replace
+
+        from xsteer.core.models import ZOO, parse_spec
+        from xsteer.errors import InputError
+
+        if benchmark:
+            raise InputError("--judge belongs to the fidelity demo; --benchmark reads no judge")
+        replace(FIDELITY, judge=check_spec(judge))  # the spec's rule: neither parent nor child
+        if parse_spec(judge).kind == "zoo" and not ZOO[judge].installed():
+            raise InputError(
+                f"the judge {judge!r} is not installed; `XSTEER_ZOO=full bash scripts/setup.sh` installs it"
+            )
+    run_demo(out, device=device, benchmark=benchmark, judge=judge)

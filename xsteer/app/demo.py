@@ -4,6 +4,9 @@
 instrument (:mod:`xsteer.evaluation.instrument`) at a reduced size that fits a few minutes of CPU: a ridge map
 fitted on texts that never mention sentiment (and the ``truncate_pad`` control), placebo vectors through the
 same map, whole-pipeline bootstrap replicates, and the mapped vector read on the other concepts' readouts.
+``--judge MODEL`` adds the second readout and the fluency cost: a third model (neither Gemma-3 nor SmolLM2)
+reads the steered continuations. It is off by default, because the default set-up installs two models and the
+judge is the slowest phase on a CPU (:data:`JUDGE_COST`).
 
 ``xsteer demo --benchmark`` runs the paper's benchmark pipeline instead, as a one-job grid: Algorithm 1 on
 both models, the map, Algorithms 2 and 3 with ITS and every control on built-in arithmetic problems, and a
@@ -34,6 +37,11 @@ FIDELITY = FidelitySpec(
     random_draws=2,
 )
 
+#: What ``--judge qwen2.5-coder-0.5b`` adds to the demo, measured on this 2-core CPU with nothing else running
+#: (2026-12-06): 936 steered continuations of 24 tokens in 2 min 16 s, the judge's pole scores in 6 min 17 s,
+#: its fluency scores at 3.6 rows/s (~4.5 min for 972 rows): about 13 minutes on top of the demo's ~4.
+JUDGE_COST = "~13 min more on 2 CPU cores"
+
 BENCHMARK = {
     "name": "demo",
     "parents": ["gemma3-270m"],
@@ -58,7 +66,9 @@ BENCHMARK = {
 }
 
 
-def run_demo(out: str | Path, *, device: str | None = None, benchmark: bool = False) -> Path:
+def run_demo(
+    out: str | Path, *, device: str | None = None, benchmark: bool = False, judge: str | None = None
+) -> Path:
     t0 = time.time()
 
     def log(msg: str) -> None:
@@ -78,11 +88,17 @@ def run_demo(out: str | Path, *, device: str | None = None, benchmark: bool = Fa
         from xsteer.app.fidelity_tables import study_markdown
         from xsteer.core.io import write_text_atomic
 
-        spec = replace(FIDELITY, device=device)
+        spec = replace(FIDELITY, device=device, judge=judge)
         click.echo(
             f"reduced instrument: K = {spec.placebos} placebos, R = {spec.replicates} pipeline replicates, "
             f"{len(spec.lambdas)} λ (the study: {FidelitySpec.placebos}, {FidelitySpec.replicates}, "
             f"{len(FidelitySpec.lambdas)})"
+        )
+        click.echo(
+            f"judge readout and fluency cost: {judge}, {spec.judge_placebos} placebos a map ({JUDGE_COST})"
+            if judge
+            else "judge readout and fluency cost: not run (they need a third model: `XSTEER_ZOO=full bash "
+            f"scripts/setup.sh`, then `xsteer demo --judge qwen2.5-coder-0.5b`, {JUDGE_COST})"
         )
         run_study(spec, out, log=log)
         text = study_markdown(load_results(out))
