@@ -537,6 +537,12 @@ def test_bad_instrument_settings_are_one_line_before_any_model_loads(tmp_path, m
         raise AssertionError("a model was loaded: the bad setting was not refused first")
 
     monkeypatch.setattr(study, "load_model", no_model)
+    from xsteer.core.models import ZOO
+
+    # A judge is loaded hours into a study, so a missing one must be refused with the rest.
+    monkeypatch.setattr(
+        type(ZOO["qwen2.5-coder-1.5b"]), "installed", lambda self: self.name != "qwen2.5-coder-1.5b"
+    )
 
     for args, msg in (
         (["--placebos", "5"], "at least 10 placebos"),
@@ -544,6 +550,7 @@ def test_bad_instrument_settings_are_one_line_before_any_model_loads(tmp_path, m
         (["--lambdas", "0.02,0.04"], "one sign only"),
         (["--judge", "smollm2-135m"], "must be neither"),
         (["--judge", "qwen2.5-coder-0.5b", "--judge-placebos", "5"], "judge_placebos must be between 10"),
+        (["--judge", "qwen2.5-coder-1.5b"], "the judge 'qwen2.5-coder-1.5b' is not installed"),
     ):
         res = CliRunner().invoke(
             main,

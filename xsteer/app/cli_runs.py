@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from xsteer.app.cli_common import check_output, check_spec, device_option, friendly_errors
+from xsteer.app.cli_common import check_judge_installed, check_output, device_option, friendly_errors
+from xsteer.errors import InputError
 
 
 @click.command("grid")
@@ -86,20 +87,13 @@ def demo_cmd(out: str, benchmark: bool, judge: str | None, device: str | None) -
       xsteer demo --judge qwen2.5-coder-0.5b     # with the judge readout (XSTEER_ZOO=full set-up)
       xsteer demo --benchmark --out runs/demo-b  # Gemma-3-270M -> SmolLM2-135M on built-in problems
     """
-    from xsteer.app.demo import FIDELITY, run_demo
+    from xsteer.app.demo import run_demo
 
     check_output(out, folder=True)
     if judge is not None:
-        from dataclasses import replace
-
-        from xsteer.core.models import ZOO, parse_spec
-        from xsteer.errors import InputError
-
         if benchmark:
             raise InputError("--judge belongs to the fidelity demo; --benchmark reads no judge")
-        replace(FIDELITY, judge=check_spec(judge))  # the spec's rule: neither parent nor child
-        if parse_spec(judge).kind == "zoo" and not ZOO[judge].installed():
-            raise InputError(
-                f"the judge {judge!r} is not installed; `XSTEER_ZOO=full bash scripts/setup.sh` installs it"
-            )
+        check_judge_installed(
+            judge
+        )  # run_demo's spec checks the rest (neither parent nor child) before a load
     run_demo(out, device=device, benchmark=benchmark, judge=judge)
