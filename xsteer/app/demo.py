@@ -38,7 +38,7 @@ FIDELITY = FidelitySpec(
 )
 
 #: What ``--judge qwen2.5-coder-0.5b`` adds to the demo, measured on this 2-core CPU with nothing else running
-#: (2026-12-06): 936 steered continuations of 24 tokens in 2 min 16 s, the judge's pole scores in 6 min 17 s,
+#: (2026-12-06; analysis/results/bench_demo_judge.txt): 936 steered continuations of 24 tokens in 2 min 16 s, the judge's pole scores in 6 min 17 s,
 #: its fluency scores at 3.6 rows/s (~4.5 min for 972 rows): about 13 minutes on top of the demo's ~4.
 JUDGE_COST = "~13 min more on 2 CPU cores"
 
