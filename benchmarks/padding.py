@@ -5,7 +5,11 @@ before, it batched in input order. Calling it once per input-order batch reprodu
 single batch has nothing to reorder), so both sides run the current code on the same rows. Prints the real
 tokens, the padded tokens of each order (deterministic) and the median wall time of --repeats interleaved runs.
 
-  HF_HUB_OFFLINE=1 python benchmarks/padding.py --model smollm2-135m --threads 1
+Then the size of a pass: ``last_token_resid`` also caps a pass at ``max_tokens`` padded tokens. Timed here with
+rows capped at the fidelity study's batch size (FidelitySpec.batch_size) and each token budget of --budgets,
+against a budget that never binds.
+
+  HF_HUB_OFFLINE=1 python benchmarks/padding.py --model smollm2-135m --threads 2
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--budgets", default="512,1024,2048", help="max_tokens values to time, comma-separated")
     args, model = setup(ap)
     n = FidelitySpec.generic_texts
     texts = fit_texts(get_task("synthetic").load("train", seed=0)[:n], seed=0)
@@ -52,12 +57,28 @@ def main() -> None:
         old = torch.cat([last_token_resid(model, [texts[i] for i in b], batch_size=bs) for b in batches])
         times["input order"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        new = last_token_resid(model, texts, batch_size=bs)
+        new = last_token_resid(model, texts, batch_size=bs, max_tokens=10**9)
         times["by length"].append(time.perf_counter() - t)
     for name, ts in times.items():
         print(f"{name}: {statistics.median(ts):.1f} s (median of {len(ts)})")
     rel = float((new - old).norm() / old.norm())
     print(f"activations agree to {rel:.1e} relative (max abs {float((new - old).abs().max()):.1e})")
+
+    rows = FidelitySpec.batch_size
+    budgets = {"none": 10**9, **{b: int(b) for b in args.budgets.split(",")}}
+    runs: dict[str, list[float]] = {b: [] for b in budgets}
+    for _ in range(args.repeats):
+        for name, budget in budgets.items():
+            t = time.perf_counter()
+            acts = last_token_resid(model, texts, batch_size=rows, max_tokens=budget)
+            runs[name].append(time.perf_counter() - t)
+            if name == "none":
+                ref = acts
+    for name, ts in runs.items():
+        print(
+            f"at most {rows} texts a pass, token budget {name}: {statistics.median(ts):.1f} s (median of {len(ts)})"
+        )
+    print(f"the last budget's activations agree to {float((acts - ref).norm() / ref.norm()):.1e} relative")
 
 
 if __name__ == "__main__":

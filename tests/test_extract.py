@@ -74,6 +74,24 @@ def test_texts_batched_by_length_come_back_in_input_order(tiny):
     assert not torch.allclose(together[0], together[2])
 
 
+def test_passes_are_capped_by_rows_and_padded_tokens():
+    from xsteer.core.activations import _token_batches
+
+    # Longest first: 100 tokens go alone under a budget of 120, two of 60, then four of 10 (the row cap).
+    lengths, order = [100, 60, 50, 10, 10, 10, 10, 10], [3, 1, 0, 2, 4, 5, 6, 7]
+    passes = [b.tolist() for b in _token_batches(lengths, order, 4, 120)]
+    assert passes == [[3], [1, 0], [2, 4, 5, 6], [7]]
+    # A text longer than the budget still goes, alone.
+    assert [b.tolist() for b in _token_batches([500, 3], [1, 0], 8, 100)] == [[1], [0]]
+
+
+def test_token_budget_changes_the_passes_not_the_values(tiny):
+    texts = ["a", "one two three four five six seven", "b c d", "seven words in this text, as before", "e f"]
+    wide = last_token_resid(tiny, texts, batch_size=5, max_tokens=10**6)
+    narrow = last_token_resid(tiny, texts, batch_size=5, max_tokens=8)
+    torch.testing.assert_close(narrow, wide, atol=1e-4, rtol=1e-4)
+
+
 def test_planted_direction_through_model_hooks(tiny):
     """Plant u at layer 1 of the positives via steering; every method reads it back from the model."""
     from xsteer.core.inject import steer

@@ -8,7 +8,7 @@ similarity (CKA) all read activations this way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -32,6 +32,7 @@ def last_token_resid(
     *,
     layers: Sequence[int] | None = None,
     batch_size: int = 16,
+    max_tokens: int = 1024,
     hook: str = "hook_resid_post",
     progress: bool = False,
 ) -> Float[Tensor, "n layer d_model"]:
@@ -39,6 +40,7 @@ def last_token_resid(
 
     Texts are tokenized with left padding, so position -1 is every row's last real token. Only that
     position is copied out of each hook; the forward pass is cut short after the deepest layer read.
+    A pass holds at most ``batch_size`` texts and ``max_tokens`` padded tokens (a longer text goes alone).
     """
     if not texts:
         raise InputError("no texts to read activations from")
@@ -54,15 +56,14 @@ def last_token_resid(
     device = next(model.parameters()).device
     out = torch.empty(len(texts), len(layers), d_model, dtype=torch.float32)
     last = layers[-1]
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    if batch_size < 1 or max_tokens < 1:
+        raise InputError(f"batch_size and max_tokens must be at least 1, got {batch_size} and {max_tokens}")
     bar = Progress(len(texts), "activations", unit="texts", enabled=progress)
     # Batches of texts of like length, longest first: a batch is padded to its longest text, so mixed lengths
     # waste most of a pass on padding (half of it on the generic fit texts); the rows go back in input order.
     lengths = encode(tok, list(texts)).attention_mask.sum(dim=1)
     order = sorted(range(len(texts)), key=lambda i: (-int(lengths[i]), i))
-    for start in range(0, len(texts), batch_size):
-        rows = torch.tensor(order[start : start + batch_size])
+    for rows in _token_batches([int(lengths[i]) for i in order], order, batch_size, max_tokens):
         chunk = [texts[i] for i in rows.tolist()]
         enc = encode(tok, chunk)
         n_ctx = getattr(model.cfg, "n_ctx", None)
@@ -92,6 +93,20 @@ def last_token_resid(
         bar.update(len(chunk))
     bar.close()
     return out
+
+
+def _token_batches(
+    lengths: Sequence[int], order: Sequence[int], batch_size: int, max_tokens: int
+) -> Iterator[Tensor]:
+    """Rows of ``order`` (longest first, ``lengths`` in that order) in passes of at most ``batch_size`` rows
+    and ``max_tokens`` padded tokens (one row at least). Past ~1k tokens a pass's activations outgrow the CPU's
+    caches and each token costs more: SmolLM2-135M reads the 128 generic fit texts (~65 tokens) in 20 s at
+    1,024 tokens a pass and 37 s at 64 rows (2 cores; analysis/results/bench_padding_smollm2.txt)."""
+    start = 0
+    while start < len(order):
+        size = max(1, min(batch_size, max_tokens // max(lengths[start], 1)))
+        yield torch.tensor(list(order[start : start + size]))
+        start += size
 
 
 def resid_norms(acts: Float[Tensor, "n layer d_model"]) -> Float[Tensor, " layer"]:

