@@ -293,22 +293,35 @@ def throughput_section(s: Study) -> list[str]:
         f"Runtime: {', '.join(f'{k} {v}' for k, v in s.doc['runtime'].items())}. Measured over the run(s) into this folder (a resumed chunk's time counts "
         "only what it redid).",
         "",
-        "| arm | items | seconds | items / min | generations / s | tokens / s |",
-        "|---|---|---|---|---|---|",
+        "| arm | items | seconds | items / min | generations / s | tokens / s | CPU s / wall s |",
+        "|---|---|---|---|---|---|---|",
     ]
+    # A line marked "excluded" keeps its wall time in the file but not in a rate (e.g. the process was paused).
+    timing = [t for t in s.timing if not t.get("excluded")]
     total = 0.0
     for arm in s.kinds:
-        rows = [t for t in s.timing if t["arm"] == arm]
+        rows = [t for t in timing if t["arm"] == arm]
         if not rows:
             continue
         sec = sum(t["seconds"] for t in rows)
         total += sec
         items, gens, toks = (sum(t[k] for t in rows) for k in ("items", "generations", "tokens"))
+        # CPU time was recorded from 2026-12-07 on: over the lines that have it, ~threads when the arm had the cores.
+        cpu = [t for t in rows if "cpu_seconds" in t]
+        share = (
+            f"{sum(t['cpu_seconds'] for t in cpu) / max(sum(t['seconds'] for t in cpu), 1e-9):.2f}"
+            if cpu
+            else "—"
+        )
         out.append(
             f"| `{arm}` | {items} | {sec:.0f} | {items / max(sec, 1e-9) * 60:.2f} | {gens / max(sec, 1e-9):.2f} | "
-            f"{toks / max(sec, 1e-9):.1f} |"
+            f"{toks / max(sec, 1e-9):.1f} | {share} |"
         )
     out += ["", f"Test items, all arms: {total / 3600:.2f} h."]
+    left = [t for t in s.timing if t.get("excluded")]
+    if left:
+        out += ["", "Left out of the rates (their items are in every other table):"]
+        out += [f"- chunk {t['chunk']}, `{t['arm']}`, {t['seconds']:.0f} s: {t['excluded']}" for t in left]
     return out
 
 

@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from xsteer.app import steps
 from xsteer.app.config import PairsSpec, TransferSpec
 from xsteer.core.io import write_json_atomic
@@ -265,7 +267,7 @@ class Study:
                 continue
             ev = self.paper_ev if self.kinds[arm] == "paper" else self.ev
             assert ev is not None
-            t = time.time()
+            t, cpu = time.time(), time.process_time()
             if arm == SELF_CONSISTENCY:
                 ev.run("test", todo, arm, samples=len(self.lambdas))
             elif arm == BASELINE:
@@ -285,6 +287,10 @@ class Study:
                         "arm": arm,
                         "items": len(todo),
                         "seconds": round(time.time() - t, 2),
+                        # The process's own CPU time (all its threads): wall time also counts other jobs on
+                        # the cores and any pause of the process, which CPU time does not.
+                        "cpu_seconds": round(time.process_time() - cpu, 2),
+                        "threads": torch.get_num_threads(),
                         "generations": sum(len(line["n_tokens"]) for line in lines),
                         "tokens": sum(sum(line["n_tokens"]) for line in lines),
                     }
