@@ -45,6 +45,28 @@ def test_gguf_that_is_not_a_model(tmp_path):
         check_gguf(cv)
 
 
+def test_a_gguf_is_parsed_when_converted_not_on_every_load(tmp_path, monkeypatch):
+    """Parsing a GGUF took ~20 s of each Gemma-3 load: a file whose conversion is cached loads from the cache
+    without being read again, and a changed file (another cache key) is checked before it is converted."""
+    import os
+
+    from conftest import tiny_hf
+
+    from xsteer.core.models import load as load_mod
+
+    monkeypatch.setenv("XSTEER_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF" + b"\x00" * 60)  # the magic, then nothing a GGUF reader can parse
+    converted = load_mod.cache_dir() / "hf" / load_mod._gguf_cache_key(f, parse_spec(str(f)))
+    hf, tok = tiny_hf("qwen2", d_model=32, n_layers=2)
+    hf.save_pretrained(converted)
+    tok.save_pretrained(converted)
+    assert load_model(str(f), device="cpu").cfg.n_layers == 2
+    os.utime(f, ns=(1, 1))  # another mtime: no cached conversion for this file
+    with pytest.raises(ModelSpecError, match="not a readable GGUF"):
+        load_model(str(f), device="cpu")
+
+
 def test_local_directory_loads_offline(tmp_path):
     from conftest import tiny_hf
 

@@ -118,7 +118,7 @@ def _load_hf_from_gguf(path: Path, key: str, dtype: torch.dtype) -> tuple[Any, A
     out = cache_dir() / "hf" / key
     if not (out / "config.json").is_file():
         # Checked only before converting: parsing every GGUF field (262k vocabulary strings on Gemma-3) took
-        # ~25 s of each Gemma-3 load, and a converted cache was checked when it was made.
+        # ~20 s of each Gemma-3 load, and a converted cache was checked when it was made.
         check_gguf(path)
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
