@@ -287,8 +287,9 @@ class Study:
                         "arm": arm,
                         "items": len(todo),
                         "seconds": round(time.time() - t, 2),
-                        # The process's own CPU time (all its threads): wall time also counts other jobs on
-                        # the cores and any pause of the process, which CPU time does not.
+                        # The process's own CPU time (all its threads). A pause of the process adds wall time,
+                        # not CPU time; other jobs on the cores add to both (waiting OpenMP threads spin), so
+                        # CPU s / wall s well below `threads` marks a line that shared the cores.
                         "cpu_seconds": round(time.process_time() - cpu, 2),
                         "threads": torch.get_num_threads(),
                         "generations": sum(len(line["n_tokens"]) for line in lines),
