@@ -93,7 +93,6 @@ def demo_cmd(out: str, benchmark: bool, judge: str | None, device: str | None) -
     if judge is not None:
         if benchmark:
             raise InputError("--judge belongs to the fidelity demo; --benchmark reads no judge")
-        check_judge_installed(
-            judge
-        )  # run_demo's spec checks the rest (neither parent nor child) before a load
+        # run_demo's spec checks the rest (neither parent nor child) before a load.
+        check_judge_installed(judge)
     run_demo(out, device=device, benchmark=benchmark, judge=judge)
