@@ -482,8 +482,8 @@ def test_demo_judge_reaches_the_study_and_is_stated(tmp_path, monkeypatch):
     import xsteer.app.fidelity_tables as tables
     from xsteer.core.models import ZOO
 
-    specs = []
-    monkeypatch.setattr(fidelity, "run_study", lambda spec, out, log: specs.append(spec))
+    specs = []  # the study itself runs (its checks), each pair's measurement does not
+    monkeypatch.setattr(fidelity, "run_pair", lambda spec, parent, child, out, log: specs.append(spec) or [])
     monkeypatch.setattr(fidelity, "load_results", lambda out: [])
     monkeypatch.setattr(tables, "study_markdown", lambda results: "(report)")
     entry = type(ZOO["qwen2.5-coder-0.5b"])

@@ -569,6 +569,21 @@ def test_bad_instrument_settings_are_one_line_before_any_model_loads(tmp_path, m
         assert "Traceback" not in res.output
 
 
+def test_a_missing_judge_is_refused_by_the_study_itself_before_any_model_loads(tmp_path, monkeypatch):
+    # The API door, which no CLI check guards: the refusal lives in run_study.
+    from xsteer.app import fidelity as study
+    from xsteer.core.models import ZOO
+
+    monkeypatch.setattr(study, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(type(ZOO["qwen2.5-coder-1.5b"]), "installed", lambda self: False)
+    spec = study.FidelitySpec(
+        parents=("gemma3-270m",), children=("smollm2-135m",), judge="qwen2.5-coder-1.5b"
+    )
+    with pytest.raises(InputError, match="the judge 'qwen2.5-coder-1.5b' is not installed"):
+        study.run_study(spec, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
 # ---------------------------------------------------------------------------------------------- the judge readout
 def test_steered_continuations_are_the_generators_text(child_and_widened_parent):  # noqa: F811
     from xsteer.core.generate import Steering, generate

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from xsteer.errors import InputError, XsteerError
+from xsteer.errors import XsteerError
 
 Positive = click.IntRange(min=1)
 # Writing a result here fails half-way at best, and as root can replace a device node with a plain file.
@@ -217,16 +217,6 @@ def check_spec(spec: str) -> str:
 
     parse_spec(spec)
     return spec
-
-
-def check_judge_installed(judge: str) -> None:
-    """A zoo judge is loaded only after the rest of a measurement (hours into a study): a missing one fails now."""
-    from xsteer.core.models import ZOO, parse_spec
-
-    if parse_spec(judge).kind == "zoo" and not ZOO[judge].installed():
-        raise InputError(
-            f"the judge {judge!r} is not installed; `XSTEER_ZOO=full bash scripts/setup.sh` installs it"
-        )
 
 
 EXTRACT_STATS = ("explained_variance", "separation", "effect_size", "mean_diff_norm")

@@ -13,7 +13,6 @@ import click
 
 from xsteer.app.cli_common import (
     Decorator,
-    check_judge_installed,
     check_output,
     check_spec,
     data_dir_option,
@@ -190,8 +189,6 @@ def fidelity_spec(
         data_dir=data_dir,
         device=device,
     )
-    if judge:
-        check_judge_installed(judge)
     for child in children:  # the zoo or the model's config says its depth: no weights are read
         n = model_shape(child).n_layers
         if n is not None:

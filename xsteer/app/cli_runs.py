@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from xsteer.app.cli_common import check_judge_installed, check_output, device_option, friendly_errors
+from xsteer.app.cli_common import check_output, device_option, friendly_errors
 from xsteer.errors import InputError
 
 
@@ -90,9 +90,6 @@ def demo_cmd(out: str, benchmark: bool, judge: str | None, device: str | None) -
     from xsteer.app.demo import run_demo
 
     check_output(out, folder=True)
-    if judge is not None:
-        if benchmark:
-            raise InputError("--judge belongs to the fidelity demo; --benchmark reads no judge")
-        # run_demo's spec checks the rest (neither parent nor child) before a load.
-        check_judge_installed(judge)
+    if judge is not None and benchmark:
+        raise InputError("--judge belongs to the fidelity demo; --benchmark reads no judge")
     run_demo(out, device=device, benchmark=benchmark, judge=judge)

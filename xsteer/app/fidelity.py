@@ -36,7 +36,7 @@ import torch
 
 from xsteer.core.activations import last_token_resid
 from xsteer.core.io import save_torch, slug, spec_slug, write_json_atomic, write_text_atomic
-from xsteer.core.models import load_model, model_id, parse_spec
+from xsteer.core.models import ZOO, load_model, model_id, parse_spec
 from xsteer.errors import InputError
 from xsteer.evaluation.evaluate import check_lambdas
 from xsteer.evaluation.instrument import (
@@ -688,6 +688,12 @@ def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
 
 def run_study(spec: FidelitySpec, out: str | Path, *, log: Callable[[str], Any] = print) -> list[Path]:
     """Every (parent, child) pair of the spec, skipping a child that is its own parent."""
+    # The judge loads after everything else a measurement reads (hours into a study on a CPU), so a missing zoo
+    # judge is refused here, before any model loads, for every door into the study (CLI, demo, API).
+    if spec.judge is not None and parse_spec(spec.judge).kind == "zoo" and not ZOO[spec.judge].installed():
+        raise InputError(
+            f"the judge {spec.judge!r} is not installed; `XSTEER_ZOO=full bash scripts/setup.sh` installs it"
+        )
     out = Path(out)
     files: list[Path] = []
     for p in spec.parents:
