@@ -5,7 +5,8 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 
 from xsteer.core.models import ZOO
 from xsteer.core.vectors import SteeringVectors, VectorFileError
-from xsteer.interop.gguf import export_gguf, infer_model_hint, read_gguf_control_vector
+from xsteer.interop.gguf import export_gguf, read_gguf_control_vector
+from xsteer.interop.shapes import infer_model_hint
 
 
 def make(layers=(1, 3, 4), n_layers=6, d=16, model_id="smollm2-135m", **kw):

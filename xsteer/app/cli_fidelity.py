@@ -163,7 +163,7 @@ def fidelity_spec(
     from xsteer.app.fidelity import FidelitySpec, steered_layers
     from xsteer.core.models import resolve_device
     from xsteer.errors import InputError
-    from xsteer.interop.hf import model_shape
+    from xsteer.interop.shapes import model_shape
     from xsteer.tasks.concepts import BUILTIN
 
     for spec in (*parents, *children, *([judge] if judge else [])):

@@ -40,7 +40,6 @@ output, so it becomes xsteer layer L.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -52,27 +51,10 @@ from torch import Tensor
 from xsteer.core.io import WrittenWrongError, atomic_path
 from xsteer.core.vectors import NORMS, SteeringVectors, VectorFileError
 from xsteer.errors import InputError
+from xsteer.interop.shapes import check_fits, field_value, infer_model_hint, resolve_target
 
 ARCH = "controlvector"
 HOOK = "hook_resid_post"  # the only point llama.cpp adds at: the block output
-
-# Model family (as it appears in a model id or an HF architecture name) -> llama.cpp architecture name.
-# Looked up in order on the id lower-cased with separators removed ("Qwen2.5-Coder" -> "qwen25coder"), so
-# more specific families come before the ones they contain (gemma3n before gemma3, llama4 before llama).
-LLAMACPP_ARCH: dict[str, str] = {
-    "gemma3n": "gemma3n",
-    "gemma3": "gemma3",
-    "gemma2": "gemma2",
-    "qwen3moe": "qwen3moe",
-    "qwen3": "qwen3",
-    "qwen2moe": "qwen2moe",
-    "qwen2": "qwen2",
-    "phi3": "phi3",
-    "smollm": "llama",  # SmolLM is LlamaForCausalLM
-    "mistral": "llama",  # llama.cpp converts MistralForCausalLM to the llama architecture
-    "llama4": "llama4",
-    "llama": "llama",
-}
 
 
 class ControlVectorFile(NamedTuple):
@@ -82,18 +64,6 @@ class ControlVectorFile(NamedTuple):
     vectors: Float[Tensor, "layer d_model"]  # row L is direction.L (zero where the file has no direction)
     layers: tuple[int, ...]  # the layers the file steers, ascending
     meta: dict[str, Any]  # the xsteer.* provenance keys, without the prefix
-
-
-def infer_model_hint(model: str) -> str:
-    """The llama.cpp architecture name for a model id or HF architecture name; InputError (a ValueError) if unknown."""
-    key = re.sub(r"[^a-z0-9]", "", model.lower())
-    for family, hint in LLAMACPP_ARCH.items():
-        if family in key:
-            return hint
-    raise InputError(
-        f"cannot tell the llama.cpp architecture of model {model!r} (known families: {', '.join(LLAMACPP_ARCH)}); "
-        "pass model_hint= (the model GGUF's general.architecture, e.g. 'llama', 'gemma3', 'qwen2')"
-    )
 
 
 def export_gguf(
@@ -156,7 +126,7 @@ def read_gguf_control_vector(path: str | Path, n_layers: int | None = None) -> C
         reader = GGUFReader(str(path))
     except Exception as e:  # a truncated or foreign file fails deep inside numpy memmaps
         raise VectorFileError(f"{path} is not a readable GGUF file: {e}") from e
-    fields = {name: _field_value(f) for name, f in reader.fields.items()}
+    fields = {name: field_value(f) for name, f in reader.fields.items()}
     arch = fields.get("general.architecture")
     if arch != ARCH:
         raise VectorFileError(f"{path} is a GGUF {arch!r} file, not a {ARCH!r} file")
@@ -219,7 +189,6 @@ def load_gguf(
         VectorFileError: a malformed file, or one whose width, depth or model hint does not fit the target
             (the message names both).
     """
-    from xsteer.interop.hf import check_fits, resolve_target
 
     path = Path(path)
     cv = read_gguf_control_vector(path)
@@ -348,15 +317,3 @@ def _write(path: Path, directions: dict[str, np.ndarray], hint: str, meta: dict[
 def _direction_layer(name: str) -> int | None:
     prefix, _, index = name.partition(".")
     return int(index) if prefix == "direction" and index.isascii() and index.isdigit() else None
-
-
-def _field_value(field: Any) -> Any:
-    """A scalar GGUF key's value (str, int or float); None for arrays, which control vectors do not use."""
-    from gguf import GGUFValueType
-
-    if not field.types or field.types[0] == GGUFValueType.ARRAY:
-        return None
-    part = field.parts[field.data[0]]
-    if field.types[0] == GGUFValueType.STRING:
-        return bytes(part).decode("utf-8")
-    return part.tolist()[0]

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from xsteer.core.io import load_torch, save_torch
 from xsteer.core.vectors import SteeringVectors, VectorFileError
-from xsteer.interop.hf import check_fits, resolve_target
+from xsteer.interop.shapes import check_fits, resolve_target
 
 HOOK = "hook_resid_post"  # the only xsteer hook point whose lm-eval counterpart is a module output
 SUFFIXES = (".pt", ".pth")  # lm-eval refuses any other steer_path ("Unknown steer file type")
