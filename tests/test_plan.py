@@ -22,11 +22,11 @@ from xsteer.app.config import (
     parse_config,
 )
 from xsteer.errors import InputError
-from xsteer.evaluation.evaluate import EvalConfig
 from xsteer.evaluation.plan import (
     DEFAULT_NORM_TEXT,
     PAPER_GRID,
     PRESETS,
+    EvalConfig,
     EvalPlan,
     check_mode,
     check_positions,

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from xsteer.app.cli import main
 from xsteer.app.report import plain_summary, write_report
 from xsteer.errors import InputError
-from xsteer.evaluation.evaluate import EvalConfig
+from xsteer.evaluation.plan import EvalConfig
 from xsteer.evaluation.records import RecordStore
 from xsteer.evaluation.summary import summarize
 

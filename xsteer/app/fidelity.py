@@ -38,7 +38,6 @@ from xsteer.core.activations import last_token_resid
 from xsteer.core.io import save_torch, slug, spec_slug, write_json_atomic, write_text_atomic
 from xsteer.core.models import ZOO, load_model, model_id, parse_spec
 from xsteer.errors import InputError
-from xsteer.evaluation.evaluate import check_lambdas
 from xsteer.evaluation.instrument import (
     FORMAT,
     LAMBDAS,
@@ -50,6 +49,7 @@ from xsteer.evaluation.instrument import (
     read_cell,
     reference_check,
 )
+from xsteer.evaluation.plan import check_lambdas
 from xsteer.tasks import get_task
 from xsteer.tasks.concepts import BUILTIN, Concept, ConceptError, Readout, check_concept, load_concept
 from xsteer.transfer.layermap import LAYER_MAPS

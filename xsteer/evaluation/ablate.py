@@ -27,7 +27,8 @@ from xsteer.core.progress import Progress
 from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
 from xsteer.errors import InputError
-from xsteer.evaluation.evaluate import EvalConfig, Evaluator
+from xsteer.evaluation.evaluate import Evaluator
+from xsteer.evaluation.plan import EvalConfig
 from xsteer.evaluation.records import RecordStore
 from xsteer.evaluation.summary import BASELINE, accuracy_by_lambda
 from xsteer.tasks import Example
@@ -235,7 +236,7 @@ def ablation_study(
     """One per-layer study on benchmark items, scored with :func:`gold_logprob_signal` (and with task
     accuracy, through the evaluator, when a ``records`` file is given).
 
-    ``cfg`` is an :class:`~xsteer.evaluation.evaluate.EvalConfig`; its λ grid is the λ each profile is scored at
+    ``cfg`` is an :class:`~xsteer.evaluation.plan.EvalConfig`; its λ grid is the λ each profile is scored at
     (``single``, ``leave_one_out``) or the per-layer grid of the coordinate search (0 is always added).
     Returns a JSON-ready document: the baseline signal, one row per (profile, λ) with the signal and its
     difference from the baseline, and for ``coordinate`` the profile found and the trace of accepted moves.

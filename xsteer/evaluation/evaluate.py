@@ -40,7 +40,9 @@ from xsteer.errors import InputError, NormConventionError
 from xsteer.evaluation.plan import (
     PAPER_GRID as PAPER_GRID,  # lived here before the plan did; callers still import it from here
 )
-from xsteer.evaluation.plan import EvalPlan, Mode, Positions, check_lambdas, check_mode, check_settings
+from xsteer.evaluation.plan import (
+    EvalConfig,
+)
 from xsteer.evaluation.records import Record, RecordStore, of_items, record_key
 from xsteer.evaluation.summary import (
     BASELINE,
@@ -51,7 +53,7 @@ from xsteer.evaluation.summary import (
     summarize,
     summary_markdown,
 )
-from xsteer.tasks import Example, Task, get_task
+from xsteer.tasks import Example
 from xsteer.tasks.arc_scoring import arc_loglik_choice
 from xsteer.tasks.prompts import render
 
@@ -70,67 +72,6 @@ def check_norms(conditions: Mapping[str, SteeringVectors | None]) -> str | None:
             "`xsteer transfer --norm unit`)"
         )
     return next(iter(norms.values()), None)
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Everything that decides what a record means (hashed into every record). Entry points build it from an
-    :class:`xsteer.evaluation.plan.EvalPlan`; its defaults equal the plan's (tests/test_plan.py), and its
-    fields stay as they are, since records are found again by their hash."""
-
-    dataset: str
-    mode: Mode = EvalPlan.mode
-    shots: int = EvalPlan.shots
-    lambdas: tuple[float, ...] = EvalPlan.lambdas
-    positions: Positions = EvalPlan.positions
-    layers: tuple[int, ...] | None = None
-    max_new_tokens: int = EvalPlan.max_new_tokens
-    sc_temperature: float = EvalPlan.sc_temperature
-    seed: int = EvalPlan.seed
-    system_prompt: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "lambdas", check_lambdas(self.lambdas))
-        task = get_task(self.dataset)
-        check_mode(self.mode)
-        if self.mode not in task.modes:
-            raise InputError(
-                f"mode {self.mode!r} is for multiple-choice tasks; {task.name!r} supports {', '.join(task.modes)}"
-            )
-        check_settings(
-            mode=self.mode,
-            positions=self.positions,
-            shots=self.shots,
-            max_new_tokens=self.max_new_tokens,
-            sc_temperature=self.sc_temperature,
-        )
-
-    @property
-    def task(self) -> Task:
-        return get_task(self.dataset)
-
-    def hash(self, model_id: str, vectors: SteeringVectors | None, *, sampled: bool = False) -> str:
-        """What made one condition's records: this configuration, the model and that condition's vectors
-        (and, for a vector condition decoded by sampling at ``sc_temperature``, that fact).
-        Per condition, not over the set of conditions, so adding a parent to a study reuses the records of
-        the conditions already run."""
-        vec = (
-            None if vectors is None else [vectors.model_id, vectors.method, vectors.pairs_hash, vectors.norm]
-        )
-        blob = json.dumps(
-            {
-                "cfg": asdict(self),
-                "model": model_id,
-                "vectors": vec,
-                # 6 digits: the same direction scaled by another route differs in the last bits only.
-                "norm": None if vectors is None else f"{float(vectors.vectors.norm()):.6g}",
-                # only when set, so the hashes of every greedy record made before stay as they were
-                **({"sampled": True} if sampled else {}),
-            },
-            sort_keys=True,
-            default=str,
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _seed(seed: int, item: str, sample: int) -> int:

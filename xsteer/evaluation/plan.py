@@ -25,15 +25,18 @@ This module imports no torch or model code, so the CLI can read its defaults whe
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from xsteer.errors import InputError
 
 if TYPE_CHECKING:
-    from xsteer.evaluation.evaluate import EvalConfig
+    from xsteer.core.vectors import SteeringVectors
+    from xsteer.tasks import Task
 
 Mode = Literal["generate", "loglik"]
 Positions = Literal["all", "generated"]
@@ -132,8 +135,6 @@ class EvalPlan:
 
     def config(self, dataset: str) -> EvalConfig:
         """What the records of this plan on ``dataset`` are hashed under (refuses a mode the task lacks)."""
-        from xsteer.evaluation.evaluate import EvalConfig  # here, so reading the defaults loads no model code
-
         return EvalConfig(
             dataset=dataset,
             mode=self.mode,
@@ -144,6 +145,69 @@ class EvalPlan:
             sc_temperature=self.sc_temperature,
             seed=self.seed,
         )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything that decides what a record means (hashed into every record). Entry points build it from an
+    :class:`EvalPlan` (:meth:`EvalPlan.config`); its defaults equal the plan's (tests/test_plan.py), and its
+    fields stay as they are, since records are found again by their hash."""
+
+    dataset: str
+    mode: Mode = EvalPlan.mode
+    shots: int = EvalPlan.shots
+    lambdas: tuple[float, ...] = EvalPlan.lambdas
+    positions: Positions = EvalPlan.positions
+    layers: tuple[int, ...] | None = None
+    max_new_tokens: int = EvalPlan.max_new_tokens
+    sc_temperature: float = EvalPlan.sc_temperature
+    seed: int = EvalPlan.seed
+    system_prompt: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lambdas", check_lambdas(self.lambdas))
+        task = self.task
+        check_mode(self.mode)
+        if self.mode not in task.modes:
+            raise InputError(
+                f"mode {self.mode!r} is for multiple-choice tasks; {task.name!r} supports {', '.join(task.modes)}"
+            )
+        check_settings(
+            mode=self.mode,
+            positions=self.positions,
+            shots=self.shots,
+            max_new_tokens=self.max_new_tokens,
+            sc_temperature=self.sc_temperature,
+        )
+
+    @property
+    def task(self) -> Task:
+        from xsteer.tasks import get_task  # here: the task registry loads torch, and this module must not
+
+        return get_task(self.dataset)
+
+    def hash(self, model_id: str, vectors: SteeringVectors | None, *, sampled: bool = False) -> str:
+        """What made one condition's records: this configuration, the model and that condition's vectors
+        (and, for a vector condition decoded by sampling at ``sc_temperature``, that fact).
+        Per condition, not over the set of conditions, so adding a parent to a study reuses the records of
+        the conditions already run."""
+        vec = (
+            None if vectors is None else [vectors.model_id, vectors.method, vectors.pairs_hash, vectors.norm]
+        )
+        blob = json.dumps(
+            {
+                "cfg": asdict(self),
+                "model": model_id,
+                "vectors": vec,
+                # 6 digits: the same direction scaled by another route differs in the last bits only.
+                "norm": None if vectors is None else f"{float(vectors.vectors.norm()):.6g}",
+                # only when set, so the hashes of every greedy record made before stay as they were
+                **({"sampled": True} if sampled else {}),
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -198,6 +262,7 @@ PRESETS: dict[str, Preset] = {
 
 __all__ = [
     "DEFAULT_NORM_TEXT",
+    "EvalConfig",
     "PAPER_GRID",
     "PRESETS",
     "EvalPlan",
