@@ -13,6 +13,7 @@ validation split carve :data:`VALIDATION_SIZE` seeded items out of train, and tr
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,15 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 #: Size of the validation carve taken out of a train pool.
 VALIDATION_SIZE = 500
+
+#: Where a task's offline data lives when no ``data_dir`` is given (unset: the Hugging Face hub).
+ENV_DATA_DIR = "XSTEER_DATA_DIR"
+
+
+def default_data_dir() -> Path | None:
+    """The offline data directory from ``$XSTEER_DATA_DIR``, or None (meaning: use the hub)."""
+    value = os.environ.get(ENV_DATA_DIR, "").strip()
+    return Path(value).expanduser() if value else None
 
 
 @dataclass(frozen=True)
@@ -75,8 +85,6 @@ class Task:
         self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 0
     ) -> list[Example]:
         """``split`` as a deterministic list (see the module docstring for order and carving)."""
-        from xsteer.tasks.data import default_data_dir
-
         check_split(split)
         if limit is not None and limit < 0:
             raise InputError(f"limit must be >= 0 or None, got {limit}")

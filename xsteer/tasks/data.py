@@ -8,28 +8,17 @@ line. Benchmark data is read in place and never copied into this repository.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from xsteer.core.io import read_jsonl
 from xsteer.errors import DataNotFoundError, InputError
-from xsteer.tasks.base import Example
-
-ENV_DATA_DIR = "XSTEER_DATA_DIR"
-
-
-def default_data_dir() -> Path | None:
-    """The offline data directory from ``$XSTEER_DATA_DIR``, or None (meaning: use the hub)."""
-    value = os.environ.get(ENV_DATA_DIR, "").strip()
-    return Path(value).expanduser() if value else None
+from xsteer.tasks.base import ENV_DATA_DIR, SPLITS, Example, default_data_dir
 
 
 def data_file(data_dir: Path, rel: str, task: str, split: str) -> Path:
     """``data_dir/rel``, or an error naming the task, the split and where the file was looked for."""
-    from xsteer.tasks.base import SPLITS
-
     if not data_dir.is_dir():
         raise DataNotFoundError(f"data directory {data_dir} does not exist (task {task!r}, split {split!r})")
     path = data_dir / rel
