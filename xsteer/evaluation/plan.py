@@ -79,17 +79,18 @@ def check_positions(positions: str) -> Positions:
     return cast(Positions, positions)
 
 
-def check_settings(
-    *, mode: str, positions: str, shots: int, max_new_tokens: int, sc_temperature: float
-) -> None:
-    """The one check of the generation settings an evaluation hashes (EvalConfig and EvalPlan both call it)."""
-    check_mode(mode)
-    check_positions(positions)
-    for name, value, least in (("shots", shots, 0), ("max_new_tokens", max_new_tokens, 1)):
+def check_settings(settings: EvalPlan | EvalConfig) -> None:
+    """The one check of the settings an evaluation hashes, shared by EvalPlan and the EvalConfig it makes
+    (the λ grid is stored as checked: a tuple of floats)."""
+    object.__setattr__(settings, "lambdas", check_lambdas(settings.lambdas))
+    check_mode(settings.mode)
+    check_positions(settings.positions)
+    for name, least in (("shots", 0), ("max_new_tokens", 1)):
+        value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
-    if not (isinstance(sc_temperature, (int, float)) and sc_temperature > 0):
-        raise InputError(f"sc_temperature must be > 0, got {sc_temperature!r}")
+    if not (isinstance(settings.sc_temperature, (int, float)) and settings.sc_temperature > 0):
+        raise InputError(f"sc_temperature must be > 0, got {settings.sc_temperature!r}")
 
 
 @dataclass(frozen=True)
@@ -110,14 +111,7 @@ class EvalPlan:
     self_consistency: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lambdas", check_lambdas(self.lambdas))
-        check_settings(
-            mode=self.mode,
-            positions=self.positions,
-            shots=self.shots,
-            max_new_tokens=self.max_new_tokens,
-            sc_temperature=self.sc_temperature,
-        )
+        check_settings(self)
         for name, least in (("val_items", 0), ("test_items", 1), ("batch_size", 1), ("seed", 0)):
             value = getattr(self, name)
             if name == "test_items" and value is None:
@@ -165,20 +159,12 @@ class EvalConfig:
     system_prompt: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lambdas", check_lambdas(self.lambdas))
+        check_settings(self)
         task = self.task
-        check_mode(self.mode)
         if self.mode not in task.modes:
             raise InputError(
                 f"mode {self.mode!r} is for multiple-choice tasks; {task.name!r} supports {', '.join(task.modes)}"
             )
-        check_settings(
-            mode=self.mode,
-            positions=self.positions,
-            shots=self.shots,
-            max_new_tokens=self.max_new_tokens,
-            sc_temperature=self.sc_temperature,
-        )
 
     @property
     def task(self) -> Task:
