@@ -189,7 +189,6 @@ def load_gguf(
         VectorFileError: a malformed file, or one whose width, depth or model hint does not fit the target
             (the message names both).
     """
-
     path = Path(path)
     cv = read_gguf_control_vector(path)
     target = resolve_target(model, model_id=model_id, n_layers=n_layers, d_model=d_model)
