@@ -81,8 +81,13 @@ def fidelity_study(
             overview_figure(docs, out.with_name(f"{out.stem}_overview"))
         body = f"![pairs x concepts: fidelity against the placebos]({name})\n\n{body}"
     size = sum(p.stat().st_size for p in paths)
+    # The study's size as #29 asks for it: a cell is one (pair, concept, map) read against its placebos, so a
+    # measurement whose reference is undefined has none; the hours are each measurement's own wall clock.
+    cells = sum(len(d["result"].get("maps", {})) for d in docs)
+    hours = sum(float(d.get("seconds", 0.0)) for d in docs) / 3600
     note = (
-        f"{len(docs)} measurement{'' if len(docs) == 1 else 's'} finished ({size / 1e6:.1f} MB of committed results)"
+        f"{len(docs)} measurement{'' if len(docs) == 1 else 's'} finished: {cells} cells, {hours:.1f} h of wall "
+        f"time on a 2-core CPU, {size / 1e6:.1f} MB of committed results"
         + (f"; under way: {', '.join(under_way)}" if under_way else "")
         + "."
     )
