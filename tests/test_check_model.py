@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import tiny_hf
 
@@ -57,6 +58,45 @@ def test_an_offset_residual_fails_that_layer_and_what_follows():
     assert not rows["resid L2"].ok and not rows["logits"].ok
     # steering and the caches are consistent with the (broken) forward they run through
     assert rows["steer λ=0"].ok and rows["steer λ·v L1"].ok and rows["generate static cache"].ok
+
+
+def tiny_pair_bf16():
+    hf, tok = tiny_hf("llama", d_model=32, n_layers=3)
+    hf = hf.to(torch.bfloat16)
+    reference = copy.deepcopy(hf)
+    return wrap(hf, tok, model_id="tiny-llama", device="cpu"), reference
+
+
+def test_in_bf16_the_bridge_is_held_against_fp32_and_still_caught_when_broken():
+    # The bridge and HF round differently in bf16, so neither is the other's reference there: both are
+    # compared with the same weights in fp32, and the bridge may err at most LOW_PRECISION_FACTOR times as much.
+    model, reference = tiny_pair_bf16()
+    rows = run_checks(model, reference, max_new_tokens=8)
+    assert all(r.ok for r in rows), format_table(rows)
+    assert "vs HF in fp32" in by_name(rows)["resid L0"].detail
+    assert all(r.tol > check_mod.FORWARD_TOL[torch.float32] for r in rows if r.check.startswith("resid"))
+    broken = by_name(run_checks(offset_resid(tiny_pair_bf16()[0], 1), reference, max_new_tokens=8))
+    assert broken["resid L0"].ok and not broken["resid L1"].ok and not broken["logits"].ok
+
+
+def test_in_fp32_any_parting_of_the_generations_fails_and_in_bf16_only_a_far_one(monkeypatch):
+    model, _ = tiny_pair()
+    from xsteer.core import generate as gen_mod
+
+    real = gen_mod.generate
+
+    def one_token_off(*a, **k):  # the cached path's first token replaced by the no-cache path's runner-up
+        out = real(*a, **k)
+        return [gen_mod.Generation("~" + g.text[1:], g.n_tokens, g.finish) for g in out]
+
+    monkeypatch.setattr(gen_mod, "generate", one_token_off)
+    monkeypatch.setattr(check_mod, "_margin_at_divergence", lambda *a: 0.5)
+    assert not by_name(check_mod.check_generation(model, max_new_tokens=4))["generate static cache"].ok
+    near = by_name(check_mod.check_generation(model, max_new_tokens=4, tie=1.0))["generate static cache"]
+    assert near.ok and "near tie" in near.detail
+    assert not by_name(check_mod.check_generation(model, max_new_tokens=4, tie=0.25))[
+        "generate static cache"
+    ].ok
 
 
 def test_steering_that_adds_the_wrong_amount_fails_the_planted_check(monkeypatch):
@@ -121,6 +161,20 @@ def _zoo_model_passes_every_check(name: str) -> None:
 def test_smollm2_passes_every_check():
     """The real thing: SmolLM2-135M from the offline zoo (~30 s on a loaded 2-core CPU, load included)."""
     _zoo_model_passes_every_check("smollm2-135m")
+
+
+@pytest.mark.slow
+def test_smollm2_passes_every_check_in_bf16():
+    """bf16 on a CPU (XSTEER_DTYPE=bfloat16, what a CUDA load gets by default): the low-precision rules."""
+    from xsteer.errors import ModelSpecError
+
+    try:
+        model, reference = check_mod.load_with_reference("smollm2-135m", device="cpu", dtype=torch.bfloat16)
+    except ModelSpecError as e:
+        pytest.skip(f"zoo model smollm2-135m not installed: {e}")
+    rows = run_checks(model, reference)
+    print(f"\nsmollm2-135m, bf16\n{format_table(rows)}")
+    assert all(r.ok for r in rows), format_table(rows)
 
 
 @pytest.mark.slow

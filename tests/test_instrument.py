@@ -527,6 +527,30 @@ def test_a_measurement_stored_with_other_settings_is_refused_not_returned(tmp_pa
         )
 
 
+def test_a_finished_measurement_is_kept_in_another_dtype_but_not_completed_in_it(tmp_path, monkeypatch):
+    import json
+
+    from xsteer.app import fidelity as study
+    from xsteer.app.fidelity import FidelitySpec, _measured, run_pair
+
+    monkeypatch.setattr(study, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.delenv("XSTEER_DTYPE", raising=False)
+    spec = FidelitySpec(parents=("gemma3-270m",), children=("smollm2-135m",), concepts=("sentiment",))
+    fp32 = json.loads(json.dumps(_measured(spec)))
+    assert "dtype" not in fp32  # the keys of every measurement made in fp32 stay as they were
+    path = tmp_path / "results" / "gemma3-270m__smollm2-135m__sentiment.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"spec": fp32, "judged": {"x": 1}, "readouts": {"target": {}}}))
+    monkeypatch.setenv("XSTEER_DTYPE", "bfloat16")
+    assert _measured(spec)["dtype"] == "bfloat16"
+    assert run_pair(spec, "gemma3-270m", "smollm2-135m", tmp_path) == [path]  # finished: kept as made
+    # Adding a judge readout to it would read in bf16 beside fp32 readouts: refused, with the way out.
+    path.write_text(json.dumps({"spec": fp32, "readouts": {"target": {}}}))
+    judged = FidelitySpec(**{**spec.__dict__, "judge": "qwen2.5-coder-0.5b"})
+    with pytest.raises(InputError, match=r"sentiment: made in float32, .* set XSTEER_DTYPE=float32"):
+        run_pair(judged, "gemma3-270m", "smollm2-135m", tmp_path)
+
+
 def test_bad_instrument_settings_are_one_line_before_any_model_loads(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
@@ -567,6 +591,10 @@ def test_bad_instrument_settings_are_one_line_before_any_model_loads(tmp_path, m
         )
         assert res.exit_code != 0 and msg in res.output, res.output
         assert "Traceback" not in res.output
+    monkeypatch.setenv("XSTEER_DTYPE", "bf16")
+    args = ["fidelity", "--parent", "gemma3-270m", "--child", "smollm2-135m", "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0 and "XSTEER_DTYPE='bf16'" in res.output and "Traceback" not in res.output
 
 
 def test_a_missing_judge_is_refused_by_the_study_itself_before_any_model_loads(tmp_path, monkeypatch):

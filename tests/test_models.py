@@ -1,7 +1,17 @@
 import pytest
 import torch
 
-from xsteer.core.models import ModelSpecError, check_gguf, encode, load_model, parse_spec, prepare_tokenizer
+from xsteer.core.models import (
+    ModelSpecError,
+    check_gguf,
+    default_dtype,
+    dtype_tag,
+    encode,
+    load_model,
+    parse_spec,
+    prepare_tokenizer,
+)
+from xsteer.errors import InputError
 
 
 def test_parse_spec_kinds(tmp_path):
@@ -123,3 +133,24 @@ def test_zoo_files_are_checked_by_their_whole_sha256(tmp_path):
     assert (tmp_path / "cache" / "verified").is_dir() and len(
         list((tmp_path / "cache" / "verified").iterdir())
     ) == 1
+
+
+def test_xsteer_dtype_sets_the_load_dtype_and_a_bad_one_is_one_line(monkeypatch):
+    monkeypatch.delenv("XSTEER_DTYPE", raising=False)
+    assert default_dtype("cpu") == torch.float32 and dtype_tag(default_dtype("cpu")) is None
+    monkeypatch.setenv("XSTEER_DTYPE", "bfloat16")
+    assert default_dtype("cpu") == torch.bfloat16 and dtype_tag(default_dtype("cpu")) == "bfloat16"
+    monkeypatch.setenv("XSTEER_DTYPE", "bf16")
+    with pytest.raises(InputError, match=r"XSTEER_DTYPE='bf16' .* options: float32, bfloat16, float16"):
+        default_dtype("cpu")
+
+
+def test_a_local_model_loads_in_the_dtype_xsteer_dtype_names(tmp_path, monkeypatch):
+    from conftest import tiny_hf
+
+    hf, tok = tiny_hf("qwen2", d_model=32, n_layers=2)
+    hf.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    monkeypatch.setenv("XSTEER_DTYPE", "bfloat16")
+    model = load_model(str(tmp_path), device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}

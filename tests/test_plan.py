@@ -149,6 +149,9 @@ def test_eval_config_is_the_plans_and_hashes_as_before():
     assert (
         EvalPlan(mode="loglik", lambdas=(0.1,)).config("arc_challenge").hash("m", None) == "9cc5026d79bc145e"
     )
+    # A model in another dtype makes other records (greedy text differs); fp32 keeps the hashes above.
+    assert EvalConfig("gsm8k").hash("m", None, dtype=None) == "8e987ab700a0f848"
+    assert EvalConfig("gsm8k").hash("m", None, dtype="bfloat16") != "8e987ab700a0f848"
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,16 @@ import torch
 
 from xsteer.core.activations import last_token_resid
 from xsteer.core.io import save_torch, slug, spec_slug, write_json_atomic, write_text_atomic
-from xsteer.core.models import ZOO, load_model, model_id, parse_spec
+from xsteer.core.models import (
+    ENV_DTYPE,
+    ZOO,
+    default_dtype,
+    dtype_tag,
+    load_model,
+    model_id,
+    parse_spec,
+    resolve_device,
+)
 from xsteer.errors import InputError
 from xsteer.evaluation.instrument import (
     FORMAT,
@@ -179,6 +188,7 @@ def model_acts(
     out: Path,
     batch_size: int,
     log: Callable[[str], Any],
+    dtype: str | None = None,
 ) -> _Acts:
     """A model's activations of the study's texts, cached in ``out/acts`` per text set (one file per concept's
     pairs, one for the generic texts): they depend neither on the other model of a pair nor on which other
@@ -192,7 +202,11 @@ def model_acts(
         return last_token_resid(model, texts, batch_size=batch_size)
 
     def cached(name: str, texts: Any, compute: Callable[[], Any]) -> Any:
-        path = out / "acts" / f"{spec_slug(spec_name)}__{slug(name)}__{_key(texts)}.pt"
+        path = (
+            out
+            / "acts"
+            / f"{spec_slug(spec_name)}{f'@{dtype}' if dtype else ''}__{slug(name)}__{_key(texts)}.pt"
+        )
         if path.exists():
             return torch.load(path, weights_only=True)
         log(f"{spec_name}: reading the {name} texts")
@@ -287,11 +301,13 @@ class _Saving(dict[str, Any]):
 
 def _stored(spec: FidelitySpec, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
     """The finished measurements already in the study folder. One made with other settings would be returned as
-    this one's: refused (where the data lie is no setting)."""
+    this one's: refused. Where the data lie is no setting, nor is the dtype a finished measurement was made in
+    (it is kept, recording its own: every comparison lies within one measurement)."""
     stored = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
-    asked = {k: v for k, v in json.loads(json.dumps(_measured(spec))).items() if k != "data_dir"}
+    how = ("data_dir", "dtype")
+    asked = {k: v for k, v in json.loads(json.dumps(_measured(spec))).items() if k not in how}
     for name, doc in stored.items():
-        kept = {k: v for k, v in doc["spec"].items() if not k.startswith("judge") and k != "data_dir"}
+        kept = {k: v for k, v in doc["spec"].items() if not k.startswith("judge") and k not in how}
         if kept != asked:
             diff = ", ".join(
                 f"{k}={kept.get(k)!r} (now {asked.get(k)!r})"
@@ -369,6 +385,14 @@ def run_pair(
             )
         )
     ]
+    dtype = _dtype(spec)
+    mixed = sorted(c.name for c in todo if c.name in stored and stored[c.name]["spec"].get("dtype") != dtype)
+    if mixed:
+        made = stored[mixed[0]]["spec"].get("dtype") or "float32"
+        raise InputError(
+            f"{', '.join(mixed)}: made in {made}, and what it lacks would be read in {dtype or 'float32'}, mixing "
+            f"two dtypes in one measurement; set {ENV_DTYPE}={made} to complete it"
+        )
     if not todo:
         return list(files.values())
     t0 = time.time()
@@ -388,8 +412,9 @@ def run_pair(
         out,
         spec.batch_size,
         log,
+        _dtype(spec),
     )
-    acts_c = model_acts(child_spec, lambda: child, readers, generic, out, spec.batch_size, log)
+    acts_c = model_acts(child_spec, lambda: child, readers, generic, out, spec.batch_size, log, _dtype(spec))
     run = _PairRun(
         spec,
         parent_spec,
@@ -650,15 +675,25 @@ def _judge_cell(
 
 def _measured(spec: FidelitySpec) -> dict[str, Any]:
     """The spec fields that decide a measurement's readouts (the judge's settings live with its own scores, so
-    asking for a judge later does not discard readouts already made). The default norm is left out, so the keys
-    and files of measurements made before the norm was a choice still match."""
+    asking for a judge later does not discard readouts already made), and the dtype the models load in. The
+    default norm and fp32 are left out, so the keys and files of measurements made before either was a choice
+    still match."""
+    dtype = _dtype(spec)
     return {
-        k: v
-        for k, v in asdict(spec).items()
-        if k not in ("parents", "children", "concepts", "device", "batch_size")
-        and not k.startswith("judge")
-        and not (k == "norm" and v == "resid_mean")
+        **{
+            k: v
+            for k, v in asdict(spec).items()
+            if k not in ("parents", "children", "concepts", "device", "batch_size")
+            and not k.startswith("judge")
+            and not (k == "norm" and v == "resid_mean")
+        },
+        **({"dtype": dtype} if dtype else {}),
     }
+
+
+def _dtype(spec: FidelitySpec) -> str | None:
+    """The dtype this study's models load in, as results record it (None: fp32)."""
+    return dtype_tag(default_dtype(resolve_device(spec.device)))
 
 
 def _rounded(t: torch.Tensor) -> torch.Tensor:
@@ -694,6 +729,9 @@ def run_study(spec: FidelitySpec, out: str | Path, *, log: Callable[[str], Any] 
         raise InputError(
             f"the judge {spec.judge!r} is not installed; `XSTEER_ZOO=full bash scripts/setup.sh` installs it"
         )
+    dtype = _dtype(spec)  # a bad $XSTEER_DTYPE is refused here too, before any model loads
+    if dtype:
+        log(f"models load in {dtype} (${ENV_DTYPE}); each result records it")
     out = Path(out)
     files: list[Path] = []
     for p in spec.parents:

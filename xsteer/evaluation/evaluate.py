@@ -32,7 +32,7 @@ from typing import Any
 from xsteer.core.generate import Steering, generate
 from xsteer.core.io import write_json_atomic, write_text_atomic
 from xsteer.core.likelihood import continuation_logprobs
-from xsteer.core.models import model_id, runtime
+from xsteer.core.models import dtype_tag, model_id, runtime
 from xsteer.core.progress import Progress
 from xsteer.core.types import HookedModel
 from xsteer.core.vectors import SteeringVectors
@@ -107,11 +107,13 @@ class Evaluator:
                 v.check_compatible(self.model.cfg.n_layers, self.model.cfg.d_model, model_id(self.model))
         self.task = self.cfg.task
         mid = model_id(self.model)
+        dtype = dtype_tag(next(self.model.parameters()).dtype)
         # condition -> hash of what made its records; records under another hash are not reused.
         self.config_hash = {
-            name: self.cfg.hash(mid, v, sampled=name in self.sampled) for name, v in self.conditions.items()
+            name: self.cfg.hash(mid, v, sampled=name in self.sampled, dtype=dtype)
+            for name, v in self.conditions.items()
         }
-        self.config_hash[SELF_CONSISTENCY] = self.cfg.hash(mid, None)
+        self.config_hash[SELF_CONSISTENCY] = self.cfg.hash(mid, None, dtype=dtype)
         if not self.shots and self.cfg.mode == "generate" and self.cfg.shots:
             self.shots = self.task.shots(self.cfg.shots, seed=self.cfg.seed, data_dir=self.data_dir)
 

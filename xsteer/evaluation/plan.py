@@ -172,9 +172,17 @@ class EvalConfig:
 
         return get_task(self.dataset)
 
-    def hash(self, model_id: str, vectors: SteeringVectors | None, *, sampled: bool = False) -> str:
-        """What made one condition's records: this configuration, the model and that condition's vectors
-        (and, for a vector condition decoded by sampling at ``sc_temperature``, that fact).
+    def hash(
+        self,
+        model_id: str,
+        vectors: SteeringVectors | None,
+        *,
+        sampled: bool = False,
+        dtype: str | None = None,
+    ) -> str:
+        """What made one condition's records: this configuration, the model (and its dtype where not fp32:
+        :func:`xsteer.core.models.dtype_tag`) and that condition's vectors (and, for a vector condition decoded
+        by sampling at ``sc_temperature``, that fact).
         Per condition, not over the set of conditions, so adding a parent to a study reuses the records of
         the conditions already run."""
         vec = (
@@ -189,6 +197,7 @@ class EvalConfig:
                 "norm": None if vectors is None else f"{float(vectors.vectors.norm()):.6g}",
                 # only when set, so the hashes of every greedy record made before stay as they were
                 **({"sampled": True} if sampled else {}),
+                **({"dtype": dtype} if dtype else {}),
             },
             sort_keys=True,
             default=str,

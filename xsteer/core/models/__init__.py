@@ -7,6 +7,7 @@ only module that touches TransformerLens or Hugging Face internals.
 from xsteer.core.models.backend import blocks_from, eos_ids, has_sliding_window, native_attention
 from xsteer.core.models.fingerprint import hub_revision, weights_fingerprint
 from xsteer.core.models.load import (
+    ENV_DTYPE,
     SPEC_HELP,
     ModelSource,
     cache_dir,
@@ -14,6 +15,7 @@ from xsteer.core.models.load import (
     check_placement,
     default_device,
     default_dtype,
+    dtype_tag,
     encode,
     has_chat_template,
     load_hf,
@@ -41,7 +43,9 @@ __all__ = [
     "check_gguf",
     "check_placement",
     "default_device",
+    "ENV_DTYPE",
     "default_dtype",
+    "dtype_tag",
     "encode",
     "eos_ids",
     "has_chat_template",

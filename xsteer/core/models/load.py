@@ -32,7 +32,7 @@ import torch
 
 from xsteer.core.models.backend import boot, fix_config
 from xsteer.core.models.zoo import ZOO
-from xsteer.errors import DeviceError, ModelSpecError
+from xsteer.errors import DeviceError, InputError, ModelSpecError
 
 GGUF_MAGIC = b"GGUF"
 
@@ -181,9 +181,31 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+#: Loads every model in this dtype where set (``float32``, ``bfloat16`` or ``float16``).
+ENV_DTYPE = "XSTEER_DTYPE"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def default_dtype(device: str | torch.device) -> torch.dtype:
-    # bf16 halves memory traffic on GPUs; CPUs here have no fast bf16 matmul, so fp32 there.
+    """``$XSTEER_DTYPE`` where set, else bf16 on CUDA (half the memory traffic) and fp32 elsewhere.
+
+    A CPU with AVX512-BF16 runs bf16 about twice as fast as fp32 (``benchmarks/dtype.py``), yet fp32 stays the
+    CPU default: a result made in it compares across CPUs and with every result made before. bf16 is the
+    opt-in for long CPU studies, and every result records it (:func:`dtype_tag`)."""
+    name = os.environ.get(ENV_DTYPE, "").strip()
+    if name:
+        if name not in DTYPES:
+            raise InputError(
+                f"{ENV_DTYPE}={name!r} is not a dtype models load in; options: {', '.join(DTYPES)}"
+            )
+        return DTYPES[name]
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def dtype_tag(dtype: torch.dtype) -> str | None:
+    """How a result's key records the dtype it was made in: None for fp32, so every key and record hash made
+    before the dtype was a choice stays as it was."""
+    return None if dtype == torch.float32 else str(dtype).removeprefix("torch.")
 
 
 def check_placement(model: Any, device: str | torch.device) -> None:
