@@ -10,6 +10,10 @@
 # skipped, a partial one resumes at its last chunk.
 # The judge readout (a model that is neither parent nor child reads the steered continuations) is added to a
 # measurement made before it was asked for, without reading the rest again.
+# XSTEER_DTYPE=bfloat16 runs what is left in bf16 (about twice as fast on this CPU; benchmarks/dtype.py): each
+# result records the dtype it was made in and finished ones are kept as made. A partial file made in the other
+# dtype is read again from the start, as for any other change of settings (its git copy keeps the old readouts),
+# so that no measurement mixes two dtypes.
 # Order: the cells the instrument is judged on first (Gemma-3 -> SmolLM2 and Qwen 1.5B -> SmolLM2 on sentiment
 # and certainty, Qwen 1.5B -> 0.5B formality), then two more on the Qwen 0.5B child (its formality reference is
 # undefined, and each child needs measurements with a valid one for its calibration on known nulls), then every

@@ -499,6 +499,15 @@ def test_the_cost_table_shows_each_files_wall_time_and_the_phases_it_recorded():
     assert rows[0] == "| p → c | b | valid | 2.00 | — | — | — | — | — | — |"  # the longest first
     assert rows[1] == "| p → c | a | valid | 1.00 | 25% | 0% | 8% | 50% | — | 17% |"
     assert rows[2] == "| p → c | u | undefined | 0.10 | 83% | 0% | 17% | — | — | — |"
+    # Once one measurement ran in another dtype, every row says which it ran in.
+    mixed = cost_table([doc("a", 3600.0), doc("b", 1800.0) | {"spec": {"dtype": "bfloat16"}}])
+    assert mixed.splitlines()[-4].startswith(
+        "| parent → child | concept | reference | wall, h | dtype | set-up"
+    )
+    assert mixed.splitlines()[-2:] == [
+        "| p → c | a | valid | 1.00 | float32 | — | — | — | — | — | — |",
+        "| p → c | b | valid | 0.50 | bfloat16 | — | — | — | — | — | — |",
+    ]
 
 
 def test_a_measurement_stored_with_other_settings_is_refused_not_returned(tmp_path, monkeypatch):

@@ -182,8 +182,15 @@ def cost_table(results: Sequence[Mapping[str, Any]]) -> str:
     """Where the study's CPU time goes: each measurement's wall time and, where it was recorded, its phases
     (loading the models and reading their activations; building the vectors and fitting the maps; the child's own
     and the mapped vectors, read first; the rest of the target readout; the other concepts' readouts; the judge)."""
-    head = "| parent → child | concept | reference | wall, h | " + " | ".join(h for _, h in PHASES) + " |"
-    lines = [head, "|" + "---|" * (4 + len(PHASES))]
+    # The dtype column appears once a measurement ran in another dtype than fp32 (bf16 runs ~2x faster here).
+    dtyped = any(d.get("spec", {}).get("dtype") for d in results)
+    head = (
+        "| parent → child | concept | reference | wall, h | "
+        + ("dtype | " if dtyped else "")
+        + " | ".join(h for _, h in PHASES)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (4 + dtyped + len(PHASES))]
     total = undefined = 0.0
     shares: dict[str, float] = defaultdict(float)
     for doc in sorted(results, key=lambda d: -float(d.get("seconds", 0.0))):
@@ -197,7 +204,10 @@ def cost_table(results: Sequence[Mapping[str, Any]]) -> str:
         cells = [f"{float(ph[k]) / sec:.0%}" if k in ph and sec else "—" for k, _ in PHASES]
         lines.append(
             f"| {doc['parent']} → {doc['child']} | {doc['concept']} | {'valid' if valid else 'undefined'} "
-            f"| {sec / 3600:.2f} | " + " | ".join(cells) + " |"
+            f"| {sec / 3600:.2f} | "
+            + (f"{doc.get('spec', {}).get('dtype') or 'float32'} | " if dtyped else "")
+            + " | ".join(cells)
+            + " |"
         )
     timed = sum(shares.values())
     summary = (
