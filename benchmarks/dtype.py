@@ -18,12 +18,12 @@ divides) in both dtypes, and the share of greedy texts that come out identical.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from typing import Any
 
 import torch
+from _common import setup
 
 from xsteer.app.fidelity import steered_layers
 from xsteer.core.activations import last_token_resid
@@ -44,17 +44,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"machine: torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("config:", json.dumps(vars(args)))
-    models = {
-        name: load_model(args.model, device="cpu", dtype=getattr(torch, name))
-        for name in ("float32", "bfloat16")
-    }
-    ref = models["float32"]
+    ap.set_defaults(dtype="float32")  # _common.setup loads the reference in it, whatever $XSTEER_DTYPE says
+    args, ref = setup(ap)
+    models = {"float32": ref, "bfloat16": load_model(args.model, device=args.device, dtype=torch.bfloat16)}
     concept = load_concept("sentiment")
     readout = WordLogOdds(concept, ref.tokenizer)
     n_layers, d = ref.cfg.n_layers, ref.cfg.d_model
