@@ -12,6 +12,8 @@
 * ``analysis/results/fidelity_runs.md`` from ``analysis/results/fidelity_runs/results/*.json``: the 9 measurements
   of the earlier instrument whose raw results were kept (its figure is redrawn only when not checking).
 
+* ``analysis/results/dtype_check.md`` from ``analysis/results/dtype_check/results/*.json``: study measurements
+  made again in bf16, number by number against the study's own files.
 * ``analysis/results/perf_sweep.md`` from ``analysis/results/perf/*.log``: the λ-sweep benchmark's own logs
   (``analysis/perf_report.py``).
 * ``analysis/results/lmeval_parity.md`` from ``analysis/results/lmeval/parity.log``: the lm-eval parity tests'
@@ -99,6 +101,72 @@ def ab_fidelity(folder: Path = RESULTS / "ab_fidelity") -> str:
     from xsteer.app.fidelity_tables import study_markdown
 
     return study_markdown(instrument_results(folder)) + "\n"
+
+
+def dtype_check(folder: Path = RESULTS / "dtype_check", out: Path = RESULTS / "dtype_check.md") -> str:
+    """Fidelity measurements made again in another dtype (``XSTEER_DTYPE``) beside the study's own, number by
+    number: whether the study may go on in bf16."""
+    import torch
+
+    study = {
+        (d["parent"], d["child"], d["concept"]): d for d in instrument_results(RESULTS / "fidelity_study")
+    }
+
+    def ci(x: list[float]) -> str:
+        return f"[{x[0]:+.2f}, {x[1]:+.2f}]"
+
+    blocks = []
+    for b in instrument_results(folder):
+        a = study[b["parent"], b["child"], b["concept"]]
+        ra, rb = a["result"], b["result"]
+        rows = [
+            ("dtype", a["spec"].get("dtype", "float32"), b["spec"].get("dtype", "float32")),
+            ("wall time, s", f"{a['seconds']:.0f}", f"{b['seconds']:.0f}"),
+            (
+                "the child's own effect [CI]",
+                *(f"{r['native_effect'][0]:+.2f} {ci(r['native_effect'][1:])}" for r in (ra, rb)),
+            ),
+            ("verdict", ra.get("verdict"), rb.get("verdict")),
+        ]
+        for m in ra.get("maps", {}):
+            x, y = ra["maps"][m], rb["maps"][m]
+            rows += [
+                (
+                    f"{m}: fidelity [pipeline CI]",
+                    *(f"{r['fidelity']:+.2f} {ci(r['pipeline_ci'])}" for r in (x, y)),
+                ),
+                (f"{m}: probe-only CI", ci(x["probe_ci"]), ci(y["probe_ci"])),
+                (f"{m}: placebo q95", f"{x['placebo_q95']:+.2f}", f"{y['placebo_q95']:+.2f}"),
+                (
+                    f"{m}: specificity [CI]",
+                    *(f"{r['specificity']['index']:+.2f} {ci(r['specificity']['ci'])}" for r in (x, y)),
+                ),
+            ]
+            if m in ra.get("judge", {}).get("maps", {}) and m in rb.get("judge", {}).get("maps", {}):
+                jx, jy = ra["judge"]["maps"][m], rb["judge"]["maps"][m]
+                rows.append(
+                    (f"{m}: judge fidelity [CI]", *(f"{r['fidelity']:+.2f} {ci(r['ci'])}" for r in (jx, jy)))
+                )
+        diff = torch.cat(
+            [
+                (torch.tensor(b["readouts"][k][n]) - torch.tensor(r)).abs().flatten()
+                for k in a["readouts"]
+                for n, r in a["readouts"][k].items()
+                if n in b["readouts"].get(k, {})
+            ]
+        )
+        table = "\n".join(
+            ["| | " + " | ".join(rows[0][1:]) + " |", "|---|---|---|"]
+            + [f"| {r[0]} | {r[1]} | {r[2]} |" for r in rows[1:]]
+        )
+        blocks.append(
+            f"## {a['parent']} → {a['child']}, {a['concept']}\n\n{table}\n\n"
+            f"Every readout of both files ({diff.numel()} values: each vector, λ and probe on every readout): "
+            f"|difference| median {diff.median():.3f}, 99th percentile {diff.quantile(0.99):.3f}, "
+            f"largest {diff.max():.3f} nats."
+        )
+    body = "\n\n".join(blocks) if blocks else "No measurement has been made again in another dtype yet."
+    return f"{_head(out, 'The fidelity instrument in bf16 against fp32')}\n\n{MARKER}\n\n{body}\n"
 
 
 def _legacy_report() -> ModuleType:
@@ -262,6 +330,7 @@ def tables(*, check: bool) -> dict[Path, Callable[[], str]]:
             for spec in sorted((RESULTS / "ab_fidelity").glob("**/spec.json"))
         },
         ROOT / "README.md": lambda: readme(),
+        RESULTS / "dtype_check.md": lambda: dtype_check(),
         RESULTS / "perf_sweep.md": lambda: perf_sweep(),
         RESULTS / "lmeval_parity.md": lambda: lmeval_parity(),
     }
