@@ -412,9 +412,9 @@ def run_pair(
         out,
         spec.batch_size,
         log,
-        _dtype(spec),
+        dtype,
     )
-    acts_c = model_acts(child_spec, lambda: child, readers, generic, out, spec.batch_size, log, _dtype(spec))
+    acts_c = model_acts(child_spec, lambda: child, readers, generic, out, spec.batch_size, log, dtype)
     run = _PairRun(
         spec,
         parent_spec,
