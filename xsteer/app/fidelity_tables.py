@@ -281,15 +281,10 @@ def overview_figure(results: Sequence[Mapping[str, Any]], path_stem: Any) -> Any
             pl = row["placebo_neutral"] + row["placebo_flip"]
             ax.plot(pl, [y + 0.18] * len(pl), "|", color="0.6", ms=6)
             lo, hi = row["pipeline_ci"]
-            ax.errorbar(
-                row["fidelity"],
-                y,
-                xerr=[[row["fidelity"] - lo], [hi - row["fidelity"]]],
-                fmt="o",
-                color="black",
-                ms=4,
-                capsize=2,
-            )
+            # The interval as a line, not error bars: with few replicates the point estimate (from the full data)
+            # can lie outside its whole-pipeline interval, which error bars cannot draw.
+            ax.plot([lo, hi], [y, y], "|-", color="black", lw=1, ms=5)
+            ax.plot(row["fidelity"], y, "o", color="black", ms=4)
         if "family_q95" in res:
             ax.plot([res["family_q95"]] * 2, [y - 0.3, y + 0.3], color="tab:red", lw=2)
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
