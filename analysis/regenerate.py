@@ -53,14 +53,22 @@ def _head(path: Path, title: str) -> str:
     return old.split(MARKER)[0].rstrip("\n")
 
 
-def instrument_results(folder: Path = RESULTS / "fidelity_study") -> list[dict]:
-    """The instrument study's finished measurements, each verdict derived again from its stored readouts."""
+def _finished(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("results/*.json") if not p.name.endswith(".partial.json"))
+
+
+def _instrument_result(path: Path) -> dict | None:
+    """One finished measurement, its verdicts derived again from its stored readouts (None: not the instrument's)."""
     from xsteer.app.fidelity import reanalyze
     from xsteer.app.fidelity_tables import is_instrument_result
 
-    paths = sorted(p for p in folder.glob("results/*.json") if not p.name.endswith(".partial.json"))
-    docs = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
-    return [{**d, "result": reanalyze(d)} for d in docs if is_instrument_result(d)]
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return {**doc, "result": reanalyze(doc)} if is_instrument_result(doc) else None
+
+
+def instrument_results(folder: Path = RESULTS / "fidelity_study") -> list[dict]:
+    """The instrument study's finished measurements, each verdict derived again from its stored readouts."""
+    return [d for p in _finished(folder) if (d := _instrument_result(p)) is not None]
 
 
 def fidelity_study(
@@ -73,7 +81,7 @@ def fidelity_study(
     result files."""
     from xsteer.app.fidelity_tables import overview_figure, study_markdown
 
-    paths = sorted(p for p in folder.glob("results/*.json") if not p.name.endswith(".partial.json"))
+    paths = _finished(folder)
     docs = instrument_results(folder)
     under_way = sorted(p.name for p in folder.glob("results/*.partial.json"))
     body = study_markdown(docs) if docs else "No measurement has finished yet."
@@ -108,16 +116,18 @@ def dtype_check(folder: Path = RESULTS / "dtype_check", out: Path = RESULTS / "d
     number: whether the study may go on in bf16."""
     import torch
 
-    study = {
-        (d["parent"], d["child"], d["concept"]): d for d in instrument_results(RESULTS / "fidelity_study")
-    }
-
     def ci(x: list[float]) -> str:
         return f"[{x[0]:+.2f}, {x[1]:+.2f}]"
 
     blocks = []
-    for b in instrument_results(folder):
-        a = study[b["parent"], b["child"], b["concept"]]
+    # Only the study's files that were made again are read (a study file and its remake share a name).
+    for path in _finished(folder):
+        b, a = (
+            _instrument_result(path),
+            _instrument_result(RESULTS / "fidelity_study" / "results" / path.name),
+        )
+        if a is None or b is None:
+            raise ValueError(f"{path.name}: no instrument measurement of that name in both folders")
         ra, rb = a["result"], b["result"]
         rows = [
             ("dtype", a["spec"].get("dtype", "float32"), b["spec"].get("dtype", "float32")),

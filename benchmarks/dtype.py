@@ -59,11 +59,10 @@ def main() -> None:
         [
             mean_diff(pos, neg)[None],
             torch.randn(args.vectors, n_layers, d, generator=g),
-            torch.zeros(1, n_layers, d),
+            torch.zeros(1, n_layers, d),  # scaled keeps it zero: the unsteered baseline
         ]
     )
     stack = scaled(raw, layers, torch.cat([pos, neg]), "resid_mean")
-    stack[-1] = 0.0
     task = get_task("synthetic")
     prompts = [
         render(ref.tokenizer, task.messages(ex, task.shots(2), system=False))

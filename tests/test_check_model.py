@@ -15,8 +15,9 @@ from xsteer.core.models import wrap
 from xsteer.core.models.check import format_table, run_checks
 
 
-def tiny_pair():
+def tiny_pair(dtype: torch.dtype = torch.float32):
     hf, tok = tiny_hf("llama", d_model=32, n_layers=3)
+    hf = hf.to(dtype)
     reference = copy.deepcopy(hf)
     return wrap(hf, tok, model_id="tiny-llama", device="cpu"), reference
 
@@ -60,22 +61,15 @@ def test_an_offset_residual_fails_that_layer_and_what_follows():
     assert rows["steer λ=0"].ok and rows["steer λ·v L1"].ok and rows["generate static cache"].ok
 
 
-def tiny_pair_bf16():
-    hf, tok = tiny_hf("llama", d_model=32, n_layers=3)
-    hf = hf.to(torch.bfloat16)
-    reference = copy.deepcopy(hf)
-    return wrap(hf, tok, model_id="tiny-llama", device="cpu"), reference
-
-
 def test_in_bf16_the_bridge_is_held_against_fp32_and_still_caught_when_broken():
     # The bridge and HF round differently in bf16, so neither is the other's reference there: both are
     # compared with the same weights in fp32, and the bridge may err at most LOW_PRECISION_FACTOR times as much.
-    model, reference = tiny_pair_bf16()
+    model, reference = tiny_pair(torch.bfloat16)
     rows = run_checks(model, reference, max_new_tokens=8)
     assert all(r.ok for r in rows), format_table(rows)
     assert "vs HF in fp32" in by_name(rows)["resid L0"].detail
     assert all(r.tol > check_mod.FORWARD_TOL[torch.float32] for r in rows if r.check.startswith("resid"))
-    broken = by_name(run_checks(offset_resid(tiny_pair_bf16()[0], 1), reference, max_new_tokens=8))
+    broken = by_name(run_checks(offset_resid(tiny_pair(torch.bfloat16)[0], 1), reference, max_new_tokens=8))
     assert broken["resid L0"].ok and not broken["resid L1"].ok and not broken["logits"].ok
 
 
