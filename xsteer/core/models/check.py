@@ -23,7 +23,7 @@ activations (SmolLM2's residual reaches 2.5e4 in one or two dimensions, its medi
 all the ordinary dimensions; a plain elementwise relative error explodes where the reference is near zero.
 Tolerances: 1e-4 in float32 (the paths differ in summation order only; SmolLM2 on a CPU agrees to ~1e-5). In
 bfloat16/float16 the bridge and Hugging Face each lie several percent from exact arithmetic (SmolLM2 in bf16 on a
-CPU: Hugging Face's own elementwise error reaches 4-33% over the layers), so both are held against the same
+CPU: Hugging Face's own elementwise error is 6-30% over the layers, analysis/results/check_model_bf16.txt), so both are held against the same
 weights in fp32 and the bridge may err up to :data:`LOW_PRECISION_FACTOR` times as much as Hugging Face does
 (:func:`check_forward`).
 """
