@@ -10,10 +10,12 @@
 # skipped, a partial one resumes at its last chunk.
 # The judge readout (a model that is neither parent nor child reads the steered continuations) is added to a
 # measurement made before it was asked for, without reading the rest again.
-# XSTEER_DTYPE=bfloat16 runs what is left in bf16 (about twice as fast on this CPU; benchmarks/dtype.py): each
-# result records the dtype it was made in and finished ones are kept as made. A partial file made in the other
-# dtype is read again from the start, as for any other change of settings (its git copy keeps the old readouts),
-# so that no measurement mixes two dtypes.
+# dtype: a child whose bf16 check agrees with fp32 (analysis/results/dtype_check.md: every verdict kept, every
+# log-odds number within 0.02) is measured in bf16, about twice as fast on this CPU (benchmarks/dtype.py); the
+# others in fp32. BF16_CHILDREN lists the checked ones; XSTEER_DTYPE, when set, overrides the choice for every
+# child. Each result records the dtype it was made in and finished ones are kept as made. A partial file made
+# in the other dtype is read again from the start, as for any other change of settings (its git copy keeps the
+# old readouts), so that no measurement mixes two dtypes.
 # Order: the cells the instrument is judged on first (Gemma-3 -> SmolLM2 and Qwen 1.5B -> SmolLM2 on sentiment
 # and certainty, Qwen 1.5B -> 0.5B formality), then two more on the Qwen 0.5B child (its formality reference is
 # undefined, and each child needs measurements with a valid one for its calibration on known nulls), then every
@@ -26,13 +28,16 @@ DATA=${2:-../shared/data}
 XS=${XSTEER:-.venv/bin/xsteer}
 MAPS=(--layer-map proportional --width-map ridge --width-map truncate_pad)
 G=gemma3-270m S=smollm2-135m Q1=qwen2.5-coder-1.5b Q0=qwen2.5-coder-0.5b
+BF16_CHILDREN=" $S $G "
 judge() {  # the judge of a pair: a zoo model that is neither its parent nor its child
   for j in $Q0 $S $G; do [ "$j" != "$1" ] && [ "$j" != "$2" ] && { echo "$j"; return; }; done
 }
 run() {  # parent child concept
-  local parent=$1 child=$2 concept=$3
-  echo "== $parent -> $child: $concept ($(date +%H:%M:%S))"
-  "$XS" fidelity --parent "$parent" --child "$child" --concept "$concept" "${MAPS[@]}" --data-dir "$DATA" \
+  local parent=$1 child=$2 concept=$3 dtype=float32
+  [[ $BF16_CHILDREN == *" $child "* ]] && dtype=bfloat16
+  dtype=${XSTEER_DTYPE:-$dtype}
+  echo "== $parent -> $child: $concept, $dtype ($(date +%H:%M:%S))"
+  XSTEER_DTYPE=$dtype "$XS" fidelity --parent "$parent" --child "$child" --concept "$concept" "${MAPS[@]}" --data-dir "$DATA" \
     --judge "$(judge "$parent" "$child")" --out "$OUT"
 }
 run $G $S sentiment
