@@ -357,7 +357,16 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
     assert doc["format"] == "xsteer.fidelity/2" and not list(path.parent.glob("*.partial.json"))
     names = list(doc["readouts"]["target"])
     assert "native" in names and "proportional×ridge/mapped" in names and "native@1" in names
-    assert sum("placebo:" in n for n in names) == 20  # 10 per map, the control included
+    assert sum("placebo:" in n and "@" not in n for n in names) == 20  # 10 per map, the control included
+    # 5 placebos of each kind get the 2 pipeline replicates on the candidate map, none on the control.
+    assert sum("placebo:" in n and "@" in n for n in names) == 2 * 5 * 2
+    assert "proportional×ridge/placebo:flip#4@1" in names and not any(
+        "truncate_pad/placebo:" in n and "@" in n for n in names
+    )
+    lows = doc["result"]["maps"]["proportional×ridge"]
+    assert len(lows["placebo_neutral_pipeline_low"]) == len(lows["placebo_flip_pipeline_low"]) == 5
+    assert doc["result"]["calibration"]["placebo_cross_kind_pipeline"][1] == 10
+    assert doc["spec"]["pipeline_placebos"] == 5
     # The control gets replicates too: it is judged by the candidates' rule.
     assert "proportional×truncate_pad/mapped@1" in names and "proportional×truncate_pad/mapped@2" not in names
     # The verdicts come back from the stored readouts alone (what regeneration runs).
@@ -399,6 +408,25 @@ def test_a_study_resumes_after_a_kill_and_its_tables_regenerate_from_the_file(
     supplemented = json.loads(again.read_text())
     assert len(calls) == 1  # one chunk: the two control replicates
     assert supplemented["readouts"] == doc["readouts"] and supplemented["result"] == doc["result"]
+
+    # One stored before placebos had replicates gets only those read (3 chunks of 8 for 20), and is the same file:
+    # the placebos' intervals draw from their own generator, so no other number moves.
+    old = {**doc, "readouts": {k: dict(v) for k, v in doc["readouts"].items()}}
+    old["spec"] = {k: v for k, v in doc["spec"].items() if k != "pipeline_placebos"}
+    for n in [n for n in names if "placebo:" in n and "@" in n]:
+        del old["readouts"]["target"][n]
+    bare = reanalyze(old)
+    assert "placebo_flip_pipeline_low" not in bare["maps"]["proportional×ridge"]
+    assert {k: v for k, v in bare.items() if k not in ("maps", "calibration")} == {
+        k: v for k, v in doc["result"].items() if k not in ("maps", "calibration")
+    }
+    again.write_text(json.dumps(old))
+    calls[:] = []
+    [again] = run_study(spec, tmp_path / "cut", log=lambda *_: None)
+    supplemented = json.loads(again.read_text())
+    assert len(calls) == 3
+    assert supplemented["readouts"] == doc["readouts"] and supplemented["result"] == doc["result"]
+    assert supplemented["spec"] == doc["spec"]
 
 
 def test_an_undefined_reference_reads_nothing_but_the_reference(
@@ -553,6 +581,15 @@ def test_a_finished_measurement_is_kept_in_another_dtype_but_not_completed_in_it
     monkeypatch.setenv("XSTEER_DTYPE", "bfloat16")
     assert _measured(spec)["dtype"] == "bfloat16"
     assert run_pair(spec, "gemma3-270m", "smollm2-135m", tmp_path) == [path]  # finished: kept as made
+    # One that lacks its placebos' pipeline replicates is kept without them, and the log says how to add them.
+    target = {"proportional×ridge/mapped": [], **{f"proportional×ridge/mapped@{r}": [] for r in range(20)}}
+    path.write_text(json.dumps({"spec": fp32, "judged": {"x": 1}, "readouts": {"target": target}}))
+    said: list[str] = []
+    assert run_pair(spec, "gemma3-270m", "smollm2-135m", tmp_path, log=said.append) == [path]
+    assert said == [
+        f"{path.name}: made in float32, kept without its placebos' pipeline replicates (set "
+        "XSTEER_DTYPE=float32 to add them)"
+    ]
     # Adding a judge readout to it would read in bf16 beside fp32 readouts: refused, with the way out.
     path.write_text(json.dumps({"spec": fp32, "readouts": {"target": {}}}))
     judged = FidelitySpec(**{**spec.__dict__, "judge": "qwen2.5-coder-0.5b"})
@@ -692,3 +729,20 @@ def test_placebos_are_judged_as_concepts_by_their_interval_as_well_as_their_poin
     assert point[1] == by_ci[1] == 20
     # The planted two pass by their points, the lone-probe one not by its interval; no other placebo passes.
     assert point == [2, 20] and by_ci == [1, 20]
+    assert res["calibration"]["placebo_cross_kind_pipeline"] == [0, 0]  # no placebo has replicates yet
+
+    # Replicates for the first placebo of each kind, as a candidate has: neutral#0's agree with its point (it
+    # passes by the candidates' rule too), flip#10's alternate in sign (its whole-pipeline interval spans 0).
+    for r in range(5):
+        target[f"p×ridge/placebo:neutral#0@{r}"] = target["p×ridge/placebo:neutral#0"]
+        target[f"p×ridge/placebo:flip#10@{r}"] = (1 - 2 * (r % 2)) * step * torch.ones(1, 36)
+    target["p×ridge/placebo:neutral#1@0"] = target["p×ridge/placebo:neutral#1"]  # 1 of 5: not counted
+    again = analyze(readouts, base, maps=[("p", "ridge")], spec=spec)
+    row = again["maps"]["p×ridge"]
+    assert len(row["placebo_neutral_pipeline_low"]) == len(row["placebo_flip_pipeline_low"]) == 1
+    assert row["placebo_neutral_pipeline_low"][0] > row["placebo_neutral_low"][0] * 0.9
+    assert row["placebo_flip_pipeline_low"][0] < 0
+    assert again["calibration"]["placebo_cross_kind_pipeline"] == [1, 2]
+    # Replicates are no placebos of their own: every other number stays as it was.
+    assert again["maps"]["p×ridge"]["placebo"] == res["maps"]["p×ridge"]["placebo"]
+    assert again["maps"]["p×ridge"]["pipeline_ci"] == res["maps"]["p×ridge"]["pipeline_ci"]

@@ -38,10 +38,10 @@ def _spec_defaults() -> Any:
 FIDELITY_DEFAULTS = _spec_defaults()
 
 
-def _count_option(name: str, help: str) -> Decorator:
-    """A positive count whose default is the FidelitySpec field of the same name."""
+def _count_option(name: str, help: str, minimum: int = 1) -> Decorator:
+    """A count whose default is the FidelitySpec field of the same name."""
     default = getattr(FIDELITY_DEFAULTS, name.removeprefix("--").replace("-", "_"))
-    return click.option(name, type=click.IntRange(min=1), default=default, show_default=True, help=help)
+    return click.option(name, type=click.IntRange(min=minimum), default=default, show_default=True, help=help)
 
 
 @click.command("fidelity")
@@ -82,6 +82,11 @@ def _count_option(name: str, help: str) -> Decorator:
 )
 @_count_option(
     "--replicates", "Whole-pipeline bootstrap replicates (pairs and fit texts resampled; at least 2)."
+)
+@_count_option(
+    "--pipeline-placebos",
+    "Placebos of each kind that get the pipeline replicates too (candidate maps; calibrates the candidates' rule).",
+    minimum=0,
 )
 @_count_option(
     "--random-draws",
@@ -148,6 +153,7 @@ def fidelity_spec(
     layers: str,
     placebos: int,
     replicates: int,
+    pipeline_placebos: int,
     random_draws: int,
     norm: str,
     judge: str | None,
@@ -179,6 +185,7 @@ def fidelity_spec(
         layers=layers,
         placebos=placebos,
         replicates=replicates,
+        pipeline_placebos=pipeline_placebos,
         random_draws=random_draws,
         norm=norm,
         judge=judge,

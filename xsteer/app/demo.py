@@ -35,6 +35,7 @@ FIDELITY = FidelitySpec(
     placebos=10,
     replicates=4,
     random_draws=2,
+    pipeline_placebos=0,  # they calibrate the instrument over a study; the demo makes no such claim
 )
 
 #: What ``--judge qwen2.5-coder-0.5b`` adds to the demo, measured on this 2-core CPU with nothing else running

@@ -48,6 +48,7 @@ from xsteer.core.models import (
 )
 from xsteer.errors import InputError
 from xsteer.evaluation.instrument import (
+    CONTROLS,
     FORMAT,
     LAMBDAS,
     Cell,
@@ -80,6 +81,9 @@ class FidelitySpec:
     placebos: int = 50
     replicates: int = 20
     random_draws: int = 4
+    # Placebos of each kind that get the pipeline replicates too (on candidate maps): the false-pass rate of the
+    # rule a candidate faces, measured on placebos (2 × 5 × R vectors a map, about a fifth of a measurement).
+    pipeline_placebos: int = 5
     norm: str = "resid_mean"  # what λ is a share of (instrument.NORMS)
     judge: str | None = None  # a model that is neither parent nor child reads the steered continuations
     judge_placebos: int = 10  # placebos per candidate map continued and judged (the judge's own null)
@@ -133,6 +137,7 @@ class FidelitySpec:
             placebos=self.placebos,
             replicates=self.replicates,
             random_draws=self.random_draws,
+            pipeline_placebos=self.pipeline_placebos,
             lambdas=tuple(float(x) for x in self.lambdas),
             n_boot=self.n_boot,
             seed=self.seed,
@@ -304,7 +309,7 @@ def _stored(spec: FidelitySpec, files: dict[str, Path]) -> dict[str, dict[str, A
     this one's: refused. Where the data lie is no setting, nor is the dtype a finished measurement was made in
     (it is kept, recording its own: every comparison lies within one measurement)."""
     stored = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
-    how = ("data_dir", "dtype")
+    how = ("data_dir", "dtype", "pipeline_placebos")
     asked = {k: v for k, v in json.loads(json.dumps(_measured(spec))).items() if k not in how}
     for name, doc in stored.items():
         kept = {k: v for k, v in doc["spec"].items() if not k.startswith("judge") and k not in how}
@@ -386,6 +391,22 @@ def run_pair(
         )
     ]
     dtype = _dtype(spec)
+    # The placebos' replicates only calibrate: one made in another dtype is kept without them, and said so.
+    for c in concepts:
+        if (
+            c.name in stored
+            and c not in todo
+            and _defined(stored[c.name])
+            and _lacks_placebo_replicates(stored[c.name], spec)
+        ):
+            made = stored[c.name]["spec"].get("dtype")
+            if made == dtype:
+                todo.append(c)
+            else:
+                log(
+                    f"{files[c.name].name}: made in {made or 'float32'}, kept without its placebos' pipeline "
+                    f"replicates (set {ENV_DTYPE}={made or 'float32'} to add them)"
+                )
     mixed = sorted(c.name for c in todo if c.name in stored and stored[c.name]["spec"].get("dtype") != dtype)
     if mixed:
         made = stored[mixed[0]]["spec"].get("dtype") or "float32"
@@ -453,6 +474,20 @@ def _timed(phases: dict[str, float], phase: str) -> Iterator[None]:
         phases[phase] = phases.get(phase, 0.0) + time.time() - t
 
 
+def _lacks_placebo_replicates(doc: Mapping[str, Any], spec: FidelitySpec) -> bool:
+    """Whether a stored measurement misses the pipeline replicates of the placebos ``spec`` asks for (a
+    measurement made before placebos had them, or with fewer)."""
+    target = doc["readouts"]["target"]
+    return any(
+        f"{lm}×{wm}/mapped" in target and f"{lm}×{wm}/placebo:{kind}#{i}@{r}" not in target
+        for lm, wm in spec.maps
+        if wm not in CONTROLS
+        for kind in ("neutral", "flip")
+        for i in range(spec.pipeline_placebos)
+        for r in range(spec.replicates)
+    )
+
+
 def _lacks_replicates(doc: Mapping[str, Any], spec: FidelitySpec) -> bool:
     """Whether a stored measurement misses a map's whole-pipeline replicates (the control got none before
     controls were judged by the candidates' rule). A map that feeds no steered layer has no vectors at all."""
@@ -478,6 +513,10 @@ def _measure(run: _PairRun, concept: Concept, path: Path, stored: dict[str, Any]
     partial = _Partial(path.with_suffix(".partial.json"), _key([run.ids, name, measured]))
     if spec.judge is not None:
         measured.update({k: v for k, v in asdict(spec).items() if k.startswith("judge")})
+    # Recorded, not keyed: the placebos' replicates add vectors and change none already read.
+    measured["pipeline_placebos"] = max(
+        spec.pipeline_placebos, (stored or {}).get("spec", {}).get("pipeline_placebos", 0)
+    )
     resumed = sum(len(v) for v in partial.values())
     run.log(
         f"[{time.time() - run.t0:6.0f} s] {run.parent_spec} -> {run.child_spec}: {name}: "
@@ -610,7 +649,7 @@ def _judge_cell(
         names.append(f"{m}/mapped")
         if wm not in CONTROLS:
             for kind, k in (("neutral", half), ("flip", spec.judge_placebos - half)):
-                names += [n for n in cell.names if n.startswith(f"{m}/placebo:{kind}#")][:k]
+                names += [n for n in cell.names if n.startswith(f"{m}/placebo:{kind}#") and "@" not in n][:k]
     names = [n for n in names if n in cell.names]
     lam = max(abs(float(x)) for x in spec.lambdas)
     probes = list(concept.probes)
@@ -683,7 +722,7 @@ def _measured(spec: FidelitySpec) -> dict[str, Any]:
         **{
             k: v
             for k, v in asdict(spec).items()
-            if k not in ("parents", "children", "concepts", "device", "batch_size")
+            if k not in ("parents", "children", "concepts", "device", "batch_size", "pipeline_placebos")
             and not k.startswith("judge")
             and not (k == "norm" and v == "resid_mean")
         },

@@ -122,6 +122,7 @@ KNOWN_NULLS = {
     "random_parent": "random parent directions through each map",
     "placebo_cross_kind": "placebos of one kind against the other kind's 95th percentile, by their point values",
     "placebo_cross_kind_ci": "the same, by each placebo's probe-only CI lower bound (a candidate's rule, narrower interval: an upper bound)",
+    "placebo_cross_kind_pipeline": "the same, by the whole-pipeline CI lower bound of the placebos given replicates (exactly the candidates' rule)",
     "random_child": "covariance-shaped random child directions against the candidate map's placebo q95",
 }
 

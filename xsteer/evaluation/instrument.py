@@ -22,7 +22,9 @@ forwards (:meth:`WordLogOdds.read_stack`: each batch row carries its own vector 
   activation covariance. The control is judged by the candidates' own rule (its whole-pipeline interval's lower
   bound against its placebos' 95th percentile), so its false-pass rate is the rate a candidate map would show
   were it a null; the other nulls are single directions, counted when their point fidelity exceeds the placebo
-  95th percentile (an upper bound on their false-pass rate).
+  95th percentile (an upper bound on their false-pass rate). A few placebos of each kind get the R pipeline
+  replicates too (:attr:`InstrumentSpec.pipeline_placebos`), so that placebos used as if they were concepts are
+  judged by exactly the rule a candidate faces: the measured false-pass rate of that rule.
 
 Control maps get placebos and replicates like the candidates, but never enter the (pair, concept) verdict.
 """
@@ -77,6 +79,9 @@ class InstrumentSpec:
     placebos: int = 50  # K: half neutral pairings, half balanced label flips
     replicates: int = 20  # R: whole-pipeline bootstrap replicates (candidate maps only)
     random_draws: int = 4  # random parent directions through each map; covariance child directions
+    # Placebos of each kind (the first ones) that get the R replicates too, on the candidate maps: a placebo judged
+    # by a whole-pipeline interval, as a candidate is (calibration only; each costs R vectors a map).
+    pipeline_placebos: int = 0
     lambdas: tuple[float, ...] = LAMBDAS
     probe_boot: int = 100  # probe resamples per replicate (pooled over replicates)
     n_boot: int = 2000  # probe-only bootstrap
@@ -94,6 +99,11 @@ class InstrumentSpec:
             )
         if self.random_draws < 1:
             raise InputError(f"random_draws must be at least 1, got {self.random_draws}")
+        if not 0 <= self.pipeline_placebos <= self.placebos // 2:
+            raise InputError(
+                f"pipeline_placebos counts placebos of each kind, between 0 and {self.placebos // 2} (half of "
+                f"--placebos), got {self.pipeline_placebos}"
+            )
         lams = [float(x) for x in self.lambdas]
         if not any(x > 0 for x in lams) or not any(x < 0 for x in lams) or 0.0 in lams:
             raise InputError(
@@ -150,6 +160,7 @@ def _replicates(
     xp: Float[Tensor, "p_layer n d_parent"],
     yc: Float[Tensor, "c_layer n d_child"],
     *,
+    lengths: Sequence[int],
     maps: Sequence[tuple[str, str]],
     tmaps: Mapping[str, TransferMap],
     layers: Sequence[int],
@@ -158,7 +169,9 @@ def _replicates(
 ) -> tuple[list[str], list[Tensor]]:
     """The whole-pipeline bootstrap: per replicate, the pairs and the fit texts resampled, both vectors
     extracted again and every map fitted again (the control too: its false-pass rate is read by the same rule
-    as a candidate's verdict), named ``native@r`` and ``<map>/mapped@r``."""
+    as a candidate's verdict), named ``native@r`` and ``<map>/mapped@r``; on each candidate map, the first
+    ``spec.pipeline_placebos`` placebos of each kind built again by their own recipe (the same seed) on the
+    resampled pairs and fit texts, named ``<map>/placebo:<kind>#i@r``."""
     names: list[str] = []
     vecs: list[Tensor] = []
     n_pairs = parent.pos.shape[0]
@@ -170,6 +183,14 @@ def _replicates(
         names.append(f"native@{r}")
         vecs.append(mean_diff(child.pos[pi], child.neg[pi])[None])
         vp = mean_diff(parent.pos[pi], parent.neg[pi])[None]
+        k = spec.pipeline_placebos
+        placebos = (
+            _placebos(
+                parent.pos[pi], parent.neg[pi], parent.fit[fi], [lengths[i] for i in fi.tolist()], k, k, g
+            )
+            if k
+            else vp[:0]
+        )
         for lm, wm in maps:
             point = tmaps[f"{lm}×{wm}"]
             rmap = fit_transfer_from_activations(
@@ -191,8 +212,36 @@ def _replicates(
                 },
             )
             names.append(f"{lm}×{wm}/mapped@{r}")
-            vecs.append(rmap.map_stack(vp))
+            if wm in CONTROLS or not k:
+                vecs.append(rmap.map_stack(vp))
+                continue
+            names += [f"{lm}×{wm}/{p}@{r}" for p in _placebo_names(k, k)]
+            vecs.append(rmap.map_stack(torch.cat([vp, placebos])))
     return names, vecs
+
+
+def _placebos(
+    pos: Float[Tensor, "n layer d"],
+    neg: Float[Tensor, "n layer d"],
+    fit: Float[Tensor, "m layer d"],
+    lengths: Sequence[int],
+    n_neutral: int,
+    n_flip: int,
+    seed: int,
+) -> Float[Tensor, "k layer d"]:
+    """The placebo parent vectors (neutral pairings of the fit texts, then balanced flips of the pairs); a
+    generator per kind, so the first ``k`` of a kind are the same whatever the count."""
+    n_pairs = min(pos.shape[0], fit.shape[0] // 2)
+    return torch.cat(
+        [
+            neutral_placebos(fit, lengths, n_neutral, n_pairs, seed=seed + 11),
+            flip_placebos(pos, neg, n_flip, seed=seed + 12),
+        ]
+    )
+
+
+def _placebo_names(n_neutral: int, n_flip: int) -> list[str]:
+    return [f"placebo:neutral#{i}" for i in range(n_neutral)] + [f"placebo:flip#{i}" for i in range(n_flip)]
 
 
 def build_cell(
@@ -213,19 +262,11 @@ def build_cell(
     child's activations of the other concepts' pairs (their native vectors normalise the off-target shares).
     """
     g = spec.seed
-    n_pairs = parent.pos.shape[0]
     xp = einops.rearrange(parent.fit, "n l d -> l n d")
     yc = einops.rearrange(child.fit, "n l d -> l n d")
     half = spec.placebos // 2
-    placebos = torch.cat(
-        [
-            neutral_placebos(parent.fit, lengths, half, min(n_pairs, parent.fit.shape[0] // 2), seed=g + 11),
-            flip_placebos(parent.pos, parent.neg, spec.placebos - half, seed=g + 12),
-        ]
-    )
-    placebo_names = [f"placebo:neutral#{i}" for i in range(half)] + [
-        f"placebo:flip#{i}" for i in range(spec.placebos - half)
-    ]
+    placebos = _placebos(parent.pos, parent.neg, parent.fit, lengths, half, spec.placebos - half, g)
+    placebo_names = _placebo_names(half, spec.placebos - half)
     random_parent = isotropic_directions(spec.random_draws, *parent.pos.shape[1:], seed=g + 13)
     v_parent = mean_diff(parent.pos, parent.neg)[None]
     v_native = mean_diff(child.pos, child.neg)[None]
@@ -262,7 +303,7 @@ def build_cell(
 
     # Whole-pipeline replicates: resample the pairs and the fit texts, extract and fit again.
     rep_names, rep_vecs = _replicates(
-        parent, child, xp, yc, maps=maps, tmaps=tmaps, layers=layers, ids=ids, spec=spec
+        parent, child, xp, yc, lengths=lengths, maps=maps, tmaps=tmaps, layers=layers, ids=ids, spec=spec
     )
     names += rep_names
     vecs += rep_vecs
@@ -396,6 +437,26 @@ def analyze(
         # generator keeps every other interval's draws as they were.
         return _interval(_ratio_boot(effect("target", name), nat, spec.n_boot, low_rng))[0]
 
+    def pipeline(
+        name: str, reps: Sequence[int] | None = None, gen: np.random.Generator | None = None
+    ) -> list[float]:
+        # Each replicate's ratio on resampled probes, pooled. Placebos draw from their own generator, so the
+        # candidates' and controls' intervals are the same with or without them.
+        return _interval(
+            np.concatenate(
+                [
+                    _ratio_boot(
+                        effect("target", f"{name}@{r}"),
+                        effect("target", f"native@{r}"),
+                        spec.probe_boot,
+                        gen or placebo_rng,
+                    )
+                    for r in (range(spec.replicates) if reps is None else reps)
+                ]
+            )
+        )
+
+    placebo_rng = np.random.default_rng([spec.seed, 2])
     candidates = [f"{lm}×{wm}" for lm, wm in maps if wm not in CONTROLS]
     placebo_fids: dict[str, list[float]] = {}
     for lm, wm in maps:
@@ -403,7 +464,12 @@ def analyze(
         if f"{m}/mapped" not in target:
             out["maps"][m] = {"note": "the map feeds no steered layer"}
             continue
-        placebo_fids[m] = [fid(n) for n in target if n.startswith(f"{m}/placebo:")]
+        # A placebo's pipeline replicates (``…@r``) are not placebos of their own.
+        kinds = {
+            kind: [n for n in target if n.startswith(f"{m}/placebo:{kind}#") and "@" not in n]
+            for kind in ("neutral", "flip")
+        }
+        placebo_fids[m] = [fid(n) for n in kinds["neutral"] + kinds["flip"]]
         threshold = placebo_threshold(placebo_fids[m])
         mapped = effect("target", f"{m}/mapped")
         row: dict[str, Any] = {
@@ -412,26 +478,20 @@ def analyze(
             "probe_ci": _interval(_ratio_boot(mapped, nat, spec.n_boot, rng)),
             "placebo_q95": threshold,
             "placebo": _summary(placebo_fids[m]),
-            "placebo_neutral": [fid(n) for n in target if n.startswith(f"{m}/placebo:neutral")],
-            "placebo_flip": [fid(n) for n in target if n.startswith(f"{m}/placebo:flip")],
-            "placebo_neutral_low": [low(n) for n in target if n.startswith(f"{m}/placebo:neutral")],
-            "placebo_flip_low": [low(n) for n in target if n.startswith(f"{m}/placebo:flip")],
+            "placebo_neutral": [fid(n) for n in kinds["neutral"]],
+            "placebo_flip": [fid(n) for n in kinds["flip"]],
+            "placebo_neutral_low": [low(n) for n in kinds["neutral"]],
+            "placebo_flip_low": [low(n) for n in kinds["flip"]],
             "random_parent": [fid(n) for n in target if n.startswith(f"{m}/random-parent#")],
         }
+        for kind, names in kinds.items():
+            # Only placebos with every replicate read: a partial interval is not the candidates' rule.
+            full = [n for n in names if all(f"{n}@{r}" in target for r in range(spec.replicates))]
+            if full:
+                row[f"placebo_{kind}_pipeline_low"] = [pipeline(n)[0] for n in full]
         reps = [r for r in range(spec.replicates) if f"{m}/mapped@{r}" in target]
         if reps:
-            pooled = np.concatenate(
-                [
-                    _ratio_boot(
-                        effect("target", f"{m}/mapped@{r}"),
-                        effect("target", f"native@{r}"),
-                        spec.probe_boot,
-                        rng,
-                    )
-                    for r in reps
-                ]
-            )
-            row["pipeline_ci"] = _interval(pooled)
+            row["pipeline_ci"] = pipeline(f"{m}/mapped", reps, rng)
             row["replicates"] = len(reps)
             row["beats_placebo"] = row["pipeline_ci"][0] > threshold
         else:
@@ -570,9 +630,10 @@ def calibration(result: Mapping[str, Any]) -> dict[str, list[int]]:
     (where it has replicates: by the candidates' placebo rule, ``control``, and by the whole verdict, crossing and
     as specific as the child's own vector, ``control_specific``; by its point value, ``control_point``, an upper
     bound, always), random parent directions through every map, and the placebos of one kind judged by the other
-    kind's: by their point values, ``placebo_cross_kind``, and by their probe-only CI's lower bound,
+    kind's: by their point values, ``placebo_cross_kind``, by their probe-only CI's lower bound,
     ``placebo_cross_kind_ci`` (the rule a candidate faces, with a narrower interval than its whole-pipeline
-    one: still an upper bound on the rate that rule would give a placebo)."""
+    one), and, for the placebos that have pipeline replicates, by their whole-pipeline CI's lower bound,
+    ``placebo_cross_kind_pipeline``: exactly the rule a candidate faces."""
     counts: dict[str, list[int]] = {
         "control": [0, 0],
         "control_specific": [0, 0],
@@ -580,6 +641,7 @@ def calibration(result: Mapping[str, Any]) -> dict[str, list[int]]:
         "random_parent": [0, 0],
         "placebo_cross_kind": [0, 0],
         "placebo_cross_kind_ci": [0, 0],
+        "placebo_cross_kind_pipeline": [0, 0],
     }
     for row in result.get("maps", {}).values():
         if "placebo_q95" not in row:
@@ -599,6 +661,16 @@ def calibration(result: Mapping[str, Any]) -> dict[str, list[int]]:
             ("placebo_cross_kind", row["placebo_flip"], _q95(row["placebo_neutral"])),
             ("placebo_cross_kind_ci", row.get("placebo_neutral_low", []), _q95(row["placebo_flip"])),
             ("placebo_cross_kind_ci", row.get("placebo_flip_low", []), _q95(row["placebo_neutral"])),
+            (
+                "placebo_cross_kind_pipeline",
+                row.get("placebo_neutral_pipeline_low", []),
+                _q95(row["placebo_flip"]),
+            ),
+            (
+                "placebo_cross_kind_pipeline",
+                row.get("placebo_flip_pipeline_low", []),
+                _q95(row["placebo_neutral"]),
+            ),
         ):
             k, n = exceed_rate(values, q95)
             counts[key][0] += k
