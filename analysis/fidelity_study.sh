@@ -12,10 +12,11 @@
 # measurement made before it was asked for, without reading the rest again.
 # dtype: a child whose bf16 check agrees with fp32 (analysis/results/dtype_check.md: every verdict kept, every
 # log-odds number within 0.02) is measured in bf16, about twice as fast on this CPU (benchmarks/dtype.py); the
-# others in fp32. BF16_CHILDREN lists the checked ones; XSTEER_DTYPE, when set, overrides the choice for every
-# child. Each result records the dtype it was made in and finished ones are kept as made. A partial file made
-# in the other dtype is read again from the start, as for any other change of settings (its git copy keeps the
-# old readouts), so that no measurement mixes two dtypes.
+# others in fp32. BF16_CHILDREN lists the checked ones. A finished measurement runs again in the dtype it
+# was made in, so what the instrument added since (the placebos' pipeline replicates) is read in that dtype and
+# nothing else is read again. XSTEER_DTYPE, when set, overrides the choice for every measurement. A partial file
+# made in the other dtype is read again from the start, as for any other change of settings (its git copy keeps
+# the old readouts), so that no measurement mixes two dtypes.
 # Order: the cells the instrument is judged on first (Gemma-3 -> SmolLM2 and Qwen 1.5B -> SmolLM2 on sentiment
 # and certainty, Qwen 1.5B -> 0.5B formality), then two more on the Qwen 0.5B child (its formality reference is
 # undefined, and each child needs measurements with a valid one for its calibration on known nulls), then every
@@ -26,6 +27,7 @@ set -euo pipefail
 OUT=${1:-analysis/results/fidelity_study}
 DATA=${2:-../shared/data}
 XS=${XSTEER:-.venv/bin/xsteer}
+PY=$(dirname "$XS")/python
 MAPS=(--layer-map proportional --width-map ridge --width-map truncate_pad)
 G=gemma3-270m S=smollm2-135m Q1=qwen2.5-coder-1.5b Q0=qwen2.5-coder-0.5b
 BF16_CHILDREN=" $S $G "
@@ -34,7 +36,9 @@ judge() {  # the judge of a pair: a zoo model that is neither its parent nor its
 }
 run() {  # parent child concept
   local parent=$1 child=$2 concept=$3 dtype=float32
+  local made="$OUT/results/${parent}__${child}__${concept}.json"
   [[ $BF16_CHILDREN == *" $child "* ]] && dtype=bfloat16
+  [ -f "$made" ] && dtype=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["spec"].get("dtype", "float32"))' "$made")
   dtype=${XSTEER_DTYPE:-$dtype}
   echo "== $parent -> $child: $concept, $dtype ($(date +%H:%M:%S))"
   XSTEER_DTYPE=$dtype "$XS" fidelity --parent "$parent" --child "$child" --concept "$concept" "${MAPS[@]}" --data-dir "$DATA" \
