@@ -746,3 +746,19 @@ def test_placebos_are_judged_as_concepts_by_their_interval_as_well_as_their_poin
     # Replicates are no placebos of their own: every other number stays as it was.
     assert again["maps"]["p×ridge"]["placebo"] == res["maps"]["p×ridge"]["placebo"]
     assert again["maps"]["p×ridge"]["pipeline_ci"] == res["maps"]["p×ridge"]["pipeline_ci"]
+
+
+def test_the_study_says_how_often_the_pipeline_interval_starts_below_the_probe_only_one():
+    from xsteer.app.fidelity_tables import interval_order
+
+    def doc(*rows):
+        return {"result": {"maps": {f"m{i}": r for i, r in enumerate(rows)}}}
+
+    wider = {"pipeline_ci": [0.30, 0.99], "probe_ci": [0.52, 0.61]}
+    above = {"pipeline_ci": [0.46, 0.82], "probe_ci": [0.39, 0.47]}
+    tied = {"pipeline_ci": [0.1, 0.2], "probe_ci": [0.1, 0.3]}
+    bare = {"probe_ci": [0.1, 0.3]}  # a control measured before controls had replicates: not counted
+    assert interval_order([doc(wider, above), doc(tied, bare), {"result": {"reference": "undefined"}}]) == (
+        "The whole-pipeline interval's lower end lies at or below the probe-only one in 2 of 3 map rows "
+        "(mapped concept vectors, candidates and controls)."
+    )

@@ -227,6 +227,23 @@ def cost_table(results: Sequence[Mapping[str, Any]]) -> str:
     return summary + "\n\n" + "\n".join(lines)
 
 
+def interval_order(results: Sequence[Mapping[str, Any]]) -> str:
+    """How often a concept vector's whole-pipeline interval starts at or below its probe-only one: where it does,
+    a placebo judged by its probe-only lower bound faces a stricter rule than a candidate, and its false-pass
+    rate is an upper bound on the candidates' rule."""
+    rows = [
+        row
+        for doc in results
+        for row in doc["result"].get("maps", {}).values()
+        if "pipeline_ci" in row and "probe_ci" in row
+    ]
+    below = sum(row["pipeline_ci"][0] <= row["probe_ci"][0] for row in rows)
+    return (
+        f"The whole-pipeline interval's lower end lies at or below the probe-only one in {below} of "
+        f"{len(rows)} map rows (mapped concept vectors, candidates and controls)."
+    )
+
+
 def study_markdown(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n\n".join(
         [
@@ -236,6 +253,7 @@ def study_markdown(results: Sequence[Mapping[str, Any]]) -> str:
             cell_table(results),
             "## Calibration on known nulls",
             calibration_table(results),
+            interval_order(results),
             "## Where the time goes",
             cost_table(results),
         ]
@@ -249,6 +267,7 @@ __all__ = [
     "cell_rows",
     "cell_table",
     "cost_table",
+    "interval_order",
     "is_instrument_result",
     "overview",
     "study_markdown",
