@@ -3,6 +3,7 @@ planted readouts, and the whole path on a parent that IS the child in another ba
 
 from __future__ import annotations
 
+import einops
 import numpy as np
 import pytest
 import torch
@@ -60,8 +61,30 @@ def test_neutral_placebos_pair_texts_of_matched_length():
     # paired at random would differ by ~13 there, as much as in any other coordinate).
     assert placebos[..., 0].abs().max() < 0.15
     assert torch.equal(placebos, neutral_placebos(acts, lengths, 10, 8, seed=0))
-    with pytest.raises(InputError, match="need 80 texts"):
+    with pytest.raises(InputError, match="need 81 texts"):
         neutral_placebos(acts, lengths, 10, 40, seed=0)
+    with pytest.raises(InputError, match="need 41 texts"):  # no spare text for a pairing that starts at 1
+        neutral_placebos(acts, lengths, 10, 20, seed=0)
+
+
+def test_a_placebos_replicate_resamples_its_own_pairs_as_a_concepts_replicate_does():
+    # Used as a concept, a placebo is its own set of pairs: a pipeline replicate resamples those pairs, so it stays
+    # near that placebo (a concept's replicate stays near the concept), not a fresh draw of the recipe.
+    g = torch.Generator().manual_seed(0)
+    n, d = 40, 64
+    pos, neg = torch.randn(n, 1, d, generator=g), torch.randn(n, 1, d, generator=g)
+    fit = torch.randn(2 * n + 1, 1, d, generator=g)
+    lengths = list(range(2 * n + 1))
+    rows = torch.randint(0, n, (n,), generator=g)
+    for build in (
+        lambda r: flip_placebos(pos, neg, 6, seed=3, rows=r),
+        lambda r: neutral_placebos(fit, lengths, 6, n, seed=3, rows=r),
+    ):
+        base, rep = build(None), build(rows)
+        cos = einops.einsum(base[:, 0], rep[:, 0], "i d, j d -> i j")
+        assert cos.diagonal().min() > 0.5  # each replicate near its own placebo, nearer than to any other
+        assert torch.equal(cos.argmax(dim=0), torch.arange(6))
+        assert torch.equal(build(torch.arange(n)), base)  # the identity resample is the placebo itself
 
 
 def test_covariance_directions_live_in_the_activations_spread():

@@ -170,8 +170,9 @@ def _replicates(
     """The whole-pipeline bootstrap: per replicate, the pairs and the fit texts resampled, both vectors
     extracted again and every map fitted again (the control too: its false-pass rate is read by the same rule
     as a candidate's verdict), named ``native@r`` and ``<map>/mapped@r``; on each candidate map, the first
-    ``spec.pipeline_placebos`` placebos of each kind built again by their own recipe (the same seed) on the
-    resampled pairs and fit texts, named ``<map>/placebo:<kind>#i@r``."""
+    ``spec.pipeline_placebos`` placebos of each kind used as if they were concepts, named
+    ``<map>/placebo:<kind>#i@r``: each placebo's own pairs (its signed concept pairs, or its pairing of neutral
+    texts) resampled with replacement, as a concept's pairs are, through the replicate's re-fitted map."""
     names: list[str] = []
     vecs: list[Tensor] = []
     n_pairs = parent.pos.shape[0]
@@ -184,13 +185,11 @@ def _replicates(
         vecs.append(mean_diff(child.pos[pi], child.neg[pi])[None])
         vp = mean_diff(parent.pos[pi], parent.neg[pi])[None]
         k = spec.pipeline_placebos
-        placebos = (
-            _placebos(
-                parent.pos[pi], parent.neg[pi], parent.fit[fi], [lengths[i] for i in fi.tolist()], k, k, g
-            )
-            if k
-            else vp[:0]
-        )
+        # A neutral placebo's own pairs are resampled by a generator of their own, so that the shared one
+        # draws the same pairs and fit texts for every replicate whether placebos get replicates or not.
+        n_neutral = _neutral_pairs(n_pairs, parent.fit.shape[0])
+        rows = torch.randint(0, n_neutral, (n_neutral,), generator=torch.Generator().manual_seed(g + 16 + r))
+        placebos = _placebos(parent, lengths, k, k, g, flip_rows=pi, neutral_rows=rows) if k else vp[:0]
         for lm, wm in maps:
             point = tmaps[f"{lm}×{wm}"]
             rmap = fit_transfer_from_activations(
@@ -220,22 +219,29 @@ def _replicates(
     return names, vecs
 
 
+def _neutral_pairs(n_pairs: int, n_fit: int) -> int:
+    """How many pairs a neutral placebo draws: as many as the concept has, as far as the fit texts allow."""
+    return min(n_pairs, (n_fit - 1) // 2)
+
+
 def _placebos(
-    pos: Float[Tensor, "n layer d"],
-    neg: Float[Tensor, "n layer d"],
-    fit: Float[Tensor, "m layer d"],
+    parent: ModelActs,
     lengths: Sequence[int],
     n_neutral: int,
     n_flip: int,
     seed: int,
+    *,
+    flip_rows: Tensor | None = None,
+    neutral_rows: Tensor | None = None,
 ) -> Float[Tensor, "k layer d"]:
-    """The placebo parent vectors (neutral pairings of the fit texts, then balanced flips of the pairs); a
-    generator per kind, so the first ``k`` of a kind are the same whatever the count."""
-    n_pairs = min(pos.shape[0], fit.shape[0] // 2)
+    """The placebo parent vectors (neutral pairings of the fit texts, then balanced flips of the concept's pairs),
+    over a resample of their own pairs where rows are given; a generator per kind, so the first ``k`` of a kind
+    are the same whatever the count."""
+    n_pairs = _neutral_pairs(parent.pos.shape[0], parent.fit.shape[0])
     return torch.cat(
         [
-            neutral_placebos(fit, lengths, n_neutral, n_pairs, seed=seed + 11),
-            flip_placebos(pos, neg, n_flip, seed=seed + 12),
+            neutral_placebos(parent.fit, lengths, n_neutral, n_pairs, seed=seed + 11, rows=neutral_rows),
+            flip_placebos(parent.pos, parent.neg, n_flip, seed=seed + 12, rows=flip_rows),
         ]
     )
 
@@ -265,7 +271,7 @@ def build_cell(
     xp = einops.rearrange(parent.fit, "n l d -> l n d")
     yc = einops.rearrange(child.fit, "n l d -> l n d")
     half = spec.placebos // 2
-    placebos = _placebos(parent.pos, parent.neg, parent.fit, lengths, half, spec.placebos - half, g)
+    placebos = _placebos(parent, lengths, half, spec.placebos - half, g)
     placebo_names = _placebo_names(half, spec.placebos - half)
     random_parent = isotropic_directions(spec.random_draws, *parent.pos.shape[1:], seed=g + 13)
     v_parent = mean_diff(parent.pos, parent.neg)[None]

@@ -41,18 +41,27 @@ def _unit(v: Float[Tensor, "k layer d"]) -> Float[Tensor, "k layer d"]:
 
 
 def flip_placebos(
-    pos: Float[Tensor, "n layer d"], neg: Float[Tensor, "n layer d"], k: int, *, seed: int = 0
+    pos: Float[Tensor, "n layer d"],
+    neg: Float[Tensor, "n layer d"],
+    k: int,
+    *,
+    seed: int = 0,
+    rows: Tensor | None = None,
 ) -> Float[Tensor, "k layer d"]:
-    """``k`` unit mean differences of the concept's pairs with exactly half of them (⌊n/2⌋) reversed."""
+    """``k`` unit mean differences of the concept's pairs with exactly half of them (⌊n/2⌋) reversed.
+
+    ``rows`` (a bootstrap resample of the pair indices) rebuilds the same placebos over those rows: each placebo
+    keeps its own signed pairs, resampled as a concept's pairs are in a pipeline replicate."""
     n = pos.shape[0]
     if n < 2:
         raise InputError(f"balanced label flips need at least 2 pairs, got {n}")
     g = torch.Generator().manual_seed(seed)
-    diffs = (pos - neg).double()
     signs = torch.ones(k, n, dtype=torch.float64)
     for i in range(k):
         signs[i, torch.randperm(n, generator=g)[: n // 2]] = -1.0
-    return _unit(einops.einsum(signs, diffs, "k n, n l d -> k l d") / n).float()
+    idx = torch.arange(n) if rows is None else rows
+    diffs = (pos[idx] - neg[idx]).double()
+    return _unit(einops.einsum(signs[:, idx], diffs, "k n, n l d -> k l d") / len(idx)).float()
 
 
 def neutral_placebos(
@@ -62,21 +71,24 @@ def neutral_placebos(
     n_pairs: int,
     *,
     seed: int = 0,
+    rows: Tensor | None = None,
 ) -> Float[Tensor, "k layer d"]:
     """``k`` unit mean differences over ``n_pairs`` random pairings of neutral texts of matched length.
 
     Texts are sorted by length and each pair is two neighbours in that order (so the two sides of a pair
     differ in content, not in length, as a concept's pairs do), drawn without replacement within a placebo
-    and put in a random order.
+    and put in a random order. ``rows`` (a bootstrap resample of ``range(n_pairs)``) rebuilds the same placebos
+    over those of their pairs: each keeps its own pairing, resampled as a concept's pairs are.
     """
     n = acts.shape[0]
     if len(lengths) != n:
         raise InputError(f"{len(lengths)} lengths for {n} texts")
-    if n < 2 * n_pairs:
-        raise InputError(f"{n_pairs} neutral pairs need {2 * n_pairs} texts, got {n}")
+    if n < 2 * n_pairs + 1:  # one spare: a placebo may start its pairing at the second text
+        raise InputError(f"{n_pairs} neutral pairs need {2 * n_pairs + 1} texts, got {n}")
     g = torch.Generator().manual_seed(seed)
     order = torch.tensor(np.argsort(np.asarray(lengths), kind="stable"))
     x = acts.double()
+    idx = torch.arange(n_pairs) if rows is None else rows
     out = torch.empty(k, acts.shape[1], acts.shape[2], dtype=torch.float64)
     for i in range(k):
         # A random offset and a random choice of neighbouring slots make each placebo a fresh pairing.
@@ -84,7 +96,7 @@ def neutral_placebos(
         slots = torch.randperm((n - shift) // 2, generator=g)[:n_pairs]
         a, b = order[shift + 2 * slots], order[shift + 2 * slots + 1]
         sign = torch.randint(0, 2, (n_pairs,), generator=g, dtype=torch.float64) * 2 - 1
-        out[i] = einops.einsum(sign, x[a] - x[b], "n, n l d -> l d") / n_pairs
+        out[i] = einops.einsum(sign[idx], x[a[idx]] - x[b[idx]], "n, n l d -> l d") / len(idx)
     return _unit(out).float()
 
 
