@@ -72,19 +72,25 @@ def test_a_placebos_replicate_resamples_its_own_pairs_as_a_concepts_replicate_do
     # near that placebo (a concept's replicate stays near the concept), not a fresh draw of the recipe.
     g = torch.Generator().manual_seed(0)
     n, d = 40, 64
-    pos, neg = torch.randn(n, 1, d, generator=g), torch.randn(n, 1, d, generator=g)
+    a = torch.zeros(d)
+    a[0] = 5.0  # a concept in every pair, as in the test above
+    neg = torch.randn(n, 1, d, generator=g)
+    noise = torch.randn(n, 1, d, generator=g)
+    noise[..., 0] = 0.0
+    pos = neg + a + noise
     fit = torch.randn(2 * n + 1, 1, d, generator=g)
     lengths = list(range(2 * n + 1))
-    rows = torch.randint(0, n, (n,), generator=g)
     for build in (
-        lambda r: flip_placebos(pos, neg, 6, seed=3, rows=r),
-        lambda r: neutral_placebos(fit, lengths, 6, n, seed=3, rows=r),
+        lambda r: flip_placebos(pos, neg, 6, seed=3, resample=r),
+        lambda r: neutral_placebos(fit, lengths, 6, n, seed=3, resample=r),
     ):
-        base, rep = build(None), build(rows)
+        base, rep = build(None), build(7)
         cos = einops.einsum(base[:, 0], rep[:, 0], "i d, j d -> i j")
         assert cos.diagonal().min() > 0.5  # each replicate near its own placebo, nearer than to any other
         assert torch.equal(cos.argmax(dim=0), torch.arange(6))
-        assert torch.equal(build(torch.arange(n)), base)  # the identity resample is the placebo itself
+        assert torch.equal(build(7), rep) and not torch.equal(build(8), rep)  # a seed per replicate
+    # A balanced flip stays balanced in its replicates: the concept does not come back, with either sign.
+    assert flip_placebos(pos, neg, 6, seed=3, resample=7)[..., 0].abs().max() < 1e-5
 
 
 def test_covariance_directions_live_in_the_activations_spread():

@@ -171,8 +171,9 @@ def _replicates(
     extracted again and every map fitted again (the control too: its false-pass rate is read by the same rule
     as a candidate's verdict), named ``native@r`` and ``<map>/mapped@r``; on each candidate map, the first
     ``spec.pipeline_placebos`` placebos of each kind used as if they were concepts, named
-    ``<map>/placebo:<kind>#i@r``: each placebo's own pairs (its signed concept pairs, or its pairing of neutral
-    texts) resampled with replacement, as a concept's pairs are, through the replicate's re-fitted map."""
+    ``<map>/placebo:<kind>#i@r``: each placebo's own pairs (its pairing of neutral texts, or its signed concept
+    pairs, resampled within each sign so that it stays balanced) resampled with replacement, as a concept's
+    pairs are, through the replicate's re-fitted map."""
     names: list[str] = []
     vecs: list[Tensor] = []
     n_pairs = parent.pos.shape[0]
@@ -185,11 +186,9 @@ def _replicates(
         vecs.append(mean_diff(child.pos[pi], child.neg[pi])[None])
         vp = mean_diff(parent.pos[pi], parent.neg[pi])[None]
         k = spec.pipeline_placebos
-        # A neutral placebo's own pairs are resampled by a generator of their own, so that the shared one
-        # draws the same pairs and fit texts for every replicate whether placebos get replicates or not.
-        n_neutral = _neutral_pairs(n_pairs, parent.fit.shape[0])
-        rows = torch.randint(0, n_neutral, (n_neutral,), generator=torch.Generator().manual_seed(g + 16 + r))
-        placebos = _placebos(parent, lengths, k, k, g, flip_rows=pi, neutral_rows=rows) if k else vp[:0]
+        # The placebos' own pairs are resampled by generators of their own, so that the shared one draws the
+        # same pairs and fit texts for every replicate whether placebos get replicates or not.
+        placebos = _placebos(parent, lengths, k, k, g, resample=g + 1000 * (r + 1)) if k else vp[:0]
         for lm, wm in maps:
             point = tmaps[f"{lm}×{wm}"]
             rmap = fit_transfer_from_activations(
@@ -231,17 +230,29 @@ def _placebos(
     n_flip: int,
     seed: int,
     *,
-    flip_rows: Tensor | None = None,
-    neutral_rows: Tensor | None = None,
+    resample: int | None = None,
 ) -> Float[Tensor, "k layer d"]:
     """The placebo parent vectors (neutral pairings of the fit texts, then balanced flips of the concept's pairs),
-    over a resample of their own pairs where rows are given; a generator per kind, so the first ``k`` of a kind
-    are the same whatever the count."""
+    on a bootstrap of their own pairs where ``resample`` seeds one; a generator per kind, so the first ``k`` of
+    a kind are the same whatever the count."""
     n_pairs = _neutral_pairs(parent.pos.shape[0], parent.fit.shape[0])
     return torch.cat(
         [
-            neutral_placebos(parent.fit, lengths, n_neutral, n_pairs, seed=seed + 11, rows=neutral_rows),
-            flip_placebos(parent.pos, parent.neg, n_flip, seed=seed + 12, rows=flip_rows),
+            neutral_placebos(
+                parent.fit,
+                lengths,
+                n_neutral,
+                n_pairs,
+                seed=seed + 11,
+                resample=None if resample is None else resample + 1,
+            ),
+            flip_placebos(
+                parent.pos,
+                parent.neg,
+                n_flip,
+                seed=seed + 12,
+                resample=None if resample is None else resample + 2,
+            ),
         ]
     )
 

@@ -46,22 +46,31 @@ def flip_placebos(
     k: int,
     *,
     seed: int = 0,
-    rows: Tensor | None = None,
+    resample: int | None = None,
 ) -> Float[Tensor, "k layer d"]:
     """``k`` unit mean differences of the concept's pairs with exactly half of them (⌊n/2⌋) reversed.
 
-    ``rows`` (a bootstrap resample of the pair indices) rebuilds the same placebos over those rows: each placebo
-    keeps its own signed pairs, resampled as a concept's pairs are in a pipeline replicate."""
+    ``resample`` (a seed) rebuilds the same placebos on a bootstrap of their own signed pairs, as a concept's
+    pairs are resampled in a pipeline replicate: drawn with replacement within the reversed half and within the
+    rest, so a replicate stays balanced (a plain resample would let the concept back in, with a random sign)."""
     n = pos.shape[0]
     if n < 2:
         raise InputError(f"balanced label flips need at least 2 pairs, got {n}")
     g = torch.Generator().manual_seed(seed)
+    diffs = (pos - neg).double()
     signs = torch.ones(k, n, dtype=torch.float64)
     for i in range(k):
         signs[i, torch.randperm(n, generator=g)[: n // 2]] = -1.0
-    idx = torch.arange(n) if rows is None else rows
-    diffs = (pos[idx] - neg[idx]).double()
-    return _unit(einops.einsum(signs[:, idx], diffs, "k n, n l d -> k l d") / len(idx)).float()
+    if resample is None:
+        return _unit(einops.einsum(signs, diffs, "k n, n l d -> k l d") / n).float()
+    r = torch.Generator().manual_seed(resample)
+    weights = torch.zeros(k, n, dtype=torch.float64)  # how often each pair is drawn, times its sign
+    for i in range(k):
+        for side in (-1.0, 1.0):
+            group = torch.nonzero(signs[i] == side)[:, 0]
+            drawn = group[torch.randint(0, len(group), (len(group),), generator=r)]
+            weights[i].index_add_(0, drawn, torch.full((len(group),), side, dtype=torch.float64))
+    return _unit(einops.einsum(weights, diffs, "k n, n l d -> k l d") / n).float()
 
 
 def neutral_placebos(
@@ -71,14 +80,14 @@ def neutral_placebos(
     n_pairs: int,
     *,
     seed: int = 0,
-    rows: Tensor | None = None,
+    resample: int | None = None,
 ) -> Float[Tensor, "k layer d"]:
     """``k`` unit mean differences over ``n_pairs`` random pairings of neutral texts of matched length.
 
     Texts are sorted by length and each pair is two neighbours in that order (so the two sides of a pair
     differ in content, not in length, as a concept's pairs do), drawn without replacement within a placebo
-    and put in a random order. ``rows`` (a bootstrap resample of ``range(n_pairs)``) rebuilds the same placebos
-    over those of their pairs: each keeps its own pairing, resampled as a concept's pairs are.
+    and put in a random order. ``resample`` (a seed) rebuilds the same placebos on a bootstrap of their own
+    pairs, as a concept's pairs are resampled in a pipeline replicate (the same draw of pair slots for each).
     """
     n = acts.shape[0]
     if len(lengths) != n:
@@ -88,7 +97,11 @@ def neutral_placebos(
     g = torch.Generator().manual_seed(seed)
     order = torch.tensor(np.argsort(np.asarray(lengths), kind="stable"))
     x = acts.double()
-    idx = torch.arange(n_pairs) if rows is None else rows
+    idx = (
+        torch.arange(n_pairs)
+        if resample is None
+        else torch.randint(0, n_pairs, (n_pairs,), generator=torch.Generator().manual_seed(resample))
+    )
     out = torch.empty(k, acts.shape[1], acts.shape[2], dtype=torch.float64)
     for i in range(k):
         # A random offset and a random choice of neighbouring slots make each placebo a fresh pairing.
