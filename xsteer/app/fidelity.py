@@ -82,7 +82,8 @@ class FidelitySpec:
     replicates: int = 20
     random_draws: int = 4
     # Placebos of each kind that get the pipeline replicates too (on candidate maps): the false-pass rate of the
-    # rule a candidate faces, measured on placebos (2 × 5 × R vectors a map, about a fifth of a measurement).
+    # rule a candidate faces, measured on placebos. 2 × 5 × R vectors a map: 200 at R = 20, read in about 6 min
+    # on SmolLM2 in fp32 on this CPU, beside a measurement's hour.
     pipeline_placebos: int = 5
     norm: str = "resid_mean"  # what λ is a share of (instrument.NORMS)
     judge: str | None = None  # a model that is neither parent nor child reads the steered continuations
