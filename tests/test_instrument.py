@@ -542,20 +542,23 @@ def test_the_cost_table_shows_each_files_wall_time_and_the_phases_it_recorded():
             ),
             doc("b", 7200.0),  # measured before the phases were recorded
             doc("u", 360.0, {"setup": 300.0, "vectors": 0.0, "reference": 60.0}, reference="undefined: …"),
+            # Measured before, completed since: its phases cover the completion only, so they are not shown.
+            doc("d", 1800.0, {"setup": 5.0, "vectors": 10.0, "target": 300.0}),
         ]
     )
     assert table.startswith(
-        "3 measurements, 3.1 h of wall time on this CPU (0.1 h in the ones whose reference"
+        "4 measurements, 3.6 h of wall time on this CPU (0.1 h in the ones whose reference"
     )
     # Shares over the files that recorded phases: 1200 s of set-up in 3960 s.
     assert (
         "set-up 30%, vectors 0%, reference 9%, target readout 45%, off-target readouts 0%, judge 15%."
         in table
     )
-    rows = table.splitlines()[-3:]
+    rows = table.splitlines()[-4:]
     assert rows[0] == "| p → c | b | valid | 2.00 | — | — | — | — | — | — |"  # the longest first
     assert rows[1] == "| p → c | a | valid | 1.00 | 25% | 0% | 8% | 50% | — | 17% |"
-    assert rows[2] == "| p → c | u | undefined | 0.10 | 83% | 0% | 17% | — | — | — |"
+    assert rows[2] == "| p → c | d | valid | 0.50 | — | — | — | — | — | — |"
+    assert rows[3] == "| p → c | u | undefined | 0.10 | 83% | 0% | 17% | — | — | — |"
     # Once one measurement ran in another dtype, every row says which it ran in.
     mixed = cost_table([doc("a", 3600.0), doc("b", 1800.0) | {"spec": {"dtype": "bfloat16"}}])
     assert mixed.splitlines()[-4].startswith(

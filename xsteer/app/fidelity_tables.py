@@ -200,6 +200,8 @@ def cost_table(results: Sequence[Mapping[str, Any]]) -> str:
         total += sec
         undefined += 0.0 if valid else sec
         ph = doc.get("phases") or {}
+        if abs(sum(float(v) for v in ph.values()) - sec) > max(1.0, 0.01 * sec):
+            ph = {}  # phases of a later run only (a measurement made before phases were recorded, completed since)
         for k, _ in PHASES:
             shares[k] += float(ph.get(k, 0.0))
         cells = [f"{float(ph[k]) / sec:.0%}" if k in ph and sec else "—" for k, _ in PHASES]
@@ -214,9 +216,9 @@ def cost_table(results: Sequence[Mapping[str, Any]]) -> str:
     summary = (
         f"{len(results)} measurements, {total / 3600:.1f} h of wall time on this CPU ({undefined / 3600:.1f} h in "
         "the ones whose reference is undefined). A measurement's wall time is its own run's (or runs', where a "
-        "judge was added later), with other jobs sharing the 2 cores; a measurement resumed from a partial file "
-        "counts only its last run. The phases (shares of each measurement's wall time) were recorded from "
-        "issue #33 on; '—' where they were not."
+        "judge or the placebos' replicates were added later), with other jobs sharing the 2 cores; a measurement "
+        "resumed from a partial file counts only its last run. The phases (shares of each measurement's wall "
+        "time) were recorded from issue #33 on; '—' where they were not, or cover only what was added later."
     )
     if timed:
         summary += (
