@@ -454,11 +454,8 @@ def analyze(
         # generator keeps every other interval's draws as they were.
         return _interval(_ratio_boot(effect("target", name), nat, spec.n_boot, low_rng))[0]
 
-    def pipeline(
-        name: str, reps: Sequence[int] | None = None, gen: np.random.Generator | None = None
-    ) -> list[float]:
-        # Each replicate's ratio on resampled probes, pooled. Placebos draw from their own generator, so the
-        # candidates' and controls' intervals are the same with or without them.
+    def pipeline(name: str, reps: Sequence[int], gen: np.random.Generator) -> list[float]:
+        # Each replicate's ratio on resampled probes, pooled.
         return _interval(
             np.concatenate(
                 [
@@ -466,13 +463,15 @@ def analyze(
                         effect("target", f"{name}@{r}"),
                         effect("target", f"native@{r}"),
                         spec.probe_boot,
-                        gen or placebo_rng,
+                        gen,
                     )
-                    for r in (range(spec.replicates) if reps is None else reps)
+                    for r in reps
                 ]
             )
         )
 
+    # Placebos' pipeline intervals draw from a generator of their own, so the candidates' and controls'
+    # intervals are the same with or without them.
     placebo_rng = np.random.default_rng([spec.seed, 2])
     candidates = [f"{lm}×{wm}" for lm, wm in maps if wm not in CONTROLS]
     placebo_fids: dict[str, list[float]] = {}
@@ -503,9 +502,10 @@ def analyze(
         }
         for kind, names in kinds.items():
             # Only placebos with every replicate read: a partial interval is not the candidates' rule.
-            full = [n for n in names if all(f"{n}@{r}" in target for r in range(spec.replicates))]
+            every = range(spec.replicates)
+            full = [n for n in names if all(f"{n}@{r}" in target for r in every)]
             if full:
-                row[f"placebo_{kind}_pipeline_low"] = [pipeline(n)[0] for n in full]
+                row[f"placebo_{kind}_pipeline_low"] = [pipeline(n, every, placebo_rng)[0] for n in full]
         reps = [r for r in range(spec.replicates) if f"{m}/mapped@{r}" in target]
         if reps:
             row["pipeline_ci"] = pipeline(f"{m}/mapped", reps, rng)

@@ -61,15 +61,15 @@ def flip_placebos(
     signs = torch.ones(k, n, dtype=torch.float64)
     for i in range(k):
         signs[i, torch.randperm(n, generator=g)[: n // 2]] = -1.0
-    if resample is None:
-        return _unit(einops.einsum(signs, diffs, "k n, n l d -> k l d") / n).float()
-    r = torch.Generator().manual_seed(resample)
-    weights = torch.zeros(k, n, dtype=torch.float64)  # how often each pair is drawn, times its sign
-    for i in range(k):
-        for side in (-1.0, 1.0):
-            group = torch.nonzero(signs[i] == side)[:, 0]
-            drawn = group[torch.randint(0, len(group), (len(group),), generator=r)]
-            weights[i].index_add_(0, drawn, torch.full((len(group),), side, dtype=torch.float64))
+    weights = signs  # each pair's sign, times how often a resample draws it
+    if resample is not None:
+        r = torch.Generator().manual_seed(resample)
+        weights = torch.zeros(k, n, dtype=torch.float64)
+        for i in range(k):
+            for side in (-1.0, 1.0):
+                group = torch.nonzero(signs[i] == side)[:, 0]
+                drawn = group[torch.randint(0, len(group), (len(group),), generator=r)]
+                weights[i].index_add_(0, drawn, torch.full((len(group),), side, dtype=torch.float64))
     return _unit(einops.einsum(weights, diffs, "k n, n l d -> k l d") / n).float()
 
 
@@ -109,7 +109,7 @@ def neutral_placebos(
         slots = torch.randperm((n - shift) // 2, generator=g)[:n_pairs]
         a, b = order[shift + 2 * slots], order[shift + 2 * slots + 1]
         sign = torch.randint(0, 2, (n_pairs,), generator=g, dtype=torch.float64) * 2 - 1
-        out[i] = einops.einsum(sign[idx], x[a[idx]] - x[b[idx]], "n, n l d -> l d") / len(idx)
+        out[i] = einops.einsum(sign[idx], x[a[idx]] - x[b[idx]], "n, n l d -> l d") / n_pairs
     return _unit(out).float()
 
 
