@@ -729,6 +729,64 @@ def test_the_judge_reads_fidelity_and_fluency_from_planted_scores():
     assert res["fluency_cost"]["m/mapped"] == pytest.approx(0.5) and res["fluency_cost"]["native"] == 0.0
 
 
+@pytest.mark.parametrize("own_effect", [1.0, 0.0])
+def test_the_judge_continues_placebos_only_where_its_reference_is_valid(monkeypatch, own_effect):
+    # The judge's placebos are most of its cost and change nothing when its reference is undefined: they are
+    # continued only after the native vector has moved the judge's score, by the rule the analysis applies.
+    from types import SimpleNamespace
+
+    import xsteer.evaluation.judge as judge_mod
+    from xsteer.app.fidelity import FidelitySpec, _judge_cell
+    from xsteer.evaluation.instrument import _judge
+    from xsteer.tasks.concepts import load_lexicon
+
+    names = ["native", "proportional×ridge/mapped", "proportional×truncate_pad/mapped"]
+    names += [f"proportional×ridge/placebo:{k}#{i}" for k in ("neutral", "flip") for i in range(6)]
+    names += ["proportional×ridge/placebo:neutral#0@0"]  # a replicate: never judged
+    cell = SimpleNamespace(names=names, vectors=torch.zeros(len(names), 2, 4))
+    concept = load_lexicon("sentiment")
+    n = len(concept.probes)
+    continued: list[str] = []
+
+    def conts(model, prompts, stack, which, lam, **kw):
+        if stack is None:
+            return ["plain"] * len(prompts)
+        return [f"{w}|{x:+}" for w, x in zip(which, lam, strict=True)]
+
+    def fake_judge(model, probes, texts, poles, **kw):
+        # Stage one (with the unsteered rows) stacks [native, mapped, control]: the native vector moves the
+        # score by own_effect a sign; every other condition by 0.3, plus a little noise.
+        g = torch.Generator().manual_seed(len(texts))
+        first, out = "plain" in texts, []
+        continued.extend(texts)
+        for t in texts:
+            w, _, lam = t.partition("|")
+            k = own_effect if first and w == "0" else 0.3
+            out.append(k * (1 if lam.startswith("+") else -1) if lam else 0.0)
+        score = torch.tensor(out, dtype=torch.float64) + 0.01 * torch.randn(len(out), generator=g)
+        return judge_mod.Judged(score=score, nll=torch.full((len(out),), 2.0))
+
+    monkeypatch.setattr(judge_mod, "steered_continuations", conts)
+    monkeypatch.setattr(judge_mod, "judge", fake_judge)
+    spec = FidelitySpec(
+        parents=("gemma3-270m",), children=("smollm2-135m",), judge="qwen2.5-coder-0.5b", judge_placebos=10
+    )
+    doc = _judge_cell(None, None, concept, cell, [1], spec)
+    placebos = [n for n in doc["scores"] if "placebo" in n]
+    ispec = spec.instrument()
+    res = _judge(doc, {"maps": {}}, spec.maps, ispec)
+    if own_effect:
+        assert len(placebos) == 10 and "@" not in "".join(placebos)
+        assert {p.split(":")[1].split("#")[0] for p in placebos} == {"neutral", "flip"}
+        assert res["reference"] == "valid" and res["maps"]["proportional×ridge"]["placebos"]
+        # Stage one (three conditions at ±λ, and the unsteered rows), then the ten placebos at ±λ.
+        assert len(continued) == 3 * 2 * n + n + 10 * 2 * n
+    else:
+        assert placebos == [] and doc["placebos_not_read"] == res["reference"]
+        assert res["reference"].startswith("undefined") and set(res["fluency_cost"]) == set(names[:3])
+        assert len(continued) == 3 * 2 * n + n
+
+
 def test_a_judge_that_is_the_parent_or_child_is_refused_before_any_model_loads():
     from xsteer.app.fidelity import FidelitySpec
 

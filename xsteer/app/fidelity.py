@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -639,72 +640,87 @@ def _judge_cell(
     child: Any, judge_model: Any, concept: Concept, cell: Any, layers: list[int], spec: FidelitySpec
 ) -> dict[str, Any]:
     """Continue every probe at ±λ (the grid's largest) under the native vector, each map's mapped vector and
-    ``judge_placebos`` placebos of each candidate map (half of each kind), and unsteered; the judge scores them."""
+    ``judge_placebos`` placebos of each candidate map (half of each kind), and unsteered; the judge scores them.
+    The placebos come second, and only where the judge's reference is valid: otherwise no placebo can change the
+    verdict (undefined), and they are most of the judge's cost (on SmolLM2 and Gemma-3 only sentiment has a valid
+    one)."""
     from xsteer.evaluation.instrument import CONTROLS
-    from xsteer.evaluation.judge import PROMPT, judge, steered_continuations
+    from xsteer.evaluation.judge import (
+        PROMPT,
+        UNDEFINED,
+        Judged,
+        judge,
+        reference_is_valid,
+        steered_continuations,
+    )
 
     half = spec.judge_placebos // 2
-    names = ["native"]
+    first, placebos = ["native"], []
     for lm, wm in spec.maps:
         m = f"{lm}×{wm}"
-        names.append(f"{m}/mapped")
+        first.append(f"{m}/mapped")
         if wm not in CONTROLS:
             for kind, k in (("neutral", half), ("flip", spec.judge_placebos - half)):
-                names += [n for n in cell.names if n.startswith(f"{m}/placebo:{kind}#") and "@" not in n][:k]
-    names = [n for n in names if n in cell.names]
+                own = [nm for nm in cell.names if nm.startswith(f"{m}/placebo:{kind}#") and "@" not in nm]
+                placebos += own[:k]
+    first = [nm for nm in first if nm in cell.names]
     lam = max(abs(float(x)) for x in spec.lambdas)
     probes = list(concept.probes)
-    stack = cell.vectors[[cell.names.index(n) for n in names]]
-    rows = [(v, s, p) for v in range(len(names)) for s in (1.0, -1.0) for p in probes]
-    conts = steered_continuations(
-        child,
-        [p for _, _, p in rows],
-        stack,
-        [v for v, _, _ in rows],
-        [s * lam for _, s, _ in rows],
-        layers=layers,
-        max_new_tokens=spec.judge_tokens,
-        batch_size=spec.batch_size,
-        progress=True,
-    )
-    plain = steered_continuations(
-        child,
-        probes,
-        None,
-        [],
-        [],
-        layers=layers,
-        max_new_tokens=spec.judge_tokens,
-        batch_size=spec.batch_size,
-    )
-    j = judge(
-        judge_model,
-        [p for _, _, p in rows] + probes,
-        conts + plain,
-        concept.poles,
-        batch_size=spec.batch_size,
-        progress=True,
-    )
     n = len(probes)
-    score, nll = _rounded(j.score), _rounded(j.nll)
+    continue_ = partial(
+        steered_continuations,
+        child,
+        layers=layers,
+        max_new_tokens=spec.judge_tokens,
+        batch_size=spec.batch_size,
+    )
+
+    def read(names: list[str], plain: list[str]) -> tuple[list[tuple[str, float, str]], list[str], Judged]:
+        """Each condition continued at ±λ (the unsteered ``plain`` continuations after them), judged."""
+        rows = [(nm, s, p) for nm in names for s in (1.0, -1.0) for p in probes]
+        stack = cell.vectors[[cell.names.index(nm) for nm in names]]
+        conts = continue_(
+            [p for _, _, p in rows],
+            stack,
+            [names.index(nm) for nm, _, _ in rows],
+            [s * lam for _, s, _ in rows],
+            progress=True,
+        )
+        prompts = [p for _, _, p in rows] + probes[: len(plain)]
+        j = judge(
+            judge_model, prompts, conts + plain, concept.poles, batch_size=spec.batch_size, progress=True
+        )
+        return rows, conts, Judged(score=_rounded(j.score), nll=_rounded(j.nll))
+
+    def by_condition(t: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        return {nm: t[2 * v * n : 2 * (v + 1) * n].reshape(2, n) for v, nm in enumerate(names)}
+
+    plain = continue_(probes, None, [], [])
+    rows, conts, j = read(first, plain)
+    scores, nlls = by_condition(j.score, first), by_condition(j.nll, first)
+    base_score, base_nll = j.score[-n:], j.nll[-n:]
+    ispec = spec.instrument()
+    valid = reference_is_valid(scores["native"], base_score, n_boot=ispec.n_boot, seed=ispec.seed)
+    if valid and placebos:
+        _, _, jp = read(placebos, [])
+        scores |= by_condition(jp.score, placebos)
+        nlls |= by_condition(jp.nll, placebos)
     return {
         "model": spec.judge,
         "prompt": PROMPT,
         "poles": list(concept.poles),
         "lam": lam,
         "max_new_tokens": spec.judge_tokens,
-        "scores": {
-            nm: score[2 * v * n : 2 * (v + 1) * n].reshape(2, n).tolist() for v, nm in enumerate(names)
-        },
-        "nll": {nm: nll[2 * v * n : 2 * (v + 1) * n].reshape(2, n).tolist() for v, nm in enumerate(names)},
-        "base_score": score[-n:].tolist(),
-        "base_nll": nll[-n:].tolist(),
+        "scores": {nm: v.tolist() for nm, v in scores.items()},
+        "nll": {nm: v.tolist() for nm, v in nlls.items()},
+        "base_score": base_score.tolist(),
+        "base_nll": base_nll.tolist(),
+        **({} if valid or not placebos else {"placebos_not_read": UNDEFINED}),
         # For a reader: the first three probes' continuations, unsteered and under the native and mapped vectors.
         "examples": [
-            {"condition": nm, "lam": s * lam, "probe": p, "text": conts[i]}
-            for i, (v, s, p) in enumerate(rows)
-            if probes.index(p) < 3 and ("placebo" not in names[v])
-            for nm in [names[v]]
+            {"condition": nm, "lam": s * lam, "probe": p, "text": c}
+            for (nm, s, p), c in zip(rows, conts, strict=True)
+            if probes.index(p) < 3
         ]
         + [
             {"condition": "unsteered", "lam": 0.0, "probe": p, "text": c}

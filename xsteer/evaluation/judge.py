@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -156,6 +157,33 @@ def judge(
     return Judged(score=lp[:, 0] - lp[:, 1], nll=-total / n_tok.clamp_min(1))
 
 
+UNDEFINED = "undefined: the child's own vector does not move the judge's score its way"
+
+
+def _effect(s: Float[Tensor, "sign probe"], base_score: Float[Tensor, " probe"]) -> np.ndarray:
+    """Per probe, the signed change of the judge score at ±λ (half the +λ minus −λ difference)."""
+    s = s.double()
+    return ((s[0] - base_score) - (s[1] - base_score)).numpy() / 2
+
+
+def _native_bootstrap(
+    native: Float[Tensor, "sign probe"], base_score: Float[Tensor, " probe"], *, n_boot: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The child's own effect per probe, the bootstrap's probe draws (the maps reuse them) and its means."""
+    nat = _effect(native, base_score)
+    idx = np.random.default_rng(seed).integers(0, len(nat), size=(n_boot, len(nat)))
+    return nat, idx, nat[idx].mean(axis=1)
+
+
+def reference_is_valid(
+    native: Float[Tensor, "sign probe"], base_score: Float[Tensor, " probe"], *, n_boot: int, seed: int
+) -> bool:
+    """Whether the child's own vector moves the judge's score its way: the same draws and rule as
+    :func:`judge_analysis`, so a measurement can stop before its placebos when they could change nothing."""
+    _, _, boot_nat = _native_bootstrap(native, base_score, n_boot=n_boot, seed=seed)
+    return bool(np.quantile(boot_nat, 0.025) > 0)
+
+
 def judge_analysis(
     scores: dict[str, Float[Tensor, "sign probe"]],
     nll: dict[str, Float[Tensor, "sign probe"]],
@@ -168,19 +196,12 @@ def judge_analysis(
 ) -> dict[str, object]:
     """Fidelity under the judge (rows: +λ, −λ), its placebo bar, and each condition's fluency cost (mean NLL per
     token above the unsteered continuation's). Pure: the result file keeps the scores."""
-    import numpy as np
-
     from xsteer.evaluation.nulls import placebo_threshold
 
-    rng = np.random.default_rng(seed)
-
     def effect(name: str) -> np.ndarray:
-        s = scores[name].double()
-        return ((s[0] - base_score) - (s[1] - base_score)).numpy() / 2
+        return _effect(scores[name], base_score)
 
-    nat = effect("native")
-    idx = rng.integers(0, len(nat), size=(n_boot, len(nat)))
-    boot_nat = nat[idx].mean(axis=1)
+    nat, idx, boot_nat = _native_bootstrap(scores["native"], base_score, n_boot=n_boot, seed=seed)
     out: dict[str, object] = {
         "native_effect": [
             float(nat.mean()),
@@ -190,7 +211,7 @@ def judge_analysis(
         "fluency_cost": {n: float((v.double() - base_nll.double()).mean()) for n, v in nll.items()},
     }
     if np.quantile(boot_nat, 0.025) <= 0:
-        out["reference"] = "undefined: the child's own vector does not move the judge's score its way"
+        out["reference"] = UNDEFINED
         return out
     out["reference"] = "valid"
     rows = {}
@@ -214,4 +235,12 @@ def judge_analysis(
     return out
 
 
-__all__ = ["PROMPT", "Judged", "judge", "judge_analysis", "steered_continuations"]
+__all__ = [
+    "PROMPT",
+    "UNDEFINED",
+    "Judged",
+    "judge",
+    "judge_analysis",
+    "reference_is_valid",
+    "steered_continuations",
+]
