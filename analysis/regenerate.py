@@ -241,7 +241,7 @@ README_END = "<!-- end of the generated fidelity results -->"
 def readme(path: Path = ROOT / "README.md") -> str:
     """README.md with its fidelity results block rewritten from the study's files, so every number quoted
     there is one the committed results give."""
-    from xsteer.app.fidelity_tables import calibration_table, overview
+    from xsteer.app.fidelity_tables import calibration_table, overview, target_line
 
     text = path.read_text(encoding="utf-8")
     if README_START not in text:
@@ -254,7 +254,7 @@ def readme(path: Path = ROOT / "README.md") -> str:
         if not docs
         else f"Pairs × concepts (best candidate map; its whole-pipeline 95% CI; the family-wise placebo bar it must "
         f"clear), {len(docs)} measurement{'' if len(docs) == 1 else 's'} so far:\n\n{overview(docs)}\n\nThe instrument's false passes on known "
-        f"nulls, per child:\n\n{calibration_table(docs)}"
+        f"nulls, per child:\n\n{calibration_table(docs)}\n\n{target_line(docs)}"
     )
     return f"{head}{README_START}\n{block}\n{README_END}{tail}"
 

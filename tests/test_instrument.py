@@ -852,3 +852,28 @@ def test_the_study_says_how_often_the_pipeline_interval_starts_below_the_probe_o
         "The whole-pipeline interval's lower end lies at or below the probe-only one in 2 of 3 map rows "
         "(mapped concept vectors, candidates and controls)."
     )
+
+
+def test_the_study_says_where_the_candidates_rule_is_shown_under_five_percent():
+    from xsteer.app.fidelity_tables import target_line
+
+    def doc(child, k, n):
+        return {"child": child, "result": {"calibration": {"placebo_cross_kind_pipeline": [k, n]}}}
+
+    # 0 of 80: Wilson upper end 4.6% (the table rounds it to 5%); 0 of 72 is the last count whose upper end is
+    # not under 5% (5.1%); 10 of 100 has its lower end above it (5.5%).
+    docs = [
+        doc("s", 0, 40),
+        doc("s", 0, 40),
+        doc("g", 0, 72),
+        doc("q", 10, 100),
+        doc("z", 0, 0),
+        doc("h", 1, 9),
+    ]
+    assert target_line(docs) == (
+        "The ≤ 5% false-pass target, by exactly the candidates' rule (the placebos given pipeline replicates), is "
+        "shown met on s (0 of 80, Wilson interval [0.0%, 4.6%]); it is shown missed on q (10 of 100, Wilson "
+        "interval [5.5%, 17.4%]); it is not yet shown either way on g (0 of 72, Wilson interval [0.0%, 5.1%]) and "
+        "h (1 of 9, Wilson interval [2.0%, 43.5%])."
+    )
+    assert target_line([doc("s", 0, 0)]).startswith("No placebo has had pipeline replicates yet")
