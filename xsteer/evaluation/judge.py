@@ -180,7 +180,11 @@ def reference_is_valid(
 ) -> bool:
     """Whether the child's own vector moves the judge's score its way: the same draws and rule as
     :func:`judge_analysis`, so a measurement can stop before its placebos when they could change nothing."""
-    _, _, boot_nat = _native_bootstrap(native, base_score, n_boot=n_boot, seed=seed)
+    return _moves(_native_bootstrap(native, base_score, n_boot=n_boot, seed=seed)[2])
+
+
+def _moves(boot_nat: np.ndarray) -> bool:
+    """The reference rule: the bootstrap's 2.5% quantile of the child's own effect lies above 0."""
     return bool(np.quantile(boot_nat, 0.025) > 0)
 
 
@@ -210,7 +214,7 @@ def judge_analysis(
         ],
         "fluency_cost": {n: float((v.double() - base_nll.double()).mean()) for n, v in nll.items()},
     }
-    if np.quantile(boot_nat, 0.025) <= 0:
+    if not _moves(boot_nat):
         out["reference"] = UNDEFINED
         return out
     out["reference"] = "valid"
