@@ -74,8 +74,9 @@ class AnswerLogOdds(Readout):
         layers: Sequence[int],
         batch_size: int = 64,
     ) -> Float[Tensor, "m lam probe"]:
-        """The readout of many vectors at once, each row (vector, λ, probe, answer) steered by its own vector:
-        context and answer run as one sequence (no shared prefill, so rows need not share a vector)."""
+        """The readout of many vectors at once, each row (vector, λ, probe, answer) steered by its own vector.
+        A probe's gold and wrong answers are adjacent rows, so they share one steered prefill of its context
+        (:func:`sequence_logprobs`)."""
         m, n_lam, n_p = stack.shape[0], len(lambdas), len(self.probes)
         grid = [(p, v, j, a) for p in range(n_p) for v in range(m) for j in range(n_lam) for a in (0, 1)]
         lp = sequence_logprobs(
