@@ -877,3 +877,36 @@ def test_the_study_says_where_the_candidates_rule_is_shown_under_five_percent():
         "h (1 of 9, Wilson interval [2.0%, 43.5%])."
     )
     assert target_line([doc("s", 0, 0)]).startswith("No placebo has had pipeline replicates yet")
+
+
+def test_the_placebos_given_replicates_are_counted_by_both_intervals():
+    """The same placebos against the same bar (the other kind's 95th percentile), by their probe-only lower bound
+    too: the placebos given replicates are the first of each kind, so their bounds lead each kind's list."""
+    from xsteer.app.fidelity_tables import calibration_counts, calibration_table
+    from xsteer.evaluation.instrument import replicated_probe_only
+
+    row = {
+        "placebo_q95": 0.5,
+        "placebo_neutral": [0.0, 0.1, 0.2, 0.3, 0.4],  # 95th percentile 0.38: the flips' bar
+        "placebo_flip": [0.0, 0.0, 0.0, 0.0, 1.0],  # 95th percentile 0.8: the neutral pairings' bar
+        "placebo_neutral_low": [0.9, 0.1, 0.85, 0.0, 0.95],  # given replicates: 0.9 passes, 0.1 does not
+        "placebo_flip_low": [0.5, 0.3, 0.9, 0.9, 0.9],  # given replicates: 0.5 passes, 0.3 does not
+        "placebo_neutral_pipeline_low": [0.2, 0.0],
+        "placebo_flip_pipeline_low": [0.1, -0.3],
+    }
+    assert replicated_probe_only(row) == (2, 4)
+    assert replicated_probe_only({**row, "placebo_flip_pipeline_low": []}) == (1, 2)
+    assert replicated_probe_only({k: v for k, v in row.items() if "pipeline" not in k}) == (0, 0)
+    doc = {
+        "child": "s",
+        "result": {
+            "calibration": {"placebo_cross_kind_pipeline": [0, 4]},
+            "maps": {"m": row, "n": {"note": "the map feeds no steered layer"}},
+        },
+    }
+    counts = calibration_counts([doc, doc])
+    assert counts == {"s": {"placebo_cross_kind_pipeline": [0, 8], "placebo_replicated_ci": [4, 8]}}
+    assert calibration_table([doc, doc]).splitlines()[-1] == (
+        "| s | the same placebos given replicates, by their probe-only CI lower bound instead (what the "
+        "whole-pipeline interval changes) | 4 of 8 | 50% [22%, 78%] |"
+    )

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from xsteer.evaluation.instrument import FORMAT
+from xsteer.evaluation.instrument import FORMAT, replicated_probe_only
 from xsteer.evaluation.stats import wilson_ci
 
 
@@ -107,6 +107,11 @@ def calibration_counts(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[s
         for kind, (k, n) in res.get("calibration", {}).items():
             out[doc["child"]][kind][0] += k
             out[doc["child"]][kind][1] += n
+        for row in res.get("maps", {}).values():
+            k, n = replicated_probe_only(row) if "placebo_q95" in row else (0, 0)
+            if n:
+                out[doc["child"]]["placebo_replicated_ci"][0] += k
+                out[doc["child"]]["placebo_replicated_ci"][1] += n
         q95 = [row["placebo_q95"] for row in res.get("maps", {}).values() if not row.get("control", True)]
         if q95 and res.get("random_child"):
             bar = min(q95)
@@ -123,6 +128,7 @@ KNOWN_NULLS = {
     "placebo_cross_kind": "placebos of one kind against the other kind's 95th percentile, by their point values",
     "placebo_cross_kind_ci": "the same, by each placebo's probe-only CI lower bound (a candidate's rule, narrower interval: an upper bound)",
     "placebo_cross_kind_pipeline": "the same, by the whole-pipeline CI lower bound of the placebos given replicates (exactly the candidates' rule)",
+    "placebo_replicated_ci": "the same placebos given replicates, by their probe-only CI lower bound instead (what the whole-pipeline interval changes)",
     "random_child": "covariance-shaped random child directions against the candidate map's placebo q95",
 }
 

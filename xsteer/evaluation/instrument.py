@@ -695,6 +695,21 @@ def calibration(result: Mapping[str, Any]) -> dict[str, list[int]]:
     return counts
 
 
+def replicated_probe_only(row: Mapping[str, Any]) -> tuple[int, int]:
+    """The placebos given pipeline replicates, judged by the probe-only rule instead: their probe-only CI's lower
+    bound against the other kind's 95th percentile, as ``placebo_cross_kind_ci`` judges every placebo. Beside
+    ``placebo_cross_kind_pipeline`` (the same placebos and bar, the whole-pipeline bound) it shows what the wider
+    interval changes. Replicates go to the first placebos of each kind (``#0``, ``#1``, …: the names
+    :func:`_placebo_names` gives), so their probe-only bounds lead each kind's list."""
+    passes = trials = 0
+    for kind, other in (("neutral", "flip"), ("flip", "neutral")):
+        given = len(row.get(f"placebo_{kind}_pipeline_low", []))
+        if given:
+            k, n = exceed_rate(row[f"placebo_{kind}_low"][:given], _q95(row[f"placebo_{other}"]))
+            passes, trials = passes + k, trials + n
+    return passes, trials
+
+
 def _q95(values: Sequence[float]) -> float:
     return float(np.quantile(np.asarray(values, dtype=float), 0.95))
 
@@ -712,4 +727,5 @@ __all__ = [
     "mean_diff",
     "read_cell",
     "reference_check",
+    "replicated_probe_only",
 ]
