@@ -108,7 +108,7 @@ def calibration_counts(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[s
             out[doc["child"]][kind][0] += k
             out[doc["child"]][kind][1] += n
         for row in res.get("maps", {}).values():
-            k, n = replicated_probe_only(row) if "placebo_q95" in row else (0, 0)
+            k, n = replicated_probe_only(row)  # (0, 0) on a row with no placebos given replicates
             if n:
                 out[doc["child"]]["placebo_replicated_ci"][0] += k
                 out[doc["child"]]["placebo_replicated_ci"][1] += n
