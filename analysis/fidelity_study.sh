@@ -20,9 +20,10 @@
 # Order: the cells the instrument is judged on first (Gemma-3 -> SmolLM2 and Qwen 1.5B -> SmolLM2 on sentiment
 # and certainty, Qwen 1.5B -> 0.5B formality), then two more on the Qwen 0.5B child (its formality reference is
 # undefined, and each child needs measurements with a valid one for its calibration on known nulls), then every
-# pair's lexicon concepts, cheapest child first, then every pair's corrupted_answer (the answer readout
-# prefills a ~160-token solution per vector and λ: about 10x a lexicon measurement). A measurement whose
-# reference is undefined reads only the child's own and the mapped vectors (minutes, not hours).
+# pair's lexicon concepts and then its corrupted_answer, the children measured in bf16 (SmolLM2, Gemma-3) before
+# the one in fp32 (Qwen 0.5B), so that the paper's own concept is measured on four pairs before the last ~30 h
+# (the answer readout prefills a ~160-token solution per vector and λ: about 10x a lexicon measurement). A
+# measurement whose reference is undefined reads only the child's own and the mapped vectors (minutes, not hours).
 set -euo pipefail
 OUT=${1:-analysis/results/fidelity_study}
 DATA=${2:-../shared/data}
@@ -51,8 +52,11 @@ run $Q1 $S sentiment
 run $Q1 $S certainty
 run $Q1 $Q0 sentiment
 run $Q1 $Q0 certainty
-PAIRS=("$G $S" "$S $G" "$Q1 $S" "$Q1 $G" "$Q1 $Q0" "$G $Q0" "$S $Q0")
-for pair in "${PAIRS[@]}"; do
-  for c in sentiment certainty formality topic; do run $pair $c; done
-done
-for pair in "${PAIRS[@]}"; do run $pair corrupted_answer; done
+pairs() {  # every pair given, its lexicon concepts first, then the paper's concept
+  for pair in "$@"; do
+    for c in sentiment certainty formality topic; do run $pair $c; done
+  done
+  for pair in "$@"; do run $pair corrupted_answer; done
+}
+pairs "$G $S" "$S $G" "$Q1 $S" "$Q1 $G"
+pairs "$Q1 $Q0" "$G $Q0" "$S $Q0"
