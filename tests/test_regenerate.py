@@ -141,3 +141,112 @@ def test_the_lmeval_parity_table_comes_from_the_parity_tests_log():
     )
     with pytest.raises(ValueError, match="no parity line"):
         lmeval_report.parse("1 passed\n")
+
+
+def test_the_earlier_tables_are_transcribed_as_data_and_the_committed_transcription_matches(tmp_path, capsys):
+    from analysis import earlier_fidelity
+
+    md = tmp_path / "old.md"
+    md.write_text(
+        "# x\n\n| parent → child | concept | map | fidelity [95% CI] | mapped-random | random (95% bound) | "
+        "native effect | std. cos to native | reading |\n|---|---|---|---|---|---|---|---|---|\n"
+        "| a → b | topic | proportional×ridge | +0.50 [+0.40, +0.60] | -0.20 [-0.30, -0.10] | +0.30 (8 draws: +0.1 ± 0.1) "
+        "| +1.00 [+0.90, +1.10] | +0.50 | beats nulls |\n"
+        "| a → b | topic | proportional×truncate_pad | +0.10 [-0.05, +0.25] | +0.20 [+0.10, +0.30] | — | +1.00 | +0.00 | null |\n"
+        "| a → b | certainty | proportional×ridge | — | — | — | +0.10 [-0.03, +0.25] (does not steer) | +0.6 | undefined |\n"
+        "\nafter the table\n"
+    )
+    rows = earlier_fidelity.transcribe([md])
+    assert [
+        (r["concept"], r["map"], r["fidelity"], r["ci"], r["null_bound"], r["reading"]) for r in rows
+    ] == [
+        ("topic", "proportional×ridge", 0.5, [0.4, 0.6], 0.3, "beats nulls"),
+        ("topic", "proportional×truncate_pad", 0.1, [-0.05, 0.25], 0.2, "null"),
+        ("certainty", "proportional×ridge", None, None, None, "undefined"),
+    ]
+    assert {(r["parent"], r["child"], r["source"]) for r in rows} == {("a", "b", "old.md")}
+    assert earlier_fidelity.main(["--check"]) == 0, capsys.readouterr().out
+
+
+def _doc(
+    concept: str, *, crosses: bool = False, f=0.6, pipe=(0.5, 0.7), probe=(0.55, 0.65), bar=0.4, valid=True
+):
+    maps = {
+        "proportional×ridge": {"fidelity": f, "pipeline_ci": list(pipe), "probe_ci": list(probe)},
+        "proportional×truncate_pad": {"beats_placebo": False},
+    }
+    result = (
+        {
+            "reference": "valid",
+            "maps": maps,
+            "family_q95": bar,
+            "crosses": ["proportional×ridge"] if crosses else [],
+        }
+        | {"verdict": "crosses" if crosses else "does not cross"}
+        if valid
+        else {"reference": "undefined: no", "maps": {}}
+    )
+    return {"parent": "a", "child": "b", "concept": concept, "result": result}
+
+
+def _old(concept: str, reading: str, *, others: tuple[str, ...] = (), ci=(0.5, 0.6)) -> list[dict]:
+    row = {"parent": "a", "child": "b", "concept": concept, "map": "proportional×ridge"}
+    undefined = reading == "undefined"
+    return [
+        row
+        | {"fidelity": None if undefined else 0.55, "ci": None if undefined else list(ci)}
+        | {"null_bound": None if undefined else 0.45, "reading": reading},
+        row
+        | {"map": "proportional×truncate_pad", "fidelity": None if undefined else 0.0, "ci": [-0.1, 0.1]}
+        | {"null_bound": 0.3, "reading": "undefined" if undefined else "null"},
+    ] + [
+        row | {"map": m, "fidelity": 0.9, "ci": [0.8, 1.0], "null_bound": 0.3, "reading": "beats nulls"}
+        for m in others
+    ]
+
+
+def test_what_changed_is_read_off_both_studies_numbers():
+    from analysis import earlier_fidelity
+
+    cases = [  # (earlier rows, the study's measurement, the kind of change expected)
+        (_old("same", "beats nulls"), _doc("same", crosses=True), "same verdict"),
+        (_old("pipe", "beats nulls"), _doc("pipe", pipe=(0.3, 0.9)), "the whole-pipeline interval"),
+        (
+            _old("bar", "beats nulls"),
+            _doc("bar", f=0.35, pipe=(0.2, 0.5), probe=(0.3, 0.4)),
+            "under the placebo bar",
+        ),
+        (
+            _old("probe", "beats nulls"),
+            _doc("probe", pipe=(0.2, 0.9), probe=(0.35, 0.8)),
+            "the probe-only interval",
+        ),
+        (
+            _old("other", "weak", others=("cka_diff×anchor",)),
+            _doc("other", pipe=(0.3, 0.9)),
+            "earlier only by",
+        ),
+        (_old("now", "weak"), _doc("now", crosses=True), "crosses now"),
+        (_old("lost", "beats nulls"), _doc("lost", valid=False), "undefined now"),
+        (_old("never", "undefined"), _doc("never", valid=False), "undefined both times"),
+        (_old("found", "undefined"), _doc("found"), "defined now"),
+    ]
+    earlier = [r for rows, _, _ in cases for r in rows]
+    table, summary = earlier_fidelity.changes(earlier, [doc for _, doc, _ in cases])
+    last = [line.rsplit("|", 2)[1].strip() for line in table.splitlines()[2:]]
+    assert [w.startswith(kind) for w, (_, _, kind) in zip(last, cases, strict=True)] == [True] * len(cases)
+    assert last[1] == (
+        "the whole-pipeline interval: its probe-only lower bound +0.55 clears the bar +0.40, its whole-pipeline one "
+        "+0.30 does not"
+    )
+    assert last[5].endswith("earlier its lower bound +0.50 fell under the nulls' bound +0.45")
+    assert summary.startswith("9 of the earlier instrument's 9 measurements made anew;")
+    # Controls counted where both studies read them: the 6 measurements valid both times, none passing.
+    assert summary.endswith(
+        "beat both earlier nulls in 0 of the 6 of them where both studies read it; it beats the "
+        "placebo bar by the candidates' rule in 0."
+    )
+    assert (
+        earlier_fidelity.changes(earlier, [])[1]
+        == "No measurement of the earlier instrument has been made anew yet."
+    )
