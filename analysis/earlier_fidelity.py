@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -165,12 +166,10 @@ def changes(earlier: Sequence[Mapping[str, Any]], docs: Sequence[Mapping[str, An
         "reading | now proportional×ridge [whole-pipeline CI] (bar) | now | what changed |",
         "|---|---|---|---|---|---|---|",
     ]
-    tally: dict[str, int] = {}
-    control = [
-        0,
-        0,
-        0,
-    ]  # measurements with both controls read; earlier beat its nulls; now beats the placebos
+    tally: Counter[str] = Counter()
+    # The control: measurements where both studies read it, those where it beat the earlier nulls, and those
+    # where it beats the placebo bar now.
+    control = [0, 0, 0]
     for doc in docs:
         key = (doc["parent"], doc["child"], doc["concept"])
         rows, res = by_key.get(key), doc["result"]
@@ -192,7 +191,7 @@ def changes(earlier: Sequence[Mapping[str, Any]], docs: Sequence[Mapping[str, An
             f"({_f(res['family_q95'])})"
         )
         kind, why = _why(earlier_verdict, beat, cand, res)
-        tally[kind] = tally.get(kind, 0) + 1
+        tally[kind] += 1
         old_control = next((r for r in rows if r["map"] == CONTROL), None)
         if (
             valid

@@ -43,6 +43,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from analysis import earlier_fidelity
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "analysis" / "results"
 MARKER = "<!-- generated below by `python -m analysis.regenerate`; write the reading above this line -->"
@@ -86,9 +88,8 @@ def fidelity_study(
     under_way = sorted(p.name for p in folder.glob("results/*.partial.json"))
     body = study_markdown(docs) if docs else "No measurement has finished yet."
     if docs:
-        table, summary = _earlier().changes(_earlier().load(), docs)
-        body += f"\n\n## Against the earlier instrument\n\n{table}\n\n{summary}".replace("\n\n\n\n", "\n\n")
-    if docs:
+        table, summary = earlier_fidelity.changes(earlier_fidelity.load(), docs)
+        body += "\n\n" + "\n\n".join(p for p in ("## Against the earlier instrument", table, summary) if p)
         name = f"{out.stem}_overview.png"
         if figure:
             overview_figure(docs, out.with_name(f"{out.stem}_overview"))
@@ -105,13 +106,6 @@ def fidelity_study(
         + "."
     )
     return f"{_head(out, 'Transfer fidelity, measured by the instrument')}\n\n{MARKER}\n\n{note}\n\n{body}\n"
-
-
-def _earlier() -> ModuleType:
-    """``analysis/earlier_fidelity.py``: the earlier instrument's verdicts as data, and what the study changed."""
-    from analysis import earlier_fidelity
-
-    return earlier_fidelity
 
 
 def ab_fidelity(folder: Path = RESULTS / "ab_fidelity") -> str:
@@ -265,7 +259,8 @@ def readme(path: Path = ROOT / "README.md") -> str:
         else f"Pairs × concepts (best candidate map; its whole-pipeline 95% CI; the family-wise placebo bar it must "
         f"clear), {len(docs)} measurement{'' if len(docs) == 1 else 's'} so far:\n\n{overview(docs)}\n\nThe instrument's false passes on known "
         f"nulls, per child:\n\n{calibration_table(docs)}\n\n{target_line(docs)}\n\nAgainst the earlier instrument "
-        f"(`fidelity_study.md` has the table, measurement by measurement): {_earlier().changes(_earlier().load(), docs)[1]}"
+        f"(`fidelity_study.md` has the table, measurement by measurement): "
+        f"{earlier_fidelity.changes(earlier_fidelity.load(), docs)[1]}"
     )
     return f"{head}{README_START}\n{block}\n{README_END}{tail}"
 
